@@ -1,0 +1,88 @@
+"""How often we may ask: the poll schedule, each entry's rate limit, and Retry-After pauses."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
+from archiver.providers.base import Reply
+
+log = logging.getLogger(__name__)
+
+JITTER = 0.1  # ±10% spreads tasks first seen together over time
+
+
+def poll_delay(intervals: tuple[tuple[float, float], ...], age: float, rng: random.Random) -> float:
+    """Seconds until the next poll of a task first seen `age` seconds ago."""
+    every = next(e for e, until in intervals if age < until)
+    return every * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+class TokenBucket:
+    """At most `rate` requests a second, with no burst beyond one; `pause` holds it longer."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next_free = 0.0
+        self.paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            start = max(now, self.next_free, self.paused_until)
+            self.next_free = start + self.interval
+            if start > now:
+                await asyncio.sleep(start - now)
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After as seconds, from either of its two forms."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class ProviderHttp:
+    """The paced `Http` for one provider entry (see providers.base.Http)."""
+
+    def __init__(self, name: str, session: aiohttp.ClientSession, bucket: TokenBucket,
+                 timeout: float = 30.0) -> None:
+        self.name = name
+        self.session = session
+        self.bucket = bucket
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def __call__(self, method: str, url: str, *, headers: Mapping[str, str],
+                       json: Any = None) -> Reply:
+        await self.bucket.acquire()
+        try:
+            async with self.session.request(method, url, headers=dict(headers), json=json,
+                                            timeout=self.timeout, allow_redirects=False) as resp:
+                reply = Reply(resp.status, dict(resp.headers), await resp.read())
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise ProviderUnavailable(f"{self.name}: {type(e).__name__}: {e}".rstrip(": ")) from None
+        if reply.status == 429 or (reply.status == 503 and "Retry-After" in reply.headers):
+            wait = retry_after(reply.headers)
+            raise RateLimited(f"{self.name}: HTTP {reply.status}, Retry-After {wait}", wait)
+        if reply.status >= 500:
+            raise ProviderUnavailable(f"{self.name}: HTTP {reply.status}")
+        if reply.status == 401:
+            raise KeyRejected(f"{self.name}: HTTP 401: the API key was refused")
+        return reply

@@ -1,0 +1,203 @@
+"""One provider entry's poller: a heap of due tasks, served in batches within the rate limit.
+
+The cost of a tick does not grow with the number of waiting tasks: the heap yields the
+due ones, and a task that is not due is never looked at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from tenacity import RetryCallState
+from tenacity.wait import wait_exponential_jitter
+
+from archiver.config import ProviderEntry
+from archiver.errors import KeyRejected, RateLimited, TransientError
+from archiver.model import Phase, TaskStatus
+from archiver.pacing import ProviderHttp, poll_delay
+from archiver.providers.base import Provider
+from archiver.state import Asset, StateDB, Task
+
+log = logging.getLogger(__name__)
+
+UNAUTHORISED_PAUSE = 60.0  # a rejected key is retried once a minute until it works
+_backoff = wait_exponential_jitter(initial=1, max=60)
+
+
+@dataclass
+class Tracked:
+    task_id: str
+    first_seen_at: float
+    unknown_since: float | None
+
+
+OnSuccess = Callable[[Task, list[Asset]], None]
+OnFailed = Callable[[Task], Awaitable[None]]
+
+
+class EntryPoller:
+    """Polls every live task of one provider entry."""
+
+    def __init__(self, entry: ProviderEntry, provider: Provider, http: ProviderHttp, state: StateDB,
+                 on_success: OnSuccess, on_failed: OnFailed, rng: random.Random) -> None:
+        self.entry = entry
+        self.provider = provider
+        self.http = http
+        self.state = state
+        self.on_success = on_success
+        self.on_failed = on_failed
+        self.rng = rng
+        self.heap: list[tuple[float, int, int]] = []
+        self.tracked: dict[int, Tracked] = {}
+        self.seq = itertools.count()
+        self.wake = asyncio.Event()
+        self.failures = 0
+        self.unauthorised = False
+        in_flight = max(2, min(32, int(entry.requests_per_second * 2)))
+        self.slots = asyncio.Semaphore(in_flight)
+        self.running: set[asyncio.Task[None]] = set()
+
+    def add(self, task: Task, due: float | None = None) -> None:
+        if task.pk in self.tracked:
+            return
+        self.tracked[task.pk] = Tracked(task.task_id, task.first_seen_at, task.unknown_since)
+        self._schedule(task.pk, time.time() if due is None else due)
+
+    def _schedule(self, pk: int, due: float) -> None:
+        heapq.heappush(self.heap, (due, next(self.seq), pk))
+        self.wake.set()
+
+    def _later(self, pk: int, delay: float | None = None) -> None:
+        tracked = self.tracked[pk]
+        age = time.time() - tracked.first_seen_at
+        normal = poll_delay(self.entry.poll_intervals, age, self.rng)
+        self._schedule(pk, time.time() + max(normal, delay or 0.0))
+
+    async def run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            await self.slots.acquire()
+            job = asyncio.create_task(self._poll(batch))
+            self.running.add(job)
+            job.add_done_callback(self.running.discard)
+
+    async def _next_batch(self) -> list[int]:
+        while True:
+            now = time.time()
+            if self.heap and self.heap[0][0] <= now:
+                batch: list[int] = []
+                while self.heap and self.heap[0][0] <= now and len(batch) < self.provider.batch_size:
+                    pk = heapq.heappop(self.heap)[2]
+                    if pk in self.tracked and pk not in batch:
+                        batch.append(pk)
+                if batch:
+                    return batch
+                continue
+            self.wake.clear()
+            timeout = self.heap[0][0] - now if self.heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _poll(self, batch: list[int]) -> None:
+        try:
+            live = await self._drop_expired(batch)
+            if live:
+                await self._ask(live)
+        except Exception:
+            log.exception("provider=%s: unexpected error while polling; tasks will be polled again",
+                          self.entry.name)
+            for pk in batch:
+                if pk in self.tracked:
+                    self._later(pk)
+        finally:
+            self.slots.release()
+
+    async def _drop_expired(self, batch: Sequence[int]) -> list[int]:
+        live = []
+        for pk in batch:
+            if time.time() - self.tracked[pk].first_seen_at > self.entry.give_up_after:
+                await self._fail(pk, "timed_out", message=f"still not done after {self.entry.give_up_after:.0f}s")
+            else:
+                live.append(pk)
+        return live
+
+    async def _ask(self, live: list[int]) -> None:
+        ids = {self.tracked[pk].task_id: pk for pk in live}
+        try:
+            results = await self.provider.poll(self.http, list(ids))
+        except KeyRejected as e:
+            self._trouble("unauthorised", str(e), live, UNAUTHORISED_PAUSE)
+            return
+        except RateLimited as e:
+            self._trouble("rate_limited", str(e), live, e.retry_after or 5.0)
+            return
+        except TransientError as e:
+            self.failures += 1
+            state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+            state.attempt_number = self.failures
+            self._trouble("failing", str(e), live, _backoff(state))
+            return
+        self._healthy()
+        for task_id, pk in ids.items():
+            await self._handle(pk, results.get(task_id))
+
+    def _trouble(self, kind: str, message: str, live: list[int], pause: float) -> None:
+        """One failed request: pause this entry only, keep its tasks, say why."""
+        log.warning("provider=%s task_id=%s: %s; pausing this provider for %.1fs", self.entry.name,
+                    ",".join(self.tracked[pk].task_id for pk in live), message, pause,
+                    extra={"provider": self.entry.name, "reason": kind})
+        self.http.bucket.pause(pause)
+        if kind == "unauthorised" and not self.unauthorised:
+            self.unauthorised = True
+            log.error("provider=%s: the API key was rejected; tasks wait and polling retries every %ds",
+                      self.entry.name, UNAUTHORISED_PAUSE, extra={"provider": self.entry.name})
+        self.state.set_health(self.entry.name, kind, message)
+        for pk in live:
+            self.state.polled(pk, error=message, unknown_since=self.tracked[pk].unknown_since)
+            self._later(pk, pause)
+
+    def _healthy(self) -> None:
+        if self.failures or self.unauthorised:
+            log.info("provider=%s: answering again", self.entry.name, extra={"provider": self.entry.name})
+            self.state.set_health(self.entry.name, "ok")
+        self.failures = 0
+        self.unauthorised = False
+
+    async def _handle(self, pk: int, status: TaskStatus | None) -> None:
+        tracked = self.tracked[pk]
+        if status is None or status.phase == Phase.NOT_FOUND:
+            now = time.time()
+            tracked.unknown_since = tracked.unknown_since or now
+            if now - tracked.unknown_since >= self.provider.not_found_grace:
+                await self._fail(pk, "not_found", message="the provider does not know this task ID")
+                return
+            self.state.polled(pk, unknown_since=tracked.unknown_since)
+            self._later(pk)
+        elif status.phase == Phase.RUNNING:
+            tracked.unknown_since = None
+            self.state.polled(pk)
+            self._later(pk)
+        elif status.phase == Phase.SUCCEEDED and not status.urls:
+            await self._fail(pk, "provider_failed", message="succeeded without any result URL",
+                             response=status.response)
+        elif status.phase == Phase.SUCCEEDED:
+            del self.tracked[pk]
+            assets = self.state.succeeded(pk, status)
+            self.on_success(self.state.task(pk), assets)
+        else:
+            await self._fail(pk, status.reason or "provider_failed", status.code, status.message,
+                             status.response)
+
+    async def _fail(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
+                    response: object = None) -> None:
+        self.tracked.pop(pk, None)
+        task = self.state.failed(pk, reason, code, message, response)
+        await self.on_failed(task)

@@ -1,0 +1,96 @@
+"""The Provider plug point: an adapter says how to ask about tasks and reads the answer.
+
+Pacing, retries, Retry-After, 5xx backoff and scheduling live once, in the shared
+`Http` the daemon hands to `poll`; an adapter only builds requests and turns JSON into
+`TaskStatus`. Its `poll` answers for every ID it was given, or leaves an ID out when the
+provider does not know it (the poller turns that into not_found after `not_found_grace`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from archiver.config import ProviderEntry
+from archiver.errors import ProviderUnavailable
+from archiver.model import TaskStatus, utc_iso
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer from a provider, already read."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; garbage becomes ProviderUnavailable (a failed poll)."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            snippet = self.body[:80].decode("utf-8", "replace")
+            raise ProviderUnavailable(f"HTTP {self.status} with a body that is not JSON: {snippet!r}") from None
+
+
+class Http(Protocol):
+    """A paced request to one provider entry.
+
+    Raises RateLimited on 429, ProviderUnavailable on 5xx or a network error, and
+    KeyRejected on HTTP 401; any other status comes back as a Reply.
+    """
+
+    async def __call__(
+        self, method: str, url: str, *, headers: Mapping[str, str], json: Any = None
+    ) -> Reply: ...
+
+
+class Provider(Protocol):
+    """One provider type. Construction does no I/O."""
+
+    type: ClassVar[str]
+    requests_per_second: ClassVar[float]
+    batch_size: ClassVar[int]
+    not_found_grace: ClassVar[float]
+
+    def __init__(self, entry: ProviderEntry) -> None: ...
+
+    async def poll(self, http: Http, task_ids: Sequence[str]) -> dict[str, TaskStatus]: ...
+
+
+def bearer(entry: ProviderEntry) -> dict[str, str]:
+    return {"Authorization": f"Bearer {entry.api_key.reveal()}", "Accept": "application/json"}
+
+
+def text(value: Any) -> str | None:
+    """A provider field as a string, or None for null/empty."""
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def ms_to_iso(value: Any) -> str | None:
+    """Milliseconds since the epoch (int, float or digit string) → ISO 8601 UTC."""
+    try:
+        return utc_iso(float(value) / 1000) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def seconds_to_iso(value: Any) -> str | None:
+    try:
+        return utc_iso(float(value)) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def media_from_model(model: str | None) -> str:
+    """Guess image/video/audio from a model name, as the digest suggests for kie."""
+    m = (model or "").lower()
+    if any(w in m for w in ("video", "t2v", "i2v", "kling", "sora", "veo", "hailuo", "seedance", "wan")):
+        return "video"
+    if any(w in m for w in ("suno", "elevenlabs", "audio", "music")):
+        return "audio"
+    return "image"

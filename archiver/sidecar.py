@@ -1,0 +1,65 @@
+"""The JSON written beside each asset (design.md §8) and the _failed record of a task."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from archiver import __version__
+from archiver.config import ProviderEntry
+from archiver.model import utc_iso
+from archiver.state import Asset, Task
+
+
+def asset_sidecar(task: Task, entry: ProviderEntry, asset: Asset, *, key: str, count: int,
+                  media: str, content_type: str, size: int, sha256: str,
+                  downloaded_at: float, archived_at: float) -> bytes:
+    doc: dict[str, Any] = {
+        "schema": "archiver.asset/1",
+        "provider": task.provider,
+        "provider_type": entry.type,
+        "task_id": task.task_id,
+        "index": asset.idx,
+        "count": count,
+        "media": media,
+        "model": task.model,
+        "prompt": task.prompt,
+        "input": task.input,
+        "source_url": asset.url,
+        "key": key,
+        "content_type": content_type,
+        "bytes": size,
+        "sha256": sha256,
+        "task_created_at": task.task_created_at,
+        "task_completed_at": task.task_completed_at,
+        "first_seen_at": utc_iso(task.first_seen_at),
+        "downloaded_at": utc_iso(downloaded_at),
+        "archived_at": utc_iso(archived_at),
+        "labels": task.labels,
+        "provider_response": task.response,
+        "archiver_version": __version__,
+    }
+    return _dump(doc)
+
+
+def failed_record(task: Task, entry: ProviderEntry, assets: list[Asset], ended_at: float) -> bytes:
+    doc: dict[str, Any] = {
+        "schema": "archiver.failed/1",
+        "provider": task.provider,
+        "provider_type": entry.type,
+        "task_id": task.task_id,
+        "reason": task.reason,
+        "provider_code": task.code,
+        "provider_message": task.message,
+        "first_seen_at": utc_iso(task.first_seen_at),
+        "failed_at": utc_iso(ended_at),
+        "labels": task.labels,
+        "archived_keys": [a.key for a in assets if a.state == "archived"],
+        "provider_response": task.response,
+        "archiver_version": __version__,
+    }
+    return _dump(doc)
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")

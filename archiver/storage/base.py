@@ -1,0 +1,40 @@
+"""The Storage plug point: a few primitives every backend offers, errors as builtins.
+
+A key is a relative POSIX path ("kie/2026/11/22/abc/00.png"). `put_file` and
+`put_bytes` are atomic: after a crash a key holds the old object, the new one, or
+nothing, never a part. Writing the same key twice leaves one object. A missing key
+raises FileNotFoundError; a failing store raises StorageUnavailable or DiskFull.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    sha256: str | None = None
+
+
+class Storage(Protocol):
+    """Where assets and sidecars end up."""
+
+    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
+        """Store the file at `source` under `key`; `source` is left in place."""
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Store small content (a sidecar, a _failed record) under `key`."""
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def stat(self, key: str) -> ObjectInfo: ...
+
+    async def start(self) -> None:
+        """Prepare the store once at daemon start (create the root, clean stale uploads)."""
+
+    async def close(self) -> None: ...

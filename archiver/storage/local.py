@@ -1,0 +1,204 @@
+"""Storage in a local folder: each write goes to a temp file, is fsynced, then renamed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from archiver.errors import DiskFull, StorageUnavailable
+from archiver.storage.base import ObjectInfo
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+# `.{name}.tmp-{12 hex}`: what a put leaves behind only when the process dies mid-write.
+_TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
+# A full quota is a full disk to us: both pause downloads until space is freed.
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def check_key(key: str) -> list[str]:
+    """The key's segments, or ValueError for a key that could leave the root or the layout.
+
+    Refused: empty, absolute, NUL or backslash, empty/`.`/`..` segments, and a last segment
+    shaped like our temp files (start() deletes those, so no key may look like one).
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("storage key: must be a non-empty string")
+    if "\x00" in key or "\\" in key:
+        raise ValueError(f"storage key {key!r}: NUL and backslash are not allowed")
+    if key.startswith("/"):
+        raise ValueError(f"storage key {key!r}: must be relative")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"storage key {key!r}: empty, '.' and '..' segments are not allowed")
+    if _TEMP.fullmatch(parts[-1]):
+        raise ValueError(f"storage key {key!r}: the name looks like a temp file")
+    return parts
+
+
+class LocalStorage:
+    """Keys are files under `root`. Blocking work runs in a thread, one hop per call.
+
+    `stat` reports the size only (sha256 None): hashing a stored video on every stat would
+    cost a full read, and the sidecar already records the digest.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key))
+
+    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
+        """Copy `source` to `key`; the copy is hashed as written and must match `sha256`."""
+        path = self._path(key)
+        await asyncio.to_thread(self._put_file, key, path, Path(source), sha256.lower())
+
+    def _put_file(self, key: str, path: Path, source: Path, sha256: str) -> None:
+        # Opened before any write: a missing staging file is the caller's, raised unchanged.
+        with open(source, "rb") as src:
+
+            def fill(dst: BinaryIO) -> None:
+                digest = hashlib.sha256()
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                if digest.hexdigest() != sha256:
+                    raise StorageUnavailable(
+                        f"local archive: copy of {source} for {key!r} has sha256 "
+                        f"{digest.hexdigest()}, expected {sha256}; the staging file changed"
+                    )
+
+            self._write(key, path, fill)
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        path = self._path(key)
+        await asyncio.to_thread(self._write, key, path, lambda dst: dst.write(data))
+
+    def _write(self, key: str, path: Path, fill: Callable[[BinaryIO], object]) -> None:
+        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+        try:
+            _makedirs(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                with open(fd, "wb") as dst:
+                    fill(dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                # Rename last: a final name never holds a partial file, and until this line
+                # the key keeps its old content whole.
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                raise
+            # The rename survives a power cut only once the folder's entry is on disk.
+            _fsync_dir(path.parent)
+        except OSError as e:
+            raise write_error(e, key, self.root) from e
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        return await asyncio.to_thread(self._read, key, path)
+
+    def _read(self, key: str, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise _missing(key) from None
+        except OSError as e:
+            raise _read_error(e, key, self.root) from e
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.stat(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        return await asyncio.to_thread(self._stat, key, path)
+
+    def _stat(self, key: str, path: Path) -> ObjectInfo:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _missing(key) from None
+        except OSError as e:
+            raise _read_error(e, key, self.root) from e
+        if not stat.S_ISREG(st.st_mode):  # a folder is not an object, as on S3
+            raise _missing(key)
+        return ObjectInfo(size=st.st_size)
+
+    async def start(self) -> None:
+        """Create the root and delete temp files a crash left behind (one walk of the tree)."""
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(e, "", self.root) from e
+        removed = 0
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                if _TEMP.fullmatch(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                        removed += 1
+        if removed:
+            log.info("removed %d stale temp file(s) under %s", removed, self.root)
+
+    async def close(self) -> None:
+        return None
+
+
+def _makedirs(folder: Path) -> None:
+    """Create missing folders, fsyncing each parent so a new folder survives a power cut."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent put
+            new.mkdir()
+        _fsync_dir(new.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _missing(key: str) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, "no such key in the archive", key)
+
+
+def write_error(e: OSError, key: str, root: Path) -> DiskFull | StorageUnavailable:
+    """ENOSPC/EDQUOT → DiskFull; any other OSError → StorageUnavailable, saying what to check."""
+    reason = e.strerror or str(e)
+    if e.errno in _FULL:
+        return DiskFull(f"local archive {root}: no space left writing {key!r} ({reason}); "
+                        "free space on that disk or move storage.local.root")
+    return StorageUnavailable(f"local archive {root}: cannot write {key!r} ({reason}); check "
+                              "that the folder is mounted, writable and not a file")
+
+
+def _read_error(e: OSError, key: str, root: Path) -> StorageUnavailable:
+    return StorageUnavailable(f"local archive {root}: cannot read {key!r} ({e.strerror or e}); "
+                              "check that the disk is mounted and readable")

@@ -1,0 +1,28 @@
+"""Documented answer shapes, one JSON file each under fixtures/<provider type>/.
+
+A fixture file holds {"http_status": 200, "body": <JSON or a string for garbage>,
+"task_id": "...", "expect": {...}}. `expect` is one of:
+  {"phase": "running"}
+  {"phase": "succeeded", "urls": [...], "media": "image"}
+  {"phase": "failed", "reason": "content_moderation", "code": "...", "message": "..."}
+  {"not_found": true}                       the provider does not know the ID
+  {"raises": "KeyRejected" | "RateLimited" | "ProviderUnavailable"}
+Optional "entry": extra ProviderEntry fields (service, family).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_files(provider_type: str | None = None) -> list[Path]:
+    pattern = f"{provider_type}/*.json" if provider_type else "*/*.json"
+    return sorted(FIXTURES.glob(pattern))
+
+
+def load_fixture(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,116 @@
+"""LocalStorage beyond the conformance suite: root confinement, temp files, errors."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from archiver.config import LocalConfig, S3Config, StorageConfig
+from archiver.errors import DiskFull, StorageUnavailable
+from archiver.storage import LocalStorage, open_storage
+from archiver.storage.local import write_error
+
+PNG = "image/png"
+
+
+def every_file(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> LocalStorage:
+    s = LocalStorage(tmp_path / "root")
+    await s.start()
+    return s
+
+
+@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../b", "a\x00b", "../root2/x"])
+async def test_hostile_key_writes_nothing_outside_root(storage: LocalStorage, tmp_path: Path,
+                                                       key: str) -> None:
+    source = tmp_path / "staged"
+    source.write_bytes(b"x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ValueError):
+        await storage.put_bytes(key, b"x", content_type=PNG)
+    with pytest.raises(ValueError):
+        await storage.put_file(key, source, content_type=PNG,
+                               sha256=hashlib.sha256(b"x").hexdigest())
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert every_file(tmp_path / "root") == []
+
+
+async def test_no_temp_file_remains(storage: LocalStorage, tmp_path: Path) -> None:
+    source = tmp_path / "staged"
+    source.write_bytes(b"asset")
+    await storage.put_file("a/b/00.png", source, content_type=PNG,
+                           sha256=hashlib.sha256(b"asset").hexdigest())
+    await storage.put_bytes("a/b/00.png.json", b"{}", content_type="application/json")
+    assert every_file(storage.root) == ["a/b/00.png", "a/b/00.png.json"]
+
+
+async def test_file_mode_follows_umask(storage: LocalStorage) -> None:
+    """Archived files are readable as the umask allows, not private like mkstemp's 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    await storage.put_bytes("m.json", b"{}", content_type="application/json")
+    assert (storage.root / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+async def test_digest_mismatch_keeps_old_content(storage: LocalStorage, tmp_path: Path) -> None:
+    await storage.put_bytes("k.png", b"old", content_type=PNG)
+    source = tmp_path / "staged"
+    source.write_bytes(b"changed after download")
+    with pytest.raises(StorageUnavailable, match="sha256"):
+        await storage.put_file("k.png", source, content_type=PNG,
+                               sha256=hashlib.sha256(b"what was downloaded").hexdigest())
+    assert await storage.get("k.png") == b"old"
+    assert every_file(storage.root) == ["k.png"]
+
+
+async def test_start_removes_stale_temp_files(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "kie/2026").mkdir(parents=True)
+    stale = [root / ".00.png.tmp-0123456789ab", root / "kie/2026/.01.mp4.tmp-abcdef012345"]
+    kept = [root / "kie/2026/00.png", root / ".hidden", root / "x.tmp-0123456789ab",
+            root / ".y.tmp-short"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    await LocalStorage(root).start()
+    assert every_file(root) == sorted(p.relative_to(root).as_posix() for p in kept)
+
+
+async def test_start_creates_root(tmp_path: Path) -> None:
+    await LocalStorage(tmp_path / "a/b/root").start()
+    assert (tmp_path / "a/b/root").is_dir()
+
+
+async def test_unwritable_root_is_storage_unavailable(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.write_bytes(b"a file where the archive folder should be")
+    storage = LocalStorage(root)
+    with pytest.raises(StorageUnavailable, match="writable"):
+        await storage.start()
+    with pytest.raises(StorageUnavailable):
+        await storage.put_bytes("a/b.json", b"{}", content_type="application/json")
+    assert not await storage.exists("a/b.json")
+
+
+@pytest.mark.parametrize("code, kind", [
+    (errno.ENOSPC, DiskFull), (errno.EDQUOT, DiskFull),
+    (errno.EACCES, StorageUnavailable), (errno.EIO, StorageUnavailable),
+])
+def test_write_error_mapping(code: int, kind: type[Exception]) -> None:
+    """A real full disk needs root to set up; the mapping itself is checked here."""
+    error = write_error(OSError(code, os.strerror(code)), "k.png", Path("/archive"))
+    assert type(error) is kind
+    assert "k.png" in str(error) and os.strerror(code) in str(error)
+
+
+def test_open_storage_local(tmp_path: Path) -> None:
+    config = StorageConfig("local", "{task_id}/{index}", LocalConfig(tmp_path), S3Config())
+    storage = open_storage(config)
+    assert isinstance(storage, LocalStorage) and storage.root == tmp_path

@@ -1,0 +1,38 @@
+"""Run one provider adapter against a canned reply served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+
+from archiver.config import DEFAULT_POLL_INTERVALS, ProviderEntry, Secret
+from archiver.model import TaskStatus
+from archiver.pacing import ProviderHttp, TokenBucket
+from archiver.providers import PROVIDERS
+from tests.support.servers import canned, serve
+
+API_KEY = "sk-test-SECRET-0123456789"
+
+
+def entry(provider_type: str, base_url: str, **extra: Any) -> ProviderEntry:
+    cls = PROVIDERS[provider_type]
+    e = ProviderEntry(
+        name=provider_type, type=provider_type, api_key=Secret(API_KEY), base_url=base_url,
+        requests_per_second=cls.requests_per_second, give_up_after=3600.0,
+        poll_intervals=DEFAULT_POLL_INTERVALS,
+    )
+    return replace(e, **extra)
+
+
+async def poll_canned(provider_type: str, fixture: dict[str, Any]) -> dict[str, TaskStatus]:
+    """Serve the fixture's reply and poll its task_id through the real ProviderHttp."""
+    body = fixture["body"]
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    async with serve(canned(fixture.get("http_status", 200), raw)) as base:
+        provider = PROVIDERS[provider_type](entry(provider_type, base, **fixture.get("entry", {})))
+        async with aiohttp.ClientSession() as session:
+            http = ProviderHttp(provider_type, session, TokenBucket(1000))
+            return await provider.poll(http, [fixture["task_id"]])

@@ -1,0 +1,112 @@
+"""Config: YAML to frozen dataclasses, and `archiver check-config` on good and bad files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from archiver.config import load_config, parse_duration, parse_size
+from tests.support.daemon import cli
+
+GOOD = """
+state_dir: ./state
+providers:
+  kie:
+    type: kie
+    api_key: ${KIE_TEST_KEY}
+    give_up_after: 2h
+    poll_intervals: ["1s until 10s", "5s"]
+  seedream: {type: acedata, service: seedream, api_key: "${ACE_TEST_KEY:-}"}
+download: {max_bytes: 512MiB}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIE_TEST_KEY", "kie-SECRET")
+    monkeypatch.delenv("ACE_TEST_KEY", raising=False)
+    config = load_config(write(tmp_path, GOOD))
+    kie = config.providers["kie"]
+    assert kie.api_key.reveal() == "kie-SECRET" and "kie-SECRET" not in repr(config)
+    assert kie.requests_per_second == 10 and kie.give_up_after == 7200
+    assert kie.poll_intervals == ((1.0, 10.0), (5.0, float("inf")))
+    assert config.providers["seedream"].requests_per_second == 1
+    assert config.providers["seedream"].api_key.reveal() == ""
+    assert config.download.max_bytes == 512 * 2**20 and config.download.concurrency == 16
+    assert config.state_dir == tmp_path / "state"  # relative to the config file
+    assert config.inbox.path == tmp_path / "inbox.txt"
+    assert config.storage.backend == "local" and config.storage.local.root == tmp_path / "archive"
+    assert config.shutdown_grace == 20
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("30s", 30), ("15m", 900), ("2h", 7200), ("1.5", 1.5), (45, 45), ("250ms", 0.25)])
+def test_durations(text: object, expected: float) -> None:
+    assert parse_duration(text, "k") == expected
+
+
+@pytest.mark.parametrize("text,expected", [("512MiB", 512 * 2**20), ("4GiB", 4 * 2**30), (1000, 1000), ("10MB", 10**7)])
+def test_sizes(text: object, expected: int) -> None:
+    assert parse_size(text, "k") == expected
+
+
+BAD = {
+    "missing env var": (
+        "providers:\n  kie: {type: kie, api_key: '${ARCHIVER_TEST_UNSET_VAR}'}\n",
+        "config: providers.kie.api_key: environment variable ARCHIVER_TEST_UNSET_VAR is not set"),
+    "unknown provider type": (
+        "providers:\n  mine: {type: midjourney, api_key: x}\n",
+        "config: providers.mine.type: unknown provider type 'midjourney'"),
+    "bad duration": (
+        "providers:\n  kie: {type: kie, api_key: x, give_up_after: soon}\n",
+        "config: providers.kie.give_up_after: 'soon' is not a duration"),
+    "unknown key": (
+        "providers: {}\ndownload: {concurrency: 4, parallel: 9}\n",
+        "config: download.parallel: unknown key"),
+    "unknown top-level key": ("stat_dir: ./s\n", "config: stat_dir: unknown key"),
+    "acedata without service": (
+        "providers:\n  a: {type: acedata, api_key: x}\n", "config: providers.a.service:"),
+    "bad layout": (
+        "storage: {layout: '{provider}/{nope}.{ext}'}\n", "config: storage.layout: unknown placeholder 'nope'"),
+    "bad size": ("download: {max_bytes: lots}\n", "config: download.max_bytes: 'lots' is not a size"),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+async def test_check_config_refuses_with_one_line_naming_the_key(tmp_path: Path, name: str) -> None:
+    text, message = BAD[name]
+    env = {k: v for k, v in os.environ.items() if k != "ARCHIVER_TEST_UNSET_VAR"}
+    code, out, err = await cli(write(tmp_path, text), "check-config", env=env)
+    assert code == 2
+    assert out == ""
+    assert err.startswith(message), err
+    assert err.count("\n") == 1
+
+
+async def test_check_config_prints_resolved_config_with_secrets_masked(tmp_path: Path) -> None:
+    env = dict(os.environ, KIE_TEST_KEY="kie-SECRET-123", ACE_TEST_KEY="ace-SECRET-456")
+    code, out, err = await cli(write(tmp_path, GOOD), "check-config", env=env)
+    assert code == 0, err
+    assert "SECRET" not in out and '"api_key": "***"' in out
+    assert str(tmp_path / "state") in out
+
+
+async def test_example_config_is_valid(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    code, out, err = await cli(example, "check-config")
+    assert code == 0, err
+    assert '"backend": "local"' in out
+    for kind in ("kie", "maxapi", "acedata", "apipod"):
+        assert f'"type": "{kind}"' in out
+
+
+async def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    code, _, err = await cli(tmp_path / "nope.yaml", "status")
+    assert code == 2 and "no such file" in err

@@ -1,0 +1,123 @@
+"""The daemon process: restarts, a rejected key, SIGTERM, and sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+from tests.support.daemon import DaemonProcess, base_config, cli, write_config
+from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from tests.support.servers import serve
+
+API_KEY = "kie-SECRET-0b5e55ed"
+
+
+def kie_config(tmp_path: Path, base: str) -> Path:
+    return write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+        "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+    }))
+
+
+def add_tasks(fake: FakeApis, *names: str) -> None:
+    for name in names:
+        fake.add(FakeTask("kie", name, ["generating", "success"], [media_bytes("png", 2048, name)]))
+
+
+async def test_restart_goes_on_from_the_stored_offset(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    add_tasks(fake, "t1", "t2", "t3", "t4", "t5")
+    env = dict(os.environ, KIE_API_KEY=API_KEY)
+    inbox = tmp_path / "inbox.txt"
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = kie_config(tmp_path, base)
+        inbox.write_text("kie t1\nkie t2\nkie t3\n")
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 3)
+        assert await daemon.stop() == 0
+        polled_before = len(fake.requests)
+
+        with inbox.open("a") as f:
+            f.write("kie t4\nkie t1\nkie t5\n")
+        await daemon.start()
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 5)
+        assert await daemon.stop() == 0
+    assert status["counts"]["failed"] == 0 and status["counts"]["queued"] == 0
+    assert all(hits == 1 for hits in fake.cdn_hits.values()) and len(fake.cdn_hits) == 5
+    asked_after = {r.body["taskId"] for r in fake.requests[polled_before:]}
+    assert asked_after == {"t4", "t5"}, "a line read before the restart was read again"
+
+
+async def test_rejected_key_waits_and_recovers(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    add_tasks(fake, "k1", "k2")
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = kie_config(tmp_path, base)
+        (tmp_path / "inbox.txt").write_text("kie k1\nkie k2\n")
+        wrong = DaemonProcess(config, dict(os.environ, KIE_API_KEY="wrong-key"), tmp_path / "daemon.log")
+        await wrong.start()
+        status = await wrong.wait_for(lambda s: s["health"].get("kie", {}).get("state") == "unauthorised")
+        await asyncio.sleep(1.0)
+        assert await wrong.stop() == 0
+        asked = len(fake.requests)
+        assert asked <= 2, "polling did not slow down after a 401"
+        status = await wrong.status()
+        assert status["counts"]["failed"] == 0
+        assert status["counts"]["polling"] == 2
+
+        right = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
+        await right.start()
+        status = await right.wait_for(lambda s: s["counts"]["archived"] == 2)
+        assert await right.stop() == 0
+    assert "kie" not in status["health"], "a past run's trouble is still reported"
+    assert "wrong-key" not in (tmp_path / "daemon.log").read_text()
+
+
+async def test_sd_notify_ready_watchdog_status_stopping(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    add_tasks(fake, "n1")
+    folder = tempfile.mkdtemp(dir="/tmp")
+    path = os.path.join(folder, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    messages: list[str] = []
+
+    async def receive_until(word: str) -> None:
+        while not any(m.startswith(word) for m in messages):
+            messages.append((await asyncio.wait_for(loop.sock_recv(sock, 4096), 20)).decode())
+
+    try:
+        async with serve(fake.app()) as base:
+            fake.base = base
+            config = kie_config(tmp_path, base)
+            (tmp_path / "inbox.txt").write_text("kie n1\n")
+            env = dict(os.environ, KIE_API_KEY=API_KEY, NOTIFY_SOCKET=path, WATCHDOG_USEC="300000")
+            daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+            await daemon.start()
+            await receive_until("STATUS=")
+            await receive_until("WATCHDOG=1")
+            assert daemon.proc is not None
+            daemon.proc.terminate()
+            await receive_until("STOPPING=1")
+            assert await daemon.stop() == 0
+    finally:
+        sock.close()
+        os.unlink(path)
+        os.rmdir(folder)
+    assert messages[0] == "READY=1"
+    assert messages[-1] == "STOPPING=1"
+    assert messages.count("WATCHDOG=1") >= 2
+    assert any(m.startswith("STATUS=") and "archived" in m for m in messages)
+
+
+async def test_status_before_first_run_says_so(tmp_path: Path) -> None:
+    config = kie_config(tmp_path, "http://127.0.0.1:9")
+    code, _, err = await cli(config, "status")
+    assert code == 1 and "has not run" in err

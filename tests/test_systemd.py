@@ -1,0 +1,125 @@
+"""The sd_notify client against a real unix datagram socket standing in for systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from archiver.systemd import Notifier
+
+
+@pytest.fixture
+def notify_dir() -> Iterator[str]:
+    # tmp_path can pass the 108-byte limit of a unix socket path; /tmp stays short.
+    path = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def systemd(notify_dir: str) -> Iterator[tuple[str, socket.socket]]:
+    """A bound datagram socket playing systemd's notify socket: (path, socket)."""
+    path = os.path.join(notify_dir, "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setblocking(False)
+        yield path, sock
+
+
+def received(sock: socket.socket) -> list[str]:
+    """Every datagram queued on `sock`, oldest first."""
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return messages
+
+
+async def test_notifications_arrive_in_order(
+    systemd: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, sock = systemd
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    notifier = Notifier.from_env()
+    assert notifier.enabled
+    assert notifier.watchdog_interval() == pytest.approx(0.1)
+
+    notifier.ready()
+    notifier.status("12 waiting,\n3 downloading")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(notifier.watchdog_loop(), 0.35)
+    notifier.stopping()
+
+    messages = received(sock)
+    assert messages[:2] == ["READY=1", "STATUS=12 waiting, 3 downloading"]
+    assert messages[-1] == "STOPPING=1"
+    pings = messages[2:-1]
+    assert set(pings) == {"WATCHDOG=1"}
+    assert 2 <= len(pings) <= 4, messages  # nominally 4: at 0, 0.1, 0.2, 0.3 s
+
+
+async def test_without_notify_socket_everything_is_a_no_op(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    notifier = Notifier.from_env()
+    assert not notifier.enabled
+    assert notifier.watchdog_interval() is None
+    notifier.ready()
+    notifier.status("anything")
+    notifier.watchdog()
+    notifier.stopping()
+    await asyncio.wait_for(notifier.watchdog_loop(), 0.05)
+
+
+async def test_watchdog_meant_for_another_process_is_ignored(
+    systemd: tuple[str, socket.socket],
+) -> None:
+    path, sock = systemd
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}
+    notifier = Notifier.from_env(env)
+    assert notifier.watchdog_interval() is None
+    await asyncio.wait_for(notifier.watchdog_loop(), 0.05)
+    assert received(sock) == []
+
+    env["WATCHDOG_PID"] = str(os.getpid())
+    assert Notifier.from_env(env).watchdog_interval() == pytest.approx(0.1)
+    env["WATCHDOG_USEC"] = "soon"
+    assert Notifier.from_env(env).watchdog_interval() is None
+
+
+def test_abstract_socket() -> None:
+    name = f"archiver-test-{secrets.token_hex(6)}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.setblocking(False)
+        Notifier("@" + name).ready()
+        assert received(sock) == ["READY=1"]
+
+
+def test_vanished_socket_warns_once_and_never_raises(
+    notify_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = os.path.join(notify_dir, "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+    notifier = Notifier(path, 200_000)
+    with caplog.at_level(logging.DEBUG, logger="archiver.systemd"):
+        notifier.ready()  # the file is there but nobody listens: ECONNREFUSED
+        os.unlink(path)
+        notifier.watchdog()  # the file is gone: ENOENT
+        notifier.stopping()
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG]
