@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 INBOX_TICK = 0.2  # a new inbox line is noticed within this many seconds
 REQUEUE_AFTER = 30.0  # a download that ran out of retries waits this long, then tries again
 MAX_ROUNDS = 3  # ...this many times before the task fails with download_failed
-STATUS_EVERY = 2.0  # seconds between STATUS= lines to systemd
+STATUS_EVERY = 2.0
+POLL_DRAIN = 3.0  # seconds a poll in flight may take to finish at shutdown  # seconds between STATUS= lines to systemd
 
 
 def state_path(config: Config) -> Path:
@@ -114,8 +115,14 @@ class Daemon:
             for job in intake:
                 job.cancel()
             await asyncio.gather(*intake, return_exceptions=True)
-            for poller in self.pollers.values():
-                await asyncio.gather(*poller.running, return_exceptions=True)
+            # Polls in flight get a moment to record their answer; one held back by a
+            # paused provider is cancelled and simply asked again on the next start.
+            polls = [job for poller in self.pollers.values() for job in poller.running]
+            if polls:
+                await asyncio.wait(polls, timeout=POLL_DRAIN)
+            for job in polls:
+                job.cancel()
+            await asyncio.gather(*polls, return_exceptions=True)
             reader.close()
             # Downloads in flight may finish within the grace period; the rest resume next start.
             await self._drain(workers)

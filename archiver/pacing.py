@@ -18,6 +18,7 @@ from archiver.providers.base import Reply
 log = logging.getLogger(__name__)
 
 JITTER = 0.1  # ±10% spreads tasks first seen together over time
+SPACING_MARGIN = 1.02
 
 
 def poll_delay(intervals: tuple[tuple[float, float], ...], age: float, rng: random.Random) -> float:
@@ -27,21 +28,32 @@ def poll_delay(intervals: tuple[tuple[float, float], ...], age: float, rng: rand
 
 
 class TokenBucket:
-    """At most `rate` requests a second, with no burst beyond one; `pause` holds it longer."""
+    """At most `rate` requests in any one-second window; `pause` holds it longer.
+
+    Requests are spaced evenly (no bursts), 2% wider than 1/rate, so that jitter in
+    arrival at the provider never packs rate+1 of them into one second.
+    """
 
     def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
+        self.interval = SPACING_MARGIN / rate
         self.next_free = 0.0
         self.paused_until = 0.0
         self._lock = asyncio.Lock()
 
+    def _start(self) -> float:
+        return max(time.monotonic(), self.next_free, self.paused_until)
+
     async def acquire(self) -> None:
         async with self._lock:
-            now = time.monotonic()
-            start = max(now, self.next_free, self.paused_until)
+            # A pause may arrive while we sleep (a 429 to a request in flight): look again.
+            while (start := self._start()) > time.monotonic():
+                await asyncio.sleep(start - time.monotonic())
             self.next_free = start + self.interval
-            if start > now:
-                await asyncio.sleep(start - now)
+
+    async def ready(self) -> None:
+        """Wait until a request could go at once, without taking the token."""
+        while (start := self._start()) > time.monotonic():
+            await asyncio.sleep(start - time.monotonic())
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)

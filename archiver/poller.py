@@ -64,6 +64,7 @@ class EntryPoller:
         in_flight = max(2, min(32, int(entry.requests_per_second * 2)))
         self.slots = asyncio.Semaphore(in_flight)
         self.running: set[asyncio.Task[None]] = set()
+        self.busy: set[int] = set()  # tasks with a poll in flight
 
     def add(self, task: Task, due: float | None = None) -> None:
         if task.pk in self.tracked:
@@ -83,28 +84,36 @@ class EntryPoller:
 
     async def run(self) -> None:
         while True:
-            batch = await self._next_batch()
+            await self._due()
             await self.slots.acquire()
+            # Take the batch only when a request could go now, so a batching provider
+            # (acedata) collects every task that fell due while we waited for the token.
+            await self.http.bucket.ready()
+            batch = self._take_due()
+            if not batch:
+                self.slots.release()
+                continue
             job = asyncio.create_task(self._poll(batch))
             self.running.add(job)
             job.add_done_callback(self.running.discard)
 
-    async def _next_batch(self) -> list[int]:
-        while True:
-            now = time.time()
-            if self.heap and self.heap[0][0] <= now:
-                batch: list[int] = []
-                while self.heap and self.heap[0][0] <= now and len(batch) < self.provider.batch_size:
-                    pk = heapq.heappop(self.heap)[2]
-                    if pk in self.tracked and pk not in batch:
-                        batch.append(pk)
-                if batch:
-                    return batch
-                continue
+    async def _due(self) -> None:
+        """Return once the earliest scheduled poll is due."""
+        while not self.heap or self.heap[0][0] > time.time():
             self.wake.clear()
-            timeout = self.heap[0][0] - now if self.heap else None
+            timeout = self.heap[0][0] - time.time() if self.heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def _take_due(self) -> list[int]:
+        """Pop up to batch_size due tasks, oldest due first; stale heap entries are skipped."""
+        now, batch = time.time(), []
+        while self.heap and self.heap[0][0] <= now and len(batch) < self.provider.batch_size:
+            pk = heapq.heappop(self.heap)[2]
+            if pk in self.tracked and pk not in self.busy:
+                batch.append(pk)
+                self.busy.add(pk)
+        return batch
 
     async def _poll(self, batch: list[int]) -> None:
         try:
@@ -118,6 +127,7 @@ class EntryPoller:
                 if pk in self.tracked:
                     self._later(pk)
         finally:
+            self.busy.difference_update(batch)
             self.slots.release()
 
     async def _drop_expired(self, batch: Sequence[int]) -> list[int]:

@@ -23,7 +23,7 @@ def kie_config(tmp_path: Path, base: str) -> Path:
 
 def add_tasks(fake: FakeApis, *names: str) -> None:
     for name in names:
-        fake.add(FakeTask("kie", name, ["generating", "success"], [media_bytes("png", 2048, name)]))
+        fake.add(FakeTask("kie", name, ["running", "success"], [media_bytes("png", 2048, name)]))
 
 
 async def test_restart_goes_on_from_the_stored_offset(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ async def test_rejected_key_waits_and_recovers(tmp_path: Path) -> None:
         assert asked <= 2, "polling did not slow down after a 401"
         status = await wrong.status()
         assert status["counts"]["failed"] == 0
-        assert status["counts"]["polling"] == 2
+        assert status["counts"]["polling"] + status["counts"]["queued"] == 2
 
         right = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
         await right.start()

@@ -25,16 +25,16 @@ ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
 
 def kie_world(fake: FakeApis) -> dict[str, FakeTask]:
-    walk = ["waiting", "generating", "success"]
+    walk = ["queued", "running", "success"]
     tasks = [
         FakeTask("kie", "img-one", walk, [media_bytes("png", 70_000, "a")]),
-        FakeTask("kie", "img-two", ["queuing", "generating", "generating", "success"],
+        FakeTask("kie", "img-two", ["queued", "running", "running", "success"],
                  [media_bytes("jpg", 5_000, "b"), media_bytes("png", 123_457, "c")]),
         FakeTask("kie", "vid.one:1", walk, [media_bytes("mp4", 2_500_000, "d")], model="sora-2-text-to-video"),
         FakeTask("kie", "echoed-1", walk, [media_bytes("png", 1_000, "e")]),
-        FakeTask("kie", "bad-prompt", ["waiting", "fail"], fail_code="422",
+        FakeTask("kie", "bad-prompt", ["queued", "fail"], fail_code="422",
                  fail_msg="Invalid prompt: prompt contains prohibited content"),
-        FakeTask("kie", "gen-failed", ["generating", "fail"], fail_code=501, fail_msg="Generation failed"),
+        FakeTask("kie", "gen-failed", ["running", "fail"], fail_code=501, fail_msg="Generation failed"),
     ]
     return {t.task_id: fake.add(t) for t in tasks}
 

@@ -1,8 +1,10 @@
-"""A fake provider API and CDN in one aiohttp app, answering with the documented JSON.
+"""Fake provider APIs (kie, maxapi, acedata, apipod) and a CDN in one aiohttp app.
 
-Each FakeTask walks through its provider states, one step per poll of it, and its result
-files are served by the CDN part at /cdn/{task_id}/{index}. Every request is logged with
-its time so tests can check rate limits and batching from the server's side.
+Each FakeTask walks through generic steps ("queued", "running", "success", "fail"), one
+step per poll, and the fake answers in each provider's documented JSON. Result files are
+served at /cdn/{task_id}/{index}. Every API request is logged with its arrival time and
+the provider entry it was for, so tests can check rate limits and batching from the
+server's side; `outage` and `throttle` inject trouble per entry.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-FAKES = web.AppKey("fakes", "FakeApis")
-
 PNG = b"\x89PNG\r\n\x1a\n"
 JPEG = b"\xff\xd8\xff\xe0"
 MP4 = b"\x00\x00\x00\x18ftypmp42"
+TASK_CREATED_MS = 1763799990000
 
 
 def media_bytes(kind: str, size: int, seed: str) -> bytes:
@@ -32,39 +33,49 @@ def media_bytes(kind: str, size: int, seed: str) -> bytes:
 
 @dataclass
 class FakeTask:
+    """A task at one provider. `where` is the acedata service or the apipod family."""
+
     provider_type: str
     task_id: str
-    states: list[str]
+    steps: list[str]
     files: list[bytes] = field(default_factory=list)
-    model: str = "seedream/4.5-edit"
+    model: str = "seedream-4.5"
     prompt: str = "a lighthouse at dusk"
     fail_code: Any = None
     fail_msg: str | None = None
+    where: str = ""
     polls: int = 0
 
-    def state(self) -> str:
-        return self.states[min(self.polls, len(self.states) - 1)]
+    def step(self) -> str:
+        """The step this poll sees; each poll moves the task one step on."""
+        step = self.steps[min(self.polls, len(self.steps) - 1)]
+        self.polls += 1
+        return step
 
 
 @dataclass
 class Request:
     at: float
+    entry: str
     path: str
     body: Any
+    status: int = 200
 
 
 class FakeApis:
-    """The fake kie Market API plus a CDN; `base` is set once the server runs."""
+    """All four provider APIs plus a CDN; set `base` once the server runs."""
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
-        self.tasks: dict[str, FakeTask] = {}
+        self.tasks: dict[tuple[str, str], FakeTask] = {}
         self.requests: list[Request] = []
         self.cdn_hits: dict[str, int] = {}
+        self.outage: dict[str, tuple[float, str]] = {}  # entry → (until, "500" | "garbage")
+        self.throttle: dict[str, float] = {}  # entry → Retry-After for its next request
         self.base = ""
 
     def add(self, task: FakeTask) -> FakeTask:
-        self.tasks[task.task_id] = task
+        self.tasks[(task.provider_type, task.task_id)] = task
         return task
 
     def url(self, task: FakeTask, index: int) -> str:
@@ -72,46 +83,158 @@ class FakeApis:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app[FAKES] = self
         app.router.add_get("/api/v1/jobs/recordInfo", self.kie)
+        app.router.add_get("/api/v1/task/{task_id}", self.maxapi)
+        app.router.add_post("/{service}/tasks", self.acedata)
+        app.router.add_get("/v1/{family}/status/{task_id}", self.apipod)
         app.router.add_get("/cdn/{task_id}/{index}", self.cdn)
         return app
 
-    def _authorised(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+    def requests_for(self, entry: str) -> list[Request]:
+        return [r for r in self.requests if r.entry == entry]
+
+    # --- trouble shared by every API --------------------------------------------------------
+
+    async def _arrive(self, request: web.Request, entry: str, body: Any) -> web.Response | None:
+        """Log the request; answer it here if the entry is throttled, down, or the key is wrong."""
+        logged = Request(time.monotonic(), entry, request.path_qs, body)
+        self.requests.append(logged)
+        if entry in self.throttle:
+            logged.status = 429
+            wait = self.throttle.pop(entry)
+            return web.json_response({"code": 429, "msg": "Rate limit exceeded"}, status=429,
+                                     headers={"Retry-After": f"{wait:g}"})
+        until, kind = self.outage.get(entry, (0.0, ""))
+        if time.monotonic() < until:
+            logged.status = 500 if kind == "500" else 200
+            if kind == "500":
+                return web.Response(status=500, text="upstream exploded")
+            return web.Response(text="<html>garbage", content_type="text/html")
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            logged.status = 401
+            return web.json_response({"code": 401, "msg": "unauthorized"}, status=401)
+        return None
+
+    def _task(self, provider_type: str, task_id: str, where: str = "") -> FakeTask | None:
+        task = self.tasks.get((provider_type, task_id))
+        return task if task is not None and task.where == where else None
+
+    # --- kie ----------------------------------------------------------------------------------
 
     async def kie(self, request: web.Request) -> web.Response:
-        self.requests.append(Request(time.monotonic(), request.path, dict(request.query)))
-        if not self._authorised(request):
-            return web.json_response({"code": 401, "msg": "You do not have access permissions"})
-        task = self.tasks.get(request.query.get("taskId", ""))
-        if task is None or task.provider_type != "kie":
+        if early := await self._arrive(request, "kie", dict(request.query)):
+            return early
+        task = self._task("kie", request.query.get("taskId", ""))
+        if task is None:
             return web.json_response({"code": 404, "msg": "Task not found"})
-        state = task.state()
-        task.polls += 1
-        return web.json_response({"code": 200, "msg": "success", "data": self._kie_record(task, state)})
-
-    def _kie_record(self, task: FakeTask, state: str) -> dict[str, Any]:
-        done = state in ("success", "fail")
+        step = task.step()
+        state = {"queued": "waiting", "running": "generating", "success": "success", "fail": "fail"}[step]
         result = {"resultUrls": [self.url(task, i) for i in range(len(task.files))]}
-        return {
-            "taskId": task.task_id,
-            "model": task.model,
-            "state": state,
+        done = step in ("success", "fail")
+        data = {
+            "taskId": task.task_id, "model": task.model, "state": state,
             "param": json.dumps({"model": task.model, "input": {"prompt": task.prompt}}),
-            "resultJson": json.dumps(result) if state == "success" else "",
-            "failCode": task.fail_code if state == "fail" else "",
-            "failMsg": task.fail_msg if state == "fail" else "",
-            "completeTime": 1763800000000 if done else None,
-            "createTime": 1763799990000,
-            "updateTime": 1763800000000,
+            "resultJson": json.dumps(result) if step == "success" else "",
+            "failCode": task.fail_code if step == "fail" else "",
+            "failMsg": task.fail_msg if step == "fail" else "",
+            "completeTime": TASK_CREATED_MS + 10_000 if done else None,
+            "createTime": TASK_CREATED_MS, "updateTime": TASK_CREATED_MS + 10_000,
         }
+        return web.json_response({"code": 200, "msg": "success", "data": data})
+
+    # --- maxapi -------------------------------------------------------------------------------
+
+    async def maxapi(self, request: web.Request) -> web.Response:
+        if early := await self._arrive(request, "maxapi", None):
+            return early
+        task = self._task("maxapi", request.match_info["task_id"])
+        if task is None:
+            return web.json_response({"code": 404, "msg": "task not found"}, status=404)
+        step = task.step()
+        status = {"queued": "PENDING", "running": "PROCESSING", "success": "SUCCESS",
+                  "fail": task.fail_code or "FAILURE"}[step]
+        kind = "video" if task.files and task.files[0].startswith(MP4) else "image"
+        data = {
+            "taskId": task.task_id, "status": status,
+            "input": {"model": task.model, "prompt": task.prompt, "ratio": "16:9"},
+            "result": ({"type": kind, "urls": [self.url(task, i) for i in range(len(task.files))]}
+                       if step == "success" else None),
+            "failure_reason": task.fail_msg if step == "fail" else None,
+            "created_at": "2026-11-22T10:00:00.000000Z", "updated_at": "2026-11-22T10:00:05.123456Z",
+        }
+        return web.json_response({"code": 0, "msg": "ok", "data": data})
+
+    # --- acedata ------------------------------------------------------------------------------
+
+    async def acedata(self, request: web.Request) -> web.Response:
+        service = request.match_info["service"]
+        body = await request.json()
+        if early := await self._arrive(request, f"acedata:{service}", body):
+            return early
+        if body.get("action") == "retrieve_batch":
+            ids = body.get("ids", [])[: body.get("limit", 12)]
+            items = [self._ace_record(t) for i in ids if (t := self._task("acedata", i, service))]
+            return web.json_response({"items": items, "count": len(items)})
+        task = self._task("acedata", str(body.get("id")), service)
+        if task is None:
+            return web.json_response({"success": False, "error": {"code": "not_found",
+                                      "message": "task not found"}}, status=404)
+        return web.json_response(self._ace_record(task))
+
+    def _ace_record(self, task: FakeTask) -> dict[str, Any]:
+        step = task.step()
+        record: dict[str, Any] = {
+            "_id": f"mongo-{task.task_id}", "id": task.task_id, "trace_id": f"trace-{task.task_id}",
+            "type": "videos" if task.where == "seedance" else "images", "created_at": 1763799990.5,
+            "request": {"model": task.model, "prompt": task.prompt, "callback_url": "https://example.com/cb"},
+            "response": None,
+        }
+        if step == "success":
+            urls = [self.url(task, i) for i in range(len(task.files))]
+            data: Any = ({"task_id": "cgt-1", "status": "succeeded", "video_url": urls[0], "last_frame_url": None}
+                         if task.where == "seedance" else
+                         [{"prompt": task.prompt, "size": "2048x2048", "image_url": u} for u in urls])
+            record |= {"finished_at": 1763800000.25,
+                       "response": {"success": True, "task_id": task.task_id, "data": data}}
+        elif step == "fail":
+            record |= {"finished_at": 1763800000.25, "response": {
+                "success": False, "task_id": task.task_id,
+                "error": {"code": task.fail_code, "message": task.fail_msg}}}
+        return record
+
+    # --- apipod -------------------------------------------------------------------------------
+
+    async def apipod(self, request: web.Request) -> web.Response:
+        if early := await self._arrive(request, "apipod", None):
+            return early
+        family = request.match_info["family"]
+        task = self._task("apipod", request.match_info["task_id"], family)
+        if task is None:
+            return web.json_response({"code": 404, "message": "model or task is unavailable to the caller",
+                                      "data": {"type": "not_found_error", "error_code": "not_found"}},
+                                     status=404)
+        step = task.step()
+        data: dict[str, Any] = {"task_id": task.task_id,
+                                "status": {"queued": "pending", "running": "processing",
+                                           "success": "completed", "fail": "failed"}[step]}
+        if step == "running":
+            data["progress"] = 40
+        if step == "success":
+            data |= {"progress": 100, "result": [self.url(task, i) for i in range(len(task.files))],
+                     "completed_at": 1763800000}
+        if step == "fail" and family == "images":
+            data |= {"error_code": task.fail_code, "error_message": task.fail_msg}
+        elif step == "fail":
+            data["error"] = task.fail_msg
+        return web.json_response({"code": 200, "message": "success", "data": data})
+
+    # --- CDN ------------------------------------------------------------------------------------
 
     async def cdn(self, request: web.Request) -> web.StreamResponse:
-        task = self.tasks.get(request.match_info["task_id"])
+        name = f"{request.match_info['task_id']}/{request.match_info['index']}"
+        task = next((t for t in self.tasks.values() if t.task_id == request.match_info["task_id"]), None)
         index = int(request.match_info["index"])
         if task is None or index >= len(task.files):
             return web.Response(status=404)
-        name = f"{task.task_id}/{index}"
         self.cdn_hits[name] = self.cdn_hits.get(name, 0) + 1
         return web.Response(body=task.files[index], content_type="application/octet-stream")
