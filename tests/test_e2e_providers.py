@@ -1,0 +1,174 @@
+"""End to end over all four providers: a mixed inbox, rate limits seen from the server's side,
+acedata batching, a 429 with Retry-After, and a provider that fails for a minute and recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from tests.support.daemon import DaemonProcess, base_config, write_config
+from tests.support.fakes import FakeApis, FakeTask, Request, media_bytes
+from tests.support.servers import serve
+
+API_KEY = "shared-SECRET-5eed"
+RPS = {"kie": 10, "maxapi": 5, "acedata:seedream": 1, "acedata:seedance": 1, "apipod": 5}
+ENTRY = {"kie": "kie", "maxapi": "maxapi", "acedata:seedream": "seedream", "acedata:seedance": "seedance",
+         "apipod": "pod"}
+# (provider type, where, fail code, fail message) → the reason archiver must record.
+FAILURES = [
+    (("kie", "", "422", "prompt contains prohibited content"), "content_moderation"),
+    (("kie", "", "402", "Insufficient credits"), "insufficient_credits"),
+    (("maxapi", "", "FAILURE", "CONTENT_MODERATION"), "content_moderation"),
+    (("maxapi", "", "FAILURE", "INSUFFICIENT_POINTS"), "insufficient_credits"),
+    (("maxapi", "", "CANCELLED", None), "cancelled"),
+    (("acedata", "seedream", "forbidden", "content rejected"), "content_moderation"),
+    (("acedata", "seedance", "api_error", "upstream error"), "provider_failed"),
+    (("apipod", "images", "UPSTREAM_CAPACITY_EXHAUSTED", "Upstream request failed. Please retry later."),
+     "provider_failed"),
+    (("apipod", "videos", None, "Upstream request failed. Please retry later."), "provider_failed"),
+]
+
+
+def config_for(tmp_path: Path, base: str) -> Path:
+    fast = {"base_url": base, "api_key": "${TEST_API_KEY}", "poll_intervals": ["0.5s"]}
+    return write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+        "kie": {"type": "kie", **fast},
+        "maxapi": {"type": "maxapi", **fast},
+        "seedream": {"type": "acedata", "service": "seedream", **fast},
+        "seedance": {"type": "acedata", "service": "seedance", **fast},
+        "pod": {"type": "apipod", "family": "auto", **fast},
+    }))
+
+
+def mixed_world(fake: FakeApis, rng: random.Random, count: int) -> dict[str, tuple[FakeTask, str | None]]:
+    """`count` tasks over every provider; about one in eight fails. Returns entry+id → (task, reason)."""
+    kinds = [("kie", ""), ("maxapi", ""), ("acedata", "seedream"), ("acedata", "seedance"),
+             ("apipod", "images"), ("apipod", "videos")]
+    world = {}
+    for n in range(count):
+        provider_type, where = kinds[n % len(kinds)]
+        task_id = f"{provider_type[:3]}-{where[:4]}-{n:04d}"
+        video = where in ("seedance", "videos") or (provider_type in ("kie", "maxapi") and n % 5 == 0)
+        failing = [f for f in FAILURES if f[0][:2] == (provider_type, where)]
+        if failing and rng.random() < 0.15:
+            (_, _, code, message), reason = rng.choice(failing)
+            task = FakeTask(provider_type, task_id, ["running", "fail"], fail_code=code, fail_msg=message,
+                            where=where)
+            world[f"{_entry(provider_type, where)} {task_id}"] = (fake.add(task), reason)
+            continue
+        files = ([media_bytes("mp4", 40_000, task_id)] if video else
+                 [media_bytes("png", 3_000 + n, f"{task_id}/{i}") for i in range(1 + n % 3)])
+        if provider_type == "acedata" and where == "seedance":
+            files = files[:1]
+        steps = ["queued", "running", "success"] if n % 7 == 0 else ["running", "success"]
+        task = FakeTask(provider_type, task_id, steps, files, model="sora-2" if video else "seedream-4.5",
+                        where=where)
+        world[f"{_entry(provider_type, where)} {task_id}"] = (fake.add(task), None)
+    return world
+
+
+def _entry(provider_type: str, where: str) -> str:
+    return {"kie": "kie", "maxapi": "maxapi", "apipod": "pod"}.get(provider_type) or where
+
+
+def max_in_any_second(times: list[float]) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, start in enumerate(times):
+        while j < len(times) and times[j] < start + 1.0:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+def assert_outcomes(archive: Path, world: dict[str, tuple[FakeTask, str | None]]) -> None:
+    for line, (task, reason) in world.items():
+        entry = line.split()[0]
+        if reason is None:
+            for index, content in enumerate(task.files):
+                [path] = [p for p in archive.glob(f"{entry}/*/*/*/{task.task_id}/{index:02d}.*")
+                          if not p.name.endswith(".json")]
+                assert path.read_bytes() == content, path
+                assert json.loads(Path(f"{path}.json").read_text())["provider_type"] == task.provider_type
+        else:
+            record = json.loads((archive / "_failed" / entry / f"{task.task_id}.json").read_text())
+            assert record["reason"] == reason, (line, record)
+
+
+async def test_mixed_inbox_with_rate_limits_batches_and_a_429(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    fake = FakeApis(API_KEY)
+    world = mixed_world(fake, random.Random(seed), 200)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = config_for(tmp_path, base)
+        (tmp_path / "inbox.txt").write_text("".join(f"{line}\n" for line in world))
+        daemon = DaemonProcess(config, dict(os.environ, TEST_API_KEY=API_KEY), tmp_path / "daemon.log")
+        await daemon.start()
+        await asyncio.sleep(3)
+        fake.throttle["maxapi"] = 2
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] + s["counts"]["failed"] == len(world),
+                                       timeout=120)
+        assert await daemon.stop() == 0
+    failed = sum(1 for _, reason in world.values() if reason)
+    assert status["counts"]["archived"] == len(world) - failed and status["counts"]["failed"] == failed
+    assert_outcomes(tmp_path / "archive", world)
+
+    for entry, rps in RPS.items():
+        times = [r.at for r in fake.requests_for(entry)]
+        assert times, entry
+        assert max_in_any_second(times) <= rps, f"{entry} went over {rps} requests in a second"
+    batches = [r.body for r in fake.requests if r.entry.startswith("acedata")]
+    assert any(b["action"] == "retrieve_batch" and len(b["ids"]) > 1 for b in batches)
+    assert all(b["action"] != "retrieve_batch" or b["limit"] == len(b["ids"]) <= 50 for b in batches)
+    check_retry_after(fake.requests)
+    assert API_KEY not in (tmp_path / "daemon.log").read_text()
+
+
+def check_retry_after(requests: list[Request]) -> None:
+    """After the 429 with Retry-After: 2, maxapi was left alone for 2 s; the others were not."""
+    [throttled] = [r for r in requests if r.status == 429]
+    during = [r for r in requests if throttled.at + 0.1 < r.at < throttled.at + 2.0]
+    assert not [r for r in during if r.entry == "maxapi"], "maxapi was asked again within Retry-After"
+    assert [r for r in during if r.entry == "kie"], "the 429 slowed other providers"
+    assert [r for r in requests if r.entry == "maxapi" and r.at > throttled.at + 2.0]
+
+
+async def test_a_provider_down_for_a_minute_recovers_and_slows_no_other(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    world: dict[str, tuple[FakeTask, str | None]] = {}
+    for n in range(12):
+        for provider_type, entry in (("kie", "kie"), ("apipod", "pod")):
+            task = FakeTask(provider_type, f"{entry}-{n}", ["running", "success"],
+                            [media_bytes("png", 2_000, f"{entry}{n}")], where="images" if entry == "pod" else "")
+            world[f"{entry} {task.task_id}"] = (fake.add(task), None)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    fake.outage["apipod"] = (start + 30, "500")
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = config_for(tmp_path, base)
+        (tmp_path / "inbox.txt").write_text("".join(f"{line}\n" for line in world))
+        daemon = DaemonProcess(config, dict(os.environ, TEST_API_KEY=API_KEY), tmp_path / "daemon.log")
+        await daemon.start()
+        kie_done = await daemon.wait_for(lambda s: s["counts"]["archived"] == 12, timeout=20)
+        assert loop.time() - start < 25, "kie was slowed by apipod's outage"
+        assert kie_done["health"]["pod"]["state"] == "failing"
+        await asyncio.sleep(max(0.0, start + 30 - loop.time()))
+        fake.outage["apipod"] = (start + 60, "garbage")
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 24, timeout=110)
+        assert await daemon.stop() == 0
+    assert status["counts"]["failed"] == 0
+    assert status["health"]["pod"]["state"] == "ok"
+    assert_outcomes(tmp_path / "archive", world)
+    outage = [r for r in fake.requests_for("apipod") if r.at < start + 60]
+    assert 3 <= len(outage) <= 40, f"{len(outage)} requests during the outage: no backoff?"
+    log = (tmp_path / "daemon.log").read_text()
+    assert "provider=pod" in log and "not JSON" in log
+
+
