@@ -12,16 +12,17 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
 from archiver.config import Config
 from archiver.download import Downloader, redact
-from archiver.errors import PermanentError, TransientError
+from archiver.errors import PermanentError, TransientError, UrlExpired
 from archiver.inbox import InboxReader
 from archiver.logs import task_fields
-from archiver.model import State
+from archiver.model import Phase, State
 from archiver.naming import KeyFields, choose_ext, content_type_for, failed_key, media_for, render_key
 from archiver.pacing import ProviderHttp, TokenBucket
 from archiver.poller import EntryPoller
@@ -56,6 +57,7 @@ class Daemon:
         self.rounds: dict[tuple[int, int], int] = {}
         self.busy = 0
         self.storage_failing = False
+        self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
         self.notifier = Notifier.from_env()
 
     async def run(self) -> None:
@@ -138,8 +140,15 @@ class Daemon:
         """Put every unfinished task back to work after a start or a crash."""
         for task in self.state.tasks_in((State.QUEUED, State.POLLING)):
             self._poll(task)
+        wanted = set()
         for task in self.state.tasks_in((State.DOWNLOADING,)):
-            self._downloads_start(task, [a for a in self.state.assets(task.pk) if a.state != "archived"])
+            pending = [a for a in self.state.assets(task.pk) if a.state != "archived"]
+            wanted |= {f"{task.pk}-{a.idx}.part" for a in pending}
+            self._downloads_start(task, pending)
+        # Staged files no pending asset owns (archived or failed before a crash) are litter.
+        for path in self.staging.iterdir():
+            if path.name.removesuffix(".etag") not in wanted:
+                path.unlink(missing_ok=True)
 
     def _poll(self, task: Task) -> None:
         poller = self.pollers.get(task.provider)
@@ -222,6 +231,8 @@ class Daemon:
         try:
             fetched = await self.downloader.fetch(asset.url, staged)
         except PermanentError as e:
+            if isinstance(e, UrlExpired) and await self._fresh_url(task, asset):
+                return
             log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
                       redact(asset.url), e, extra=fields | {"reason": e.reason})
             staged.unlink(missing_ok=True)
@@ -242,13 +253,9 @@ class Daemon:
             count=count, ext=ext, media=media, model=task.model, date=date)))
         content_type = content_type_for(ext)
         try:
-            await self.storage.put_file(key, staged, content_type=content_type, sha256=fetched.sha256)
-            archived_at = time.time()
-            # Commit point: the sidecar is written last; its presence means the asset is complete.
-            await self.storage.put_bytes(key + ".json", asset_sidecar(
+            archived_at = await self._store(key, staged, content_type, fetched.sha256, lambda at: asset_sidecar(
                 task, entry, asset, key=key, count=count, media=media, content_type=content_type,
-                size=fetched.size, sha256=fetched.sha256, downloaded_at=downloaded_at,
-                archived_at=archived_at), content_type="application/json")
+                size=fetched.size, sha256=fetched.sha256, downloaded_at=downloaded_at, archived_at=at))
         except TransientError as e:
             # The store is down or full: the asset waits, however long that takes.
             self.storage_failing = True
@@ -267,6 +274,42 @@ class Daemon:
         if done:
             log.info("provider=%s task_id=%s: archived", task.provider, task.task_id,
                      extra=task_fields(task.provider, task.task_id, State.ARCHIVED))
+
+    async def _fresh_url(self, task: Task, asset: Asset) -> bool:
+        """Before url_expired is final, ask the provider once more: it may hand out a fresh URL."""
+        if (task.pk, asset.idx) in self.refreshed or task.provider not in self.pollers:
+            return False
+        self.refreshed.add((task.pk, asset.idx))
+        status = await self.pollers[task.provider].ask_once(task.task_id)
+        if status is None or status.phase != Phase.SUCCEEDED or asset.idx >= len(status.urls):
+            return False
+        if status.urls[asset.idx] == asset.url:
+            return False
+        log.info("provider=%s task_id=%s: result URL %d expired; the provider gave a fresh one",
+                 task.provider, task.task_id, asset.idx, extra=task_fields(task.provider, task.task_id))
+        self.state.set_url(task.pk, asset.idx, status.urls[asset.idx])
+        self.queue.put_nowait((task.pk, asset.idx))
+        return True
+
+    async def _store(self, key: str, staged: Path, content_type: str, sha256: str,
+                     sidecar: Callable[[float], bytes]) -> float:
+        """Write the asset, then its sidecar; skip what a run before a crash already wrote.
+
+        Commit point: the sidecar is written last, so its presence means the asset is complete.
+        Skipping a write that is already there keeps one object (one S3 version) per key.
+        """
+        if not await self._stored(key, sha256):
+            await self.storage.put_file(key, staged, content_type=content_type, sha256=sha256)
+        archived_at = time.time()
+        if not await self.storage.exists(key + ".json"):
+            await self.storage.put_bytes(key + ".json", sidecar(archived_at), content_type="application/json")
+        return archived_at
+
+    async def _stored(self, key: str, sha256: str) -> bool:
+        try:
+            return (await self.storage.stat(key)).sha256 == sha256
+        except FileNotFoundError:
+            return False
 
     async def _retry_later(self, task: Task, asset: Asset, error: str, *, counts: bool) -> None:
         key = (task.pk, asset.idx)

@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import aiofiles
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+from tenacity.wait import wait_exponential, wait_random
 
 from archiver.errors import DownloadFailed, DownloadInterrupted, TooLarge, TransientError, UrlExpired
 from archiver.pacing import retry_after
@@ -86,12 +86,14 @@ class Downloader:
 
     async def fetch(self, url: str, dest: Path) -> Fetched:
         """Download `url` to `dest`; raises PermanentError, or TransientError once retries run out."""
-        backoff = wait_exponential_jitter(initial=0.5, max=self.max_wait)
+        # 0.5 s, 1 s, 2 s… plus up to 1 s of jitter. (wait_exponential_jitter's `initial` is
+        # deprecated in tenacity 9 and its replacement is missing from the 8.x we support.)
+        backoff = wait_exponential(multiplier=0.5, max=self.max_wait) + wait_random(0, 1)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
             hinted = error.retry_after if isinstance(error, TransientError) else None
-            return min(self.max_wait, hinted) if hinted is not None else backoff(state)
+            return min(self.max_wait, hinted if hinted is not None else backoff(state))
 
         retrying = AsyncRetrying(retry=retry_if_exception_type(TransientError),
                                  stop=stop_after_attempt(self.attempts), wait=wait, reraise=True)

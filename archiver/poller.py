@@ -107,7 +107,7 @@ class EntryPoller:
 
     def _take_due(self) -> list[int]:
         """Pop up to batch_size due tasks, oldest due first; stale heap entries are skipped."""
-        now, batch = time.time(), []
+        now, batch = time.time(), list[int]()
         while self.heap and self.heap[0][0] <= now and len(batch) < self.provider.batch_size:
             pk = heapq.heappop(self.heap)[2]
             if pk in self.tracked and pk not in self.busy:
@@ -158,6 +158,15 @@ class EntryPoller:
         self._healthy()
         for task_id, pk in ids.items():
             await self._handle(pk, results.get(task_id))
+
+    async def ask_once(self, task_id: str) -> TaskStatus | None:
+        """One extra, paced poll of a task that already succeeded; None if it cannot be had."""
+        try:
+            return (await self.provider.poll(self.http, [task_id])).get(task_id)
+        except (TransientError, KeyRejected) as e:
+            log.warning("provider=%s task_id=%s: asking again failed: %s", self.entry.name, task_id, e,
+                        extra={"provider": self.entry.name, "task_id": task_id})
+            return None
 
     def _trouble(self, kind: str, message: str, live: list[int], pause: float) -> None:
         """One failed request: pause this entry only, keep its tasks, say why."""

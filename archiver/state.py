@@ -288,6 +288,10 @@ class StateDB:
             db.execute("UPDATE assets SET key = ? WHERE task = ? AND idx = ? AND key IS NULL", (key, pk, idx))
         return str(self.asset(pk, idx).key)
 
+    def set_url(self, pk: int, idx: int, url: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE assets SET url = ? WHERE task = ? AND idx = ?", (url, pk, idx))
+
     def asset_error(self, pk: int, idx: int, error: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE assets SET last_error = ? WHERE task = ? AND idx = ?", (error, pk, idx))

@@ -9,6 +9,7 @@ server's side; `outage` and `throttle` inject trouble per entry.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ class FakeTask:
     fail_code: Any = None
     fail_msg: str | None = None
     where: str = ""
+    slow: float = 0.0  # seconds the CDN takes to stream each file, in small pieces
     polls: int = 0
 
     def step(self) -> str:
@@ -72,6 +74,7 @@ class FakeApis:
         self.cdn_hits: dict[str, int] = {}
         self.outage: dict[str, tuple[float, str]] = {}  # entry → (until, "500" | "garbage")
         self.throttle: dict[str, float] = {}  # entry → Retry-After for its next request
+        self.ranges: list[tuple[str, int]] = []  # CDN requests that resumed: (file, first byte)
         self.base = ""
 
     def add(self, task: FakeTask) -> FakeTask:
@@ -231,10 +234,29 @@ class FakeApis:
     # --- CDN ------------------------------------------------------------------------------------
 
     async def cdn(self, request: web.Request) -> web.StreamResponse:
+        """Serve a result file; honours Range with If-Range, as real CDNs do, and can be slow."""
         name = f"{request.match_info['task_id']}/{request.match_info['index']}"
         task = next((t for t in self.tasks.values() if t.task_id == request.match_info["task_id"]), None)
         index = int(request.match_info["index"])
         if task is None or index >= len(task.files):
             return web.Response(status=404)
         self.cdn_hits[name] = self.cdn_hits.get(name, 0) + 1
-        return web.Response(body=task.files[index], content_type="application/octet-stream")
+        body, etag = task.files[index], f'"{hashlib.sha256(task.files[index]).hexdigest()[:16]}"'
+        start = 0
+        if request.http_range.start and request.headers.get("If-Range") == etag:
+            start = request.http_range.start
+            self.ranges.append((name, start))
+        response = web.StreamResponse(status=206 if start else 200, headers={"ETag": etag})
+        response.content_type = "application/octet-stream"
+        response.content_length = len(body) - start
+        if start:
+            response.headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+        await response.prepare(request)
+        pieces = 20 if task.slow else 1
+        step = max(1, -(-len(body) // pieces))
+        for offset in range(start, len(body), step):
+            await response.write(body[offset:offset + step])
+            if task.slow:
+                await asyncio.sleep(task.slow / pieces)
+        await response.write_eof()
+        return response
