@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 
 from archiver.config import Config
-from archiver.download import Downloader, redact
-from archiver.errors import PermanentError, TransientError, UrlExpired
+from archiver.download import Downloader, discard, redact
+from archiver.errors import DiskFull, PermanentError, TransientError, UrlExpired
 from archiver.inbox import InboxReader
 from archiver.logs import task_fields
 from archiver.model import Phase, State
@@ -58,6 +58,8 @@ class Daemon:
         self.busy = 0
         self.storage_failing = False
         self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
+        self.paused_until = 0.0  # downloads wait until then after a disk-full error
+        self.disk_was_full = False
         self.notifier = Notifier.from_env()
 
     async def run(self) -> None:
@@ -119,19 +121,20 @@ class Daemon:
             await asyncio.gather(*intake, return_exceptions=True)
             # Polls in flight get a moment to record their answer; one held back by a
             # paused provider is cancelled and simply asked again on the next start.
+            deadline = time.monotonic() + self.config.shutdown_grace
             polls = [job for poller in self.pollers.values() for job in poller.running]
             if polls:
-                await asyncio.wait(polls, timeout=POLL_DRAIN)
+                await asyncio.wait(polls, timeout=min(POLL_DRAIN, self.config.shutdown_grace))
             for job in polls:
                 job.cancel()
             await asyncio.gather(*polls, return_exceptions=True)
             reader.close()
             # Downloads in flight may finish within the grace period; the rest resume next start.
-            await self._drain(workers)
+            await self._drain(workers, deadline)
             watchdog.cancel()
 
-    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
-        done, pending = await asyncio.wait(workers, timeout=self.config.shutdown_grace)
+    async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
+        _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - time.monotonic()))
         for job in pending:
             job.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -163,16 +166,19 @@ class Daemon:
     async def _intake(self, reader: InboxReader) -> None:
         checked = time.time()
         while True:
+            now = time.time()
             try:
                 self._read_inbox(reader)
+                for task in self.state.queued_since(checked - 1.0):
+                    self._poll(task)
+                if int(now / STATUS_EVERY) != int(checked / STATUS_EVERY):
+                    self.notifier.status(" ".join(f"{k} {v}" for k, v in self.state.counts().items()))
+                checked = now
             except OSError as e:
                 log.error("inbox %s cannot be read: %s; retrying", self.config.inbox.path, e)
-            now = time.time()
-            for task in self.state.queued_since(checked - 1.0):
-                self._poll(task)
-            if int(now / STATUS_EVERY) != int(checked / STATUS_EVERY):
-                self.notifier.status(" ".join(f"{k} {v}" for k, v in self.state.counts().items()))
-            checked = now
+            except Exception:
+                # Intake must outlive any one bad moment (a locked or full state disk).
+                log.exception("inbox: unexpected error; retrying")
             if self.burst and self._idle():
                 self.stop()
             await asyncio.sleep(INBOX_TICK)
@@ -201,10 +207,18 @@ class Daemon:
         for asset in assets:
             self.queue.put_nowait((task.pk, asset.idx))
 
+    def _disk_full(self, error: str) -> None:
+        """No space for staging or the archive: every download pauses; nothing fails for it."""
+        log.error("disk full: %s; downloads pause for %.0fs, polling goes on", error, REQUEUE_AFTER)
+        self.state.set_health("disk", "full", error)
+        self.disk_was_full = True
+        self.paused_until = time.monotonic() + REQUEUE_AFTER
+
     async def _worker(self) -> None:
-        while not self.stopping.is_set() or not self.queue.empty():
-            if self.stopping.is_set():
-                return  # what is still queued resumes from the state DB on the next start
+        while not self.stopping.is_set():
+            if (wait := self.paused_until - time.monotonic()) > 0:
+                await asyncio.sleep(min(wait, 1.0))
+                continue
             try:
                 pk, idx = await asyncio.wait_for(self.queue.get(), 0.5)
             except TimeoutError:
@@ -212,6 +226,9 @@ class Daemon:
             self.busy += 1
             try:
                 await self._archive(pk, idx)
+                if self.disk_was_full and self.paused_until < time.monotonic():
+                    self.disk_was_full = False
+                    self.state.set_health("disk", "ok")
             except Exception:
                 log.exception("unexpected error archiving asset %d of task #%d; it will be retried", idx, pk)
                 self._requeue(pk, idx)
@@ -238,6 +255,10 @@ class Daemon:
             staged.unlink(missing_ok=True)
             await self._write_failed(self.state.failed(pk, e.reason, message=str(e)))
             return
+        except DiskFull as e:
+            self._disk_full(str(e))
+            await self._retry_later(task, asset, str(e), counts=False)
+            return
         except TransientError as e:
             await self._retry_later(task, asset, str(e), counts=True)
             return
@@ -258,6 +279,8 @@ class Daemon:
                 size=fetched.size, sha256=fetched.sha256, downloaded_at=downloaded_at, archived_at=at))
         except TransientError as e:
             # The store is down or full: the asset waits, however long that takes.
+            if isinstance(e, DiskFull):
+                self._disk_full(str(e))
             self.storage_failing = True
             self.state.set_health("storage", "failing", str(e))
             await self._retry_later(task, asset, f"storage: {e}", counts=False)
@@ -268,7 +291,7 @@ class Daemon:
         done = self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
                                    content_type=content_type, downloaded_at=downloaded_at,
                                    archived_at=archived_at)
-        staged.unlink(missing_ok=True)
+        discard(staged)
         log.info("provider=%s task_id=%s: archived %s (%d bytes)", task.provider, task.task_id, key,
                  fetched.size, extra=fields)
         if done:
@@ -316,7 +339,7 @@ class Daemon:
         self.rounds[key] = self.rounds.get(key, 0) + counts
         if self.rounds[key] >= MAX_ROUNDS:
             del self.rounds[key]
-            (self.staging / f"{task.pk}-{asset.idx}.part").unlink(missing_ok=True)
+            discard(self.staging / f"{task.pk}-{asset.idx}.part")
             await self._write_failed(self.state.failed(task.pk, "download_failed", message=error))
             return
         self.state.asset_error(task.pk, asset.idx, error)

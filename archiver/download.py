@@ -3,12 +3,15 @@
 Redirects are followed here, hop by hop, so the URL guard judges every hop. A partial
 download is kept as `<dest>` with its validator (ETag / Last-Modified) in `<dest>.etag`;
 the next attempt asks for the rest with Range + If-Range, and starts over when the
-server ignores Range or the entity changed, so two versions are never spliced together.
+server ignores Range, the entity changed (If-Range failed, or a 206 names another
+validator) or a 206 starts elsewhere, so two versions are never spliced together. A
+permanent failure leaves nothing in staging.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -20,10 +23,12 @@ from urllib.parse import urljoin, urlsplit
 
 import aiofiles
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_not_exception_type,
+                      stop_after_attempt)
 from tenacity.wait import wait_exponential, wait_random
 
-from archiver.errors import DownloadFailed, DownloadInterrupted, TooLarge, TransientError, UrlExpired
+from archiver.errors import (DiskFull, DownloadFailed, DownloadInterrupted, PermanentError, TooLarge,
+                             TransientError, UrlExpired)
 from archiver.pacing import retry_after
 from archiver.urlguard import unsafe_from
 
@@ -59,7 +64,8 @@ class _Resume:
     def load(self) -> tuple[int, str | None]:
         try:
             validator = json.loads(self.meta.read_text())["validator"]
-            return self.dest.stat().st_size, validator
+            # Without a validator nothing proves the next response is of the same version.
+            return (self.dest.stat().st_size, validator) if validator else (0, None)
         except (OSError, ValueError, KeyError, TypeError):
             return 0, None
 
@@ -68,6 +74,16 @@ class _Resume:
 
     def clear(self) -> None:
         self.meta.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Forget the partial: the next attempt starts from zero."""
+        self.dest.unlink(missing_ok=True)
+        self.clear()
+
+
+def discard(dest: Path) -> None:
+    """Remove a staged download and its resume note."""
+    _Resume(dest).discard()
 
 
 class Downloader:
@@ -95,11 +111,18 @@ class Downloader:
             hinted = error.retry_after if isinstance(error, TransientError) else None
             return min(self.max_wait, hinted if hinted is not None else backoff(state))
 
-        retrying = AsyncRetrying(retry=retry_if_exception_type(TransientError),
+        # A full disk is not retried here: the caller pauses every download until space returns.
+        retry = retry_if_exception_type(TransientError) & retry_if_not_exception_type(DiskFull)
+        retrying = AsyncRetrying(retry=retry,
                                  stop=stop_after_attempt(self.attempts), wait=wait, reraise=True)
-        async for attempt in retrying:
-            with attempt:
-                return await self._attempt(url, dest)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(url, dest)
+        except PermanentError:
+            # Nothing of a download that cannot succeed is worth keeping in staging.
+            await asyncio.to_thread(discard, dest)
+            raise
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _attempt(self, url: str, dest: Path) -> Fetched:
@@ -113,7 +136,11 @@ class Downloader:
         async with sem:
             resp = await self._open(url, headers)
             try:
-                return await self._receive(resp, url, dest, resume, have)
+                return await self._receive(resp, url, resume, have, validator)
+            except OSError as e:  # network errors were mapped already: this is staging
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFull(f"staging {dest.parent}: {e.strerror}") from None
+                raise
             finally:
                 resp.release()
 
@@ -136,26 +163,33 @@ class Downloader:
             url = urljoin(url, location)
         raise DownloadFailed(f"more than {MAX_REDIRECTS} redirects")
 
-    async def _receive(self, resp: aiohttp.ClientResponse, url: str, dest: Path,
-                       resume: _Resume, have: int) -> Fetched:
-        where = redact(url)
+    async def _receive(self, resp: aiohttp.ClientResponse, url: str, resume: _Resume, have: int,
+                       asked: str | None) -> Fetched:
+        where, dest = redact(url), resume.dest
         if resp.status in (403, 404, 410):
             raise UrlExpired(f"{where}: HTTP {resp.status}")
         if resp.status == 429 or resp.status >= 500:
             raise DownloadInterrupted(f"{where}: HTTP {resp.status}", retry_after(resp.headers))
-        if resp.status == 206 and have and _range_start(resp) == have:
+        validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        start = _range_start(resp) if resp.status == 206 else None
+        if have and start == have and validator in (None, asked):
             total = _range_total(resp)
             hasher = await asyncio.to_thread(_hash_file, dest)
             append, size = True, have
-        elif resp.status in (200, 206):
+        elif resp.status == 200 or start == 0:
             # Range ignored, or the entity changed (If-Range failed): start from zero.
             total = resp.content_length if resp.status == 200 else _range_total(resp)
             hasher, append, size = hashlib.sha256(), False, 0
+        elif have and resp.status in (206, 416):
+            # Bytes from elsewhere, of another version (a server ignoring If-Range), or none
+            # left to send: appending could splice two versions, so the next try starts over.
+            await asyncio.to_thread(resume.discard)
+            raise DownloadInterrupted(f"{where}: HTTP {resp.status} to a resume from {have}; starting over")
         else:
             raise DownloadFailed(f"{where}: unexpected HTTP {resp.status}")
         if total is not None and total > self.max_bytes:
             raise TooLarge(f"{where}: {total} bytes is over download.max_bytes ({self.max_bytes})")
-        await asyncio.to_thread(resume.save, resp.headers.get("ETag") or resp.headers.get("Last-Modified"))
+        await asyncio.to_thread(resume.save, validator)
         size = await self._stream(resp, dest, append, size, hasher, where)
         if total is not None and size != total:
             raise DownloadInterrupted(f"{where}: body ended at {size} of {total} bytes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import posixpath
 import re
 import string
@@ -81,10 +82,18 @@ def render_key(layout: str, f: KeyFields) -> str:
         model=_segment(f.model or "unknown"),
         date=f.date,
     )
-    parts = [p for p in key.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    parts = [_fit(p) for p in key.replace("\\", "/").split("/") if p not in ("", ".", "..")]
     if not parts:
         raise ValueError("layout produced an empty key")
     return posixpath.join(*parts)
+
+
+def _fit(part: str, limit: int = 240) -> str:
+    """Keep a path segment under file systems' 255-byte name limit, unique and with its end."""
+    if len(part.encode()) <= limit:
+        return part
+    digest = hashlib.sha256(part.encode()).hexdigest()[:16]
+    return f"{part[:100]}-{digest}-{part[-100:]}"
 
 
 def failed_key(provider: str, task_id: str) -> str:
@@ -118,7 +127,7 @@ def choose_ext(head: bytes, content_type: str | None, url: str) -> str:
     if ext:
         return ext
     mime = (content_type or "").split(";")[0].strip().lower()
-    if mime in _FROM_TYPE:
+    if mime in _FROM_TYPE and mime != "application/octet-stream":  # says nothing: try the URL
         return _FROM_TYPE[mime]
     suffix = posixpath.splitext(urlsplit(url).path)[1].lower().lstrip(".")
     if suffix in _URL_EXTS:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from tenacity import RetryCallState
-from tenacity.wait import wait_exponential_jitter
+from tenacity.wait import wait_exponential, wait_random
 
 from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, RateLimited, TransientError
@@ -29,7 +29,7 @@ from archiver.state import Asset, StateDB, Task
 log = logging.getLogger(__name__)
 
 UNAUTHORISED_PAUSE = 60.0  # a rejected key is retried once a minute until it works
-_backoff = wait_exponential_jitter(initial=1, max=60)
+_backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
 
 
 @dataclass

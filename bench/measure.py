@@ -11,22 +11,36 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
 
 def cpu_seconds(pid: int) -> float:
     """user + sys of a live process, all its threads, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:
-        # Fields after the ")" that closes the command name start at field 3 (state).
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        fields = f.read().rpartition(")")[2].split()  # after the command name: field 3 onwards
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all CPUs), to tell how much others used meanwhile."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(limit: float = 0.15, patience: float = 300) -> float:
+    """Wait until the machine is under `limit` busy (over 2 s) and return that fraction; a
+    shared box can be busy for long, so after `patience` s it goes on and says so."""
+    deadline = time.monotonic() + patience
+    while True:
+        before = busy_seconds()
+        time.sleep(2)
+        busy = (busy_seconds() - before) / 2 / (os.cpu_count() or 1)
+        if busy < limit or time.monotonic() > deadline:
+            return busy
 
 
 def rss_mib(pid: int) -> float:
-    """Current resident set (VmRSS) of a live process."""
     with open(f"/proc/{pid}/status") as f:
-        line = next(line for line in f if line.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1024
+        return int(next(line for line in f if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
 @dataclass(frozen=True)
@@ -38,35 +52,27 @@ class Usage:
 
 
 class Child:
-    """A process we started. Its totals come from wait4, which is exact: the kernel's own
-    user+sys and peak RSS for the process, with no sampling gap before it exits."""
+    """A process we started. Its totals come from wait4: the kernel's own user+sys and peak
+    RSS for the process, exact, with no sampling gap before it exits."""
 
     def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        self.started = time.monotonic()
-        self.log = log
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        self.pid, self.started = self.proc.pid, time.monotonic()
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
 
     def wait(self, timeout: float = 3600) -> Usage:
         deadline = time.monotonic() + timeout
-        while True:
-            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
-            if pid:
-                break
+        while not (done := os.wait4(self.pid, os.WNOHANG))[0]:
             if time.monotonic() > deadline:
                 self.proc.kill()
-                raise TimeoutError(f"{self.proc.args!r} still running after {timeout:.0f}s; see {self.log}")
+                raise TimeoutError(f"{self.proc.args!r} still running after {timeout:.0f}s")
             time.sleep(0.005)
         wall = time.monotonic() - self.started
-        self.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        return Usage(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, self.proc.returncode)
+        self.proc.returncode = os.waitstatus_to_exitcode(done[1])  # reaped here, not by Popen
+        return Usage(wall, done[2].ru_utime + done[2].ru_stime, done[2].ru_maxrss / 1024, self.proc.returncode)
 
     def stop(self, timeout: float = 60) -> Usage:
         if self.proc.returncode is None:
@@ -92,36 +98,35 @@ def wait_port(port: int, timeout: float = 20) -> None:
 
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
+    ordered = sorted(values) or [float("nan")]
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def profile_summary(raw: Path, top: int = 15) -> str:
-    """Top functions of a `py-spy record --format raw` file: inclusive and self share."""
+def profile_summary(raw: Path, thread: str = "MainThread", top: int = 12) -> str:
+    """Where one thread spent its samples, from `py-spy record --threads --format raw`.
+
+    The event loop (MainThread) is the daemon's serial resource, so its shares are what
+    limit throughput. Inclusive shares list archiver's own functions; self shares list any.
+    """
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        frames = [_frame(f) for f in stack.split(";") if f]
+        root, *frames = stack.split(";")
+        if thread not in root or not frames:
+            continue
         total += int(count)
-        for name in set(frames):
+        names = [_name(frame) for frame in frames]
+        for name in {n for n, f in zip(names, frames, strict=True) if " (archiver/" in f}:
             inclusive[name] += int(count)
-        if frames:
-            own[frames[-1]] += int(count)
-    rows = [f"{'incl%':>6} {'self%':>6}  function ({total} samples)"]
-    for name, n in inclusive.most_common(top):
-        rows.append(f"{100 * n / total:6.1f} {100 * own[name] / total:6.1f}  {name}")
-    rows.append("-- by self time --")
-    rows += [f"{100 * n / total:6.1f}  {name}" for name, n in own.most_common(top)]
-    return "\n".join(rows)
+        own[names[-1]] += int(count)
+    rows = [f"{thread}: {total} samples; incl% self% archiver function"]
+    rows += [f"{100 * n / total:5.1f} {100 * own[k] / total:5.1f} {k}" for k, n in inclusive.most_common(top)]
+    return "\n".join(rows + [f" self {100 * n / total:5.1f} {k}" for k, n in own.most_common(top)])
 
 
-def _frame(frame: str) -> str:
-    """`fetch (archiver/download.py:91)` → `archiver/download.py:fetch`, the line dropped."""
+def _name(frame: str) -> str:
+    """`fetch (archiver/download.py:91)` → `archiver/download.py:fetch`."""
     func, _, where = frame.partition(" (")
-    path = where.rstrip(")").rpartition(":")[0]
-    short = "/".join(path.split("/")[-2:])
-    return f"{short}:{func}"
+    return "/".join(where.rpartition(":")[0].split("/")[-2:]) + ":" + func

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import tempfile
@@ -121,3 +122,39 @@ async def test_status_before_first_run_says_so(tmp_path: Path) -> None:
     config = kie_config(tmp_path, "http://127.0.0.1:9")
     code, _, err = await cli(config, "status")
     assert code == 1 and "has not run" in err
+
+
+async def test_sigterm_finishes_what_it_can_and_the_rest_resumes(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    fake.add(FakeTask("kie", "quick", ["success"], [media_bytes("png", 200_000, "q")], slow=1.0))
+    fake.add(FakeTask("kie", "long", ["success"], [media_bytes("mp4", 3_000_000, "l")], slow=15.0))
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+        }, shutdown_grace="3s"))
+        (tmp_path / "inbox.txt").write_text("kie quick\nkie long\n")
+        env = dict(os.environ, KIE_API_KEY=API_KEY)
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log", "--log-format", "json")
+        await daemon.start()
+        while len(fake.cdn_hits) < 2:
+            await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        assert await daemon.stop() == 0
+        assert loop.time() - asked < 3 + 1.5, "SIGTERM took longer than shutdown_grace"
+        status = await daemon.status()
+        assert status["counts"]["archived"] == 1 and status["counts"]["downloading"] == 1
+        archive = tmp_path / "archive"
+        assert sorted(p.name for p in archive.rglob("*") if p.is_file()) == ["00.png", "00.png.json"]
+
+        await daemon.start()
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 2, timeout=40)
+        assert await daemon.stop() == 0
+    assert [start for name, start in fake.ranges if name == "long/0"], "the long download started over"
+    [video] = list(archive.rglob("long/00.mp4"))
+    assert video.read_bytes() == fake.tasks[("kie", "long")].files[0]
+    lines = [json.loads(line) for line in (tmp_path / "daemon.log").read_text().splitlines()]
+    about_tasks = [line for line in lines if line.get("task_id") == "long"]
+    assert {"provider", "task_id", "state", "message", "level", "time"} <= set(about_tasks[0])
+    assert any(line.get("state") == "archived" for line in about_tasks)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -117,8 +118,8 @@ async def test_chunked_transfer_cut_resumes(cdn: FaultCdn, tmp_path: Path) -> No
 
 
 async def test_read_timeout_resumes(cdn: FaultCdn, tmp_path: Path) -> None:
-    cdn.add("a", Resource(BODY, script=["stall", "ok"], cut_at=CUT, stall_for=1.0))
-    fetched = await fetch(cdn, "a", tmp_path / "a.part", sock_read=0.3)
+    cdn.add("a", Resource(BODY, script=["stall", "ok"], cut_at=CUT, stall_for=3.0))
+    fetched = await fetch(cdn, "a", tmp_path / "a.part", sock_read=0.5)
     assert_stored(fetched, tmp_path / "a.part", BODY)
     assert_resumed(cdn.hits_for("a")[1], CUT, etag_of(BODY), len(BODY))
 
@@ -217,7 +218,7 @@ async def test_stale_partial_from_another_version_is_not_resumed(cdn: FaultCdn, 
     """A partial left by an earlier run, of a version the CDN no longer has."""
     dest = tmp_path / "a.part"
     dest.write_bytes(BODY[:CUT])
-    dest.with_name("a.part.etag").write_text(f'{{"validator": {etag_of(BODY)!r}}}'.replace("'", '"'))
+    dest.with_name("a.part.etag").write_text(json.dumps({"validator": etag_of(BODY)}))
     cdn.add("a", Resource(NEW))
     assert_stored(await fetch(cdn, "a", dest), dest, NEW)
     [hit] = cdn.hits_for("a")

@@ -8,7 +8,6 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
 
 from tests.support.daemon import DaemonProcess, base_config, write_config
 from tests.support.fakes import FakeApis, FakeTask, Request, media_bytes

@@ -18,6 +18,10 @@ request `change_at` on; `ignore_range` always answers 200 with the full entity;
 `url(name)` start a chain of that many hops, optionally via `redirect_base` (another
 host or port serving this same app); `location` answers /f/{name} with a 302 there.
 
+Recipes: 500 then OK `script=["500", "ok"]`; 429 then OK `script=["429", "ok"], retry_after="1"`;
+403 after expiry `script=["cut", "403"]`; over max_bytes: a big `body` (`chunked=True` to hide
+its length); wrong type `content_type="text/html"`.
+
 Every request is recorded as a `Hit` (path, query, headers, status, first byte, bytes sent).
 """
 
@@ -83,7 +87,7 @@ class Hit:
     query: str
     host: str
     headers: dict[str, str]
-    status: int = 0
+    status: int = 0  # -1: the connection was reset before any response
     start: int = 0  # offset of the first body byte sent
     sent: int = 0  # body bytes written
 

@@ -47,6 +47,7 @@ class FakeTask:
     where: str = ""
     slow: float = 0.0  # seconds the CDN takes to stream each file, in small pieces
     polls: int = 0
+    urls: list[str] | None = None  # result URLs to hand out instead of this app's /cdn/ ones
 
     def step(self) -> str:
         """The step this poll sees; each poll moves the task one step on."""
@@ -82,6 +83,8 @@ class FakeApis:
         return task
 
     def url(self, task: FakeTask, index: int) -> str:
+        if task.urls is not None:
+            return task.urls[index]
         return f"{self.base}/cdn/{task.task_id}/{index}?sig=SIGNED-{os.urandom(4).hex()}"
 
     def app(self) -> web.Application:
