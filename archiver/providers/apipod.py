@@ -15,7 +15,7 @@ from urllib.parse import quote
 from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
 from archiver.model import Phase, TaskStatus
-from archiver.providers.base import Http, Reply, bearer, seconds_to_iso, text
+from archiver.providers.base import Http, Reply, bearer, seconds_to_iso, text, url_list
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _record(data: dict[str, Any], family: str, name: str, task_id: str) -> TaskS
     status = status.lower()
     common: dict[str, Any] = {"completed_at": _epoch(data.get("completed_at")), "response": data}
     if status == "completed":
-        urls = _urls(data.get("result"))
+        urls = url_list(data.get("result"), "apipod: data.result")
         if urls:
             return TaskStatus(Phase.SUCCEEDED, urls=urls, media=_MEDIA[family], **common)
         # The docs say to treat an empty result as not yet deliverable.
@@ -130,16 +130,6 @@ def _reason(code: str | None, message: str | None) -> str:
     if _POLICY.search(code or "") or _POLICY.search(message or "") or "content" in (code or "").lower():
         return "content_moderation"
     return "provider_failed"
-
-
-def _urls(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
-        raise ProviderUnavailable("apipod: data.result is not a list of URLs")
-    return tuple(u for u in value if u)
 
 
 def _epoch(value: Any) -> str | None:

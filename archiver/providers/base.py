@@ -71,6 +71,17 @@ def text(value: Any) -> str | None:
     return str(value)
 
 
+def url_list(value: Any, where: str) -> tuple[str, ...]:
+    """A provider's list of result URLs (a lone string counts as one); junk is a failed poll."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+        raise ProviderUnavailable(f"{where} is not a list of URLs")
+    return tuple(u for u in value if u)
+
+
 def ms_to_iso(value: Any) -> str | None:
     """Milliseconds since the epoch (int, float or digit string) → ISO 8601 UTC."""
     try:

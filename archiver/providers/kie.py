@@ -11,7 +11,7 @@ from urllib.parse import quote
 from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
 from archiver.model import Phase, TaskStatus
-from archiver.providers.base import Http, Reply, bearer, media_from_model, ms_to_iso, text
+from archiver.providers.base import Http, Reply, bearer, media_from_model, ms_to_iso, text, url_list
 
 _RUNNING = {"waiting": Phase.RUNNING, "queuing": Phase.RUNNING, "generating": Phase.RUNNING}
 _POLICY = re.compile(r"prohibit|policy|sensitive|nsfw|moderat|violat|inappropriate", re.I)
@@ -57,7 +57,10 @@ def parse(reply: Reply) -> TaskStatus | None:
 
 def _record(data: dict[str, Any]) -> TaskStatus:
     state = str(data.get("state") or "")
-    param = _loads(data.get("param"))
+    try:
+        param = _loads(data.get("param"))
+    except ProviderUnavailable:
+        param = {}  # the echoed request is metadata only; a broken one must not block the result
     model = text(data.get("model")) or text(param.get("model"))
     inputs = param.get("input") if isinstance(param.get("input"), dict) else None
     common: dict[str, Any] = dict(
@@ -70,10 +73,8 @@ def _record(data: dict[str, Any]) -> TaskStatus:
     )
     if state == "success":
         result = _loads(data.get("resultJson"))
-        urls = result.get("resultUrls") or []
-        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-            raise ProviderUnavailable("kie: resultJson.resultUrls is not a list of URLs")
-        return TaskStatus(Phase.SUCCEEDED, urls=tuple(urls), media=media_from_model(model), **common)
+        urls = url_list(result.get("resultUrls"), "kie: resultJson.resultUrls")
+        return TaskStatus(Phase.SUCCEEDED, urls=urls, media=media_from_model(model), **common)
     if state == "fail":
         code, message = text(data.get("failCode")), text(data.get("failMsg"))
         return TaskStatus(Phase.FAILED, reason=fail_reason(code, message), code=code,

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
 from archiver.model import Phase, TaskStatus
-from archiver.providers.base import Http, Reply, bearer, media_from_model, seconds_to_iso, text
+from archiver.providers.base import Http, Reply, bearer, media_from_model, seconds_to_iso, text, url_list
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _record(data: dict[str, Any], message: str | None, name: str, task_id: str) 
     message = None if (message or "").lower() in ("ok", "success") else message
     if status == "SUCCESS":
         result = _obj(data.get("result"))
-        urls = _urls(result.get("urls"))
+        urls = url_list(result.get("urls"), "maxapi: result.urls")
         if not urls:
             log.warning("maxapi: SUCCESS without result URLs, polling on provider=%s task_id=%s",
                         name, task_id)
@@ -115,16 +115,6 @@ def _int(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return None
-
-
-def _urls(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
-        raise ProviderUnavailable("maxapi: result.urls is not a list of URLs")
-    return tuple(u for u in value if u)
 
 
 def _iso(value: Any) -> str | None:
