@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 INBOX_TICK = 0.2  # a new inbox line is noticed within this many seconds
 REQUEUE_AFTER = 30.0  # a download that ran out of retries waits this long, then tries again
 MAX_ROUNDS = 3  # ...this many times before the task fails with download_failed
-STATUS_EVERY = 2.0
 POLL_DRAIN = 3.0  # seconds a poll in flight may take to finish at shutdown  # seconds between STATUS= lines to systemd
 
 
@@ -169,11 +168,10 @@ class Daemon:
             now = time.time()
             try:
                 self._read_inbox(reader)
-                for task in self.state.queued_since(checked - 1.0):
-                    self._poll(task)
-                if int(now / STATUS_EVERY) != int(checked / STATUS_EVERY):
+                if now - checked >= 1.0:
+                    self._pick_up_retried(checked - 1.0)
                     self.notifier.status(" ".join(f"{k} {v}" for k, v in self.state.counts().items()))
-                checked = now
+                    checked = now
             except OSError as e:
                 log.error("inbox %s cannot be read: %s; retrying", self.config.inbox.path, e)
             except Exception:
@@ -182,6 +180,12 @@ class Daemon:
             if self.burst and self._idle():
                 self.stop()
             await asyncio.sleep(INBOX_TICK)
+
+    def _pick_up_retried(self, since: float) -> None:
+        """Tasks `archiver retry` put back in the queue, from another process."""
+        for pk in self.state.queued_since(since):
+            if not any(pk in poller.tracked for poller in self.pollers.values()):
+                self._poll(self.state.task(pk))
 
     def _read_inbox(self, reader: InboxReader) -> None:
         batch = reader.read()
@@ -266,7 +270,7 @@ class Daemon:
         ext = choose_ext(fetched.head, fetched.content_type, asset.url)
         media = media_for(ext, task.media)
         entry = self.config.providers[task.provider]
-        count = len(self.state.assets(pk))
+        count = self.state.asset_count(pk)
         date = dt.datetime.fromtimestamp(task.success_seen_at or downloaded_at, dt.UTC)
         # Commit point: the key is decided once and stored before anything is written under it.
         key = self.state.set_key(pk, idx, render_key(self.config.storage.layout, KeyFields(
@@ -274,7 +278,8 @@ class Daemon:
             count=count, ext=ext, media=media, model=task.model, date=date)))
         content_type = content_type_for(ext)
         try:
-            archived_at = await self._store(key, staged, content_type, fetched.sha256, lambda at: asset_sidecar(
+            archived_at = await self._store(key, staged, content_type, fetched.sha256, asset.key is not None,
+                                            lambda at: asset_sidecar(
                 task, entry, asset, key=key, count=count, media=media, content_type=content_type,
                 size=fetched.size, sha256=fetched.sha256, downloaded_at=downloaded_at, archived_at=at))
         except TransientError as e:
@@ -314,17 +319,18 @@ class Daemon:
         self.queue.put_nowait((task.pk, asset.idx))
         return True
 
-    async def _store(self, key: str, staged: Path, content_type: str, sha256: str,
+    async def _store(self, key: str, staged: Path, content_type: str, sha256: str, again: bool,
                      sidecar: Callable[[float], bytes]) -> float:
         """Write the asset, then its sidecar; skip what a run before a crash already wrote.
 
         Commit point: the sidecar is written last, so its presence means the asset is complete.
-        Skipping a write that is already there keeps one object (one S3 version) per key.
+        Skipping a write that is already there keeps one object (one S3 version) per key; only
+        a key stored by an earlier attempt (`again`) can have one, so only then do we look.
         """
-        if not await self._stored(key, sha256):
+        if not (again and await self._stored(key, sha256)):
             await self.storage.put_file(key, staged, content_type=content_type, sha256=sha256)
         archived_at = time.time()
-        if not await self.storage.exists(key + ".json"):
+        if not (again and await self.storage.exists(key + ".json")):
             await self.storage.put_bytes(key + ".json", sidecar(archived_at), content_type="application/json")
         return archived_at
 

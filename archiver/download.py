@@ -18,10 +18,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
-import aiofiles
 import aiohttp
 from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_not_exception_type,
                       stop_after_attempt)
@@ -193,24 +192,46 @@ class Downloader:
         size = await self._stream(resp, dest, append, size, hasher, where)
         if total is not None and size != total:
             raise DownloadInterrupted(f"{where}: body ended at {size} of {total} bytes")
-        async with aiofiles.open(dest, "rb") as f:
-            head = await f.read(HEAD_BYTES)
+        head = await asyncio.to_thread(_head, dest)
         await asyncio.to_thread(resume.clear)
         return Fetched(dest, size, hasher.hexdigest(), resp.headers.get("Content-Type"), head)
 
     async def _stream(self, resp: aiohttp.ClientResponse, dest: Path, append: bool, size: int,
                       hasher: Any, where: str) -> int:
+        """Receive on the loop; hash and write in a thread, a batch of about CHUNK at a time.
+
+        hashlib releases the GIL, so hashing leaves the event loop, and a thread hop per
+        batch instead of per network chunk keeps the loop free for other downloads.
+        """
+        file = await asyncio.to_thread(open, dest, "ab" if append else "wb")
+        batch: list[bytes] = []
+        pending = 0
         try:
-            async with aiofiles.open(dest, "ab" if append else "wb") as f:
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise TooLarge(f"{where}: more than download.max_bytes ({self.max_bytes})")
-                    hasher.update(chunk)
-                    await f.write(chunk)
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise TooLarge(f"{where}: more than download.max_bytes ({self.max_bytes})")
+                batch.append(chunk)
+                pending += len(chunk)
+                if pending >= CHUNK:
+                    await asyncio.to_thread(_absorb, file, hasher, batch)
+                    batch, pending = [], 0
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
             raise DownloadInterrupted(f"{where}: {type(e).__name__} after {size} bytes") from None
+        finally:
+            # What arrived is kept even when the body broke off: the next try resumes after it.
+            await asyncio.to_thread(_absorb, file, hasher, batch, close=True)
         return size
+
+
+def _absorb(file: BinaryIO, hasher: Any, chunks: list[bytes], close: bool = False) -> None:
+    try:
+        for chunk in chunks:
+            hasher.update(chunk)
+            file.write(chunk)
+    finally:
+        if close:
+            file.close()
 
 
 def _range_start(resp: aiohttp.ClientResponse) -> int | None:
@@ -225,6 +246,11 @@ def _range_total(resp: aiohttp.ClientResponse) -> int | None:
     value = resp.headers.get("Content-Range", "")
     total = value.rpartition("/")[2]
     return int(total) if total.isdigit() else None
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(HEAD_BYTES)
 
 
 def _hash_file(path: Path) -> Any:

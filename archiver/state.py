@@ -219,11 +219,14 @@ class StateDB:
                                tuple(states)).fetchall()
         return [_task(r) for r in rows]
 
-    def queued_since(self, since: float) -> list[Task]:
-        """Tasks put (back) in the queue since `since`, e.g. by `archiver retry`."""
-        rows = self.db.execute("SELECT * FROM tasks WHERE state = ? AND updated_at >= ? ORDER BY id",
+    def queued_since(self, since: float) -> list[int]:
+        """IDs of tasks put (back) in the queue since `since`, e.g. by `archiver retry`."""
+        rows = self.db.execute("SELECT id FROM tasks WHERE state = ? AND updated_at >= ? ORDER BY id",
                                (State.QUEUED, since)).fetchall()
-        return [_task(r) for r in rows]
+        return [r[0] for r in rows]
+
+    def asset_count(self, pk: int) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM assets WHERE task = ?", (pk,)).fetchone()[0])
 
     def assets(self, pk: int) -> list[Asset]:
         rows = self.db.execute("SELECT * FROM assets WHERE task = ? ORDER BY idx", (pk,)).fetchall()

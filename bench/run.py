@@ -71,6 +71,8 @@ def main() -> int:
     p.add_argument("--dir", type=Path, default=Path("/tmp"), help="scenario folders go here, and are removed")
     p.add_argument("--profile", type=Path, help="run the daemon under py-spy, raw profiles into this folder")
     args = p.parse_args()
+    for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
+        del os.environ[name]  # everything is on 127.0.0.1: no proxy for us, curl, boto3 or the daemon
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     curl = curl_ok()

@@ -158,3 +158,26 @@ async def test_sigterm_finishes_what_it_can_and_the_rest_resumes(tmp_path: Path)
     about_tasks = [line for line in lines if line.get("task_id") == "long"]
     assert {"provider", "task_id", "state", "message", "level", "time"} <= set(about_tasks[0])
     assert any(line.get("state") == "archived" for line in about_tasks)
+
+
+async def test_retry_puts_a_failed_task_back_while_the_daemon_runs(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    task = fake.add(FakeTask("kie", "flaky", ["fail", "success"], [media_bytes("png", 4096, "f")],
+                             fail_code="500", fail_msg="internal error, retry later"))
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = kie_config(tmp_path, base)
+        (tmp_path / "inbox.txt").write_text("kie flaky\n")
+        env = dict(os.environ, KIE_API_KEY=API_KEY)
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        await daemon.wait_for(lambda s: s["counts"]["failed"] == 1)
+        code, out, err = await cli(config, "retry", "kie", "flaky", env=env)
+        assert code == 0 and "1 task(s)" in out, err
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=10)
+        code, out, _ = await cli(config, "show", "kie", "flaky", "--json", env=env)
+        assert await daemon.stop() == 0
+    shown = json.loads(out)
+    assert [h["state"] for h in shown["history"]] == ["queued", "failed", "queued", "downloading", "archived"]
+    assert shown["assets"][0]["sha256"] and shown["assets"][0]["key"].endswith("/flaky/00.png")
+    assert task.polls == 2

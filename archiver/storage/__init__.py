@@ -6,9 +6,8 @@ from archiver.config import StorageConfig
 from archiver.errors import ConfigError
 from archiver.storage.base import ObjectInfo, Storage
 from archiver.storage.local import LocalStorage
-from archiver.storage.s3 import S3Storage
 
-__all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "open_storage"]
+__all__ = ["LocalStorage", "ObjectInfo", "Storage", "open_storage"]
 
 
 def open_storage(config: StorageConfig) -> Storage:
@@ -16,5 +15,8 @@ def open_storage(config: StorageConfig) -> Storage:
     if config.backend == "local":
         return LocalStorage(config.local.root)
     if config.backend == "s3":
+        # Imported here: boto3 costs ~13 MiB of memory that a local archive never needs.
+        from archiver.storage.s3 import S3Storage
+
         return S3Storage(config.s3)
     raise ConfigError(f"config: storage.backend: {config.backend!r} is not local or s3")

@@ -23,7 +23,7 @@ class Storage(Protocol):
     """Where assets and sidecars end up."""
 
     async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
-        """Store the file at `source` under `key`; `source` is left in place."""
+        """Store the file at `source` under `key`; `source` may be moved there (local disk)."""
 
     async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
         """Store small content (a sidecar, a _failed record) under `key`."""

@@ -47,6 +47,10 @@ def check_key(key: str) -> list[str]:
     return parts
 
 
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+
+
 class LocalStorage:
     """Keys are files under `root`. Blocking work runs in a thread, one hop per call.
 
@@ -61,12 +65,40 @@ class LocalStorage:
         return self.root.joinpath(*check_key(key))
 
     async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
-        """Copy `source` to `key`; the copy is hashed as written and must match `sha256`."""
+        """Move `source` to `key` (copy and verify it when it lives on another file system)."""
         path = self._path(key)
         await asyncio.to_thread(self._put_file, key, path, Path(source), sha256.lower())
 
     def _put_file(self, key: str, path: Path, source: Path, sha256: str) -> None:
-        # Opened before any write: a missing staging file is the caller's, raised unchanged.
+        tmp = _temp_name(path)
+        try:
+            _makedirs(path.parent)
+            # Same file system: the staged bytes, hashed as they arrived, move into place
+            # instead of being written, read and hashed a second time.
+            os.rename(source, tmp)
+        except FileNotFoundError:
+            raise  # the staging file is missing: the caller's problem, not the archive's
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise write_error(e, key, self.root) from e
+            self._copy(key, path, source, sha256)
+            return
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # Rename last: a final name never holds a partial file.
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise write_error(e, key, self.root) from e
+
+    def _copy(self, key: str, path: Path, source: Path, sha256: str) -> None:
+        """Staging on another disk: copy, hashing the copy as written; it must match `sha256`."""
         with open(source, "rb") as src:
 
             def fill(dst: BinaryIO) -> None:
@@ -81,13 +113,14 @@ class LocalStorage:
                     )
 
             self._write(key, path, fill)
+        source.unlink(missing_ok=True)
 
     async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
         path = self._path(key)
         await asyncio.to_thread(self._write, key, path, lambda dst: dst.write(data))
 
     def _write(self, key: str, path: Path, fill: Callable[[BinaryIO], object]) -> None:
-        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+        tmp = _temp_name(path)
         try:
             _makedirs(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)

@@ -126,12 +126,20 @@ class S3Storage:
                 # One PUT: the store checks the whole object against our digest.
                 extra["ChecksumSHA256"] = base64.b64encode(digest).decode()
             # Multipart: S3 has no whole-object SHA-256, so botocore sends one per part.
-        await self._call("upload", key, lambda c: c.upload_file(
-            str(source), self.bucket, name, ExtraArgs=extra, Config=_TRANSFER))
+        if size < MULTIPART_THRESHOLD:
+            # One plain PUT: upload_file would start a transfer manager and its threads.
+            def put(client: Any) -> None:
+                with open(source, "rb") as body:
+                    client.put_object(Bucket=self.bucket, Key=name, Body=body, **extra)
+
+            await self._call("put", key, put)
+        else:
+            await self._call("upload", key, lambda c: c.upload_file(
+                str(source), self.bucket, name, ExtraArgs=extra, Config=_TRANSFER))
         await self._confirm(key, size, sha256)
 
     async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
-        """One PUT of small content, then the same HEAD check as put_file."""
+        """One PUT of small content (a sidecar); with a checksum the store verifies the body."""
         name = self._name(key)
         digest = hashlib.sha256(data).digest()
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": name, "Body": data,
@@ -140,7 +148,6 @@ class S3Storage:
             args["ChecksumAlgorithm"] = "SHA256"
             args["ChecksumSHA256"] = base64.b64encode(digest).decode()
         await self._call("put", key, lambda c: c.put_object(**args))
-        await self._confirm(key, len(data), digest.hex())
 
     async def _confirm(self, key: str, size: int, sha256: str) -> None:
         """Commit point: a put returns only once the store shows our size and digest."""

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from archiver.config import S3Config
-from archiver.storage import LocalStorage, S3Storage, Storage
+from archiver.storage import LocalStorage, Storage
+from archiver.storage.s3 import S3Storage
 
 PNG = "image/png"
 
@@ -82,13 +83,14 @@ class TestConformance:
         assert backend.keys() == ["a/b.json"]
 
     async def test_put_file_then_read(self, backend: Backend, tmp_path: Path) -> None:
-        source, digest = staged(tmp_path, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
+        content = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+        source, digest = staged(tmp_path, content)
         await backend.storage.put_file("p/00.png", source, content_type=PNG, sha256=digest)
-        assert await backend.storage.get("p/00.png") == source.read_bytes()
+        assert await backend.storage.get("p/00.png") == content
         info = await backend.storage.stat("p/00.png")
-        assert info.size == source.stat().st_size
+        assert info.size == len(content)
         assert info.sha256 in (None, digest)  # a backend may report the digest or not
-        assert source.exists(), "the staging file is left in place"
+        # A backend may keep `source` or move it into place (local disk does).
 
     async def test_missing_key(self, backend: Backend) -> None:
         s = backend.storage

@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,9 +63,37 @@ async def test_file_mode_follows_umask(storage: LocalStorage) -> None:
     assert (storage.root / "m.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-async def test_digest_mismatch_keeps_old_content(storage: LocalStorage, tmp_path: Path) -> None:
-    await storage.put_bytes("k.png", b"old", content_type=PNG)
+@pytest.fixture
+def other_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on another file system than tmp_path (/dev/shm), so put_file must copy."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system (/dev/shm) to stage on")
+    folder = Path(tempfile.mkdtemp(dir=shm))
+    yield folder
+    shutil.rmtree(folder)
+
+
+async def test_same_disk_moves_the_staged_file(storage: LocalStorage, tmp_path: Path) -> None:
     source = tmp_path / "staged"
+    source.write_bytes(b"\x89PNG bytes")
+    inode = source.stat().st_ino
+    await storage.put_file("k.png", source, content_type=PNG, sha256=hashlib.sha256(b"\x89PNG bytes").hexdigest())
+    assert (storage.root / "k.png").stat().st_ino == inode and not source.exists()
+    assert every_file(storage.root) == ["k.png"]
+
+
+async def test_other_disk_copies_and_verifies(storage: LocalStorage, other_disk: Path) -> None:
+    source = other_disk / "staged"
+    source.write_bytes(b"what was downloaded")
+    await storage.put_file("ok.png", source, content_type=PNG,
+                           sha256=hashlib.sha256(b"what was downloaded").hexdigest())
+    assert await storage.get("ok.png") == b"what was downloaded"
+
+
+async def test_digest_mismatch_keeps_old_content(storage: LocalStorage, other_disk: Path) -> None:
+    await storage.put_bytes("k.png", b"old", content_type=PNG)
+    source = other_disk / "staged"
     source.write_bytes(b"changed after download")
     with pytest.raises(StorageUnavailable, match="sha256"):
         await storage.put_file("k.png", source, content_type=PNG,

@@ -14,7 +14,8 @@ import pytest
 
 from archiver.config import LocalConfig, S3Config, StorageConfig
 from archiver.errors import ConfigError, StorageUnavailable
-from archiver.storage import S3Storage, open_storage
+from archiver.storage import open_storage
+from archiver.storage.s3 import S3Storage
 
 PNG = "image/png"
 
