@@ -1,4 +1,4 @@
-"""Benchmarks: how fast and how lean archiver is, measured against curl. See bench/README.md.
+"""Benchmarks: how fast and how lean archiver is, measured against curl. See the README, "Benchmarks".
 
     python bench/run.py [--scenario N ...] [--quick] [--rps R] [--dir /tmp] [--profile DIR]
 """
