@@ -89,6 +89,7 @@ class InboxReader:
                  default_provider: str | None) -> None:
         self.path = path
         self.position = position
+        self.saved = position  # what the state DB holds; the daemon updates it after ingest
         self.providers = providers
         self.default_provider = default_provider
         self.fd: int | None = None
