@@ -18,7 +18,7 @@ from archiver.providers.base import Reply
 log = logging.getLogger(__name__)
 
 JITTER = 0.1  # ±10% spreads tasks first seen together over time
-SPACING_MARGIN = 1.02
+SPACING_MARGIN = 1.05
 
 
 def poll_delay(intervals: tuple[tuple[float, float], ...], age: float, rng: random.Random) -> float:
@@ -30,7 +30,7 @@ def poll_delay(intervals: tuple[tuple[float, float], ...], age: float, rng: rand
 class TokenBucket:
     """At most `rate` requests in any one-second window; `pause` holds it longer.
 
-    Requests are spaced evenly (no bursts), 2% wider than 1/rate, so that jitter in
+    Requests are spaced evenly (no bursts), 5% wider than 1/rate, so that jitter in
     arrival at the provider never packs rate+1 of them into one second.
     """
 
