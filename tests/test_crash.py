@@ -82,7 +82,8 @@ async def test_kill_9_then_restart_archives_everything_exactly_once(
             if kill == 0:
                 while "big/0" not in fake.cdn_hits:
                     await asyncio.sleep(0.05)
-                await asyncio.sleep(1.0)
+                # Well into its 4 s: past the first MiB, which is what reaches the disk first.
+                await asyncio.sleep(2.5)
             else:
                 await asyncio.sleep(rng.uniform(0.3, 2.5))
             assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
