@@ -163,12 +163,25 @@ class Archiver:
         """Leave _failed/{provider}/{task_id}.json so the archive tells the whole story."""
         log.warning("provider=%s task_id=%s: failed (%s) %s", task.provider, task.task_id, task.reason,
                     task.message or "", extra=task_fields(task.provider, task.task_id, State.FAILED, task.reason))
-        entry = self.config.providers[task.provider]
-        record = failed_record(task, entry, self.state.assets(task.pk), time.time())
+        await self._put_record(task)
+
+    async def write_due_records(self) -> None:
+        """Write the _failed records a failing store (or a crash) kept from the archive."""
+        for task in self.state.records_due():
+            if not await self._put_record(task):
+                return  # the store is still failing: try again on the next round
+
+    async def _put_record(self, task: Task) -> bool:
+        entry = self.config.providers.get(task.provider)
+        if entry is None:
+            return True  # its entry left the config; the record waits in the state DB
+        record = failed_record(task, entry, self.state.assets(task.pk), task.updated_at)
         try:
             await self.storage.put_bytes(failed_key(task.provider, task.task_id), record,
                                          content_type="application/json")
         except (TransientError, OSError) as e:
-            log.error("provider=%s task_id=%s: could not write its _failed record: %s",
-                      task.provider, task.task_id, e)
-
+            log.error("provider=%s task_id=%s: could not write its _failed record (%s); retrying later",
+                      task.provider, task.task_id, e, extra=task_fields(task.provider, task.task_id))
+            return False
+        self.state.record_written(task.pk)
+        return True

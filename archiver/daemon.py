@@ -100,7 +100,8 @@ class Daemon:
         self._recover()
         reader = InboxReader(self.config.inbox.path, self.state.inbox_position(),
                              self.config.providers.keys(), self.config.inbox.default_provider)
-        intake = [asyncio.create_task(self._intake(reader), name="inbox")]
+        intake = [asyncio.create_task(self._intake(reader), name="inbox"),
+                  asyncio.create_task(self._records(), name="failed-records")]
         intake += [asyncio.create_task(p.run(), name=f"poll:{n}") for n, p in self.pollers.items()]
         workers = [asyncio.create_task(self._worker(), name=f"download:{i}")
                    for i in range(self.config.download.concurrency)]
@@ -175,6 +176,15 @@ class Daemon:
             if self.burst and self._idle():
                 self.stop()
             await asyncio.sleep(INBOX_TICK)
+
+    async def _records(self) -> None:
+        """_failed records the store refused (or a crash cut off) are written again, now and then."""
+        while True:
+            try:
+                await self.archiver.write_due_records()
+            except Exception:
+                log.exception("failed records: unexpected error; retrying")
+            await asyncio.sleep(REQUEUE_AFTER)
 
     def _pick_up_retried(self, since: float) -> None:
         """Tasks `archiver retry` put back in the queue, from another process."""

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     success_seen_at REAL,
     media TEXT, model TEXT, prompt TEXT, input TEXT, response TEXT,
     task_created_at TEXT, task_completed_at TEXT,
+    record_due INTEGER NOT NULL DEFAULT 0,
     UNIQUE (provider, task_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, updated_at);
@@ -106,6 +107,7 @@ class Task:
     response: Any
     task_created_at: str | None
     task_completed_at: str | None
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def _task(row: sqlite3.Row) -> Task:
         input=json.loads(row["input"]) if row["input"] else None,
         response=json.loads(row["response"]) if row["response"] else None,
         task_created_at=row["task_created_at"], task_completed_at=row["task_completed_at"],
+        updated_at=row["updated_at"],
     )
 
 
@@ -154,6 +157,9 @@ class StateDB:
         # drop the last commits, and the inbox offset rolls back with them.
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
+        if "record_due" not in columns:  # a state DB from before _failed records were tracked
+            self.db.execute("ALTER TABLE tasks ADD COLUMN record_due INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -276,12 +282,23 @@ class StateDB:
     def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                response: Any = None) -> Task:
         with self.transaction() as db:
+            # Commit point: record_due stays set until the _failed record is in the archive.
             db.execute("UPDATE tasks SET state = ?, reason = ?, code = ?, message = ?, updated_at = ?,"
-                       " response = COALESCE(?, response) WHERE id = ?",
+                       " response = COALESCE(?, response), record_due = 1 WHERE id = ?",
                        (State.FAILED, reason, code, message, time.time(),
                         json.dumps(response) if response is not None else None, pk))
             self._history(db, pk, State.FAILED, reason, message)
         return self.task(pk)
+
+    def record_written(self, pk: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE tasks SET record_due = 0 WHERE id = ?", (pk,))
+
+    def records_due(self, limit: int = 100) -> list[Task]:
+        """Failed tasks whose _failed record could not be written yet."""
+        rows = self.db.execute("SELECT * FROM tasks WHERE state = ? AND record_due = 1 ORDER BY id LIMIT ?",
+                               (State.FAILED, limit)).fetchall()
+        return [_task(r) for r in rows]
 
     # --- assets -------------------------------------------------------------------------
 

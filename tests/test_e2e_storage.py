@@ -179,3 +179,35 @@ async def test_every_cdn_fault_to_local_disk_and_s3(tmp_path: Path, moto_server:
         assert resumed.sent == len(run.world["cut"].resource.body) - resumed.start
         # The expired URL was asked for again (the fresh-URL poll gave the same one), never beyond.
         assert [h.status for h in cdn.hits_for(run.task_id("expired"))][:2] == [200, 403]
+
+
+async def test_failed_record_waits_for_a_store_that_is_down(tmp_path: Path) -> None:
+    """A _failed record the store refused is written once the store is back."""
+    fake = FakeApis(API_KEY)
+    fake.add(FakeTask("kie", "doomed", ["fail"], fail_code="422", fail_msg="prompt contains prohibited content"))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    blocker = archive / "_failed"
+    blocker.write_text("a file where the _failed folder should be: the record cannot be written")
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+        }))
+        (tmp_path / "inbox.txt").write_text("kie doomed\n")
+        env = dict(os.environ, KIE_API_KEY=API_KEY)
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        await daemon.wait_for(lambda s: s["counts"]["failed"] == 1)
+        assert await daemon.stop() == 0
+        assert "could not write its _failed record" in (tmp_path / "daemon.log").read_text()
+
+        blocker.unlink()
+        await daemon.start()
+        record = archive / "_failed" / "kie" / "doomed.json"
+        for _ in range(100):
+            if record.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert await daemon.stop() == 0
+    assert json.loads(record.read_text())["reason"] == "content_moderation"
