@@ -74,6 +74,17 @@ def _entry(provider_type: str, where: str) -> str:
     return {"kie": "kie", "maxapi": "maxapi", "apipod": "pod"}.get(provider_type) or where
 
 
+async def start(tmp_path: Path, fake: FakeApis, base: str, world: dict[str, tuple[FakeTask, str | None]]
+                ) -> DaemonProcess:
+    """The daemon on every provider entry, with the whole world already in its inbox."""
+    fake.base = base
+    (tmp_path / "inbox.txt").write_text("".join(f"{line}\n" for line in world))
+    daemon = DaemonProcess(config_for(tmp_path, base), dict(os.environ, TEST_API_KEY=API_KEY),
+                           tmp_path / "daemon.log")
+    await daemon.start()
+    return daemon
+
+
 def max_in_any_second(times: list[float]) -> int:
     times = sorted(times)
     best, j = 0, 0
@@ -104,11 +115,7 @@ async def test_mixed_inbox_with_rate_limits_batches_and_a_429(tmp_path: Path) ->
     fake = FakeApis(API_KEY)
     world = mixed_world(fake, random.Random(seed), 200)
     async with serve(fake.app()) as base:
-        fake.base = base
-        config = config_for(tmp_path, base)
-        (tmp_path / "inbox.txt").write_text("".join(f"{line}\n" for line in world))
-        daemon = DaemonProcess(config, dict(os.environ, TEST_API_KEY=API_KEY), tmp_path / "daemon.log")
-        await daemon.start()
+        daemon = await start(tmp_path, fake, base, world)
         await asyncio.sleep(3)
         fake.throttle["maxapi"] = 2
         status = await daemon.wait_for(lambda s: s["counts"]["archived"] + s["counts"]["failed"] == len(world),
@@ -150,11 +157,7 @@ async def test_a_provider_down_for_a_minute_recovers_and_slows_no_other(tmp_path
     start = loop.time()
     fake.outage["apipod"] = (start + 30, "500")
     async with serve(fake.app()) as base:
-        fake.base = base
-        config = config_for(tmp_path, base)
-        (tmp_path / "inbox.txt").write_text("".join(f"{line}\n" for line in world))
-        daemon = DaemonProcess(config, dict(os.environ, TEST_API_KEY=API_KEY), tmp_path / "daemon.log")
-        await daemon.start()
+        daemon = await start(tmp_path, fake, base, world)
         kie_done = await daemon.wait_for(lambda s: s["counts"]["archived"] == 12, timeout=20)
         assert loop.time() - start < 25, "kie was slowed by apipod's outage"
         assert kie_done["health"]["pod"]["state"] == "failing"
