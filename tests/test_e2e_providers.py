@@ -74,7 +74,7 @@ def _entry(provider_type: str, where: str) -> str:
     return {"kie": "kie", "maxapi": "maxapi", "apipod": "pod"}.get(provider_type) or where
 
 
-async def start(tmp_path: Path, fake: FakeApis, base: str, world: dict[str, tuple[FakeTask, str | None]]
+async def start_daemon(tmp_path: Path, fake: FakeApis, base: str, world: dict[str, tuple[FakeTask, str | None]]
                 ) -> DaemonProcess:
     """The daemon on every provider entry, with the whole world already in its inbox."""
     fake.base = base
@@ -115,7 +115,7 @@ async def test_mixed_inbox_with_rate_limits_batches_and_a_429(tmp_path: Path) ->
     fake = FakeApis(API_KEY)
     world = mixed_world(fake, random.Random(seed), 200)
     async with serve(fake.app()) as base:
-        daemon = await start(tmp_path, fake, base, world)
+        daemon = await start_daemon(tmp_path, fake, base, world)
         await asyncio.sleep(3)
         fake.throttle["maxapi"] = 2
         status = await daemon.wait_for(lambda s: s["counts"]["archived"] + s["counts"]["failed"] == len(world),
@@ -157,7 +157,7 @@ async def test_a_provider_down_for_a_minute_recovers_and_slows_no_other(tmp_path
     start = loop.time()
     fake.outage["apipod"] = (start + 30, "500")
     async with serve(fake.app()) as base:
-        daemon = await start(tmp_path, fake, base, world)
+        daemon = await start_daemon(tmp_path, fake, base, world)
         kie_done = await daemon.wait_for(lambda s: s["counts"]["archived"] == 12, timeout=20)
         assert loop.time() - start < 25, "kie was slowed by apipod's outage"
         assert kie_done["health"]["pod"]["state"] == "failing"
