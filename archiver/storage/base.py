@@ -8,6 +8,7 @@ raises FileNotFoundError; a failing store raises StorageUnavailable or DiskFull.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -15,8 +16,25 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """`sha256` is the digest we stored beside the object (S3 metadata), or None.
+
+    `checksum` is the store's own SHA-256 of the whole object (S3 single-part uploads), and
+    `content_type` the stored type (local: from the extension).
+    """
+
     size: int
     sha256: str | None = None
+    content_type: str | None = None
+    checksum: str | None = None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object found by `Storage.list`; `modified` is Unix seconds."""
+
+    key: str
+    size: int
+    modified: float
 
 
 class Storage(Protocol):
@@ -33,6 +51,17 @@ class Storage(Protocol):
     async def exists(self, key: str) -> bool: ...
 
     async def stat(self, key: str) -> ObjectInfo: ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[Listed]:
+        """Every object whose key starts with `prefix`, in no promised order; never a folder."""
+        ...
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes of `key` from `start` up to `end` (exclusive), in chunks of bounded size.
+
+        FileNotFoundError is raised before the first chunk, so a server can still answer 404.
+        """
+        ...
 
     async def start(self) -> None:
         """Prepare the store once at daemon start (create the root, clean stale uploads)."""

@@ -6,21 +6,25 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import itertools
 import logging
+import mimetypes
 import os
 import re
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from archiver.errors import DiskFull, StorageUnavailable
-from archiver.storage.base import ObjectInfo
+from archiver.storage.base import Listed, ObjectInfo
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+_READ_CHUNK = 256 * 1024
+_LIST_BATCH = 2000  # listed objects per thread hop
 # `.{name}.tmp-{12 hex}`: what a put leaves behind only when the process dies mid-write.
 _TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
 # A full quota is a full disk to us: both pause downloads until space is freed.
@@ -173,7 +177,51 @@ class LocalStorage:
             raise _read_error(e, key, self.root) from e
         if not stat.S_ISREG(st.st_mode):  # a folder is not an object, as on S3
             raise _missing(key)
-        return ObjectInfo(size=st.st_size)
+        return ObjectInfo(size=st.st_size, content_type=guess_type(key))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
+        """Walk the folder that holds `prefix`, a batch of entries per thread hop."""
+        folder = self.root.joinpath(*check_key(prefix.rpartition("/")[0])) if "/" in prefix else self.root
+        walker = self._walk(folder, prefix)
+        while batch := await asyncio.to_thread(lambda: list(itertools.islice(walker, _LIST_BATCH))):
+            for item in batch:
+                yield item
+
+    def _walk(self, folder: Path, prefix: str) -> Iterator[Listed]:
+        for path, _, files in os.walk(folder):
+            for name in files:
+                full = os.path.join(path, name)
+                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if _TEMP.fullmatch(name) or not key.startswith(prefix):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(full)
+                    if stat.S_ISREG(st.st_mode):
+                        yield Listed(key, st.st_size, st.st_mtime)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            f = await asyncio.to_thread(open, path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise _missing(key) from None
+        except OSError as e:
+            raise _read_error(e, key, self.root) from e
+        try:
+            await asyncio.to_thread(f.seek, start)
+            left = None if end is None else max(0, end - start)
+            while left is None or left > 0:
+                want = _READ_CHUNK if left is None else min(_READ_CHUNK, left)
+                chunk = await asyncio.to_thread(f.read, want)
+                if not chunk:
+                    return
+                if left is not None:
+                    left -= len(chunk)
+                yield chunk
+        except OSError as e:
+            raise _read_error(e, key, self.root) from e
+        finally:
+            f.close()
 
     async def start(self) -> None:
         """Create the root and delete temp files a crash left behind (one walk of the tree)."""
@@ -196,6 +244,13 @@ class LocalStorage:
 
     async def close(self) -> None:
         return None
+
+
+def guess_type(key: str) -> str:
+    """The Content-Type a local file is served with: from its extension, as S3 would store it."""
+    if key.endswith(".json"):
+        return "application/json"
+    return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
 
 
 def _makedirs(folder: Path) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.config import S3Config
 from archiver.errors import ConfigError, StorageUnavailable
-from archiver.storage.base import ObjectInfo
+from archiver.storage.base import Listed, ObjectInfo
 from archiver.storage.local import check_key
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ _TRANSFER = TransferConfig(
     max_concurrency=4,
 )
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_READ_CHUNK = 256 * 1024  # what one streamed read holds in memory, whatever the object's size
 # Stores (or credentials) that cannot list multipart uploads: start() skips the cleanup.
 _NO_LISTING = {"NotImplemented", "AccessDenied", "MethodNotAllowed"}
 
@@ -178,11 +179,45 @@ class S3Storage:
         return True
 
     async def stat(self, key: str) -> ObjectInfo:
-        """Size and our sha256 metadata (None for objects we did not write)."""
+        """Size, our sha256 metadata (None for objects we did not write), type and checksum."""
         name = self._name(key)
-        head = await self._call("head", key, lambda c: c.head_object(Bucket=self.bucket, Key=name))
+        head = await self._call("head", key, lambda c: c.head_object(
+            Bucket=self.bucket, Key=name, ChecksumMode="ENABLED"))
         sha256 = head.get("Metadata", {}).get("sha256")
-        return ObjectInfo(size=int(head["ContentLength"]), sha256=sha256)
+        checksum = head.get("ChecksumSHA256")
+        # A multipart object's checksum is a digest of part digests ("…-N"): not the file's.
+        whole = bool(checksum) and "-" not in checksum and head.get("ChecksumType") != "COMPOSITE"
+        return ObjectInfo(size=int(head["ContentLength"]), sha256=sha256,
+                          content_type=head.get("ContentType"),
+                          checksum=base64.b64decode(checksum).hex() if whole else None)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
+        """One page of ListObjectsV2 (up to 1,000 keys) per thread hop."""
+        if prefix:
+            check_key(prefix.rstrip("/") or "x")
+        pages = iter(await self._call("list", prefix, lambda c: c.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix)))
+        while page := await self._call("list", prefix, lambda c: next(pages, None)):
+            for obj in page.get("Contents", []):
+                key = obj["Key"].removeprefix(self.prefix)
+                if key and not key.endswith("/"):
+                    yield Listed(key, int(obj["Size"]), obj["LastModified"].timestamp())
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """A ranged GET streamed in 256 KiB pieces, one thread hop each: memory stays flat."""
+        name = self._name(key)
+        if end is not None and end <= start:
+            await self.stat(key)  # nothing to send, but a missing key is still an error
+            return
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": name}
+        if start or end is not None:
+            args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        body = (await self._call("get", key, lambda c: c.get_object(**args)))["Body"]
+        try:
+            while chunk := await self._call("get", key, lambda c: body.read(_READ_CHUNK)):
+                yield chunk
+        finally:
+            body.close()
 
     async def start(self) -> None:
         """Abort multipart uploads under our prefix: at start, any there were left by a crash."""

@@ -163,3 +163,42 @@ class TestConformance:
         assert (await backend.storage.stat("v/00.mp4")).size == size
         assert hashlib.sha256(await backend.storage.get("v/00.mp4")).hexdigest() == digest
         assert backend.parts("v/00.mp4") >= (2 if backend.name == "s3" else 1)
+
+    async def test_list(self, backend: Backend, tmp_path: Path) -> None:
+        s = backend.storage
+        for key, body in (("kie/2026/a/00.png", b"12345"), ("kie/2026/a/00.png.json", b"{}"),
+                          ("kie/2027/b/00.mp4", b"x"), ("_failed/kie/t.json", b"{}"), ("index.html", b"<p>")):
+            await s.put_bytes(key, body, content_type=PNG)
+        everything = {item.key: item async for item in s.list()}
+        assert sorted(everything) == backend.keys()
+        assert everything["kie/2026/a/00.png"].size == 5
+        assert everything["index.html"].modified > 0
+        assert sorted([i.key async for i in s.list("kie/2026/")]) == ["kie/2026/a/00.png", "kie/2026/a/00.png.json"]
+        assert sorted([i.key async for i in s.list("kie/202")]) == [
+            "kie/2026/a/00.png", "kie/2026/a/00.png.json", "kie/2027/b/00.mp4"]
+        assert [i.key async for i in s.list("_failed/")] == ["_failed/kie/t.json"]
+        assert [i.key async for i in s.list("nothing/here/")] == []
+
+    async def test_read_streams_ranges(self, backend: Backend, tmp_path: Path) -> None:
+        content = bytes(range(256)) * 4096  # 1 MiB: several chunks
+        source, digest = staged(tmp_path, content)
+        await backend.storage.put_file("v/00.mp4", source, content_type="video/mp4", sha256=digest)
+        chunks = [c async for c in backend.storage.read("v/00.mp4")]
+        assert b"".join(chunks) == content
+        assert len(chunks) > 1 and max(map(len, chunks)) <= 256 * 1024  # bounded memory per chunk
+        assert b"".join([c async for c in backend.storage.read("v/00.mp4", 1000, 5000)]) == content[1000:5000]
+        assert b"".join([c async for c in backend.storage.read("v/00.mp4", len(content) - 3)]) == content[-3:]
+        assert [c async for c in backend.storage.read("v/00.mp4", 10, 10)] == []
+        with pytest.raises(FileNotFoundError):
+            [c async for c in backend.storage.read("v/nope.mp4")]
+        with pytest.raises(ValueError):
+            [c async for c in backend.storage.read("../x")]
+
+    async def test_stat_reports_type(self, backend: Backend, tmp_path: Path) -> None:
+        source, digest = staged(tmp_path, b"\x89PNG\r\n\x1a\n" + b"x" * 100)
+        await backend.storage.put_file("p/00.png", source, content_type=PNG, sha256=digest)
+        await backend.storage.put_bytes("p/00.png.json", b"{}", content_type="application/json")
+        info = await backend.storage.stat("p/00.png")
+        assert info.content_type == PNG
+        assert info.checksum in (None, digest)  # the store's own digest, where it keeps one
+        assert (await backend.storage.stat("p/00.png.json")).content_type == "application/json"
