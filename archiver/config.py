@@ -91,6 +91,14 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """The browse index (design.md §10): on or off, and how often touched days are rewritten."""
+
+    enabled: bool = True
+    every: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -99,6 +107,7 @@ class Config:
     download: DownloadConfig
     storage: StorageConfig
     shutdown_grace: float = 20.0
+    index: IndexConfig = IndexConfig()
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
@@ -200,7 +209,7 @@ def _names(cls: type) -> set[str]:
 
 
 def _build(raw: dict[str, Any], base: Path, path: Path) -> Config:
-    top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace"}
+    top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace", "index"}
     for k in raw:
         if k not in top:
             raise ConfigError(f"config: {k}: unknown key (allowed: {', '.join(sorted(top))})")
@@ -217,7 +226,19 @@ def _build(raw: dict[str, Any], base: Path, path: Path) -> Config:
         download=_download(raw),
         storage=_storage(raw, base),
         shutdown_grace=parse_duration(raw.get("shutdown_grace", 20), "shutdown_grace"),
+        index=_index(raw),
     )
+
+
+def _index(raw: dict[str, Any]) -> IndexConfig:
+    i = _section(raw, "index", "index", _names(IndexConfig))
+    enabled = i.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("config: index.enabled: expected true or false")
+    every = parse_duration(i.get("every", "60s"), "index.every")
+    if every <= 0:
+        raise ConfigError("config: index.every: must be above zero")
+    return IndexConfig(enabled=enabled, every=every)
 
 
 def _path(base: Path, value: Any, key: str) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from archiver.archiving import REQUEUE_AFTER, Archiver
+from archiver.browse.index import IndexLoop
 from archiver.config import Config
 from archiver.download import Downloader
 from archiver.inbox import InboxReader
@@ -103,6 +104,9 @@ class Daemon:
         intake = [asyncio.create_task(self._intake(reader), name="inbox"),
                   asyncio.create_task(self._records(), name="failed-records")]
         intake += [asyncio.create_task(p.run(), name=f"poll:{n}") for n, p in self.pollers.items()]
+        if self.config.index.enabled:  # its own loop and DB connection: never in the workers' way
+            index = IndexLoop(self.config, self.storage, state_path(self.config))
+            intake.append(asyncio.create_task(index.run(), name="index"))
         workers = [asyncio.create_task(self._worker(), name=f"download:{i}")
                    for i in range(self.config.download.concurrency)]
         self.notifier.ready()
