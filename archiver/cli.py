@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archiver import inbox, logs
+from archiver import archive_cli, inbox, logs
 from archiver.config import Config, describe, load_config
 from archiver.daemon import Daemon, state_path
 from archiver.errors import ArchiverError, ConfigError
@@ -59,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("task_id", nargs="?")
     retry.add_argument("--failed", action="store_true", help="every failed task")
     sub.add_parser("check-config", parents=[common], help="validate and print the resolved config")
+    archive_cli.add_parsers(sub, common)
     return p
 
 
@@ -207,4 +208,5 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "add": cmd_add, "status": cmd_status, "show": cmd_show,
     "retry": cmd_retry, "check-config": cmd_check_config,
+    **archive_cli.COMMANDS,
 }

@@ -316,6 +316,15 @@ class StateDB:
         with self.transaction() as db:
             db.execute("UPDATE assets SET last_error = ? WHERE task = ? AND idx = ?", (error, pk, idx))
 
+    def requeue_asset(self, pk: int, idx: int, note: str) -> None:
+        """Put one archived asset back to work under its stored key (verify --fix); the task is polled again."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?", (pk, idx))
+            db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL, first_seen_at = ?,"
+                       " updated_at = ?, unknown_since = NULL WHERE id = ?", (State.QUEUED, now, now, pk))
+            self._history(db, pk, State.QUEUED, note=note)
+
     def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
                  downloaded_at: float, archived_at: float) -> bool:
         """Mark one asset archived; the task follows when it was the last. True if it did."""

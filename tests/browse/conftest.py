@@ -1,0 +1,57 @@
+"""A generated archive on local disk or moto S3, with its state DB and a config that points at it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archiver.config import Config, load_config
+from archiver.daemon import state_path
+from archiver.storage import Storage, open_storage
+from tests.support.archive import TYPES, Generated, generate, write_storage
+from tests.support.daemon import write_config
+
+
+@dataclass
+class World:
+    config: Config
+    config_path: Path
+    storage: Storage
+    made: Generated
+    db: Path
+
+
+def world_config(tmp: Path, backend: str, s3: dict[str, Any] | None = None, **extra: Any) -> Path:
+    providers = {name: {"type": kind, "api_key": "unused"} | ({"service": "seedance"} if kind == "acedata" else {})
+                 for name, kind in TYPES.items()}
+    storage: dict[str, Any] = {"backend": backend, "local": {"root": str(tmp / "archive")}}
+    if s3:
+        storage["s3"] = s3
+    return write_config(tmp / "config.yaml", {"state_dir": str(tmp / "state"), "inbox": {"path": str(tmp / "in.txt")},
+                                              "providers": providers, "storage": storage, **extra})
+
+
+async def make_world(tmp: Path, backend: str, s3: dict[str, Any] | None = None, *, tasks: int = 60, days: int = 3,
+                     video: bytes | None = None, start: dt.date = dt.date(2026, 9, 1)) -> World:
+    path = world_config(tmp, backend, s3)
+    config = load_config(path, require_secrets=False)
+    made = generate(state_path(config), tasks, days, video=video, start=start)
+    storage = open_storage(config.storage)
+    await write_storage(storage, made)
+    return World(config, path, storage, made, state_path(config))
+
+
+@pytest.fixture(params=["local", "s3"])
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    s3 = None
+    if request.param == "s3":
+        s3 = {"bucket": request.getfixturevalue("s3_bucket"), "prefix": "ai/",
+              "endpoint_url": request.getfixturevalue("moto_server"), "region": "us-east-1"}
+    w = await make_world(tmp_path, request.param, s3)
+    yield w
+    await w.storage.close()
