@@ -29,7 +29,7 @@ _NO_CACHE = (PAGE_KEY, "_index/")  # the index changes in place; assets never do
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"serve: --listen {value!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host, int(port)
 
@@ -112,14 +112,15 @@ async def serve(storage: Storage, listen: str) -> None:
     host, port = parse_listen(listen)
     runner = web.AppRunner(app(storage), access_log=None)
     await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await web.TCPSite(runner, host, port).start()
-        shown = f"[{host}]" if ":" in host else host
-        print(f"serving the archive read-only at http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        bound_host, bound_port = runner.addresses[0][:2]  # the real port when 0 was asked for
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        print(f"serving the archive read-only at http://{shown}:{bound_port}/ (Ctrl-C stops)", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()
