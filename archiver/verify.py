@@ -67,8 +67,10 @@ def _size(n: int) -> str:
 
 class Verifier:
     def __init__(self, storage: Storage, layout: str, *, since: str | None = None, deep: bool = False,
-                 db: sqlite3.Connection | None = None, progress: Callable[[int, int], None] | None = None) -> None:
+                 db: sqlite3.Connection | None = None, progress: Callable[[int, int], None] | None = None,
+                 orphan_age: float = ORPHAN_AGE) -> None:
         self.storage = storage
+        self.orphan_age = orphan_age
         self.pattern = key_pattern(layout)
         self.since = since
         self.deep = deep
@@ -96,7 +98,7 @@ class Verifier:
         now = time.time()
         for key, item in listing.items():
             if (not is_sidecar(key) and key + ".json" not in listing and key not in known
-                    and now - item.modified > ORPHAN_AGE and self._wanted(key, item)):
+                    and now - item.modified > self.orphan_age and self._wanted(key, item)):
                 self._problem("no_sidecar", key, "an asset without its sidecar, older than an hour")
         assert self.report.problems is not None
         self.report.problems.sort(key=lambda p: (p.key, p.kind))
