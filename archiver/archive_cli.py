@@ -84,10 +84,14 @@ def cmd_index(config: Config, args: argparse.Namespace) -> int:
         print(f"index: {result} file(s) written, the rest was current ({took:.1f}s)")
         return 0
     origin = "the store's sidecars" if args.from_store else "the state DB"
-    print(f"index: {result['days']:,} days, {result['assets']:,} assets, {result['failed']:,} failed tasks "
-          f"written from {origin} in {took:.1f}s"
-          + (f"; {result['unreadable']:,} unreadable sidecar(s) left out" if result["unreadable"] else ""))
+    print(f"index: {_n(result['days'], 'day')}, {_n(result['assets'], 'asset')}, "
+          f"{_n(result['failed'], 'failed task')} written from {origin} in {took:.1f}s"
+          + (f"; {_n(result['unreadable'], 'unreadable sidecar')} left out" if result["unreadable"] else ""))
     return 0
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ async def test_index_verify_and_rebuild(tmp_path: Path) -> None:
         code, out, err = await cli(config, "index", "--from-store", env=env)
         assert code == 0, err
         assert out.strip() == out.strip().splitlines()[-1]  # one summary line (no progress off a TTY)
-        assert out.startswith("index: 1 days, 3 assets, 1 failed tasks written from the store's sidecars in ")
+        assert out.startswith("index: 1 day, 3 assets, 1 failed task written from the store's sidecars in ")
         assert day_files(archive) == written
         again = json.loads((archive / "_index/days.json").read_text())
         assert again["days"] == days["days"] and again["generated_at"] >= days["generated_at"]
