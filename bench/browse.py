@@ -68,6 +68,11 @@ def _run(folder: Path, assets: int, days: int) -> list[Row]:
     return rows
 
 
+# Notes the moment the first asset element enters the document.
+FIRST_ASSET = """new MutationObserver((_, o) => { if (document.querySelector('[data-key]')) {
+  window.__first = performance.now(); o.disconnect(); } }).observe(document, {childList: true, subtree: true});"""
+
+
 async def first_screen(url: str, runs: int = 5) -> tuple[float, float]:
     """Seconds from navigation start to the first asset element, and to the page being ready."""
     from playwright.async_api import async_playwright
@@ -77,8 +82,7 @@ async def first_screen(url: str, runs: int = 5) -> tuple[float, float]:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         for _ in range(runs):
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            await page.add_init_script("""new MutationObserver((_, o) => { if (document.querySelector('[data-key]')) {
-                window.__first = performance.now(); o.disconnect(); } }).observe(document, {childList: true, subtree: true});""")
+            await page.add_init_script(FIRST_ASSET)
             await page.goto(url)
             await page.wait_for_selector("body[data-ready]", timeout=60_000)
             firsts.append(await page.evaluate("window.__first") / 1000)

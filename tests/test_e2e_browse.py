@@ -22,7 +22,8 @@ def world(fake: FakeApis) -> None:
                       prompt="a poster for a jazz night"))
     fake.add(FakeTask("kie", "clip-1", walk, [media_bytes("mp4", 20_000, "c1")], model="sora-2-text-to-video",
                       prompt="waves on a rocky shore"))
-    fake.add(FakeTask("kie", "refused", ["queued", "fail"], fail_code="422", fail_msg="prompt contains prohibited content"))
+    fake.add(FakeTask("kie", "refused", ["queued", "fail"], fail_code="422",
+                      fail_msg="prompt contains prohibited content"))
 
 
 def day_files(archive: Path) -> dict[str, bytes]:

@@ -66,12 +66,14 @@ def utc_day(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
-_DIRECTIVES = {"Y": r"(?P<Y>\d{4})", "m": r"(?P<m>\d{2})", "d": r"(?P<d>\d{2})", "F": r"(?P<Y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})"}
+_DIRECTIVES = {"Y": r"(?P<Y>\d{4})", "m": r"(?P<m>\d{2})", "d": r"(?P<d>\d{2})",
+               "F": r"(?P<Y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})"}
 
 
 def key_pattern(layout: str) -> re.Pattern[str] | None:
     """A regex reading the date back out of keys made by `layout`; None without a full date in it."""
-    out, seen = [], set()
+    out: list[str] = []
+    seen: set[str] = set()
     for literal, name, spec, _ in string.Formatter().parse(layout):
         out.append(re.escape(literal))
         if name is None:

@@ -11,6 +11,7 @@ and its day stays "moved", so the next round tries again; no task ever waits on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -72,10 +73,8 @@ class IndexWriter:
         digest = hashlib.sha256(data).hexdigest()
         if not force:
             if day.date not in self.digests:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     self.digests[day.date] = hashlib.sha256(await self.storage.get(day_key(day.date))).hexdigest()
-                except FileNotFoundError:
-                    pass
             if self.digests.get(day.date) == digest:
                 self.summaries[day.date] = day.summary()
                 return False

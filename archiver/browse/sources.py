@@ -70,12 +70,15 @@ class StateSource:
         self.db.close()
 
     def fingerprints(self) -> dict[str, Fingerprint]:
-        found: dict[str, list[Any]] = {}
-        for day, tasks, assets, size, newest in self.db.execute(_FINGERPRINTS):
-            found[day] = [tasks, assets, size or 0, 0, newest or 0.0, 0.0]
-        for day, failed, newest in self.db.execute(_FAILED_FINGERPRINTS):
-            found.setdefault(day, [0, 0, 0, 0, 0.0, 0.0])[3:6:2] = [failed, newest]
-        return {day: (v[0], v[1], v[2], v[3], v[4], v[5]) for day, v in found.items()}
+        assets = {day: (tasks, count, size or 0, newest or 0.0)
+                  for day, tasks, count, size, newest in self.db.execute(_FINGERPRINTS)}
+        failed = {day: (count, newest) for day, count, newest in self.db.execute(_FAILED_FINGERPRINTS)}
+        prints = {}
+        for day in assets.keys() | failed.keys():
+            tasks, count, size, newest = assets.get(day, (0, 0, 0, 0.0))
+            fails, failed_at = failed.get(day, (0, 0.0))
+            prints[day] = (tasks, count, size, fails, newest, failed_at)
+        return prints
 
     def day(self, date: str) -> Day:
         """One day: assets whose success was seen that UTC day, tasks that failed that day."""

@@ -106,7 +106,8 @@ async def check_page(page: Any, base: str, world: World, shot: Path) -> None:
 
     # The failed view lists every _failed task with its reason.
     await page.click("#tab-failed")
-    rows = await page.eval_on_selector_all("#failed-rows tr", "rs => rs.map(r => [r.dataset.record, r.children[2].textContent])")
+    rows = await page.eval_on_selector_all(
+        "#failed-rows tr", "rs => rs.map(r => [r.dataset.record, r.children[2].textContent])")
     assert sorted(rows) == sorted([f["record"], "content_moderation"] for f in made.failed)
     assert outside == []  # no request left the archive
 
