@@ -55,6 +55,7 @@ async def visible_keys(page: Any) -> list[str]:
 
 async def check_page(page: Any, base: str, world: World, shot: Path) -> None:
     """Everything the issue asks of the page, through what a user sees and clicks."""
+    page.set_default_timeout(60_000)  # a shared, loaded machine can be slow; the test's own timeout still holds
     outside: list[str] = []
     page.on("request", lambda r: None if r.url.startswith(base) else outside.append(r.url))
     await open_everything(page, base + "/")
