@@ -43,8 +43,14 @@ def parse(reply: Reply) -> TaskStatus | None:
     message = text(body.get("msg")) or text(body.get("message"))
     if code == 401:
         raise KeyRejected(f"kie: {message or 'unauthorized'}")
-    if code in (404, 422) or reply.status == 404:
+    if code == 404 or reply.status == 404:
         return None
+    if code == 422:
+        # The docs' code table: 422 is "validation error", not "task not found" (that is 404).
+        # They are silent on what a query can fail to validate; asking again the same way
+        # cannot help, so the task ends with kie's own words.
+        return TaskStatus(Phase.FAILED, reason="invalid_parameters", code="422", message=message,
+                          response=body)
     if code == 429:
         raise RateLimited(f"kie: {message or 'rate limited'}")
     if code != 200:

@@ -1,7 +1,7 @@
 """Fake provider APIs (kie, maxapi, acedata, apipod) and a CDN in one aiohttp app.
 
-Each FakeTask walks through generic steps ("queued", "running", "success", "fail"), one
-step per poll, and the fake answers in each provider's documented JSON. Result files are
+Each FakeTask walks through generic steps ("queued", "running", "success", "fail", and
+"empty": a success without result URLs, for kie, maxapi and acedata), one step per poll, and the fake answers in each provider's documented JSON. Result files are
 served at /cdn/{task_id}/{index}. Every API request is logged with its arrival time and
 the provider entry it was for, so tests can check rate limits and batching from the
 server's side; `outage` and `throttle` inject trouble per entry.
@@ -48,6 +48,7 @@ class FakeTask:
     slow: float = 0.0  # seconds the CDN takes to stream each file, in small pieces
     polls: int = 0
     urls: list[str] | None = None  # result URLs to hand out instead of this app's /cdn/ ones
+    callback: str = "https://example.com/cb"  # echoed back in the request the provider reports
 
     def step(self) -> str:
         """The step this poll sees; each poll moves the task one step on."""
@@ -63,13 +64,15 @@ class Request:
     path: str
     body: Any
     status: int = 200
+    key: str = ""  # the API key the request carried
 
 
 class FakeApis:
     """All four provider APIs plus a CDN; set `base` once the server runs."""
 
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, *more_keys: str) -> None:
         self.api_key = api_key
+        self.keys = {api_key, *more_keys}
         self.tasks: dict[tuple[str, str], FakeTask] = {}
         self.requests: list[Request] = []
         self.cdn_hits: dict[str, int] = {}
@@ -103,7 +106,8 @@ class FakeApis:
 
     async def _arrive(self, request: web.Request, entry: str, body: Any) -> web.Response | None:
         """Log the request; answer it here if the entry is throttled, down, or the key is wrong."""
-        logged = Request(time.monotonic(), entry, request.path_qs, body)
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        logged = Request(time.monotonic(), entry, request.path_qs, body, key=key)
         self.requests.append(logged)
         if entry in self.throttle:
             logged.status = 429
@@ -116,7 +120,7 @@ class FakeApis:
             if kind == "500":
                 return web.Response(status=500, text="upstream exploded")
             return web.Response(text="<html>garbage", content_type="text/html")
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        if key not in self.keys:
             logged.status = 401
             return web.json_response({"code": 401, "msg": "unauthorized"}, status=401)
         return None
@@ -134,13 +138,14 @@ class FakeApis:
         if task is None:
             return web.json_response({"code": 404, "msg": "Task not found"})
         step = task.step()
-        state = {"queued": "waiting", "running": "generating", "success": "success", "fail": "fail"}[step]
-        result = {"resultUrls": [self.url(task, i) for i in range(len(task.files))]}
-        done = step in ("success", "fail")
+        state = {"queued": "waiting", "running": "generating", "success": "success", "empty": "success",
+                 "fail": "fail"}[step]
+        result = {"resultUrls": [self.url(task, i) for i in range(len(task.files)) if step == "success"]}
+        done = step in ("success", "empty", "fail")
         data = {
             "taskId": task.task_id, "model": task.model, "state": state,
-            "param": json.dumps({"model": task.model, "input": {"prompt": task.prompt}}),
-            "resultJson": json.dumps(result) if step == "success" else "",
+            "param": json.dumps({"model": task.model, "callBackUrl": task.callback, "input": {"prompt": task.prompt}}),
+            "resultJson": json.dumps(result) if state == "success" else "",
             "failCode": task.fail_code if step == "fail" else "",
             "failMsg": task.fail_msg if step == "fail" else "",
             "completeTime": TASK_CREATED_MS + 10_000 if done else None,
@@ -157,14 +162,15 @@ class FakeApis:
         if task is None:
             return web.json_response({"code": 404, "msg": "task not found"}, status=404)
         step = task.step()
-        status = {"queued": "PENDING", "running": "PROCESSING", "success": "SUCCESS",
+        status = {"queued": "PENDING", "running": "PROCESSING", "success": "SUCCESS", "empty": "SUCCESS",
                   "fail": task.fail_code or "FAILURE"}[step]
         kind = "video" if task.files and task.files[0].startswith(MP4) else "image"
         data = {
             "taskId": task.task_id, "status": status,
-            "input": {"model": task.model, "prompt": task.prompt, "ratio": "16:9"},
-            "result": ({"type": kind, "urls": [self.url(task, i) for i in range(len(task.files))]}
-                       if step == "success" else None),
+            "input": {"model": task.model, "prompt": task.prompt, "ratio": "16:9", "callback_url": task.callback},
+            "result": ({"type": kind, "urls": [self.url(task, i) for i in range(len(task.files))
+                                               if step == "success"]}
+                       if status == "SUCCESS" else None),
             "failure_reason": task.fail_msg if step == "fail" else None,
             "created_at": "2026-11-22T10:00:00.000000Z", "updated_at": "2026-11-22T10:00:05.123456Z",
         }
@@ -192,7 +198,7 @@ class FakeApis:
         record: dict[str, Any] = {
             "_id": f"mongo-{task.task_id}", "id": task.task_id, "trace_id": f"trace-{task.task_id}",
             "type": "videos" if task.where == "seedance" else "images", "created_at": 1763799990.5,
-            "request": {"model": task.model, "prompt": task.prompt, "callback_url": "https://example.com/cb"},
+            "request": {"model": task.model, "prompt": task.prompt, "callback_url": task.callback},
             "response": None,
         }
         if step == "success":
@@ -202,6 +208,9 @@ class FakeApis:
                          [{"prompt": task.prompt, "size": "2048x2048", "image_url": u} for u in urls])
             record |= {"finished_at": 1763800000.25,
                        "response": {"success": True, "task_id": task.task_id, "data": data}}
+        elif step == "empty":
+            record |= {"finished_at": 1763800000.25,
+                       "response": {"success": True, "task_id": task.task_id, "data": []}}
         elif step == "fail":
             record |= {"finished_at": 1763800000.25, "response": {
                 "success": False, "task_id": task.task_id,
