@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +51,50 @@ async def test_fixture(path: Path) -> None:
             if field in expect:
                 assert getattr(status, field) == expect[field], field
     assert status.response is not None
+
+
+# Codes the provider docs name (shared/providers/README.md); a fixture holding any other
+# must say so in its "made_up" note.
+DOCUMENTED: dict[str, set[str]] = {
+    "kie": {"200", "400", "401", "402", "404", "422", "429", "455", "500", "501", "505"},
+    "maxapi": {"0", "400", "401", "CONTENT_MODERATION", "INVALID_PARAMETERS", "INSUFFICIENT_POINTS"},
+    "acedata": {"bad_request", "no_token", "invalid_token", "token_expired", "token_mismatched",
+                "api_not_implemented", "disabled", "used_up", "forbidden", "no_api", "not_found",
+                "too_many_requests", "api_error", "timeout",
+                "content_moderation"},  # [CODE]: the official n8n node's test mock
+    "apipod": {"200", "400", "401", "402", "403", "404", "409", "429", "500", "503", "504",
+               "invalid_api_key", "invalid_request", "insufficient_quota", "rate_limit_exceeded",
+               "model_not_available", "internal_error", "invalid_idempotency_key", "idempotency_conflict",
+               "idempotency_in_progress", "idempotency_unavailable", "UPSTREAM_CAPACITY_EXHAUSTED",
+               "rate_limit_error", "invalid_request_error"},  # the last two are error types
+}
+CODE_KEYS = {"code", "error_code", "failCode", "failure_reason", "failReason"}
+
+
+def codes(node: Any, provider_type: str) -> set[str]:
+    """Every code in a body; apipod's error `type` counts too (acedata's `type` is a record type)."""
+    keys = CODE_KEYS | ({"type"} if provider_type == "apipod" else set())
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in keys and isinstance(value, (str, int)) and value != "":
+                found.add(str(value))
+            found |= codes(value, provider_type)
+    elif isinstance(node, list):
+        for item in node:
+            found |= codes(item, provider_type)
+    return found
+
+
+@pytest.mark.parametrize("path", fixture_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_fixture_codes_are_documented_or_marked_made_up(path: Path) -> None:
+    fixture = load_fixture(path)
+    provider_type = path.parent.name
+    undocumented = codes(fixture["body"], provider_type) - DOCUMENTED[provider_type]
+    note = fixture.get("made_up", "")
+    assert not [code for code in undocumented if code not in note], f"not in the docs: {undocumented}"
+
+
+def test_the_code_check_sees_an_unmarked_code() -> None:
+    body = {"code": 200, "data": {"status": "failed", "error_code": "INVENTED", "type": "made_up_error"}}
+    assert codes(body, "apipod") - DOCUMENTED["apipod"] == {"INVENTED", "made_up_error"}

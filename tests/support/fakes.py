@@ -77,7 +77,7 @@ class FakeApis:
         self.requests: list[Request] = []
         self.cdn_hits: dict[str, int] = {}
         self.outage: dict[str, tuple[float, str]] = {}  # entry → (until, "500" | "garbage")
-        self.throttle: dict[str, float] = {}  # entry → Retry-After for its next request
+        self.throttle: dict[str, float | str] = {}  # entry → Retry-After (seconds or HTTP date) for its next request
         self.ranges: list[tuple[str, int]] = []  # CDN requests that resumed: (file, first byte)
         self.base = ""
 
@@ -113,7 +113,7 @@ class FakeApis:
             logged.status = 429
             wait = self.throttle.pop(entry)
             return web.json_response({"code": 429, "msg": "Rate limit exceeded"}, status=429,
-                                     headers={"Retry-After": f"{wait:g}"})
+                                     headers={"Retry-After": wait if isinstance(wait, str) else f"{wait:g}"})
         until, kind = self.outage.get(entry, (0.0, ""))
         if time.monotonic() < until:
             logged.status = 500 if kind == "500" else 200
