@@ -49,6 +49,7 @@ class FakeTask:
     polls: int = 0
     urls: list[str] | None = None  # result URLs to hand out instead of this app's /cdn/ ones
     callback: str = "https://example.com/cb"  # echoed back in the request the provider reports
+    fresh_urls: list[str] | None = None  # handed out from the second poll on, as a provider renews URLs
 
     def step(self) -> str:
         """The step this poll sees; each poll moves the task one step on."""
@@ -86,6 +87,8 @@ class FakeApis:
         return task
 
     def url(self, task: FakeTask, index: int) -> str:
+        if task.fresh_urls is not None and task.polls > 1:
+            return task.fresh_urls[index]
         if task.urls is not None:
             return task.urls[index]
         return f"{self.base}/cdn/{task.task_id}/{index}?sig=SIGNED-{os.urandom(4).hex()}"
