@@ -136,29 +136,33 @@ async def test_a_multi_step_poll_schedule_is_kept_per_task(tmp_path: Path) -> No
                 phases["0.4s"].append(nxt - at)
         assert len(phases["0.25s"]) >= 4 and len(phases["0.4s"]) >= 3 and phases["1.2s"], (task.task_id, phases)
         assert 0.2 <= statistics.median(phases["0.25s"]) <= 0.4, phases
-        assert all(1.0 <= gap <= 1.9 for gap in phases["1.2s"]), phases
+        assert all(1.0 <= gap <= 2.3 for gap in phases["1.2s"]), phases
         assert 0.33 <= statistics.median(phases["0.4s"]) <= 0.6, phases
 
 
 async def test_retry_after_as_an_http_date_pauses_the_entry(tmp_path: Path) -> None:
     fake = FakeApis(API_KEY)
-    task = fake.add(FakeTask("kie", "paused", ["running", "success"], [media_bytes("png", 3_000, "paused")]))
+    steps = ["running", "running", "running", "success"]
+    task = fake.add(FakeTask("kie", "paused", steps, [media_bytes("png", 3_000, "paused")]))
     async with serve(fake.app()) as api:
         fake.base = api
         append(tmp_path / "inbox.txt", "kie paused")
         daemon = daemon_for(tmp_path, {"kie": entry("kie", api)})
         await daemon.start()
+        deadline = time.monotonic() + 20
         while task.polls < 1:
+            assert time.monotonic() < deadline, "the task was never polled"
             await asyncio.sleep(0.01)
         # Whole seconds only: the next poll, 0.2 s on, is told to wait 1.8 to 2.8 s. A
         # Retry-After not understood would mean 5 s, and one ignored the 0.2 s poll interval.
         fake.throttle["kie"] = email.utils.formatdate(time.time() + 3, usegmt=True)
         await daemon.wait_for(lambda s: s["counts"]["archived"] == 1)
         assert await daemon.stop() == 0
-    first, throttled, *later = fake.requests_for("kie")
-    assert throttled.status == 429 and later
+    asked = fake.requests_for("kie")
+    [throttled] = [r for r in asked if r.status == 429]
+    later = [r for r in asked if r.at > throttled.at]
     assert 1.5 <= later[0].at - throttled.at < 4.2, f"asked again {later[0].at - throttled.at:.2f}s after the 429"
-    assert task.polls == 2
+    assert task.polls == len(steps)
 
 
 async def test_acedata_not_found_only_after_its_grace(tmp_path: Path) -> None:

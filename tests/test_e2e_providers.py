@@ -55,7 +55,7 @@ def mixed_world(fake: FakeApis, rng: random.Random, count: int) -> dict[str, tup
     """`count` tasks over every provider; about one in eight fails. Returns entry+id → (task, reason)."""
     kinds = [("kie", ""), ("maxapi", ""), ("acedata", "seedream"), ("acedata", "seedance"),
              ("apipod", "images"), ("apipod", "videos")]
-    world = {}
+    world: dict[str, tuple[FakeTask, str | None]] = {}
     for n in range(count):
         provider_type, where = kinds[n % len(kinds)]
         task_id = f"{provider_type[:3]}-{where[:4]}-{n:04d}"
