@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from archiver.pacing import retry_after
+from archiver.pacing import MAX_RETRY_AFTER, retry_after
 
 
 def test_seconds() -> None:
@@ -32,16 +32,13 @@ def test_absent() -> None:
     assert retry_after({"Retry-After": ""}) is None
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "bug: a Retry-After that is neither seconds nor a date raises ValueError from "
-    "email.utils.parsedate_to_datetime; on a provider's 429 the poller logs 'unexpected error' "
-    "and polls again at once instead of pausing the entry"))
-def test_garbage_is_no_hint() -> None:
-    assert retry_after({"Retry-After": "soon, honestly"}) is None
+@pytest.mark.parametrize("value", ["soon, honestly", "inf", "nan", "-inf", "Wed, 32 Foo 2015 99:99:99 GMT"])
+def test_a_value_that_is_neither_is_no_hint(value: str) -> None:
+    """Garbage once raised out of the paced request, and 'inf' paused an entry for good."""
+    assert retry_after({"Retry-After": value}) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: 'inf' parses as float('inf'); a provider's 429 with it pauses the entry forever "
-    "(TokenBucket.pause(inf)); delay-seconds is a non-negative integer"))
-def test_infinity_is_no_hint() -> None:
-    assert retry_after({"Retry-After": "inf"}) is None
+def test_beyond_an_hour_is_held_to_an_hour() -> None:
+    assert retry_after({"Retry-After": "86400"}) == MAX_RETRY_AFTER == 3600.0
+    far = email.utils.formatdate(time.time() + 7 * 86400, usegmt=True)
+    assert retry_after({"Retry-After": far}) == MAX_RETRY_AFTER

@@ -8,8 +8,9 @@ A fixture file holds {"http_status": 200, "body": <JSON or a string for garbage>
   {"not_found": true}                       the provider does not know the ID
   {"raises": "KeyRejected" | "RateLimited" | "ProviderUnavailable"}
 Optional "entry": extra ProviderEntry fields (service, family).
-Optional "made_up": which values of the body are not in the provider docs (shared/providers/
-README.md and its docs/), and why they are there; test_registry holds the documented codes.
+Optional "note": where the fixture comes from when it is not a documented example:
+"constructed: …" (built from what the docs say) or "made up: …" (values the provider docs,
+shared/providers/README.md and its docs/, do not name; test_registry holds the codes they do).
 """
 
 from __future__ import annotations
