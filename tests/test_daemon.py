@@ -137,8 +137,11 @@ async def test_sigterm_finishes_what_it_can_and_the_rest_resumes(tmp_path: Path)
         env = dict(os.environ, KIE_API_KEY=API_KEY)
         daemon = DaemonProcess(config, env, tmp_path / "daemon.log", "--log-format", "json")
         await daemon.start()
-        while len(fake.cdn_hits) < 2:
-            await asyncio.sleep(0.05)
+        async def downloads_begun() -> None:
+            while len(fake.cdn_hits) < 2:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(downloads_begun(), 30)
         loop = asyncio.get_running_loop()
         asked = loop.time()
         assert await daemon.stop() == 0

@@ -1,7 +1,8 @@
 """Fake provider APIs (kie, maxapi, acedata, apipod) and a CDN in one aiohttp app.
 
 Each FakeTask walks through generic steps ("queued", "running", "success", "fail", and
-"empty": a success without result URLs, for kie, maxapi and acedata), one step per poll, and the fake answers in each provider's documented JSON. Result files are
+"empty": a success without result URLs, for kie, maxapi and acedata), one step per
+poll, and the fake answers in each provider's documented JSON. Result files are
 served at /cdn/{task_id}/{index}. Every API request is logged with its arrival time and
 the provider entry it was for, so tests can check rate limits and batching from the
 server's side; `outage` and `throttle` inject trouble per entry.
