@@ -291,7 +291,7 @@ def _check_product(item: dict[str, Any], kind: str, key: str) -> None:
         if name in item and kind != "fal":
             raise ConfigError(f"config: {key}.{name}: only fal entries take {name}")
     app = item.get("app")
-    if kind == "fal" and (not isinstance(app, str) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)+", app)):
+    if kind == "fal" and (not isinstance(app, str) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", app)):
         raise ConfigError(f"config: {key}.app: fal entries name their model, e.g. fal-ai/flux/dev")
 
 

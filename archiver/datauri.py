@@ -34,3 +34,4 @@ def save(uri: str, dest: Path, max_bytes: int) -> Fetched:
     dest.write_bytes(body)
     mime = head[5:].split(";")[0] or None
     return Fetched(dest, len(body), hashlib.sha256(body).hexdigest(), mime, body[:HEAD_BYTES])
+

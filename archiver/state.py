@@ -275,7 +275,7 @@ class StateDB:
                  json.dumps(status.response), status.created_at, status.completed_at, pk))
             roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
             db.executemany("INSERT OR IGNORE INTO assets (task, idx, url, role) VALUES (?, ?, ?, ?)",
-                           [(pk, i, url, role) for i, (url, role) in enumerate(zip(status.urls, roles))])
+                           [(pk, i, url, role) for i, (url, role) in enumerate(zip(status.urls, roles, strict=True))])
             self._history(db, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
             # A retried task whose assets were all archived before has nothing left to do.
             if not db.execute("SELECT 1 FROM assets WHERE task = ? AND state != 'archived'", (pk,)).fetchone():

@@ -32,7 +32,8 @@ class Kie:
     def __init__(self, entry: ProviderEntry) -> None:
         self.entry = entry
         self.product = PRODUCTS.get(entry.api)  # None for Market
-        self.not_found_grace = PRODUCT_NOT_FOUND_GRACE if self.product else 0.0
+        # Per entry: a product task may be invisible for a moment, a Market one is not.
+        self.not_found_grace = PRODUCT_NOT_FOUND_GRACE if self.product else 0.0  # type: ignore[misc]
         self.min_poll_interval = self.product.min_poll_interval if self.product else 0.0
 
     async def poll(self, http: Http, task_ids: Sequence[str]) -> dict[str, TaskStatus]:

@@ -6,7 +6,6 @@ function that reads `data`. The envelope and the URL refresh are kie.py's.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import re
@@ -16,7 +15,7 @@ from typing import Any
 
 from archiver.errors import ProviderUnavailable
 from archiver.model import Phase, TaskStatus
-from archiver.providers.base import ms_to_iso, text
+from archiver.providers.base import iso_time, ms_to_iso, text
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +63,7 @@ def local_time(value: Any) -> str | None:
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return ms_to_iso(value)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        stamp = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if stamp.tzinfo is None:
-        return stamp.isoformat(timespec="seconds")
-    return stamp.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_time(value)
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -226,7 +217,7 @@ def suno(data: dict[str, Any]) -> TaskStatus:
     status = str(data.get("status") or "").upper()
     tracks = [t for t in (_obj(data.get("response")).get("sunoData") or []) if isinstance(t, dict)]
     param = _obj(data.get("param"))
-    common = {
+    common: dict[str, Any] = {
         "model": text(tracks[0].get("modelName")) if tracks else None,
         "prompt": text(param.get("prompt")),
         "input": param or None,
