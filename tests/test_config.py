@@ -76,6 +76,15 @@ BAD = {
     "bad layout": (
         "storage: {layout: '{provider}/{nope}.{ext}'}\n", "config: storage.layout: unknown placeholder 'nope'"),
     "bad size": ("download: {max_bytes: lots}\n", "config: download.max_bytes: 'lots' is not a size"),
+    "unknown kie api": (
+        "providers:\n  k: {type: kie, api_key: x, api: sora}\n", "config: providers.k.api: kie entries only, one of"),
+    "api on another type": (
+        "providers:\n  r: {type: replicate, api_key: x, api: veo}\n", "config: providers.r.api: kie entries only"),
+    "fal without app": ("providers:\n  f: {type: fal, api_key: x}\n", "config: providers.f.app: fal entries name"),
+    "fal app with a space": (
+        "providers:\n  f: {type: fal, api_key: x, app: 'fal-ai/flux dev'}\n", "config: providers.f.app:"),
+    "app on another type": (
+        "providers:\n  k: {type: kie, api_key: x, app: fal-ai/flux}\n", "config: providers.k.app: only fal entries"),
 }
 
 
