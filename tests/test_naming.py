@@ -116,8 +116,9 @@ def test_sniff_audio(head: bytes, ext: str | None) -> None:
 
 
 @pytest.mark.parametrize(("content_type", "url", "ext"), [
-    ("audio/mp4", "https://x/y", "m4a"), ("audio/x-m4a", "https://x/y", "m4a"), ("audio/flac", "https://x/y", "flac"),
-    ("audio/aac", "https://x/y", "aac"), ("audio/x-wav", "https://x/y", "wav"), (None, "https://x/song.FLAC?s=1", "flac"),
+    ("audio/mp4", "https://x/y", "m4a"), ("audio/x-m4a", "https://x/y", "m4a"),
+    ("audio/flac", "https://x/y", "flac"), ("audio/aac", "https://x/y", "aac"), ("audio/x-wav", "https://x/y", "wav"),
+    (None, "https://x/song.FLAC?s=1", "flac"),
     (None, "https://x/song.m4a", "m4a"), (None, "https://x/song.aac", "aac"),
 ])
 def test_audio_from_type_or_url(content_type: str | None, url: str, ext: str) -> None:
