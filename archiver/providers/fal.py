@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -105,10 +105,10 @@ def read_result(reply: Reply, status: dict[str, Any]) -> TaskStatus:
     return TaskStatus(Phase.FAILED, reason=why, code=code, message=message, response=response)
 
 
-def _failure(http_status: int, body: Any, headers: Any) -> tuple[str | None, str, str]:
+def _failure(http_status: int, body: Any, headers: Mapping[str, str]) -> tuple[str | None, str, str]:
     """(reason, code, message) for a stored error; reason None means "ask again later"."""
     detail = body.get("detail") if isinstance(body, dict) else body
-    error_type = (body.get("error_type") if isinstance(body, dict) else None) or headers.get("X-Fal-Error-Type")
+    error_type = (body.get("error_type") if isinstance(body, dict) else None) or _error_type(headers)
     if isinstance(detail, list):  # model errors: [{"loc", "msg", "type", "url"}]
         items = [d for d in detail if isinstance(d, dict)]
         types = [str(d.get("type")) for d in items]
@@ -132,8 +132,13 @@ def _failure(http_status: int, body: Any, headers: Any) -> tuple[str | None, str
 
 def _is_error_body(body: Any, reply: Reply) -> bool:
     """A 5xx the model stored (a fal error body), not a gateway failing on the way."""
-    return ("X-Fal-Error-Type" in reply.headers
+    return (_error_type(reply.headers) is not None
             or (isinstance(body, dict) and ("error_type" in body or "detail" in body)))
+
+
+def _error_type(headers: Mapping[str, str]) -> str | None:
+    """fal's X-Fal-Error-Type header, whatever case the server sent it in."""
+    return next((v for k, v in headers.items() if k.lower() == "x-fal-error-type"), None)
 
 
 def walk(result: dict[str, Any]) -> Iterator[tuple[str, str, str | None]]:

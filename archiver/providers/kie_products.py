@@ -215,7 +215,8 @@ _SUNO_FAILED = {"CREATE_TASK_FAILED": "provider_failed", "GENERATE_AUDIO_FAILED"
 
 def suno(data: dict[str, Any]) -> TaskStatus:
     status = str(data.get("status") or "").upper()
-    tracks = [t for t in (_obj(data.get("response")).get("sunoData") or []) if isinstance(t, dict)]
+    found = _obj(data.get("response")).get("sunoData")
+    tracks = [t for t in found if isinstance(t, dict)] if isinstance(found, list) else []
     param = _obj(data.get("param"))
     common: dict[str, Any] = {
         "model": text(tracks[0].get("modelName")) if tracks else None,
