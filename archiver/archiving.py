@@ -56,29 +56,32 @@ class Archiver:
         self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
         self.storage_failing = False
 
-    async def archive(self, pk: int, idx: int) -> None:
-        """Download one asset and store it with its sidecar; trouble is recorded, never raised."""
+    async def archive(self, pk: int, idx: int) -> bool:
+        """Download one asset and store it with its sidecar; True once archived.
+
+        Trouble is recorded, never raised.
+        """
         task, asset = self.state.task(pk), self.state.asset(pk, idx)
         if task.state != State.DOWNLOADING or asset.state == "archived":
-            return
+            return False
         fields = task_fields(task.provider, task.task_id, State.DOWNLOADING)
         staged = self.staging / f"{pk}-{idx}.part"
         try:
             fetched = await self._fetch(asset, staged)
         except PermanentError as e:
             if isinstance(e, UrlExpired) and await self._fresh_url(task, asset):
-                return
+                return False
             log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
                       redact(asset.url), e, extra=fields | {"reason": e.reason})
             await self.write_failed(self.state.failed(pk, e.reason, message=str(e)))
-            return
+            return False
         except DiskFull as e:
             self.disk_full(str(e))
             await self._retry_later(task, asset, str(e), counts=False)
-            return
+            return False
         except TransientError as e:
             await self._retry_later(task, asset, str(e), counts=True)
-            return
+            return False
         downloaded_at = time.time()
         ext = choose_ext(fetched.head, fetched.content_type, asset.url)
         media = media_for(ext, task.media)
@@ -102,7 +105,7 @@ class Archiver:
             self.storage_failing = True
             self.state.set_health("storage", "failing", str(e))
             await self._retry_later(task, asset, f"storage: {e}", counts=False)
-            return
+            return False
         if self.storage_failing:
             self.storage_failing = False
             self.state.set_health("storage", "ok")
@@ -116,6 +119,7 @@ class Archiver:
         if done:
             log.info("provider=%s task_id=%s: archived", task.provider, task.task_id,
                      extra=task_fields(task.provider, task.task_id, State.ARCHIVED))
+        return True
 
     async def _fetch(self, asset: Asset, staged: Path) -> Fetched:
         """The asset's bytes into staging: decoded from a data: URI, or downloaded."""

@@ -56,6 +56,8 @@ def check_layout(layout: object, key: str) -> None:
     if unknown:
         raise ConfigError(f"config: {key}: unknown placeholder {sorted(unknown)[0]!r} "
                           f"(known: {', '.join(PLACEHOLDERS)})")
+    if layout.startswith("/") or ".." in layout.split("/"):
+        raise ConfigError(f"config: {key}: keys are relative to the archive root: no leading / and no .. segment")
     if not {"task_id", "index"} <= names:
         raise ConfigError(f"config: {key}: must contain {{task_id}} and {{index}} so keys are unique")
     sample = KeyFields("p", "kie", "t", 0, 1, "png", "image", "m", dt.datetime(2026, 1, 1))

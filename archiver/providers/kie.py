@@ -83,10 +83,16 @@ def parse(reply: Reply, read: Read | None = None) -> TaskStatus | None:
         raise KeyRejected(f"kie: {message or 'unauthorized'}")
     if code == 429:
         raise RateLimited(f"kie: {message or 'rate limited'}")
-    if read is None and (code in (404, 422) or reply.status == 404):
-        return None
     if read is not None and code != 200:
         return _product_envelope(reply, code, message, body)
+    if code == 404 or reply.status == 404:
+        return None
+    if code == 422:
+        # The docs' code table: 422 is "validation error", not "task not found" (that is 404).
+        # They are silent on what a query can fail to validate; asking again the same way
+        # cannot help, so the task ends with kie's own words.
+        return TaskStatus(Phase.FAILED, reason="invalid_parameters", code="422", message=message,
+                          response=body)
     if code != 200:
         raise ProviderUnavailable(f"kie: code {code!r}: {message or 'no message'}")
     data = body.get("data")

@@ -1,11 +1,12 @@
 """Fake provider APIs (kie and its products, maxapi, acedata, apipod, Replicate, fal) and a
 CDN in one aiohttp app.
 
-Each FakeTask walks through generic steps ("queued", "running", "success", "fail"), one
-step per poll, and the fake answers in each provider's documented JSON. Result files are
-served at /cdn/{task_id}/{index}. Every API request is logged with its arrival time and
-the provider entry it was for, so tests can check rate limits and batching from the
-server's side; `outage` and `throttle` inject trouble per entry.
+Each FakeTask walks through generic steps ("queued", "running", "success", "fail", and
+"empty": a success without result URLs, for kie, maxapi and acedata), one step per poll,
+and the fake answers in each provider's documented JSON. Result files are served at
+/cdn/{task_id}/{index}. Every API request is logged with its arrival time and the provider
+entry it was for, so tests can check rate limits and batching from the server's side;
+`outage` and `throttle` inject trouble per entry.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class FakeTask:
     expired: bool = False  # the CDN refuses the plain URL (403); only a kie download-url link works
     delete_after: float | None = None  # the CDN drops the files this long after success was first told
     succeeded_at: float | None = None  # when a poll first answered success
+    callback: str = "https://example.com/cb"  # echoed back in the request the provider reports
 
     def step(self) -> str:
         """The step this poll sees; each poll moves the task one step on."""
@@ -89,13 +91,15 @@ class Request:
     path: str
     body: Any
     status: int = 200
+    key: str = ""  # the API key the request carried
 
 
 class FakeApis:
     """All four provider APIs plus a CDN; set `base` once the server runs."""
 
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, *more_keys: str) -> None:
         self.api_key = api_key
+        self.keys = {api_key, *more_keys}
         self.tasks: dict[tuple[str, str], FakeTask] = {}
         self.requests: list[Request] = []
         self.cdn_hits: dict[str, int] = {}
@@ -138,7 +142,9 @@ class FakeApis:
     async def _arrive(self, request: web.Request, entry: str, body: Any,
                       scheme: str = "Bearer") -> web.Response | None:
         """Log the request; answer it here if the entry is throttled, down, or the key is wrong."""
-        logged = Request(time.monotonic(), entry, request.path_qs, body)
+        auth = request.headers.get("Authorization", "")
+        key = auth.removeprefix(f"{scheme} ")
+        logged = Request(time.monotonic(), entry, request.path_qs, body, key=key)
         self.requests.append(logged)
         if entry in self.throttle:
             logged.status = 429
@@ -151,7 +157,7 @@ class FakeApis:
             if kind == "500":
                 return web.Response(status=500, text="upstream exploded")
             return web.Response(text="<html>garbage", content_type="text/html")
-        if request.headers.get("Authorization") != f"{scheme} {self.api_key}":
+        if not auth.startswith(f"{scheme} ") or key not in self.keys:
             logged.status = 401
             return web.json_response({"code": 401, "msg": "unauthorized"}, status=401)
         return None
@@ -169,13 +175,14 @@ class FakeApis:
         if task is None:
             return web.json_response({"code": 404, "msg": "Task not found"})
         step = task.step()
-        state = {"queued": "waiting", "running": "generating", "success": "success", "fail": "fail"}[step]
-        result = {"resultUrls": [self.url(task, i) for i in range(len(task.files))]}
-        done = step in ("success", "fail")
+        state = {"queued": "waiting", "running": "generating", "success": "success", "empty": "success",
+                 "fail": "fail"}[step]
+        result = {"resultUrls": [self.url(task, i) for i in range(len(task.files)) if step == "success"]}
+        done = step in ("success", "empty", "fail")
         data = {
             "taskId": task.task_id, "model": task.model, "state": state,
-            "param": json.dumps({"model": task.model, "input": {"prompt": task.prompt}}),
-            "resultJson": json.dumps(result) if step == "success" else "",
+            "param": json.dumps({"model": task.model, "callBackUrl": task.callback, "input": {"prompt": task.prompt}}),
+            "resultJson": json.dumps(result) if state == "success" else "",
             "failCode": task.fail_code if step == "fail" else "",
             "failMsg": task.fail_msg if step == "fail" else "",
             "completeTime": TASK_CREATED_MS + 10_000 if done else None,
@@ -192,14 +199,15 @@ class FakeApis:
         if task is None:
             return web.json_response({"code": 404, "msg": "task not found"}, status=404)
         step = task.step()
-        status = {"queued": "PENDING", "running": "PROCESSING", "success": "SUCCESS",
+        status = {"queued": "PENDING", "running": "PROCESSING", "success": "SUCCESS", "empty": "SUCCESS",
                   "fail": task.fail_code or "FAILURE"}[step]
         kind = "video" if task.files and task.files[0].startswith(MP4) else "image"
         data = {
             "taskId": task.task_id, "status": status,
-            "input": {"model": task.model, "prompt": task.prompt, "ratio": "16:9"},
-            "result": ({"type": kind, "urls": [self.url(task, i) for i in range(len(task.files))]}
-                       if step == "success" else None),
+            "input": {"model": task.model, "prompt": task.prompt, "ratio": "16:9", "callback_url": task.callback},
+            "result": ({"type": kind, "urls": [self.url(task, i) for i in range(len(task.files))
+                                               if step == "success"]}
+                       if status == "SUCCESS" else None),
             "failure_reason": task.fail_msg if step == "fail" else None,
             "created_at": "2026-11-22T10:00:00.000000Z", "updated_at": "2026-11-22T10:00:05.123456Z",
         }
@@ -227,7 +235,7 @@ class FakeApis:
         record: dict[str, Any] = {
             "_id": f"mongo-{task.task_id}", "id": task.task_id, "trace_id": f"trace-{task.task_id}",
             "type": "videos" if task.where == "seedance" else "images", "created_at": 1763799990.5,
-            "request": {"model": task.model, "prompt": task.prompt, "callback_url": "https://example.com/cb"},
+            "request": {"model": task.model, "prompt": task.prompt, "callback_url": task.callback},
             "response": None,
         }
         if step == "success":
@@ -237,6 +245,9 @@ class FakeApis:
                          [{"prompt": task.prompt, "size": "2048x2048", "image_url": u} for u in urls])
             record |= {"finished_at": 1763800000.25,
                        "response": {"success": True, "task_id": task.task_id, "data": data}}
+        elif step == "empty":
+            record |= {"finished_at": 1763800000.25,
+                       "response": {"success": True, "task_id": task.task_id, "data": []}}
         elif step == "fail":
             record |= {"finished_at": 1763800000.25, "response": {
                 "success": False, "task_id": task.task_id,
