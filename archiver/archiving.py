@@ -71,6 +71,7 @@ class Archiver:
         except PermanentError as e:
             if isinstance(e, UrlExpired) and await self._fresh_url(task, asset):
                 return False
+            self.fetch_from.pop((pk, idx), None)
             log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
                       redact(asset.url), e, extra=fields | {"reason": e.reason})
             await self.write_failed(self.state.failed(pk, e.reason, message=str(e)))
