@@ -41,7 +41,7 @@ class Kie:
         path = self.product.path if self.product else "/api/v1/jobs/recordInfo"
         url = f"{self.entry.base_url}{path}?taskId={quote(task_id, safe='')}"
         reply = await http("GET", url, headers=bearer(self.entry))
-        status = parse(reply, self.product.read if self.product else None)
+        status = parse(reply, self.product.read if self.product else None, self.entry.name)
         return {} if status is None else {task_id: status}
 
     async def refresh_url(self, http: Http, task_id: str, url: str) -> str | None:
@@ -69,7 +69,7 @@ class Kie:
         return None
 
 
-def parse(reply: Reply, read: Read | None = None) -> TaskStatus | None:
+def parse(reply: Reply, read: Read | None = None, name: str = "kie") -> TaskStatus | None:
     """One query answer → TaskStatus; None when kie does not know the task.
 
     `read` turns a product's `data` into a TaskStatus; without it this is Market's recordInfo.
@@ -98,7 +98,7 @@ def parse(reply: Reply, read: Read | None = None) -> TaskStatus | None:
     data = body.get("data")
     if not isinstance(data, dict):
         raise ProviderUnavailable("kie: code 200 without a data object")
-    return (read or _record)(data)
+    return read(data, name) if read else _record(data)
 
 
 def _product_envelope(reply: Reply, code: object, message: str | None, body: dict[str, Any]) -> TaskStatus | None:

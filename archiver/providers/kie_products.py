@@ -26,7 +26,7 @@ _BAD_INPUT = re.compile(r"english|image format|format|too large|25 ?mi?b|size|wi
 # "Temporarily supports records within 14 days") means there is no record to read.
 _NOT_YET = ("record status is not success", "record result data is")
 
-Read = Callable[[dict[str, Any]], TaskStatus]
+Read = Callable[[dict[str, Any], str], TaskStatus]  # (data, entry name) → status
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _flag(data: dict[str, Any]) -> int | None:
         return None
 
 
-def _by_flag(data: dict[str, Any], *, succeeded: tuple[int, ...], failed: tuple[int, ...],
+def _by_flag(data: dict[str, Any], name: str, *, succeeded: tuple[int, ...], failed: tuple[int, ...],
              urls: Callable[[], tuple[list[str], list[str]]], media: str, times: Callable[[Any], str | None]
              ) -> TaskStatus:
     """The products that say how it went with `successFlag`: Veo, Flux, Midjourney, Luma."""
@@ -120,8 +120,8 @@ def _by_flag(data: dict[str, Any], *, succeeded: tuple[int, ...], failed: tuple[
     if flag in failed:
         return _failed(data, f"successFlag {flag}", common)
     if flag != 0:
-        log.warning("kie: unknown successFlag %r; polling on task_id=%s", data.get("successFlag"),
-                    data.get("taskId"))
+        log.warning("kie: unknown successFlag %r, polling on provider=%s task_id=%s", data.get("successFlag"),
+                    name, data.get("taskId"))
     return TaskStatus(Phase.RUNNING, **common)
 
 
@@ -148,7 +148,7 @@ def _results(urls: list[str], origins: Sequence[str] = ()) -> tuple[list[str], l
     return [*urls, *origins], ["result"] * len(urls) + ["origin"] * len(origins)
 
 
-def veo(data: dict[str, Any]) -> TaskStatus:
+def veo(data: dict[str, Any], name: str) -> TaskStatus:
     response = _obj(data.get("response")) or _obj(data.get("info"))
 
     def urls() -> tuple[list[str], list[str]]:
@@ -158,10 +158,10 @@ def veo(data: dict[str, Any]) -> TaskStatus:
         # Veo's originUrls are un-cropped outputs (not 16:9 requests), kept after the results.
         return _results(found, _strings(response.get("originUrls"), "response.originUrls"))
 
-    return _by_flag(data, succeeded=(1,), failed=(2, 3), urls=urls, media="video", times=local_time)
+    return _by_flag(data, name, succeeded=(1,), failed=(2, 3), urls=urls, media="video", times=local_time)
 
 
-def four_o(data: dict[str, Any]) -> TaskStatus:
+def four_o(data: dict[str, Any], name: str) -> TaskStatus:
     status = str(data.get("status") or "").upper()
     flag = {"GENERATING": 0, "SUCCESS": 1, "CREATE_TASK_FAILED": 2, "GENERATE_FAILED": 2}.get(status, _flag(data))
     response = _obj(data.get("response")) or _obj(data.get("info"))
@@ -172,32 +172,32 @@ def four_o(data: dict[str, Any]) -> TaskStatus:
         return _results(_strings(value, "response.resultUrls"))
 
     # The status word wins over successFlag, and is the code when errorCode is empty.
-    result = _by_flag(dict(data, successFlag=flag), succeeded=(1,), failed=(2,), urls=urls, media="image",
+    result = _by_flag(dict(data, successFlag=flag), name, succeeded=(1,), failed=(2,), urls=urls, media="image",
                       times=ms_to_iso)
     code = (text(data.get("errorCode")) or status or result.code) if result.phase == Phase.FAILED else None
     return replace(result, code=code, response=data)
 
 
-def flux_kontext(data: dict[str, Any]) -> TaskStatus:
+def flux_kontext(data: dict[str, Any], name: str) -> TaskStatus:
     response = _obj(data.get("response"))
 
     def urls() -> tuple[list[str], list[str]]:
         # originImageUrl is not explained by the docs: only resultImageUrl is an output.
         return _results(_strings(response.get("resultImageUrl"), "response.resultImageUrl"))
 
-    return _by_flag(data, succeeded=(1,), failed=(2, 3), urls=urls, media="image", times=local_time)
+    return _by_flag(data, name, succeeded=(1,), failed=(2, 3), urls=urls, media="image", times=local_time)
 
 
-def midjourney(data: dict[str, Any]) -> TaskStatus:
+def midjourney(data: dict[str, Any], name: str) -> TaskStatus:
     info = _obj(data.get("resultInfoJson"))
 
     def urls() -> tuple[list[str], list[str]]:
         return _results(_strings(info.get("resultUrls"), "resultInfoJson.resultUrls"))
 
-    return _by_flag(data, succeeded=(1,), failed=(2, 3), urls=urls, media="image", times=local_time)
+    return _by_flag(data, name, succeeded=(1,), failed=(2, 3), urls=urls, media="image", times=local_time)
 
 
-def luma(data: dict[str, Any]) -> TaskStatus:
+def luma(data: dict[str, Any], name: str) -> TaskStatus:
     response = _obj(data.get("response"))
 
     def urls() -> tuple[list[str], list[str]]:
@@ -205,7 +205,7 @@ def luma(data: dict[str, Any]) -> TaskStatus:
         return _results(_strings(response.get("resultUrls"), "response.resultUrls"))
 
     # Flag 4: the callback failed, the generation succeeded.
-    return _by_flag(data, succeeded=(1, 4), failed=(2, 3), urls=urls, media="video", times=ms_to_iso)
+    return _by_flag(data, name, succeeded=(1, 4), failed=(2, 3), urls=urls, media="video", times=ms_to_iso)
 
 
 _SUNO_RUNNING = {"PENDING", "TEXT_SUCCESS", "FIRST_SUCCESS"}
@@ -213,7 +213,7 @@ _SUNO_FAILED = {"CREATE_TASK_FAILED": "provider_failed", "GENERATE_AUDIO_FAILED"
                 "SENSITIVE_WORD_ERROR": "content_moderation"}
 
 
-def suno(data: dict[str, Any]) -> TaskStatus:
+def suno(data: dict[str, Any], name: str) -> TaskStatus:
     status = str(data.get("status") or "").upper()
     found = _obj(data.get("response")).get("sunoData")
     tracks = [t for t in found if isinstance(t, dict)] if isinstance(found, list) else []
@@ -241,14 +241,15 @@ def suno(data: dict[str, Any]) -> TaskStatus:
         why = _SUNO_FAILED.get(status) or reason(code, message)
         return TaskStatus(Phase.FAILED, reason=why, code=status, message=message, **common)
     if status not in _SUNO_RUNNING:
-        log.warning("kie: unknown suno status %r; polling on task_id=%s", status, data.get("taskId"))
+        log.warning("kie: unknown suno status %r, polling on provider=%s task_id=%s", status, name,
+                    data.get("taskId"))
     return TaskStatus(Phase.RUNNING, **common)
 
 
 _RUNWAY_RUNNING = {"wait", "queueing", "queuing", "generating"}
 
 
-def runway(data: dict[str, Any]) -> TaskStatus:
+def runway(data: dict[str, Any], name: str) -> TaskStatus:
     state = str(data.get("state") or "").lower()
     video = _obj(data.get("videoInfo"))
     common = _common(data, local_time) | {"created_at": local_time(data.get("generateTime"))}
@@ -265,7 +266,8 @@ def runway(data: dict[str, Any]) -> TaskStatus:
     if state == "fail":
         return _failed(data, "fail", common)
     if state not in _RUNWAY_RUNNING:
-        log.warning("kie: unknown runway state %r; polling on task_id=%s", state, data.get("taskId"))
+        log.warning("kie: unknown runway state %r, polling on provider=%s task_id=%s", state, name,
+                    data.get("taskId"))
     return TaskStatus(Phase.RUNNING, **common)
 
 

@@ -117,3 +117,12 @@ async def test_refresh_refused_gives_none_and_logs_no_url(caplog: pytest.LogCapt
 async def test_refresh_trouble_raises_for_the_poller(status: int, body: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
         await call("veo", {"/api/v1/common/download-url": (status, body)}, "refresh_url", "t1", ORIGINAL)
+
+
+async def test_unknown_words_are_logged_with_provider_and_task(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "archiver.providers.kie_products")
+    for api, data in (("veo", {"successFlag": 9}), ("suno", {"status": "NEW_WORD"}), ("runway", {"state": "odd"})):
+        body = json.dumps({"code": 200, "msg": "success", "data": {"taskId": "t9", **data}}).encode()
+        result, _ = await call(api, {PATHS[api]: (200, body)}, "poll", ["t9"])
+        assert result["t9"].phase == Phase.RUNNING
+    assert caplog.text.count("provider=kie task_id=t9") == 3
