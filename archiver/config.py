@@ -14,16 +14,26 @@ import yaml
 
 from archiver.errors import ConfigError
 
-PROVIDER_TYPES = ("acedata", "apipod", "kie", "maxapi")
-DEFAULT_RPS = {"kie": 10.0, "acedata": 1.0, "maxapi": 5.0, "apipod": 5.0}
+PROVIDER_TYPES = ("acedata", "apipod", "fal", "kie", "maxapi", "replicate")
+DEFAULT_RPS = {"kie": 10.0, "acedata": 1.0, "maxapi": 5.0, "apipod": 5.0, "fal": 10.0, "replicate": 40.0}
 DEFAULT_BASE_URL = {
     "acedata": "https://api.acedata.cloud",
     "apipod": "https://api.apipod.ai",
+    "fal": "https://queue.fal.run",
     "kie": "https://api.kie.ai",
     "maxapi": "https://api.maxapi.io",
+    "replicate": "https://api.replicate.com",
 }
+KIE_APIS = ("market", "veo", "4o-image", "flux-kontext", "mj", "suno", "runway", "luma")
+FAL_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 # (every, until): poll every `every` seconds while the task is younger than `until`.
 DEFAULT_POLL_INTERVALS = ((3.0, 30.0), (10.0, 120.0), (30.0, 900.0), (60.0, float("inf")))
+# Replicate deletes API outputs about an hour after they finish, and fal keeps a large
+# result only 6 minutes: their polls never drift far apart (see the README).
+TYPE_POLL_INTERVALS = {
+    "replicate": ((1.0, 30.0), (2.0, 120.0), (5.0, 900.0), (10.0, float("inf"))),
+    "fal": ((1.0, 30.0), (3.0, 120.0), (10.0, 900.0), (30.0, float("inf"))),
+}
 DEFAULT_LAYOUT = "{provider}/{date:%Y/%m/%d}/{task_id}/{index:02d}.{ext}"
 
 
@@ -53,6 +63,9 @@ class ProviderEntry:
     poll_intervals: tuple[tuple[float, float], ...]
     service: str | None = None
     family: str = "auto"
+    api: str = "market"
+    app: str | None = None
+    jwks_url: str = FAL_JWKS_URL
 
 
 @dataclass(frozen=True)
@@ -253,7 +266,7 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
     if not isinstance(section, dict):
         raise ConfigError("config: providers: expected a mapping of named entries")
     allowed = {"type", "api_key", "base_url", "requests_per_second", "give_up_after",
-               "poll_intervals", "service", "family"}
+               "poll_intervals", "service", "family", "api", "app", "jwks_url"}
     entries = {}
     for name, item in section.items():
         key = f"providers.{name}"
@@ -274,6 +287,7 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
         base_url = str(item.get("base_url") or DEFAULT_BASE_URL[kind]).rstrip("/")
         if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
             raise ConfigError(f"config: {key}.base_url: {base_url!r} is not an http(s) URL")
+        _check_product(item, kind, key)
         rps = item.get("requests_per_second", DEFAULT_RPS[kind])
         if not isinstance(rps, (int, float)) or isinstance(rps, bool) or rps <= 0:
             raise ConfigError(f"config: {key}.requests_per_second: expected a number above zero")
@@ -286,11 +300,26 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
             requests_per_second=float(rps),
             give_up_after=parse_duration(item.get("give_up_after", "6h"), f"{key}.give_up_after"),
             poll_intervals=(parse_poll_intervals(intervals, f"{key}.poll_intervals")
-                            if intervals is not None else DEFAULT_POLL_INTERVALS),
+                            if intervals is not None else TYPE_POLL_INTERVALS.get(kind, DEFAULT_POLL_INTERVALS)),
             service=item.get("service"),
             family=family,
+            api=item.get("api", "market"),
+            app=item.get("app"),
+            jwks_url=str(item.get("jwks_url") or FAL_JWKS_URL),
         )
     return entries
+
+
+def _check_product(item: dict[str, Any], kind: str, key: str) -> None:
+    """`api` belongs to kie entries, `app` and `jwks_url` to fal entries."""
+    if "api" in item and (kind != "kie" or item["api"] not in KIE_APIS):
+        raise ConfigError(f"config: {key}.api: kie entries only, one of {', '.join(KIE_APIS)}")
+    for name in ("app", "jwks_url"):
+        if name in item and kind != "fal":
+            raise ConfigError(f"config: {key}.{name}: only fal entries take {name}")
+    app = item.get("app")
+    if kind == "fal" and (not isinstance(app, str) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", app)):
+        raise ConfigError(f"config: {key}.app: fal entries name their model, e.g. fal-ai/flux/dev")
 
 
 def _positive_int(value: Any, key: str) -> int:

@@ -102,7 +102,7 @@ class Daemon:
                                         check_url=guard.check_url)
                 self.archiver = Archiver(self.config, self.state, self.storage, downloader, self.staging,
                                          ask_once=self._ask_once, requeue=self._requeue,
-                                         disk_full=self._disk_full)
+                                         disk_full=self._disk_full, refresh=self._refresh_url)
                 self.pollers = self._pollers(api)
                 await self._main()
         finally:
@@ -284,3 +284,7 @@ class Daemon:
     async def _ask_once(self, provider: str, task_id: str) -> TaskStatus | None:
         poller = self.pollers.get(provider)
         return await poller.ask_once(task_id) if poller else None
+
+    async def _refresh_url(self, provider: str, task_id: str, url: str) -> str | None:
+        poller = self.pollers.get(provider)
+        return await poller.refresh_url(task_id, url) if poller else None

@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import aiohttp
@@ -96,7 +96,7 @@ class ProviderHttp:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def __call__(self, method: str, url: str, *, headers: Mapping[str, str],
-                       json: Any = None) -> Reply:
+                       json: Any = None, accept: Collection[int] = ()) -> Reply:
         await self.bucket.acquire()
         try:
             async with self.session.request(method, url, headers=dict(headers), json=json,
@@ -107,7 +107,7 @@ class ProviderHttp:
         if reply.status == 429 or (reply.status == 503 and "Retry-After" in reply.headers):
             wait = retry_after(reply.headers)
             raise RateLimited(f"{self.name}: HTTP {reply.status}, Retry-After {wait}", wait)
-        if reply.status >= 500:
+        if reply.status >= 500 and reply.status not in accept:
             raise ProviderUnavailable(f"{self.name}: HTTP {reply.status}")
         if reply.status == 401:
             raise KeyRejected(f"{self.name}: HTTP 401: the API key was refused")

@@ -88,6 +88,8 @@ class EntryPoller:
         tracked = self.tracked[pk]
         age = time.time() - tracked.first_seen_at
         normal = poll_delay(self.entry.poll_intervals, age, self.rng)
+        # A provider may cap queries per task (kie's 4o Image and Suno: 3 a second).
+        normal = max(normal, getattr(self.provider, "min_poll_interval", 0.0))
         self._schedule(pk, time.time() + max(normal, delay or 0.0))
 
     async def run(self) -> None:
@@ -163,6 +165,18 @@ class EntryPoller:
         except (TransientError, KeyRejected) as e:
             log.warning("provider=%s task_id=%s: asking again failed: %s", self.entry.name, task_id, e,
                         extra={"provider": self.entry.name, "task_id": task_id})
+            return None
+
+    async def refresh_url(self, task_id: str, url: str) -> str | None:
+        """A fresh link for an expired result URL, if the provider offers them (kie); else None."""
+        refresh = getattr(self.provider, "refresh_url", None)
+        if refresh is None:
+            return None
+        try:
+            return await refresh(self.http, task_id, url)
+        except (TransientError, KeyRejected) as e:
+            log.warning("provider=%s task_id=%s: asking for a fresh URL failed: %s", self.entry.name, task_id,
+                        e, extra={"provider": self.entry.name, "task_id": task_id})
             return None
 
     def _trouble(self, kind: str, message: str, live: list[int], pause: float) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from archiver import __version__
 from archiver.config import ProviderEntry
+from archiver.download import redact
 from archiver.model import utc_iso
 from archiver.state import Asset, Task
 
@@ -30,7 +31,8 @@ def asset_sidecar(task: Task, entry: ProviderEntry, asset: Asset, *, key: str, c
         "model": task.model,
         "prompt": task.prompt,
         "input": redact_secrets(task.input),
-        "source_url": asset.url,
+        # An inline (data:) result is in the archive already; its header says what it was.
+        "source_url": redact(asset.url) if asset.url.startswith("data:") else asset.url,
         "key": key,
         "content_type": content_type,
         "bytes": size,
@@ -44,6 +46,8 @@ def asset_sidecar(task: Task, entry: ProviderEntry, asset: Asset, *, key: str, c
         "provider_response": redact_secrets(task.response),
         "archiver_version": __version__,
     }
+    if asset.role:
+        doc["role"] = asset.role
     return _dump(doc)
 
 

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS assets (
     key TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     bytes INTEGER, sha256 TEXT, content_type TEXT,
-    downloaded_at REAL, archived_at REAL, last_error TEXT,
+    downloaded_at REAL, archived_at REAL, last_error TEXT, role TEXT,
     PRIMARY KEY (task, idx)
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -127,6 +127,7 @@ class Asset:
     content_type: str | None
     downloaded_at: float | None
     archived_at: float | None
+    role: str | None = None
 
 
 def _task(row: sqlite3.Row) -> Task:
@@ -146,7 +147,7 @@ def _task(row: sqlite3.Row) -> Task:
 
 def _asset(row: sqlite3.Row) -> Asset:
     return Asset(*(row[k] for k in ("task", "idx", "url", "key", "state", "bytes", "sha256",
-                                    "content_type", "downloaded_at", "archived_at")))
+                                    "content_type", "downloaded_at", "archived_at", "role")))
 
 
 class StateDB:
@@ -168,6 +169,8 @@ class StateDB:
                            ("running_for", "REAL NOT NULL DEFAULT 0")):
             if name not in columns:
                 self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
+        if "role" not in {row[1] for row in self.db.execute("PRAGMA table_info(assets)")}:
+            self.db.execute("ALTER TABLE assets ADD COLUMN role TEXT")  # from before roles
 
     def close(self) -> None:
         self.db.close()
@@ -287,8 +290,9 @@ class StateDB:
                 (State.DOWNLOADING, now, now, status.media, status.model, status.prompt,
                  json.dumps(status.input) if status.input is not None else None,
                  json.dumps(status.response), status.created_at, status.completed_at, pk))
-            db.executemany("INSERT OR IGNORE INTO assets (task, idx, url) VALUES (?, ?, ?)",
-                           [(pk, i, url) for i, url in enumerate(status.urls)])
+            roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
+            db.executemany("INSERT OR IGNORE INTO assets (task, idx, url, role) VALUES (?, ?, ?, ?)",
+                           [(pk, i, url, role) for i, (url, role) in enumerate(zip(status.urls, roles, strict=True))])
             self._history(db, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
             # A retried task whose assets were all archived before has nothing left to do.
             if not db.execute("SELECT 1 FROM assets WHERE task = ? AND state != 'archived'", (pk,)).fetchone():

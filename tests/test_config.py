@@ -93,6 +93,15 @@ BAD = {
         "providers:\n  kie: {type: kie, api_key: x, poll_intervals: ['10s until 2m', '3s until 30s', '60s']}\n",
         "config: providers.kie.poll_intervals: steps out of order"),
     "yaml syntax error": ("providers:\n  kie: {type: kie\n  x: [\n", "config: "),
+    "unknown kie api": (
+        "providers:\n  k: {type: kie, api_key: x, api: sora}\n", "config: providers.k.api: kie entries only, one of"),
+    "api on another type": (
+        "providers:\n  r: {type: replicate, api_key: x, api: veo}\n", "config: providers.r.api: kie entries only"),
+    "fal without app": ("providers:\n  f: {type: fal, api_key: x}\n", "config: providers.f.app: fal entries name"),
+    "fal app with a space": (
+        "providers:\n  f: {type: fal, api_key: x, app: 'fal-ai/flux dev'}\n", "config: providers.f.app:"),
+    "app on another type": (
+        "providers:\n  k: {type: kie, api_key: x, app: fal-ai/flux}\n", "config: providers.k.app: only fal entries"),
 }
 
 
