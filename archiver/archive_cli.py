@@ -22,16 +22,19 @@ from archiver.verify import Verifier, fix
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    index = sub.add_parser("index", parents=[common], help="write the browse index (index.html, _index/) now")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=summary, description=summary + ".")
+
+    index = command("index", "write the browse index (index.html and _index/ in the archive root) now")
     index.add_argument("--rebuild", action="store_true", help="rewrite every day file from the state DB")
     index.add_argument("--from-store", action="store_true",
                        help="rebuild from the sidecars and _failed/ records in the store (no state DB needed)")
-    verify = sub.add_parser("verify", parents=[common], help="check the store against the sidecars and the state")
+    verify = command("verify", "check the store against the sidecars and the state DB")
     verify.add_argument("--since", metavar="DATE", help="only days from DATE (YYYY-MM-DD, UTC) on")
     verify.add_argument("--deep", action="store_true", help="read every byte, even where the store keeps a checksum")
     verify.add_argument("--fix", action="store_true", help="put damaged assets of known tasks back to work")
-    verify.add_argument("--json", action="store_true")
-    serve_ = sub.add_parser("serve", parents=[common], help="read-only web view of the archive")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    serve_ = command("serve", "serve the archive read-only over HTTP, for a private bucket")
     serve_.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"address to listen on (default {DEFAULT_LISTEN}, loopback only)")
 
