@@ -343,7 +343,8 @@ class StateDB:
         with self.transaction() as db:
             db.execute("UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?", (pk, idx))
             db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL, first_seen_at = ?,"
-                       " updated_at = ?, unknown_since = NULL WHERE id = ?", (State.QUEUED, now, now, pk))
+                       " updated_at = ?, unknown_since = NULL, running_for = 0 WHERE id = ?",
+                       (State.QUEUED, now, now, pk))
             self._history(db, pk, State.QUEUED, note=note)
 
     def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
