@@ -69,7 +69,8 @@ class IndexWriter:
 
     async def write_day(self, day: Day, *, force: bool = False) -> bool:
         """Write one day file unless the store already holds these bytes; True if written."""
-        data = day.encode()
+        # A big day is most of a MiB of JSON: encoded off the event loop, as the daemon's workers share it.
+        data = await asyncio.to_thread(day.encode)
         digest = hashlib.sha256(data).hexdigest()
         if not force:
             if day.date not in self.digests:
