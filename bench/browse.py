@@ -1,4 +1,4 @@
-"""Scenario 6: the browse index at 100,000 assets over 60 days (design.md §10).
+"""Scenarios 6 and 7: the browse index at 100,000 assets over 60 days, and `archiver serve` on S3.
 
 The archive is generated straight into a state DB and a local store (tests/support/archive.py),
 then timed: `archiver index --rebuild` (from the state DB), `archiver index --from-store`
@@ -8,13 +8,18 @@ then timed: `archiver index --rebuild` (from the state DB), `archiver index --fr
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import shutil
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
-from measure import Child, free_port, wait_port
+from measure import Child, free_port, rss_mib, wait_port
 from scenarios import PY, Row
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support, shared with the tests
@@ -84,6 +89,68 @@ async def first_screen(url: str, runs: int = 5) -> tuple[float, float]:
             await page.close()
         await browser.close()
     return sorted(firsts)[runs // 2], sorted(readies)[runs // 2]
+
+
+def serve_s3(size_mib: int, base: Path) -> list[Row]:
+    """Scenario 7: `archiver serve` streams one big S3 object (moto) to a client; its memory stays flat."""
+    import boto3
+
+    folder = Path(tempfile.mkdtemp(prefix="archiver-bench-serve-", dir=base))
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    moto_port, serve_port = free_port(), free_port()
+    moto = Child([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], folder / "moto.log", env)
+    try:
+        wait_port(moto_port)
+        url = f"http://127.0.0.1:{moto_port}"
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bench",
+                              aws_secret_access_key="bench")
+        client.create_bucket(Bucket="bench")
+        client.upload_fileobj(_Zeros(size_mib * 2**20), "bench", "ai/v/00.mp4", ExtraArgs={"ContentType": "video/mp4"})
+        (folder / "config.yaml").write_text(yaml.safe_dump({
+            "state_dir": str(folder / "state"), "providers": {"kie": {"type": "kie", "api_key": "bench"}},
+            "storage": {"backend": "s3", "s3": {"bucket": "bench", "prefix": "ai/", "endpoint_url": url,
+                                                 "region": "us-east-1"}}}))
+        server = Child([PY, "-m", "archiver", "-c", str(folder / "config.yaml"), "serve", "--listen",
+                        f"127.0.0.1:{serve_port}"], folder / "serve.log", env)
+        try:
+            wait_port(serve_port)
+            idle = rss_mib(server.pid)
+            started, got = time.monotonic(), 0
+            with urllib.request.urlopen(f"http://127.0.0.1:{serve_port}/v/00.mp4", timeout=60) as reply:
+                while chunk := reply.read(2**20):
+                    got += len(chunk)
+            wall = time.monotonic() - started
+            # VmHWM, not wait4's ru_maxrss: that one starts at the parent's size across fork and exec.
+            peak = _hwm_mib(server.pid)
+        finally:
+            usage = server.stop()
+    finally:
+        moto.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert got == size_mib * 2**20, got
+    return [Row(f"7 serve {size_mib} MiB from S3", wall, got / 1e6 / wall, None, usage.cpu, peak,
+                f"RSS {idle:.0f} MiB before the request (peak is VmHWM); moto's own CPU not counted")]
+
+
+def _hwm_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+class _Zeros(io.RawIOBase):
+    """`size` zero bytes, read in pieces: the upload needs no buffer of the object's size."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from scenarios import MiB, Plan, Row, latency, throughput, waiting
 
 TARGETS = ("throughput ≥ 0.8× curl (1, 2); peak RSS ≤ 100 MiB (1-5); waiting < 5% of a core (3); "
            "inbox→first poll p50 < 1 s, success→first byte p50 < 100 ms (5); "
-           "index rebuild from the state DB < 30 s, first screen < 1 s (6)")
+           "index rebuild from the state DB < 30 s, first screen < 1 s (6); serve's RSS flat (7)")
 
 
 def scenario(n: int, a: argparse.Namespace, curl: bool) -> list[Row]:
@@ -36,6 +36,10 @@ def scenario(n: int, a: argparse.Namespace, curl: bool) -> list[Row]:
         from browse import browse  # needs the test extra (playwright) and chromium
 
         return browse(10_000 if a.quick else 100_000, a.dir)
+    if n == 7:
+        from browse import serve_s3
+
+        return serve_s3(256 if a.quick else 1024, a.dir)
     return [latency(20 if a.quick else 50, *where)]
 
 
@@ -69,7 +73,7 @@ def table(rows: list[Row]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenario", type=int, action="append", choices=range(1, 7), help="repeatable; default all")
+    p.add_argument("--scenario", type=int, action="append", choices=range(1, 8), help="repeatable; default all")
     p.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs")
     p.add_argument("--rps", type=float, default=1000.0,
                    help="kie requests_per_second in scenarios 1, 2, 4 (3 and 5 keep the default, 10)")
@@ -83,7 +87,7 @@ def main() -> int:
     curl = curl_ok()
     print(f"{machine()}\ncommand: {' '.join(sys.argv)}\ntargets: {TARGETS}\n", flush=True)
     rows: list[Row] = []
-    for n in args.scenario or [1, 2, 3, 4, 5, 6]:
+    for n in args.scenario or [1, 2, 3, 4, 5, 6, 7]:
         print(f"scenario {n}: machine {wait_quiet():.0%} busy before it", flush=True)
         for row in scenario(n, args, curl):
             rows.append(row)

@@ -1,0 +1,148 @@
+"""The archive's own commands (design.md §2, §10, §11): `index`, `verify`, `serve`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from archiver.browse.index import IndexLoop, rebuild
+from archiver.browse.serve import DEFAULT_LISTEN, serve
+from archiver.config import Config
+from archiver.daemon import state_path
+from archiver.errors import ArchiverError, ConfigError
+from archiver.state import StateDB
+from archiver.storage import open_storage
+from archiver.verify import Verifier, fix
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=summary, description=summary + ".")
+
+    index = command("index", "write the browse index (index.html and _index/ in the archive root) now")
+    index.add_argument("--rebuild", action="store_true", help="rewrite every day file from the state DB")
+    index.add_argument("--from-store", action="store_true",
+                       help="rebuild from the sidecars and _failed/ records in the store (no state DB needed)")
+    verify = command("verify", "check the store against the sidecars and the state DB")
+    verify.add_argument("--since", metavar="DATE", help="only days from DATE (YYYY-MM-DD, UTC) on")
+    verify.add_argument("--deep", action="store_true", help="read every byte, even where the store keeps a checksum")
+    verify.add_argument("--fix", action="store_true", help="put damaged assets of known tasks back to work")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    serve_ = command("serve", "serve the archive read-only over HTTP, for a private bucket")
+    serve_.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                        help=f"address to listen on (default {DEFAULT_LISTEN}, loopback only)")
+
+
+def progress(label: str) -> Callable[..., None] | None:
+    """A progress line on stderr, redrawn at most 10 times a second, only on a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    last = 0.0
+
+    def show(*args: Any) -> None:
+        nonlocal last
+        *words, n, total = (label, *args)
+        if time.monotonic() - last > 0.1 or n == total:
+            last = time.monotonic()
+            print(f"\r{' '.join(words)} {n:,}/{total:,}\033[K", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _done_progress() -> None:
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+def cmd_index(config: Config, args: argparse.Namespace) -> int:
+    db = state_path(config)
+    if not args.from_store and not db.exists():
+        raise ArchiverError(f"no state at {db}: run `archiver index --from-store` to build the index from the store")
+    storage = open_storage(config.storage)
+    started = time.monotonic()
+
+    async def go() -> dict[str, int] | int:
+        try:
+            if args.rebuild or args.from_store:
+                return await rebuild(config, storage, db, from_store=args.from_store, progress=progress("index:"))
+            loop = IndexLoop(config, storage, db)
+            try:
+                return await loop.round()
+            finally:
+                if loop.source:
+                    loop.source.close()
+        finally:
+            await storage.close()
+
+    result = asyncio.run(go())
+    _done_progress()
+    took = time.monotonic() - started
+    if isinstance(result, int):
+        print(f"index: {result} file(s) written, the rest was current ({took:.1f}s)")
+        return 0
+    origin = "the store's sidecars" if args.from_store else "the state DB"
+    print(f"index: {_n(result['days'], 'day')}, {_n(result['assets'], 'asset')}, "
+          f"{_n(result['failed'], 'failed task')} written from {origin} in {took:.1f}s"
+          + (f"; {_n(result['unreadable'], 'unreadable sidecar')} left out" if result["unreadable"] else ""))
+    return 0
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    if args.since is not None:
+        try:
+            args.since = dt.date.fromisoformat(args.since).isoformat()
+        except ValueError:
+            raise ConfigError(f"verify: --since {args.since!r}: expected a date like 2026-11-22") from None
+    path = state_path(config)
+    state = StateDB(path) if path.exists() else None
+    storage = open_storage(config.storage)
+
+    async def go() -> Any:
+        try:
+            report = await Verifier(storage, config.storage.layout, since=args.since, deep=args.deep,
+                                    db=state.db if state else None, progress=progress("verify: sidecars")).run()
+            if args.fix and report.problems:
+                if state is None:
+                    for p in report.problems:
+                        p.fix = f"not fixed: no state DB at {path}"
+                else:
+                    await fix(report.problems, state, config, storage)
+            return report
+        finally:
+            await storage.close()
+
+    try:
+        report = asyncio.run(go())
+    finally:
+        if state:
+            state.close()
+    _done_progress()
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    else:
+        for p in report.problems:
+            task = f" ({p.provider} {p.task_id})" if p.task_id else ""
+            print(f"{p.kind:<13} {p.key}{task}: {p.detail}" + (f"\n{'':<13} fix: {p.fix}" if p.fix else ""))
+        print(report.summary())
+    return 1 if report.problems else 0
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(serve(open_storage(config.storage), args.listen))
+    except OSError as e:
+        raise ArchiverError(f"serve: cannot listen on {args.listen}: {e.strerror or e}") from None
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "verify": cmd_verify, "serve": cmd_serve}

@@ -1,0 +1,216 @@
+"""One asset's way into the archive: download, key, asset, sidecar, state (design.md §6–§8).
+
+Trouble never escapes `archive`: a permanent failure ends the task (with its _failed
+record), a transient one hands the asset back to the daemon to try again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from archiver import datauri
+from archiver.config import Config
+from archiver.download import Downloader, Fetched, discard, redact
+from archiver.errors import DiskFull, PermanentError, TransientError, UrlExpired
+from archiver.logs import task_fields
+from archiver.model import Phase, State, TaskStatus
+from archiver.naming import KeyFields, choose_ext, content_type_for, failed_key, media_for, render_key
+from archiver.sidecar import asset_sidecar, failed_record
+from archiver.state import Asset, StateDB, Task
+from archiver.storage import Storage
+
+log = logging.getLogger(__name__)
+
+REQUEUE_AFTER = 30.0  # a download that ran out of retries waits this long, then tries again
+MAX_ROUNDS = 3  # ...this many times before the task fails with download_failed
+
+AskOnce = Callable[[str, str], Awaitable[TaskStatus | None]]
+Refresh = Callable[[str, str, str], Awaitable[str | None]]  # provider, task_id, url → fresh link
+Requeue = Callable[[int, int, float], None]
+
+
+class Archiver:
+    """Archives assets; the daemon schedules them and owns the pause on a full disk."""
+
+    def __init__(self, config: Config, state: StateDB, storage: Storage, downloader: Downloader,
+                 staging: Path, *, ask_once: AskOnce, requeue: Requeue,
+                 disk_full: Callable[[str], None], refresh: Refresh | None = None) -> None:
+        self.config = config
+        self.state = state
+        self.storage = storage
+        self.downloader = downloader
+        self.staging = staging
+        self.ask_once = ask_once
+        self.requeue = requeue
+        self.disk_full = disk_full
+        self.refresh = refresh
+        # Fresh links (kie download-url) to fetch an expired asset from; its key and sidecar
+        # keep the original URL. Kept in memory only: they live 20 minutes.
+        self.fetch_from: dict[tuple[int, int], str] = {}
+        self.rounds: dict[tuple[int, int], int] = {}
+        self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
+        self.storage_failing = False
+
+    async def archive(self, pk: int, idx: int) -> bool:
+        """Download one asset and store it with its sidecar; True once archived.
+
+        Trouble is recorded, never raised.
+        """
+        task, asset = self.state.task(pk), self.state.asset(pk, idx)
+        if task.state != State.DOWNLOADING or asset.state == "archived":
+            return False
+        fields = task_fields(task.provider, task.task_id, State.DOWNLOADING)
+        staged = self.staging / f"{pk}-{idx}.part"
+        try:
+            fetched = await self._fetch(asset, staged)
+        except PermanentError as e:
+            if isinstance(e, UrlExpired) and await self._fresh_url(task, asset):
+                return False
+            self.fetch_from.pop((pk, idx), None)
+            log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
+                      redact(asset.url), e, extra=fields | {"reason": e.reason})
+            await self.write_failed(self.state.failed(pk, e.reason, message=str(e)))
+            return False
+        except DiskFull as e:
+            self.disk_full(str(e))
+            await self._retry_later(task, asset, str(e), counts=False)
+            return False
+        except TransientError as e:
+            await self._retry_later(task, asset, str(e), counts=True)
+            return False
+        downloaded_at = time.time()
+        ext = choose_ext(fetched.head, fetched.content_type, asset.url)
+        media = media_for(ext, task.media)
+        entry = self.config.providers[task.provider]
+        count = self.state.asset_count(pk)
+        date = dt.datetime.fromtimestamp(task.success_seen_at or downloaded_at, dt.UTC)
+        # Commit point: the key is decided once and stored before anything is written under it.
+        key = self.state.set_key(pk, idx, render_key(self.config.storage.layout, KeyFields(
+            provider=task.provider, provider_type=entry.type, task_id=task.task_id, index=idx,
+            count=count, ext=ext, media=media, model=task.model, date=date)))
+        content_type = content_type_for(ext)
+        try:
+            archived_at = await self._store(key, staged, content_type, fetched.sha256, asset.key is not None,
+                                            lambda at: asset_sidecar(
+                task, entry, asset, key=key, count=count, media=media, content_type=content_type,
+                size=fetched.size, sha256=fetched.sha256, downloaded_at=downloaded_at, archived_at=at))
+        except TransientError as e:
+            # The store is down or full: the asset waits, however long that takes.
+            if isinstance(e, DiskFull):
+                self.disk_full(str(e))
+            self.storage_failing = True
+            self.state.set_health("storage", "failing", str(e))
+            await self._retry_later(task, asset, f"storage: {e}", counts=False)
+            return False
+        if self.storage_failing:
+            self.storage_failing = False
+            self.state.set_health("storage", "ok")
+        done = self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
+                                   content_type=content_type, downloaded_at=downloaded_at,
+                                   archived_at=archived_at)
+        discard(staged)
+        self.fetch_from.pop((pk, idx), None)
+        log.info("provider=%s task_id=%s: archived %s (%d bytes)", task.provider, task.task_id, key,
+                 fetched.size, extra=fields)
+        if done:
+            log.info("provider=%s task_id=%s: archived", task.provider, task.task_id,
+                     extra=task_fields(task.provider, task.task_id, State.ARCHIVED))
+        return True
+
+    async def _fetch(self, asset: Asset, staged: Path) -> Fetched:
+        """The asset's bytes into staging: decoded from a data: URI, or downloaded."""
+        if asset.url.startswith("data:"):
+            return await asyncio.to_thread(datauri.save, asset.url, staged, self.downloader.max_bytes)
+        return await self.downloader.fetch(self.fetch_from.get((asset.task, asset.idx), asset.url), staged)
+
+    async def _fresh_url(self, task: Task, asset: Asset) -> bool:
+        """Before url_expired is final, ask the provider once more: it may hand out a fresh URL."""
+        if (task.pk, asset.idx) in self.refreshed:
+            return False
+        self.refreshed.add((task.pk, asset.idx))
+        status = await self.ask_once(task.provider, task.task_id)
+        if status is None or status.phase != Phase.SUCCEEDED or asset.idx >= len(status.urls) \
+                or status.urls[asset.idx] == asset.url:
+            return await self._fresh_link(task, asset)
+        log.info("provider=%s task_id=%s: result URL %d expired; the provider gave a fresh one",
+                 task.provider, task.task_id, asset.idx, extra=task_fields(task.provider, task.task_id))
+        self.state.set_url(task.pk, asset.idx, status.urls[asset.idx])
+        self.requeue(task.pk, asset.idx, 0.0)
+        return True
+
+    async def _fresh_link(self, task: Task, asset: Asset) -> bool:
+        """A provider-made temporary link to the same file (kie), fetched at once; never logged."""
+        link = await self.refresh(task.provider, task.task_id, asset.url) if self.refresh else None
+        if link is None:
+            return False
+        log.info("provider=%s task_id=%s: result URL %d expired; downloading it from a fresh link",
+                 task.provider, task.task_id, asset.idx, extra=task_fields(task.provider, task.task_id))
+        self.fetch_from[(task.pk, asset.idx)] = link
+        self.requeue(task.pk, asset.idx, 0.0)
+        return True
+
+    async def _store(self, key: str, staged: Path, content_type: str, sha256: str, again: bool,
+                     sidecar: Callable[[float], bytes]) -> float:
+        """Write the asset, then its sidecar; skip what a run before a crash already wrote.
+
+        Commit point: the sidecar is written last, so its presence means the asset is complete.
+        Skipping a write that is already there keeps one object (one S3 version) per key; only
+        a key stored by an earlier attempt (`again`) can have one, so only then do we look.
+        """
+        if not (again and await self._stored(key, sha256)):
+            await self.storage.put_file(key, staged, content_type=content_type, sha256=sha256)
+        archived_at = time.time()
+        if not (again and await self.storage.exists(key + ".json")):
+            await self.storage.put_bytes(key + ".json", sidecar(archived_at), content_type="application/json")
+        return archived_at
+
+    async def _stored(self, key: str, sha256: str) -> bool:
+        try:
+            return (await self.storage.stat(key)).sha256 == sha256
+        except FileNotFoundError:
+            return False
+
+    async def _retry_later(self, task: Task, asset: Asset, error: str, *, counts: bool) -> None:
+        key = (task.pk, asset.idx)
+        self.rounds[key] = self.rounds.get(key, 0) + counts
+        if self.rounds[key] >= MAX_ROUNDS:
+            del self.rounds[key]
+            discard(self.staging / f"{task.pk}-{asset.idx}.part")
+            await self.write_failed(self.state.failed(task.pk, "download_failed", message=error))
+            return
+        self.state.asset_error(task.pk, asset.idx, error)
+        log.warning("provider=%s task_id=%s: %s; retrying in %.0fs", task.provider, task.task_id, error,
+                    REQUEUE_AFTER, extra=task_fields(task.provider, task.task_id, State.DOWNLOADING))
+        self.requeue(task.pk, asset.idx, REQUEUE_AFTER)
+
+    async def write_failed(self, task: Task) -> None:
+        """Leave _failed/{provider}/{task_id}.json so the archive tells the whole story."""
+        log.warning("provider=%s task_id=%s: failed (%s) %s", task.provider, task.task_id, task.reason,
+                    task.message or "", extra=task_fields(task.provider, task.task_id, State.FAILED, task.reason))
+        await self._put_record(task)
+
+    async def write_due_records(self) -> None:
+        """Write the _failed records a failing store (or a crash) kept from the archive."""
+        for task in self.state.records_due():
+            if not await self._put_record(task):
+                return  # the store is still failing: try again on the next round
+
+    async def _put_record(self, task: Task) -> bool:
+        entry = self.config.providers.get(task.provider)
+        if entry is None:
+            return True  # its entry left the config; the record waits in the state DB
+        record = failed_record(task, entry, self.state.assets(task.pk), task.updated_at)
+        try:
+            await self.storage.put_bytes(failed_key(task.provider, task.task_id), record,
+                                         content_type="application/json")
+        except (TransientError, OSError) as e:
+            log.error("provider=%s task_id=%s: could not write its _failed record (%s); retrying later",
+                      task.provider, task.task_id, e, extra=task_fields(task.provider, task.task_id))
+            return False
+        self.state.record_written(task.pk)
+        return True

@@ -1,0 +1,182 @@
+"""Keeping the browse index current (design.md §10): the daemon's index loop and `archiver index`.
+
+The archiving code does not report anything here. Each round the loop asks the state DB
+(its own read-only connection, in a thread) for a fingerprint per day — counts, bytes and
+the newest change — and rebuilds only the days whose fingerprint moved. A day file whose
+bytes are unchanged is not written again. Every file is one whole-object put (atomic on
+both backends), so a reader sees the old file or the new one. A failed write is logged
+and its day stays "moved", so the next round tries again; no task ever waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from archiver.browse.days import DAYS_KEY, PAGE_KEY, Day, day_key, encode_days
+from archiver.browse.sources import Fingerprint, StateSource, read_store
+from archiver.config import Config
+from archiver.errors import TransientError
+from archiver.storage import Storage
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+
+
+def page() -> bytes:
+    return resources.files("archiver.browse").joinpath("page.html").read_bytes()
+
+
+class IndexWriter:
+    """Writes day files, days.json and index.html, each only when its content changed."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.digests: dict[str, str] = {}  # day → sha256 of the file we know is stored
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.stored_summaries: list[dict[str, Any]] | None = None  # what days.json holds
+
+    async def write_page(self) -> bool:
+        """index.html when missing or not this version's page; True if written."""
+        wanted = page()
+        try:
+            if await self.storage.get(PAGE_KEY) == wanted:
+                return False
+        except FileNotFoundError:
+            pass
+        await self.storage.put_bytes(PAGE_KEY, wanted, content_type="text/html; charset=utf-8")
+        return True
+
+    async def load_days(self) -> dict[str, dict[str, Any]]:
+        """The summaries days.json holds now (empty when missing or unreadable)."""
+        try:
+            doc = json.loads(await self.storage.get(DAYS_KEY))
+            self.stored_summaries = list(doc["days"])
+        except FileNotFoundError:
+            self.stored_summaries = []
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("%s is unreadable (%s); it will be written again", DAYS_KEY, e)
+            self.stored_summaries = []
+        self.summaries = {s["date"]: s for s in self.stored_summaries}
+        return self.summaries
+
+    async def write_day(self, day: Day, *, force: bool = False) -> bool:
+        """Write one day file unless the store already holds these bytes; True if written."""
+        # A big day is most of a MiB of JSON: encoded off the event loop, as the daemon's workers share it.
+        data = await asyncio.to_thread(day.encode)
+        digest = hashlib.sha256(data).hexdigest()
+        if not force:
+            if day.date not in self.digests:
+                with contextlib.suppress(FileNotFoundError):
+                    self.digests[day.date] = hashlib.sha256(await self.storage.get(day_key(day.date))).hexdigest()
+            if self.digests.get(day.date) == digest:
+                self.summaries[day.date] = day.summary()
+                return False
+        await self.storage.put_bytes(day_key(day.date), data, content_type=JSON)
+        self.digests[day.date] = digest
+        self.summaries[day.date] = day.summary()
+        return True
+
+    async def write_days_json(self, *, force: bool = False) -> bool:
+        """days.json after the day files it lists, and only when a summary changed."""
+        current = sorted((s for s in self.summaries.values() if s["assets"] or s["failed"]),
+                         key=lambda s: s["date"], reverse=True)
+        if current == self.stored_summaries and not force:
+            return False
+        await self.storage.put_bytes(DAYS_KEY, encode_days(current, time.time()), content_type=JSON)
+        self.stored_summaries = current
+        return True
+
+
+class IndexLoop:
+    """The daemon's index writer: one round every `index.every`, apart from the download workers."""
+
+    def __init__(self, config: Config, storage: Storage, db_path: Path) -> None:
+        self.config = config
+        self.writer = IndexWriter(storage)
+        self.db_path = db_path
+        self.known: dict[str, Fingerprint] = {}  # fingerprints of the days the store is current for
+        self.source: StateSource | None = None
+        self.page_written = False
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.round()
+                except Exception as e:
+                    # The index is a view: its trouble is logged and retried, never passed on.
+                    log.error("index: %s; retrying in %.0fs", e, self.config.index.every,
+                              exc_info=not isinstance(e, (TransientError, OSError)))
+                await asyncio.sleep(self.config.index.every)
+        finally:
+            if self.source is not None:
+                self.source.close()
+
+    async def round(self) -> int:
+        """Rewrite the days that moved since the last round; return how many files were written."""
+        if self.source is None:
+            types = {name: entry.type for name, entry in self.config.providers.items()}
+            self.source = StateSource(self.db_path, types)
+            stored = await self.writer.load_days()
+        else:
+            stored = {}
+        source = self.source
+        if not self.page_written:
+            await self.writer.write_page()
+            self.page_written = True
+        prints = await asyncio.to_thread(source.fingerprints)
+        written = 0
+        for date in sorted(set(prints) | set(self.known), reverse=True):  # newest first: what people open
+            now = prints.get(date, (0, 0, 0, 0, 0.0, 0.0))
+            if self.known.get(date) == now:
+                continue
+            if date not in self.known and _summary(date, now) == stored.get(date):
+                self.known[date] = now  # days.json already shows this day as it is
+                continue
+            day = await asyncio.to_thread(source.day, date)
+            written += await self.writer.write_day(day)
+            self.known[date] = now
+        written += await self.writer.write_days_json()
+        if written:
+            log.info("index: %d file(s) written", written)
+        return written
+
+
+def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
+    return {"date": date, "tasks": fp[0], "assets": fp[1], "bytes": fp[2], "failed": fp[3]}
+
+
+async def rebuild(config: Config, storage: Storage, db_path: Path, *, from_store: bool,
+                  progress: Any = None) -> dict[str, int]:
+    """Rewrite every day file, days.json and index.html, from the state DB or from the store."""
+    writer = IndexWriter(storage)
+    await writer.write_page()
+    await writer.load_days()
+    bad = 0
+    if from_store:
+        days, bad = await read_store(storage, config.storage.layout,
+                                     progress and (lambda n, total: progress("read", n, total)))
+    else:
+        source = StateSource(db_path, {name: entry.type for name, entry in config.providers.items()})
+        try:
+            days = await asyncio.to_thread(source.all_days)
+        finally:
+            source.close()
+    for date in writer.summaries.keys() - days.keys():
+        days[date] = Day(date)  # listed before but empty now: its old file must not show stale entries
+    for n, day in enumerate(days.values(), 1):
+        await writer.write_day(day, force=True)
+        if progress:
+            progress("wrote", n, len(days))
+    await writer.write_days_json(force=True)
+    shown = [d for d in days.values() if d.assets or d.failed]
+    return {"days": len(shown), "assets": sum(len(d.assets) for d in shown),
+            "failed": sum(len(d.failed) for d in shown), "unreadable": bad}

@@ -1,0 +1,165 @@
+"""Where day files come from: the state DB (normal), or the store's sidecars and _failed records.
+
+The state source opens its own read-only SQLite connection and is used from a worker
+thread, so building a day never runs on the daemon's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from archiver.browse.days import Day, asset_entry, day_of_key, failed_entry, key_pattern, utc_day
+from archiver.model import utc_iso
+from archiver.naming import failed_key
+from archiver.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# One row per archived asset, with what its sidecar says; `count` is the task's asset rows.
+_ASSETS = """
+SELECT t.provider, t.task_id, t.labels, t.media AS hint, t.model, t.prompt, t.success_seen_at,
+       a.idx, a.key, a.bytes, a.sha256, a.content_type, a.archived_at,
+       (SELECT COUNT(*) FROM assets c WHERE c.task = t.id) AS count
+FROM assets a JOIN tasks t ON t.id = a.task
+WHERE a.state = 'archived' AND a.key IS NOT NULL {where}
+"""
+_FAILED = """
+SELECT provider, task_id, labels, reason, code, message, updated_at FROM tasks
+WHERE state = 'failed' {where}
+"""
+# Per day: what days.json shows, plus the newest change, so a day is rebuilt only when it moved.
+_FINGERPRINTS = """
+SELECT date(t.success_seen_at, 'unixepoch') AS day, COUNT(DISTINCT t.id), COUNT(*), SUM(a.bytes),
+       MAX(a.archived_at)
+FROM assets a JOIN tasks t ON t.id = a.task
+WHERE a.state = 'archived' AND a.key IS NOT NULL GROUP BY day
+"""
+_FAILED_FINGERPRINTS = """
+SELECT date(updated_at, 'unixepoch') AS day, COUNT(*), MAX(updated_at) FROM tasks
+WHERE state = 'failed' GROUP BY day
+"""
+
+Fingerprint = tuple[int, int, int, int, float, float]  # tasks, assets, bytes, failed, newest asset, newest failure
+
+
+def media_of(content_type: str | None, hint: str | None) -> str:
+    """As naming.media_for decided it from the extension: the stored type tells the same."""
+    kind = (content_type or "").partition("/")[0]
+    if kind in ("video", "audio"):
+        return kind
+    if content_type in (None, "application/octet-stream"):
+        return hint or "image"
+    return "image"
+
+
+class StateSource:
+    """Day files from the state DB, through a read-only connection of its own."""
+
+    def __init__(self, db_path: Path, provider_types: dict[str, str]) -> None:
+        self.db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.types = provider_types
+
+    def close(self) -> None:
+        self.db.close()
+
+    def fingerprints(self) -> dict[str, Fingerprint]:
+        assets = {day: (tasks, count, size or 0, newest or 0.0)
+                  for day, tasks, count, size, newest in self.db.execute(_FINGERPRINTS)}
+        failed = {day: (count, newest) for day, count, newest in self.db.execute(_FAILED_FINGERPRINTS)}
+        prints = {}
+        for day in assets.keys() | failed.keys():
+            tasks, count, size, newest = assets.get(day, (0, 0, 0, 0.0))
+            fails, failed_at = failed.get(day, (0, 0.0))
+            prints[day] = (tasks, count, size, fails, newest, failed_at)
+        return prints
+
+    def day(self, date: str) -> Day:
+        """One day: assets whose success was seen that UTC day, tasks that failed that day."""
+        start = f"strftime('%s', '{date}')"  # `date` is a YYYY-MM-DD we produced, never user text
+        days = self._days(f"AND t.success_seen_at >= {start} AND t.success_seen_at < {start} + 86400",
+                          f"AND updated_at >= {start} AND updated_at < {start} + 86400")
+        return days.get(date, Day(date))
+
+    def all_days(self) -> dict[str, Day]:
+        return self._days("", "")
+
+    def _days(self, assets_where: str, failed_where: str) -> dict[str, Day]:
+        days: dict[str, Day] = {}
+        for r in self.db.execute(_ASSETS.format(where=assets_where)):
+            date = utc_day(r["success_seen_at"] or r["archived_at"])
+            days.setdefault(date, Day(date)).assets.append(asset_entry(
+                key=r["key"], sidecar=r["key"] + ".json", provider=r["provider"],
+                provider_type=self.types.get(r["provider"]), task_id=r["task_id"], index=r["idx"],
+                count=r["count"], media=media_of(r["content_type"], r["hint"]), model=r["model"],
+                prompt=r["prompt"], labels=json.loads(r["labels"]), content_type=r["content_type"],
+                bytes=r["bytes"], sha256=r["sha256"], archived_at=utc_iso(r["archived_at"])))
+        for r in self.db.execute(_FAILED.format(where=failed_where)):
+            date = utc_day(r["updated_at"])
+            days.setdefault(date, Day(date)).failed.append(failed_entry(
+                provider=r["provider"], task_id=r["task_id"], reason=r["reason"], provider_code=r["code"],
+                provider_message=r["message"], record=failed_key(r["provider"], r["task_id"]),
+                labels=json.loads(r["labels"])))
+        return days
+
+
+def is_sidecar(key: str) -> bool:
+    return key.endswith(".json") and not key.startswith(("_index/", "_failed/"))
+
+
+async def read_store(storage: Storage, layout: str, progress: Callable[[int, int], None] | None = None,
+                     concurrency: int = 16) -> tuple[dict[str, Day], int]:
+    """Every day from the sidecars and _failed records in the store; also how many were unreadable."""
+    keys = [item.key async for item in storage.list() if is_sidecar(item.key) or item.key.startswith("_failed/")]
+    pattern = key_pattern(layout)
+    days: dict[str, Day] = {}
+    bad = done = 0
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(key: str) -> None:
+        nonlocal bad, done
+        async with gate:
+            try:
+                doc = json.loads(await storage.get(key))
+                _add(days, key, doc, pattern)
+            except FileNotFoundError:
+                pass  # deleted since the listing
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                bad += 1
+                log.warning("%s: not a readable sidecar or record (%s); left out of the index", key, e)
+            done += 1
+            if progress:
+                progress(done, len(keys))
+
+    for start in range(0, len(keys), 1000):  # bounded: a million keys are not a million tasks at once
+        await asyncio.gather(*(one(k) for k in keys[start:start + 1000]))
+    return days, bad
+
+
+def _add(days: dict[str, Day], key: str, doc: dict[str, Any], pattern: Any) -> None:
+    if key.startswith("_failed/"):
+        date = str(doc["failed_at"])[:10]
+        days.setdefault(date, Day(date)).failed.append(failed_entry(
+            provider=doc["provider"], task_id=doc["task_id"], reason=doc["reason"],
+            provider_code=doc.get("provider_code"), provider_message=doc.get("provider_message"),
+            record=key, labels=doc.get("labels") or {}))
+        return
+    asset = key.removesuffix(".json")
+    date = day_of_key(pattern, asset) or str(doc["archived_at"])[:10]
+    fields = {name: doc.get(name) for name in ("provider", "provider_type", "task_id", "index", "count", "media",
+                                               "model", "prompt", "content_type", "bytes", "sha256",
+                                               "archived_at")}
+    if doc.get("key") != asset or fields["task_id"] is None:
+        raise ValueError(f"its key field says {doc.get('key')!r}")
+    days.setdefault(date, Day(date)).assets.append(
+        asset_entry(key=asset, sidecar=key, labels=doc.get("labels") or {}, **fields))
+
+
+def summaries(days: Iterable[Day]) -> list[dict[str, Any]]:
+    return [d.summary() for d in days]

@@ -1,0 +1,114 @@
+"""How often we may ask: the poll schedule, each entry's rate limit, and Retry-After pauses."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import logging
+import math
+import random
+import time
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import aiohttp
+
+from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
+from archiver.providers.base import Reply
+
+log = logging.getLogger(__name__)
+
+JITTER = 0.1  # ±10% spreads tasks first seen together over time
+MAX_RETRY_AFTER = 3600.0
+SPACING_MARGIN = 1.05
+
+
+def poll_delay(intervals: tuple[tuple[float, float], ...], age: float, rng: random.Random) -> float:
+    """Seconds until the next poll of a task first seen `age` seconds ago."""
+    every = next(e for e, until in intervals if age < until)
+    return every * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+class TokenBucket:
+    """At most `rate` requests in any one-second window; `pause` holds it longer.
+
+    Requests are spaced evenly (no bursts), 5% wider than 1/rate, so that jitter in
+    arrival at the provider never packs rate+1 of them into one second.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.interval = SPACING_MARGIN / rate
+        self.next_free = 0.0
+        self.paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def _start(self) -> float:
+        return max(time.monotonic(), self.next_free, self.paused_until)
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            # A pause may arrive while we sleep (a 429 to a request in flight): look again.
+            while (start := self._start()) > time.monotonic():
+                await asyncio.sleep(start - time.monotonic())
+            self.next_free = start + self.interval
+
+    async def ready(self) -> None:
+        """Wait until a request could go at once, without taking the token."""
+        while (start := self._start()) > time.monotonic():
+            await asyncio.sleep(start - time.monotonic())
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After as seconds, from either of its two forms; None for a value that is neither.
+
+    A hint beyond an hour is held to an hour, so that one odd answer cannot stop an entry for good.
+    """
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if parsed.tzinfo is None:  # RFC 9110 dates are GMT
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        seconds = parsed.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+class ProviderHttp:
+    """The paced `Http` for one provider entry (see providers.base.Http)."""
+
+    def __init__(self, name: str, session: aiohttp.ClientSession, bucket: TokenBucket,
+                 timeout: float = 30.0) -> None:
+        self.name = name
+        self.session = session
+        self.bucket = bucket
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def __call__(self, method: str, url: str, *, headers: Mapping[str, str],
+                       json: Any = None, accept: Collection[int] = ()) -> Reply:
+        await self.bucket.acquire()
+        try:
+            async with self.session.request(method, url, headers=dict(headers), json=json,
+                                            timeout=self.timeout, allow_redirects=False) as resp:
+                reply = Reply(resp.status, dict(resp.headers), await resp.read())
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise ProviderUnavailable(f"{self.name}: {type(e).__name__}: {e}".rstrip(": ")) from None
+        if reply.status == 429 or (reply.status == 503 and "Retry-After" in reply.headers):
+            wait = retry_after(reply.headers)
+            raise RateLimited(f"{self.name}: HTTP {reply.status}, Retry-After {wait}", wait)
+        if reply.status >= 500 and reply.status not in accept:
+            raise ProviderUnavailable(f"{self.name}: HTTP {reply.status}")
+        if reply.status == 401:
+            raise KeyRejected(f"{self.name}: HTTP 401: the API key was refused")
+        return reply

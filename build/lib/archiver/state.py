@@ -1,0 +1,413 @@
+"""Durable task state in SQLite (WAL): tasks, assets, history, the inbox offset, health.
+
+One writer (the daemon) and any number of readers (status, show) share the file;
+WAL plus a busy timeout keeps them from failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from archiver.model import State, TaskRef, TaskStatus
+
+KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    provider TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    state TEXT NOT NULL,
+    reason TEXT, code TEXT, message TEXT, last_error TEXT,
+    first_seen_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    polls INTEGER NOT NULL DEFAULT 0,
+    unknown_since REAL,
+    success_seen_at REAL,
+    media TEXT, model TEXT, prompt TEXT, input TEXT, response TEXT,
+    task_created_at TEXT, task_completed_at TEXT,
+    record_due INTEGER NOT NULL DEFAULT 0,
+    running_for REAL NOT NULL DEFAULT 0,
+    UNIQUE (provider, task_id)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, updated_at);
+CREATE TABLE IF NOT EXISTS assets (
+    task INTEGER NOT NULL REFERENCES tasks (id),
+    idx INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    key TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    bytes INTEGER, sha256 TEXT, content_type TEXT,
+    downloaded_at REAL, archived_at REAL, last_error TEXT, role TEXT,
+    PRIMARY KEY (task, idx)
+);
+CREATE TABLE IF NOT EXISTS history (
+    task INTEGER NOT NULL REFERENCES tasks (id),
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS history_by_task ON history (task, at);
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL,
+    offset INTEGER NOT NULL, line_no INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL, line_no INTEGER NOT NULL, reason TEXT NOT NULL, line TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, message TEXT, at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the inbox reader stands: the file's identity and the next byte to read."""
+
+    dev: int
+    ino: int
+    offset: int
+    line_no: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    line_no: int
+    reason: str
+    line: str
+
+
+@dataclass(frozen=True)
+class Task:
+    pk: int
+    provider: str
+    task_id: str
+    labels: dict[str, str]
+    state: State
+    first_seen_at: float
+    polls: int
+    unknown_since: float | None
+    success_seen_at: float | None
+    reason: str | None
+    code: str | None
+    message: str | None
+    media: str | None
+    model: str | None
+    prompt: str | None
+    input: Any
+    response: Any
+    task_created_at: str | None
+    task_completed_at: str | None
+    updated_at: float
+    last_error: str | None = None
+    running_for: float = 0.0  # seconds the provider has said "still running" (give_up_after)
+
+
+@dataclass(frozen=True)
+class Asset:
+    task: int
+    idx: int
+    url: str
+    key: str | None
+    state: str
+    bytes: int | None
+    sha256: str | None
+    content_type: str | None
+    downloaded_at: float | None
+    archived_at: float | None
+    role: str | None = None
+
+
+def _task(row: sqlite3.Row) -> Task:
+    return Task(
+        pk=row["id"], provider=row["provider"], task_id=row["task_id"],
+        labels=json.loads(row["labels"]), state=State(row["state"]),
+        first_seen_at=row["first_seen_at"], polls=row["polls"],
+        unknown_since=row["unknown_since"], success_seen_at=row["success_seen_at"],
+        reason=row["reason"], code=row["code"], message=row["message"],
+        media=row["media"], model=row["model"], prompt=row["prompt"],
+        input=json.loads(row["input"]) if row["input"] else None,
+        response=json.loads(row["response"]) if row["response"] else None,
+        task_created_at=row["task_created_at"], task_completed_at=row["task_completed_at"],
+        updated_at=row["updated_at"], last_error=row["last_error"], running_for=row["running_for"],
+    )
+
+
+def _asset(row: sqlite3.Row) -> Asset:
+    return Asset(*(row[k] for k in ("task", "idx", "url", "key", "state", "bytes", "sha256",
+                                    "content_type", "downloaded_at", "archived_at", "role")))
+
+
+class StateDB:
+    """The state database; every write is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives a process crash (kill -9); only power loss can
+        # drop the last commits, and the inbox offset rolls back with them.
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
+        # Columns added since the first release; an older state DB gains them here.
+        for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
+                           ("running_for", "REAL NOT NULL DEFAULT 0")):
+            if name not in columns:
+                self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
+        if "role" not in {row[1] for row in self.db.execute("PRAGMA table_info(assets)")}:
+            self.db.execute("ALTER TABLE assets ADD COLUMN role TEXT")  # from before roles
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _history(self, db: sqlite3.Connection, pk: int, state: State, reason: str | None = None,
+                 note: str | None = None) -> None:
+        db.execute("INSERT INTO history (task, at, state, reason, note) VALUES (?, ?, ?, ?, ?)",
+                   (pk, time.time(), state, reason, note))
+
+    # --- intake -------------------------------------------------------------------------
+
+    def inbox_position(self) -> Position | None:
+        row = self.db.execute("SELECT dev, ino, offset, line_no FROM inbox WHERE id = 1").fetchone()
+        return Position(*row) if row else None
+
+    def ingest(self, refs: Sequence[TaskRef], rejects: Sequence[Rejected], position: Position) -> list[Task]:
+        """Store new tasks, rejected lines and the new inbox position in one transaction.
+
+        Commit point: the offset moves only together with the tasks its lines produced,
+        so a crash either keeps both or re-reads the lines; a task already known is ignored.
+        """
+        now = time.time()
+        new: list[int] = []
+        with self.transaction() as db:
+            for ref in refs:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now))
+                if cur.rowcount:
+                    pk = int(cur.lastrowid or 0)
+                    new.append(pk)
+                    self._history(db, pk, State.QUEUED)
+            db.executemany("INSERT INTO rejects (at, line_no, reason, line) VALUES (?, ?, ?, ?)",
+                           [(now, r.line_no, r.reason, r.line) for r in rejects])
+            if rejects:
+                db.execute("DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?", (KEEP_REJECTS,))
+            db.execute("INSERT OR REPLACE INTO inbox (id, dev, ino, offset, line_no) VALUES (1, ?, ?, ?, ?)",
+                       (position.dev, position.ino, position.offset, position.line_no))
+        return [self.task(pk) for pk in new]
+
+    # --- reads --------------------------------------------------------------------------
+
+    def task(self, pk: int) -> Task:
+        return _task(self.db.execute("SELECT * FROM tasks WHERE id = ?", (pk,)).fetchone())
+
+    def find(self, provider: str, task_id: str) -> Task | None:
+        row = self.db.execute("SELECT * FROM tasks WHERE provider = ? AND task_id = ?",
+                              (provider, task_id)).fetchone()
+        return _task(row) if row else None
+
+    def tasks_in(self, states: Iterable[State]) -> list[Task]:
+        marks = ",".join("?" for _ in states)
+        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY id",
+                               tuple(states)).fetchall()
+        return [_task(r) for r in rows]
+
+    def queued_since(self, since: float) -> list[int]:
+        """IDs of tasks put (back) in the queue since `since`, e.g. by `archiver retry`."""
+        rows = self.db.execute("SELECT id FROM tasks WHERE state = ? AND updated_at >= ? ORDER BY id",
+                               (State.QUEUED, since)).fetchall()
+        return [r[0] for r in rows]
+
+    def asset_count(self, pk: int) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM assets WHERE task = ?", (pk,)).fetchone()[0])
+
+    def assets(self, pk: int) -> list[Asset]:
+        rows = self.db.execute("SELECT * FROM assets WHERE task = ? ORDER BY idx", (pk,)).fetchall()
+        return [_asset(r) for r in rows]
+
+    def asset(self, pk: int, idx: int) -> Asset:
+        row = self.db.execute("SELECT * FROM assets WHERE task = ? AND idx = ?", (pk, idx)).fetchone()
+        return _asset(row)
+
+    def assets_pending(self) -> int:
+        """Assets of downloading tasks not archived yet: what the next start resumes."""
+        return int(self.db.execute("SELECT COUNT(*) FROM assets JOIN tasks ON tasks.id = assets.task"
+                                   " WHERE tasks.state = ? AND assets.state != 'archived'",
+                                   (State.DOWNLOADING,)).fetchone()[0])
+
+    def history(self, pk: int) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT at, state, reason, note FROM history WHERE task = ? ORDER BY at, rowid",
+                               (pk,)).fetchall()
+        return [dict(r) for r in rows]
+
+    # --- polling ------------------------------------------------------------------------
+
+    def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
+               running_for: float | None = None) -> None:
+        """Count a poll that left the task running; the first one moves it to polling."""
+        with self.transaction() as db:
+            row = db.execute("SELECT state FROM tasks WHERE id = ?", (pk,)).fetchone()
+            db.execute("UPDATE tasks SET state = ?, polls = polls + 1, last_error = ?, unknown_since = ?,"
+                       " running_for = COALESCE(?, running_for), updated_at = ? WHERE id = ?",
+                       (State.POLLING, error, unknown_since, running_for, time.time(), pk))
+            if row["state"] == State.QUEUED:
+                self._history(db, pk, State.POLLING)
+
+    def succeeded(self, pk: int, status: TaskStatus) -> list[Asset]:
+        """Record success and its result URLs as assets; return those still to archive."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE tasks SET state = ?, polls = polls + 1, last_error = NULL, success_seen_at = ?,"
+                " updated_at = ?, media = ?, model = ?, prompt = ?, input = ?, response = ?,"
+                " task_created_at = ?, task_completed_at = ? WHERE id = ?",
+                (State.DOWNLOADING, now, now, status.media, status.model, status.prompt,
+                 json.dumps(status.input) if status.input is not None else None,
+                 json.dumps(status.response), status.created_at, status.completed_at, pk))
+            roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
+            db.executemany("INSERT OR IGNORE INTO assets (task, idx, url, role) VALUES (?, ?, ?, ?)",
+                           [(pk, i, url, role) for i, (url, role) in enumerate(zip(status.urls, roles, strict=True))])
+            self._history(db, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
+            # A retried task whose assets were all archived before has nothing left to do.
+            if not db.execute("SELECT 1 FROM assets WHERE task = ? AND state != 'archived'", (pk,)).fetchone():
+                db.execute("UPDATE tasks SET state = ? WHERE id = ?", (State.ARCHIVED, pk))
+                self._history(db, pk, State.ARCHIVED)
+        return [a for a in self.assets(pk) if a.state != "archived"]
+
+    def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
+               response: Any = None) -> Task:
+        with self.transaction() as db:
+            # Commit point: record_due stays set until the _failed record is in the archive.
+            db.execute("UPDATE tasks SET state = ?, reason = ?, code = ?, message = ?, updated_at = ?,"
+                       " response = COALESCE(?, response), record_due = 1 WHERE id = ?",
+                       (State.FAILED, reason, code, message, time.time(),
+                        json.dumps(response) if response is not None else None, pk))
+            self._history(db, pk, State.FAILED, reason, message)
+        return self.task(pk)
+
+    def record_written(self, pk: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE tasks SET record_due = 0 WHERE id = ?", (pk,))
+
+    def records_due(self, limit: int = 100) -> list[Task]:
+        """Failed tasks whose _failed record could not be written yet."""
+        rows = self.db.execute("SELECT * FROM tasks WHERE state = ? AND record_due = 1 ORDER BY id LIMIT ?",
+                               (State.FAILED, limit)).fetchall()
+        return [_task(r) for r in rows]
+
+    # --- assets -------------------------------------------------------------------------
+
+    def set_key(self, pk: int, idx: int, key: str) -> str:
+        """Store the asset's key unless one is stored already; return the stored one."""
+        with self.transaction() as db:
+            db.execute("UPDATE assets SET key = ? WHERE task = ? AND idx = ? AND key IS NULL", (key, pk, idx))
+        return str(self.asset(pk, idx).key)
+
+    def set_url(self, pk: int, idx: int, url: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE assets SET url = ? WHERE task = ? AND idx = ?", (url, pk, idx))
+
+    def asset_error(self, pk: int, idx: int, error: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE assets SET last_error = ? WHERE task = ? AND idx = ?", (error, pk, idx))
+
+    def requeue_asset(self, pk: int, idx: int, note: str) -> None:
+        """Put one archived asset back to work under its stored key (verify --fix); the task is polled again."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?", (pk, idx))
+            db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL, first_seen_at = ?,"
+                       " updated_at = ?, unknown_since = NULL, running_for = 0 WHERE id = ?",
+                       (State.QUEUED, now, now, pk))
+            self._history(db, pk, State.QUEUED, note=note)
+
+    def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
+                 downloaded_at: float, archived_at: float) -> bool:
+        """Mark one asset archived; the task follows when it was the last. True if it did."""
+        with self.transaction() as db:
+            db.execute("UPDATE assets SET state = 'archived', bytes = ?, sha256 = ?, content_type = ?,"
+                       " downloaded_at = ?, archived_at = ?, last_error = NULL WHERE task = ? AND idx = ?",
+                       (size, sha256, content_type, downloaded_at, archived_at, pk, idx))
+            left = db.execute("SELECT COUNT(*) FROM assets WHERE task = ? AND state != 'archived'",
+                              (pk,)).fetchone()[0]
+            if left:
+                return False
+            db.execute("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?", (State.ARCHIVED, archived_at, pk))
+            self._history(db, pk, State.ARCHIVED)
+            return True
+
+    # --- health and status --------------------------------------------------------------
+
+    def set_health(self, name: str, state: str, message: str | None = None) -> None:
+        """Report a health row; `at` keeps the time the current state began."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO health (name, state, message, at) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT (name) DO UPDATE SET message = excluded.message,"
+                       " at = CASE WHEN health.state = excluded.state THEN health.at ELSE excluded.at END,"
+                       " state = excluded.state",
+                       (name, state, message, time.time()))
+
+    def clear_health(self) -> None:
+        """Forget what a previous run saw; this run reports its own trouble."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM health")
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute("SELECT name, state, message, at FROM health ORDER BY name").fetchall()
+        return {r["name"]: {"state": r["state"], "message": r["message"], "at": r["at"]} for r in rows}
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
+        found = {r[0]: r[1] for r in rows}
+        return {s.value: found.get(s.value, 0) for s in State}
+
+    def recent(self, states: Sequence[State], limit: int, *, by: str = "updated_at") -> list[Task]:
+        """The newest tasks in `states`, by `updated_at` (last change) or `first_seen_at`."""
+        assert by in ("updated_at", "first_seen_at")
+        marks = ",".join("?" for _ in states)
+        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY {by} DESC, id DESC"
+                               " LIMIT ?", (*states, limit)).fetchall()
+        return [_task(r) for r in rows]
+
+    def recent_rejects(self, limit: int) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT at, line_no, reason, line FROM rejects ORDER BY id DESC LIMIT ?",
+                               (limit,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def retry(self, pks: Sequence[int]) -> int:
+        """Put ended tasks back to the start; their archived assets are kept, not redone."""
+        now = time.time()
+        with self.transaction() as db:
+            for pk in pks:
+                db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL,"
+                           " first_seen_at = ?, updated_at = ?, unknown_since = NULL WHERE id = ?",
+                           (State.QUEUED, now, now, pk))
+                db.execute("DELETE FROM assets WHERE task = ? AND state != 'archived'", (pk,))
+                self._history(db, pk, State.QUEUED, note="retry")
+        return len(pks)

@@ -1,0 +1,69 @@
+"""The Storage plug point: a few primitives every backend offers, errors as builtins.
+
+A key is a relative POSIX path ("kie/2026/11/22/abc/00.png"). `put_file` and
+`put_bytes` are atomic: after a crash a key holds the old object, the new one, or
+nothing, never a part. Writing the same key twice leaves one object. A missing key
+raises FileNotFoundError; a failing store raises StorageUnavailable or DiskFull.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """`sha256` is the digest we stored beside the object (S3 metadata), or None.
+
+    `checksum` is the store's own SHA-256 of the whole object (S3 single-part uploads), and
+    `content_type` the stored type (local: from the extension).
+    """
+
+    size: int
+    sha256: str | None = None
+    content_type: str | None = None
+    checksum: str | None = None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object found by `Storage.list`; `modified` is Unix seconds."""
+
+    key: str
+    size: int
+    modified: float
+
+
+class Storage(Protocol):
+    """Where assets and sidecars end up."""
+
+    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
+        """Store the file at `source` under `key`; `source` may be moved there (local disk)."""
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Store small content (a sidecar, a _failed record) under `key`."""
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def stat(self, key: str) -> ObjectInfo: ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[Listed]:
+        """Every object whose key starts with `prefix`, in no promised order; never a folder."""
+        ...
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes of `key` from `start` up to `end` (exclusive), in chunks of bounded size.
+
+        FileNotFoundError is raised before the first chunk, so a server can still answer 404.
+        """
+        ...
+
+    async def start(self) -> None:
+        """Prepare the store once at daemon start (create the root, clean stale uploads)."""
+
+    async def close(self) -> None: ...

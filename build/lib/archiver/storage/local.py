@@ -1,0 +1,292 @@
+"""Storage in a local folder: each write goes to a temp file, is fsynced, then renamed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import itertools
+import logging
+import mimetypes
+import os
+import re
+import secrets
+import stat
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from archiver.errors import DiskFull, StorageUnavailable
+from archiver.storage.base import Listed, ObjectInfo
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+_READ_CHUNK = 256 * 1024
+_LIST_BATCH = 2000  # listed objects per thread hop
+# `.{name}.tmp-{12 hex}`: what a put leaves behind only when the process dies mid-write.
+_TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
+# A full quota is a full disk to us: both pause downloads until space is freed.
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def check_key(key: str) -> list[str]:
+    """The key's segments, or ValueError for a key that could leave the root or the layout.
+
+    Refused: empty, absolute, NUL or backslash, empty/`.`/`..` segments, and a last segment
+    shaped like our temp files (start() deletes those, so no key may look like one).
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("storage key: must be a non-empty string")
+    if "\x00" in key or "\\" in key:
+        raise ValueError(f"storage key {key!r}: NUL and backslash are not allowed")
+    if key.startswith("/"):
+        raise ValueError(f"storage key {key!r}: must be relative")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"storage key {key!r}: empty, '.' and '..' segments are not allowed")
+    if _TEMP.fullmatch(parts[-1]):
+        raise ValueError(f"storage key {key!r}: the name looks like a temp file")
+    return parts
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+
+
+class LocalStorage:
+    """Keys are files under `root`. Blocking work runs in a thread, one hop per call.
+
+    `stat` reports the size only (sha256 None): hashing a stored video on every stat would
+    cost a full read, and the sidecar already records the digest.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key))
+
+    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
+        """Move `source` to `key` (copy and verify it when it lives on another file system)."""
+        path = self._path(key)
+        await asyncio.to_thread(self._put_file, key, path, Path(source), sha256.lower())
+
+    def _put_file(self, key: str, path: Path, source: Path, sha256: str) -> None:
+        tmp = _temp_name(path)
+        try:
+            _makedirs(path.parent)
+            # Same file system: the staged bytes, hashed as they arrived, move into place
+            # instead of being written, read and hashed a second time.
+            os.rename(source, tmp)
+        except FileNotFoundError:
+            raise  # the staging file is missing: the caller's problem, not the archive's
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise write_error(e, key, self.root) from e
+            self._copy(key, path, source, sha256)
+            return
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # Rename last: a final name never holds a partial file.
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise write_error(e, key, self.root) from e
+
+    def _copy(self, key: str, path: Path, source: Path, sha256: str) -> None:
+        """Staging on another disk: copy, hashing the copy as written; it must match `sha256`."""
+        with open(source, "rb") as src:
+
+            def fill(dst: BinaryIO) -> None:
+                digest = hashlib.sha256()
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                if digest.hexdigest() != sha256:
+                    raise StorageUnavailable(
+                        f"local archive: copy of {source} for {key!r} has sha256 "
+                        f"{digest.hexdigest()}, expected {sha256}; the staging file changed"
+                    )
+
+            self._write(key, path, fill)
+        source.unlink(missing_ok=True)
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        path = self._path(key)
+        await asyncio.to_thread(self._write, key, path, lambda dst: dst.write(data))
+
+    def _write(self, key: str, path: Path, fill: Callable[[BinaryIO], object]) -> None:
+        tmp = _temp_name(path)
+        try:
+            _makedirs(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                with open(fd, "wb") as dst:
+                    fill(dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                # Rename last: a final name never holds a partial file, and until this line
+                # the key keeps its old content whole.
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                raise
+            # The rename survives a power cut only once the folder's entry is on disk.
+            _fsync_dir(path.parent)
+        except OSError as e:
+            raise write_error(e, key, self.root) from e
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        return await asyncio.to_thread(self._read, key, path)
+
+    def _read(self, key: str, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise _missing(key) from None
+        except OSError as e:
+            raise _read_error(e, key, self.root) from e
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.stat(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        return await asyncio.to_thread(self._stat, key, path)
+
+    def _stat(self, key: str, path: Path) -> ObjectInfo:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _missing(key) from None
+        except OSError as e:
+            raise _read_error(e, key, self.root) from e
+        if not stat.S_ISREG(st.st_mode):  # a folder is not an object, as on S3
+            raise _missing(key)
+        return ObjectInfo(size=st.st_size, content_type=guess_type(key))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
+        """Walk the folder that holds `prefix`, a batch of entries per thread hop."""
+        folder = self.root.joinpath(*check_key(prefix.rpartition("/")[0])) if "/" in prefix else self.root
+        walker = self._walk(folder, prefix)
+        while batch := await asyncio.to_thread(lambda: list(itertools.islice(walker, _LIST_BATCH))):
+            for item in batch:
+                yield item
+
+    def _walk(self, folder: Path, prefix: str) -> Iterator[Listed]:
+        for path, _, files in os.walk(folder):
+            for name in files:
+                full = os.path.join(path, name)
+                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if _TEMP.fullmatch(name) or not key.startswith(prefix):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(full)
+                    if stat.S_ISREG(st.st_mode):
+                        yield Listed(key, st.st_size, st.st_mtime)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            f = await asyncio.to_thread(open, path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise _missing(key) from None
+        except OSError as e:
+            raise _read_error(e, key, self.root) from e
+        try:
+            await asyncio.to_thread(f.seek, start)
+            left = None if end is None else max(0, end - start)
+            while left is None or left > 0:
+                want = _READ_CHUNK if left is None else min(_READ_CHUNK, left)
+                chunk = await asyncio.to_thread(f.read, want)
+                if not chunk:
+                    return
+                if left is not None:
+                    left -= len(chunk)
+                yield chunk
+        except OSError as e:
+            raise _read_error(e, key, self.root) from e
+        finally:
+            f.close()
+
+    async def start(self) -> None:
+        """Create the root and delete temp files a crash left behind (one walk of the tree)."""
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(e, "", self.root) from e
+        removed = 0
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                if _TEMP.fullmatch(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                        removed += 1
+        if removed:
+            log.info("removed %d stale temp file(s) under %s", removed, self.root)
+
+    async def close(self) -> None:
+        return None
+
+
+def guess_type(key: str) -> str:
+    """The Content-Type a local file is served with: from its extension, as S3 would store it."""
+    if key.endswith(".json"):
+        return "application/json"
+    return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
+
+
+def _makedirs(folder: Path) -> None:
+    """Create missing folders, fsyncing each parent so a new folder survives a power cut."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent put
+            new.mkdir()
+        _fsync_dir(new.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _missing(key: str) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, "no such key in the archive", key)
+
+
+def write_error(e: OSError, key: str, root: Path) -> DiskFull | StorageUnavailable:
+    """ENOSPC/EDQUOT → DiskFull; any other OSError → StorageUnavailable, saying what to check."""
+    reason = e.strerror or str(e)
+    if e.errno in _FULL:
+        return DiskFull(f"local archive {root}: no space left writing {key!r} ({reason}); "
+                        "free space on that disk or move storage.local.root")
+    return StorageUnavailable(f"local archive {root}: cannot write {key!r} ({reason}); check "
+                              "that the folder is mounted, writable and not a file")
+
+
+def _read_error(e: OSError, key: str, root: Path) -> StorageUnavailable:
+    return StorageUnavailable(f"local archive {root}: cannot read {key!r} ({e.strerror or e}); "
+                              "check that the disk is mounted and readable")

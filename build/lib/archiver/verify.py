@@ -1,0 +1,206 @@
+"""`archiver verify` (design.md §11): check the store against its sidecars and the state DB.
+
+Every sidecar's asset must exist with the recorded size and sha256. On a store that keeps
+a whole-object SHA-256 (S3 single-part uploads) that checksum is trusted unless `deep`;
+everything else is read back in bounded chunks and hashed. `--fix` puts damaged assets of
+tasks the state DB knows back to work; the daemon downloads them again under the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from archiver.browse.days import day_of_key, key_pattern, utc_day
+from archiver.browse.sources import is_sidecar, media_of
+from archiver.config import Config, ProviderEntry
+from archiver.model import ENDED
+from archiver.sidecar import asset_sidecar
+from archiver.state import Asset, StateDB, Task
+from archiver.storage import Storage
+from archiver.storage.base import Listed
+
+ORPHAN_AGE = 3600.0  # an asset may wait this long for its sidecar (the daemon writes it right after)
+CONCURRENCY = 8
+
+
+@dataclass
+class Problem:
+    kind: str  # missing_asset | changed | truncated | wrong_size | bad_sidecar | no_sidecar | sidecar_gone
+    key: str
+    detail: str
+    provider: str | None = None
+    task_id: str | None = None
+    fix: str | None = None  # what --fix did, or why it could not
+
+
+@dataclass
+class Report:
+    assets: int = 0
+    bytes: int = 0
+    problems: list[Problem] | None = None
+
+    def summary(self) -> str:
+        n = len(self.problems or [])
+        return (f"verified {self.assets:,} assets ({_size(self.bytes)}): "
+                + (f"{n} problem{'s' if n != 1 else ''}" if n else "no problems"))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"assets": self.assets, "bytes": self.bytes, "ok": not self.problems,
+                "problems": [asdict(p) for p in self.problems or []]}
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return f"{value:.1f} {units[0]}"
+
+
+class Verifier:
+    def __init__(self, storage: Storage, layout: str, *, since: str | None = None, deep: bool = False,
+                 db: sqlite3.Connection | None = None, progress: Callable[[int, int], None] | None = None,
+                 orphan_age: float = ORPHAN_AGE) -> None:
+        self.storage = storage
+        self.orphan_age = orphan_age
+        self.pattern = key_pattern(layout)
+        self.since = since
+        self.deep = deep
+        self.db = db
+        self.progress = progress
+        self.report = Report(problems=[])
+
+    async def run(self) -> Report:
+        listing = {item.key: item async for item in self.storage.list()
+                   if not item.key.startswith(("_index/", "_failed/")) and item.key != "index.html"}
+        sidecars = [k for k in listing if is_sidecar(k) and self._wanted(k.removesuffix(".json"), listing[k])]
+        gate, done = asyncio.Semaphore(CONCURRENCY), 0
+
+        async def one(key: str) -> None:
+            nonlocal done
+            async with gate:
+                await self._check(key, listing)
+            done += 1
+            if self.progress:
+                self.progress(done, len(sidecars))
+
+        for start in range(0, len(sidecars), 1000):
+            await asyncio.gather(*(one(k) for k in sidecars[start:start + 1000]))
+        known = self._check_state(listing) if self.db is not None else set()
+        now = time.time()
+        for key, item in listing.items():
+            if (not is_sidecar(key) and key + ".json" not in listing and key not in known
+                    and now - item.modified > self.orphan_age and self._wanted(key, item)):
+                self._problem("no_sidecar", key, "an asset without its sidecar, older than an hour")
+        assert self.report.problems is not None
+        self.report.problems.sort(key=lambda p: (p.key, p.kind))
+        return self.report
+
+    def _wanted(self, asset_key: str, item: Listed) -> bool:
+        if self.since is None:
+            return True
+        return (day_of_key(self.pattern, asset_key) or utc_day(item.modified)) >= self.since
+
+    async def _check(self, sidecar: str, listing: dict[str, Listed]) -> None:
+        asset = sidecar.removesuffix(".json")
+        try:
+            doc = json.loads(await self.storage.get(sidecar))
+            size, sha256 = int(doc["bytes"]), str(doc["sha256"]).lower()
+        except FileNotFoundError:
+            return  # deleted since the listing
+        except (ValueError, KeyError, TypeError) as e:
+            self._problem("bad_sidecar", sidecar, f"not a valid sidecar: {type(e).__name__}: {e}"[:200])
+            return
+        fields = {"provider": doc.get("provider"), "task_id": doc.get("task_id")}
+        if asset not in listing:
+            self._problem("missing_asset", asset, "the sidecar is there, its asset is not", **fields)
+            return
+        found = listing[asset].size
+        if found != size:
+            kind = "truncated" if found < size else "wrong_size"
+            self._problem(kind, asset, f"{found:,} bytes, the sidecar says {size:,}", **fields)
+            return
+        digest = await self._digest(asset)
+        if digest is None:
+            self._problem("missing_asset", asset, "deleted while being verified", **fields)
+        elif digest != sha256:
+            self._problem("changed", asset, f"sha256 {digest}, the sidecar says {sha256}", **fields)
+        else:
+            self.report.assets += 1
+            self.report.bytes += size
+
+    async def _digest(self, key: str) -> str | None:
+        try:
+            if not self.deep and (checksum := (await self.storage.stat(key)).checksum):
+                return checksum  # the store's own SHA-256 of the whole object
+            digest = hashlib.sha256()
+            async for chunk in self.storage.read(key):
+                digest.update(chunk)
+            return digest.hexdigest()
+        except FileNotFoundError:
+            return None
+
+    def _check_state(self, listing: dict[str, Listed]) -> set[str]:
+        """Archived assets (by the state DB) whose sidecar is gone; returns their keys."""
+        assert self.db is not None
+        reported = set()
+        rows = self.db.execute("SELECT t.provider, t.task_id, t.success_seen_at, a.key FROM assets a"
+                               " JOIN tasks t ON t.id = a.task WHERE a.state = 'archived' AND a.key IS NOT NULL")
+        for provider, task_id, seen, key in rows:
+            if self.since and seen and utc_day(seen) < self.since:
+                continue
+            if key + ".json" not in listing:
+                where = "its asset is there" if key in listing else "its asset is gone too"
+                self._problem("sidecar_gone", key, f"the state DB says archived, but no sidecar ({where})",
+                              provider=provider, task_id=task_id)
+                reported.add(key)
+        return reported
+
+    def _problem(self, kind: str, key: str, detail: str, **fields: Any) -> None:
+        assert self.report.problems is not None
+        self.report.problems.append(Problem(kind, key, detail, **fields))
+
+
+
+async def fix(problems: list[Problem], state: StateDB, config: Config, storage: Storage) -> None:
+    """Repair what the state DB knows how to: say in each problem's `fix` what happened."""
+    for p in problems:
+        asset_key = p.key.removesuffix(".json") if p.kind == "bad_sidecar" else p.key
+        row = state.db.execute("SELECT task, idx FROM assets WHERE key = ?", (asset_key,)).fetchone()
+        if row is None:
+            p.fix = "not fixed: no task in the state DB has this key"
+            continue
+        task, asset = state.task(row["task"]), state.asset(row["task"], row["idx"])
+        p.provider, p.task_id = task.provider, task.task_id
+        entry = config.providers.get(task.provider)
+        if task.state not in ENDED:
+            p.fix = f"not fixed: the task is {task.state.value}; the daemon is working on it"
+        elif entry is None:
+            p.fix = f"not fixed: provider entry {task.provider!r} is no longer in the config"
+        elif p.kind == "bad_sidecar" and asset.state == "archived" and not _damaged(problems, asset_key):
+            # The asset is intact: its sidecar is written again from what the state DB recorded.
+            await storage.put_bytes(p.key, _sidecar(state, task, entry, asset), content_type="application/json")
+            p.fix = "sidecar written again from the state DB"
+        else:
+            state.requeue_asset(task.pk, asset.idx, note=f"verify --fix: {p.kind}")
+            p.fix = "queued again: the daemon asks the provider and archives it anew under the same key"
+
+
+def _damaged(problems: list[Problem], key: str) -> bool:
+    return any(p.key == key for p in problems)
+
+
+def _sidecar(state: StateDB, task: Task, entry: ProviderEntry, asset: Asset) -> bytes:
+    assert asset.key and asset.bytes is not None and asset.sha256 and asset.content_type
+    return asset_sidecar(task, entry, asset, key=asset.key, count=state.asset_count(task.pk),
+                         media=media_of(asset.content_type, task.media), content_type=asset.content_type,
+                         size=asset.bytes, sha256=asset.sha256, downloaded_at=asset.downloaded_at or 0.0,
+                         archived_at=asset.archived_at or 0.0)
