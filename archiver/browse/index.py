@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,10 @@ class IndexLoop:
         return written
 
 
+def _next(days: Iterator[Day]) -> Day | None:
+    return next(days, None)
+
+
 def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
     return {"date": date, "tasks": fp[0], "assets": fp[1], "bytes": fp[2], "failed": fp[3]}
 
@@ -159,24 +164,35 @@ async def rebuild(config: Config, storage: Storage, db_path: Path, *, from_store
     """Rewrite every day file, days.json and index.html, from the state DB or from the store."""
     writer = IndexWriter(storage)
     await writer.write_page()
-    await writer.load_days()
-    bad = 0
+    before = set(await writer.load_days())
+    totals = {"days": 0, "assets": 0, "failed": 0, "unreadable": 0}
+
+    async def write(day: Day, n: int, count: int) -> None:
+        await writer.write_day(day, force=True)
+        before.discard(day.date)
+        totals["days"] += 1
+        totals["assets"] += len(day.assets)
+        totals["failed"] += len(day.failed)
+        if progress:
+            progress("wrote", n, count)
+
     if from_store:
-        days, bad = await read_store(storage, config.storage.layout,
-                                     progress and (lambda n, total: progress("read", n, total)))
+        days, totals["unreadable"] = await read_store(storage, config.storage.layout,
+                                                      progress and (lambda n, total: progress("read", n, total)))
+        for n, day in enumerate(days.values(), 1):
+            await write(day, n, len(days))
     else:
         source = StateSource(db_path, {name: entry.type for name, entry in config.providers.items()})
         try:
-            days = await asyncio.to_thread(source.all_days)
+            count = len(await asyncio.to_thread(source.fingerprints))
+            each = source.each_day()
+            n = 0
+            while (next_day := await asyncio.to_thread(_next, each)) is not None:
+                n += 1
+                await write(next_day, n, count)
         finally:
             source.close()
-    for date in writer.summaries.keys() - days.keys():
-        days[date] = Day(date)  # listed before but empty now: its old file must not show stale entries
-    for n, day in enumerate(days.values(), 1):
-        await writer.write_day(day, force=True)
-        if progress:
-            progress("wrote", n, len(days))
+    for date in before:  # listed before but empty now: its old file must not show stale entries
+        await writer.write_day(Day(date), force=True)
     await writer.write_days_json(force=True)
-    shown = [d for d in days.values() if d.assets or d.failed]
-    return {"days": len(shown), "assets": sum(len(d.assets) for d in shown),
-            "failed": sum(len(d.failed) for d in shown), "unreadable": bad}
+    return totals

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,26 +87,49 @@ class StateSource:
                           f"AND updated_at >= {start} AND updated_at < {start} + 86400")
         return days.get(date, Day(date))
 
-    def all_days(self) -> dict[str, Day]:
-        return self._days("", "")
+    def each_day(self) -> Iterator[Day]:
+        """Every day in date order, one at a time: memory holds one day, whatever the archive's size."""
+        assets = self.db.execute(_ASSETS.format(where="") + " ORDER BY COALESCE(t.success_seen_at, a.archived_at)")
+        failed = self.db.execute(_FAILED.format(where="") + " ORDER BY updated_at")
+        a, f = next(assets, None), next(failed, None)
+        while a is not None or f is not None:
+            date = min(d for d in (a and _asset_day(a), f and utc_day(f["updated_at"])) if d)
+            day = Day(date)
+            while a is not None and _asset_day(a) == date:
+                day.assets.append(self._asset(a))
+                a = next(assets, None)
+            while f is not None and utc_day(f["updated_at"]) == date:
+                day.failed.append(_failed(f))
+                f = next(failed, None)
+            yield day
 
     def _days(self, assets_where: str, failed_where: str) -> dict[str, Day]:
         days: dict[str, Day] = {}
         for r in self.db.execute(_ASSETS.format(where=assets_where)):
-            date = utc_day(r["success_seen_at"] or r["archived_at"])
-            days.setdefault(date, Day(date)).assets.append(asset_entry(
-                key=r["key"], sidecar=r["key"] + ".json", provider=r["provider"],
-                provider_type=self.types.get(r["provider"]), task_id=r["task_id"], index=r["idx"],
-                count=r["count"], media=media_of(r["content_type"], r["hint"]), model=r["model"],
-                prompt=r["prompt"], labels=json.loads(r["labels"]), content_type=r["content_type"],
-                bytes=r["bytes"], sha256=r["sha256"], archived_at=utc_iso(r["archived_at"])))
+            date = _asset_day(r)
+            days.setdefault(date, Day(date)).assets.append(self._asset(r))
         for r in self.db.execute(_FAILED.format(where=failed_where)):
             date = utc_day(r["updated_at"])
-            days.setdefault(date, Day(date)).failed.append(failed_entry(
-                provider=r["provider"], task_id=r["task_id"], reason=r["reason"], provider_code=r["code"],
-                provider_message=r["message"], record=failed_key(r["provider"], r["task_id"]),
-                labels=json.loads(r["labels"])))
+            days.setdefault(date, Day(date)).failed.append(_failed(r))
         return days
+
+    def _asset(self, r: sqlite3.Row) -> dict[str, Any]:
+        return asset_entry(
+            key=r["key"], sidecar=r["key"] + ".json", provider=r["provider"],
+            provider_type=self.types.get(r["provider"]), task_id=r["task_id"], index=r["idx"],
+            count=r["count"], media=media_of(r["content_type"], r["hint"]), model=r["model"],
+            prompt=r["prompt"], labels=json.loads(r["labels"]), content_type=r["content_type"],
+            bytes=r["bytes"], sha256=r["sha256"], archived_at=utc_iso(r["archived_at"]))
+
+
+def _asset_day(r: sqlite3.Row) -> str:
+    return utc_day(r["success_seen_at"] or r["archived_at"])
+
+
+def _failed(r: sqlite3.Row) -> dict[str, Any]:
+    return failed_entry(provider=r["provider"], task_id=r["task_id"], reason=r["reason"], provider_code=r["code"],
+                        provider_message=r["message"], record=failed_key(r["provider"], r["task_id"]),
+                        labels=json.loads(r["labels"]))
 
 
 def is_sidecar(key: str) -> bool:

@@ -109,3 +109,23 @@ async def test_failed_write_is_retried_next_round(tmp_path: Path) -> None:
     (root / "_index/days").unlink()
     assert await loop.round() == 4
     assert len(list((root / "_index/days").iterdir())) == 3
+
+
+async def test_rebuild_empties_a_day_that_lost_everything(tmp_path: Path) -> None:
+    """A day listed before but empty now keeps no stale entries, and days.json drops it."""
+    world = await make_world(tmp_path, "local", tasks=30)
+    await rebuild(world.config, world.storage, world.db, from_store=False)
+    state = StateDB(world.db)
+    try:  # every task of 2026-09-02 put back to work, as `archiver retry` would
+        rows = state.db.execute("SELECT id FROM tasks WHERE date(COALESCE(success_seen_at, updated_at),"
+                                " 'unixepoch') = '2026-09-02'").fetchall()
+        state.db.execute("DELETE FROM assets WHERE key LIKE '%/2026/09/02/%'")
+        state.retry([r[0] for r in rows])
+    finally:
+        state.close()
+    result = await rebuild(world.config, world.storage, world.db, from_store=False)
+    assert result["days"] == 2
+    assert [d["date"] for d in json.loads(await world.storage.get("_index/days.json"))["days"]] == [
+        "2026-09-03", "2026-09-01"]
+    assert json.loads(await world.storage.get(day_key("2026-09-02"))) == {
+        "schema": "archiver.day/1", "date": "2026-09-02", "assets": [], "failed": []}
