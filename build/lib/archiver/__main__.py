@@ -1,3 +1,0 @@
-from archiver.cli import main
-
-raise SystemExit(main())
