@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,8 @@ WHERE state = 'failed' {where}
 """
 # Per day: what days.json shows, plus the newest change, so a day is rebuilt only when it moved.
 _FINGERPRINTS = """
-SELECT date(t.success_seen_at, 'unixepoch') AS day, COUNT(DISTINCT t.id), COUNT(*), SUM(a.bytes),
-       MAX(a.archived_at)
+SELECT date(COALESCE(t.success_seen_at, a.archived_at), 'unixepoch') AS day, COUNT(DISTINCT t.id), COUNT(*),
+       SUM(a.bytes), MAX(a.archived_at)
 FROM assets a JOIN tasks t ON t.id = a.task
 WHERE a.state = 'archived' AND a.key IS NOT NULL GROUP BY day
 """
@@ -183,6 +183,3 @@ def _add(days: dict[str, Day], key: str, doc: dict[str, Any], pattern: Any) -> N
     days.setdefault(date, Day(date)).assets.append(
         asset_entry(key=asset, sidecar=key, labels=doc.get("labels") or {}, **fields))
 
-
-def summaries(days: Iterable[Day]) -> list[dict[str, Any]]:
-    return [d.summary() for d in days]
