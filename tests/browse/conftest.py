@@ -37,10 +37,10 @@ def world_config(tmp: Path, backend: str, s3: dict[str, Any] | None = None, **ex
 
 
 async def make_world(tmp: Path, backend: str, s3: dict[str, Any] | None = None, *, tasks: int = 60, days: int = 3,
-                     video: bytes | None = None, start: dt.date = dt.date(2026, 9, 1)) -> World:
+                     video: bytes | None = None, audio: bool = False, start: dt.date = dt.date(2026, 9, 1)) -> World:
     path = world_config(tmp, backend, s3)
     config = load_config(path, require_secrets=False)
-    made = generate(state_path(config), tasks, days, video=video, start=start)
+    made = generate(state_path(config), tasks, days, video=video, audio=audio, start=start)
     storage = open_storage(config.storage)
     await write_storage(storage, made)
     return World(config, path, storage, made, state_path(config))

@@ -31,7 +31,7 @@ async def video_world(tmp_path: Path, browser: Any, request: pytest.FixtureReque
     if backend == "s3":
         s3 = {"bucket": request.getfixturevalue("s3_bucket"), "prefix": "ai/", "region": "us-east-1",
               "endpoint_url": request.getfixturevalue("moto_server")}
-    world = await make_world(tmp_path, backend, s3, tasks=45, days=3, video=await record_webm(browser))
+    world = await make_world(tmp_path, backend, s3, tasks=45, days=3, video=await record_webm(browser), audio=True)
     await rebuild(world.config, world.storage, world.db, from_store=False)
     return world
 
@@ -69,6 +69,12 @@ async def check_page(page: Any, base: str, world: World, shot: Path) -> None:
         v.addEventListener('loadedmetadata', () => done(v.videoWidth)); v.addEventListener('error', () => done(-1));
         v.load(); })""")
     assert loaded == 160
+    sound = made.assets[[a["media"] for a in made.assets].index("audio")]["key"]
+    duration = await page.eval_on_selector(f'[data-key="{sound}"] audio', """a => new Promise(done => {
+        if (a.readyState >= 1) return done(a.duration);
+        a.addEventListener('loadedmetadata', () => done(a.duration)); a.addEventListener('error', () => done(-1));
+        a.preload = 'metadata'; a.load(); })""")
+    assert abs(duration - 0.5) < 0.01
     await page.screenshot(path=str(shot))
 
     # Filters and search narrow the view.

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
+import math
 import random
 import struct
+import wave
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,18 @@ def png(width: int, height: int, seed: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + body
 
 
+def wav(seconds: float = 0.5, rate: int = 8000) -> bytes:
+    """A real WAV file: a 440 Hz tone, 8-bit mono."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(rate)
+        tone = (int(128 + 100 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate)))
+        w.writeframes(bytes(tone))
+    return out.getvalue()
+
+
 def entries() -> dict[str, ProviderEntry]:
     return {name: ProviderEntry(name=name, type=kind, api_key=Secret("unused"), base_url="http://127.0.0.1:9",
                                 requests_per_second=5.0, give_up_after=3600.0, poll_intervals=DEFAULT_POLL_INTERVALS,
@@ -64,8 +79,12 @@ class Generated:
 
 
 def generate(db_path: Path, tasks: int, days: int, *, start: dt.date = dt.date(2026, 9, 1), seed: int = 7,
-             video: bytes | None = None, images: int = 40) -> Generated:
-    """`tasks` tasks spread over `days` UTC days; one in 25 failed, the rest with 1–3 assets."""
+             video: bytes | None = None, audio: bool = False, images: int = 40) -> Generated:
+    """`tasks` tasks spread over `days` UTC days; one in 25 failed, the rest with 1–3 assets.
+
+    With `video` (a real video's bytes), one task in ten holds that video; with `audio`, one in
+    ten holds a short WAV tone.
+    """
     rng = random.Random(seed)
     pictures = [png(96, 96, i) for i in range(images)]
     made = Generated()
@@ -74,14 +93,14 @@ def generate(db_path: Path, tasks: int, days: int, *, start: dt.date = dt.date(2
     try:
         with state.transaction() as db:
             for n in range(tasks):
-                _one(db, made, n, rng, pictures, video, entry_of, start, days)
+                _one(db, made, n, rng, pictures, video, wav() if audio else None, entry_of, start, days)
     finally:
         state.close()
     return made
 
 
 def _one(db: Any, made: Generated, n: int, rng: random.Random, pictures: list[bytes], video: bytes | None,
-         entry_of: dict[str, ProviderEntry], start: dt.date, days: int) -> None:
+         audio: bytes | None, entry_of: dict[str, ProviderEntry], start: dt.date, days: int) -> None:
     provider = rng.choice(sorted(TYPES))
     task_id = f"t{n:06d}-{rng.randrange(16**6):06x}"
     day = dt.datetime.combine(start + dt.timedelta(days=n % days), dt.time(), dt.UTC)
@@ -110,11 +129,12 @@ def _one(db: Any, made: Generated, n: int, rng: random.Random, pictures: list[by
         made.objects[record] = (failed_record(task, entry, [], task.updated_at), "application/json")
         made.failed.append({"provider": provider, "task_id": task_id, "record": record, "day": f"{day:%Y-%m-%d}"})
         return
-    count = 1 if video and n % 10 == 3 else rng.choice((1, 1, 2, 3))
+    media = "video" if video and n % 10 == 3 else "audio" if audio and n % 10 == 5 else "image"
+    count = 1 if media != "image" else rng.choice((1, 1, 2, 3))
     for idx in range(count):
-        is_video = video is not None and n % 10 == 3
-        body = video if is_video and video else pictures[(n + idx) % len(pictures)]
-        ext, content_type = ("webm", "video/webm") if is_video else ("png", "image/png")
+        body, ext, content_type = {"video": (video, "webm", "video/webm"), "audio": (audio, "wav", "audio/wav"),
+                                   "image": (pictures[(n + idx) % len(pictures)], "png", "image/png")}[media]
+        assert body is not None
         key = f"{provider}/{day:%Y/%m/%d}/{task_id}/{idx:02d}.{ext}"
         sha = hashlib.sha256(body).hexdigest()
         at = seen + 2 + idx
@@ -124,13 +144,13 @@ def _one(db: Any, made: Generated, n: int, rng: random.Random, pictures: list[by
                     at - 1, at))
         asset = Asset(pk, idx, f"https://cdn.example/{task_id}/{idx}", key, "archived", len(body), sha, content_type,
                       at - 1, at)
-        sidecar = asset_sidecar(task, entry, asset, key=key, count=count, media="video" if is_video else "image",
+        sidecar = asset_sidecar(task, entry, asset, key=key, count=count, media=media,
                                 content_type=content_type, size=len(body), sha256=sha, downloaded_at=at - 1,
                                 archived_at=at)
         made.objects[key] = (body, content_type)
         made.objects[key + ".json"] = (sidecar, "application/json")
         made.assets.append({"key": key, "provider": provider, "task_id": task_id, "prompt": prompt, "model": model,
-                            "media": "video" if is_video else "image", "labels": labels, "day": f"{day:%Y-%m-%d}"})
+                            "media": media, "labels": labels, "day": f"{day:%Y-%m-%d}"})
 
 
 def write_local(root: Path, made: Generated) -> None:
