@@ -84,7 +84,7 @@ async def first_screen(url: str, runs: int = 5) -> tuple[float, float]:
             await page.goto(url)
             await page.wait_for_selector("body[data-ready]", timeout=60_000)
             readies.append(await page.evaluate("performance.now()") / 1000)
-            await page.wait_for_function("window.__first !== undefined")
+            await page.wait_for_function("() => window.__first !== undefined")
             firsts.append(await page.evaluate("window.__first") / 1000)
             await page.close()
         await browser.close()

@@ -103,7 +103,7 @@ async def check_page(page: Any, base: str, world: World, shot: Path) -> None:
     # The detail view shows the sidecar's fields and links to the file and the sidecar.
     await page.click(f'[data-key="{target["key"]}"] button')
     await page.wait_for_selector("#detail[open]")
-    await page.wait_for_function("document.querySelector('#detail-fields').textContent.includes('source_url')")
+    await page.wait_for_function("() => document.querySelector('#detail-fields').textContent.includes('source_url')")
     assert await page.get_attribute("#detail-file", "href") == "./" + target["key"]
     assert await page.get_attribute("#detail-sidecar", "href") == "./" + target["key"] + ".json"
     async with page.expect_response(lambda r: r.url.endswith(target["key"] + ".json")) as sidecar:
