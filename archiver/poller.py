@@ -24,6 +24,7 @@ from archiver.errors import KeyRejected, RateLimited, TransientError
 from archiver.model import Phase, TaskStatus
 from archiver.pacing import ProviderHttp, poll_delay
 from archiver.providers.base import Provider
+from archiver.recorder import Recorder
 from archiver.state import Asset, StateDB, Task
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class EntryPoller:
     """Polls every live task of one provider entry."""
 
     def __init__(self, entry: ProviderEntry, provider: Provider, http: ProviderHttp, state: StateDB,
-                 on_success: OnSuccess, on_failed: OnFailed, rng: random.Random) -> None:
+                 on_success: OnSuccess, on_failed: OnFailed, rng: random.Random,
+                 recorder: Recorder | None = None) -> None:
         self.entry = entry
         self.provider = provider
         self.http = http
@@ -55,6 +57,7 @@ class EntryPoller:
         self.on_success = on_success
         self.on_failed = on_failed
         self.rng = rng
+        self.recorder = recorder or Recorder()
         self.heap: list[tuple[float, int, int]] = []
         self.tracked: dict[int, Tracked] = {}
         self.seq = itertools.count()
@@ -65,6 +68,7 @@ class EntryPoller:
         self.slots = asyncio.Semaphore(in_flight)
         self.running: set[asyncio.Task[None]] = set()
         self.busy: set[int] = set()  # tasks with a poll in flight
+        self.current: dict[int, int] = {}  # pk → seq of its one live heap entry; older ones are stale
 
     def add(self, task: Task, due: float | None = None) -> None:
         if task.pk in self.tracked:
@@ -72,8 +76,17 @@ class EntryPoller:
         self.tracked[task.pk] = Tracked(task.task_id, task.first_seen_at, task.unknown_since)
         self._schedule(task.pk, time.time() if due is None else due)
 
+    def poll_now(self, pk: int) -> bool:
+        """Poll this task at once (a provider's callback said it ended); False if it is not ours now."""
+        if pk not in self.tracked or pk in self.busy:
+            return False
+        self._schedule(pk, time.time())
+        return True
+
     def _schedule(self, pk: int, due: float) -> None:
-        heapq.heappush(self.heap, (due, next(self.seq), pk))
+        seq = next(self.seq)
+        self.current[pk] = seq
+        heapq.heappush(self.heap, (due, seq, pk))
         self.wake.set()
 
     def _later(self, pk: int, delay: float | None = None) -> None:
@@ -109,8 +122,8 @@ class EntryPoller:
         """Pop up to batch_size due tasks, oldest due first; stale heap entries are skipped."""
         now, batch = time.time(), list[int]()
         while self.heap and self.heap[0][0] <= now and len(batch) < self.provider.batch_size:
-            pk = heapq.heappop(self.heap)[2]
-            if pk in self.tracked and pk not in self.busy:
+            _, seq, pk = heapq.heappop(self.heap)
+            if pk in self.tracked and pk not in self.busy and self.current.get(pk) == seq:
                 batch.append(pk)
                 self.busy.add(pk)
         return batch
@@ -157,6 +170,8 @@ class EntryPoller:
             return
         self._healthy()
         for task_id, pk in ids.items():
+            status = results.get(task_id)
+            self.recorder.poll(self.entry.name, status.phase.value if status else "not_found")
             await self._handle(pk, results.get(task_id))
 
     async def ask_once(self, task_id: str) -> TaskStatus | None:
@@ -174,6 +189,7 @@ class EntryPoller:
                     ",".join(self.tracked[pk].task_id for pk in live), message, pause,
                     extra={"provider": self.entry.name, "reason": kind})
         self.http.bucket.pause(pause)
+        self.recorder.poll(self.entry.name, kind, len(live))
         if kind == "unauthorised" and not self.unauthorised:
             self.unauthorised = True
             log.error("provider=%s: the API key was rejected; tasks wait and polling retries every %ds",
@@ -209,6 +225,7 @@ class EntryPoller:
                              response=status.response)
         elif status.phase == Phase.SUCCEEDED:
             del self.tracked[pk]
+            self.current.pop(pk, None)
             assets = self.state.succeeded(pk, status)
             self.on_success(self.state.task(pk), assets)
         else:
@@ -218,5 +235,6 @@ class EntryPoller:
     async def _fail(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:
         self.tracked.pop(pk, None)
+        self.current.pop(pk, None)
         task = self.state.failed(pk, reason, code, message, response)
         await self.on_failed(task)
