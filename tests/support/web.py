@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,12 +86,31 @@ def kie_entry(base: str, **extra: Any) -> dict[str, Any]:
     return {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["30s"]} | extra
 
 
+# Root ignores file modes; without these two capabilities it obeys them, as the daemon's
+# unprivileged user does under systemd.
+NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+class PrefixedDaemon(DaemonProcess):
+    """`archiver run` started through a wrapper command such as NO_DAC."""
+
+    def __init__(self, config: Path, env: dict[str, str], log: Path, prefix: list[str]) -> None:
+        super().__init__(config, env, log)
+        self.prefix = prefix
+
+    async def start(self) -> None:
+        with open(self.log, "ab") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.prefix, sys.executable, "-m", "archiver", "run", "-c", str(self.config),
+                stdout=asyncio.subprocess.DEVNULL, stderr=err, env=self.env)
+
+
 @asynccontextmanager
-async def web_daemon(tmp: Path, fake: FakeApis, providers: dict[str, Any] | None = None,
-                     http: dict[str, Any] | None = None, **extra: Any) -> AsyncIterator[Web]:
+async def web_daemon(tmp: Path, fake: FakeApis, providers: Any = None, http: dict[str, Any] | None = None,
+                     prefix: list[str] | None = None, **extra: Any) -> AsyncIterator[Web]:
     """Serve `fake`, start `archiver run` with http on a free port, stop it (SIGTERM) at the end.
 
-    `providers` is called with the fake's base URL when it is a callable.
+    `providers` is a dict of entries, or a callable given the fake's base URL that returns one.
     """
     async with serve(fake.app()) as api:
         fake.base = api
@@ -99,7 +119,7 @@ async def web_daemon(tmp: Path, fake: FakeApis, providers: dict[str, Any] | None
         http = {"listen": f"127.0.0.1:{port}", "token": "${ARCHIVER_HTTP_TOKEN}"} | (http or {})
         config = write_config(tmp / "config.yaml", base_config(tmp, entries, http=http, **extra))
         env = dict(os.environ, KIE_API_KEY=API_KEY, ARCHIVER_HTTP_TOKEN=TOKEN)
-        daemon = DaemonProcess(config, env, tmp / "daemon.log")
+        daemon = PrefixedDaemon(config, env, tmp / "daemon.log", prefix or [])
         await daemon.start()
         base = f"http://127.0.0.1:{port}"
         try:
