@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -9,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.web import API_KEY, kie_entry, web_daemon
 
+DASHBOARD = Path(__file__).parents[2] / "contrib" / "grafana-archiver.json"
 NAMES = {
     "archiver_tasks", "archiver_tasks_finished", "archiver_polls", "archiver_poll_duration_seconds",
     "archiver_downloads", "archiver_download_bytes", "archiver_download_duration_seconds",
@@ -76,3 +79,11 @@ async def test_metrics_count_what_happened(tmp_path: Path) -> None:
     assert value("archiver_oldest_pending_seconds", provider="kie") == 0
     assert value("archiver_build_info", version="0.1.0") == 1
     assert "m-one" not in text and "task_id" not in text, "a task ID is never a label"
+    check_dashboard({name for name, _ in got})
+
+
+def check_dashboard(scraped: set[str]) -> None:
+    """Every series the Grafana dashboard queries is one /metrics really serves."""
+    exprs = [t["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for t in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"archiver_[a-z_]+", expr)}
+    assert used and used <= scraped, used - scraped
