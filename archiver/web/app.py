@@ -135,7 +135,7 @@ class WebServer:
             return web.json_response({"error": "a valid Authorization: Bearer token is required"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
         if request.content_type != "application/json":
-            return _error(415, "send the tasks as Content-Type: application/json (curl: -H 'Content-Type: application/json')")
+            return _error(415, "send the tasks as JSON (curl: -H 'Content-Type: application/json')")
         items = await self._items(request)
         if isinstance(items, web.Response):
             return items
