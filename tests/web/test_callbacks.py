@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
@@ -160,3 +161,27 @@ async def test_token_callbacks_for_a_provider_without_signatures(tmp_path: Path)
         assert (await web.post(f"/callbacks/mx?token={secret}", data=body))[1] == {"result": "replay"}
         assert task.polls == 2
         assert secret not in web.daemon.log.read_text()
+
+
+async def test_the_answer_does_not_wait_for_a_rate_limited_provider(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeApis(API_KEY)
+    first = fake.add(FakeTask("kie", "rl-a", ["running"] * 5, [media_bytes("png", 1_000, "a")]))
+    second = fake.add(FakeTask("kie", "rl-b", ["running", "success"], [media_bytes("png", 1_000, "b")]))
+    monkeypatch.setenv("KIE_WEBHOOK_KEY", KIE_SECRET)
+    providers = lambda base: {"kie": kie_entry(base, callbacks={"secret": "${KIE_WEBHOOK_KEY}"})}  # noqa: E731
+    async with web_daemon(tmp_path, fake, providers) as web:
+        assert (await web.submit([{"provider": "kie", "task_id": t} for t in ("rl-a", "rl-b")]))[0] == 202
+        await wait_polls(first, 1)
+        await wait_polls(second, 1)
+        fake.throttle["kie"] = 6  # the next request gets 429 with Retry-After: 6
+        assert (await web.post("/callbacks/kie", data=kie_body("rl-a"), headers=kie_headers("rl-a")))[0] == 200
+        while not any(r.status == 429 for r in fake.requests):
+            await asyncio.sleep(0.05)
+        # The entry is paused for 6 s; a handler that waited for its poll could not answer in 3.
+        async with web.client.post(web.base + "/callbacks/kie", data=kie_body("rl-b"), headers=kie_headers("rl-b"),
+                                   timeout=aiohttp.ClientTimeout(total=3)) as resp:
+            assert (resp.status, await resp.json()) == (200, {"result": "polling"})
+        assert second.polls == 1
+        await web.daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
+        assert second.polls == 2
