@@ -18,17 +18,17 @@ from archiver.model import State, TaskRef
 from archiver.state import StateDB
 
 TOKEN = "bench-token"
-PENDING = 0.01  # the share of tasks still polling; the rest are archived
+PENDING = 10  # tasks still polling, at any size: only the table's size differs between rows
 
 
 def fill(state_dir: Path, tasks: int) -> None:
-    """`tasks` tasks straight into a new state DB: 1 % polling, the rest archived."""
+    """`tasks` tasks straight into a new state DB: PENDING polling, the rest archived."""
     state = StateDB(state_dir / "archiver.db")
     try:
         state.add_tasks([TaskRef("kie", f"m{i:06d}") for i in range(tasks)])
         with state.transaction() as db:
-            db.execute("UPDATE tasks SET state = ? WHERE id > ?", (State.ARCHIVED, int(tasks * PENDING)))
-            db.execute("UPDATE tasks SET state = ? WHERE id <= ?", (State.POLLING, int(tasks * PENDING)))
+            db.execute("UPDATE tasks SET state = ? WHERE id > ?", (State.ARCHIVED, PENDING))
+            db.execute("UPDATE tasks SET state = ? WHERE id <= ?", (State.POLLING, PENDING))
     finally:
         state.close()
 
