@@ -69,6 +69,8 @@ class EntryPoller:
         self.running: set[asyncio.Task[None]] = set()
         self.busy: set[int] = set()  # tasks with a poll in flight
         self.current: dict[int, int] = {}  # pk → seq of its one live heap entry; older ones are stale
+        self.hinted: set[int] = set()  # a callback asked for a fresh answer; no poll has started since
+        self.serving: set[int] = set()  # hinted tasks whose poll is in flight
 
     def add(self, task: Task, due: float | None = None) -> None:
         if task.pk in self.tracked:
@@ -77,10 +79,17 @@ class EntryPoller:
         self._schedule(task.pk, time.time() if due is None else due)
 
     def poll_now(self, pk: int) -> bool:
-        """Poll this task at once (a provider's callback said it ended); False if it is not ours now."""
-        if pk not in self.tracked or pk in self.busy:
+        """Poll this task at once (a provider's callback said it ended); False if it is not ours now.
+
+        A poll already in flight may have left the provider before the task ended: the task is
+        then asked once more right after it. A hinted poll refused by a 429 or 5xx is asked
+        again when the pause ends, not at the task's next scheduled time.
+        """
+        if pk not in self.tracked:
             return False
-        self._schedule(pk, time.time())
+        self.hinted.add(pk)
+        if pk not in self.busy:
+            self._schedule(pk, time.time())
         return True
 
     def _schedule(self, pk: int, due: float) -> None:
@@ -92,7 +101,7 @@ class EntryPoller:
     def _later(self, pk: int, delay: float | None = None) -> None:
         tracked = self.tracked[pk]
         age = time.time() - tracked.first_seen_at
-        normal = poll_delay(self.entry.poll_intervals, age, self.rng)
+        normal = 0.0 if pk in self.hinted else poll_delay(self.entry.poll_intervals, age, self.rng)
         self._schedule(pk, time.time() + max(normal, delay or 0.0))
 
     async def run(self) -> None:
@@ -126,6 +135,9 @@ class EntryPoller:
             if pk in self.tracked and pk not in self.busy and self.current.get(pk) == seq:
                 batch.append(pk)
                 self.busy.add(pk)
+                if pk in self.hinted:
+                    self.hinted.discard(pk)
+                    self.serving.add(pk)
         return batch
 
     async def _poll(self, batch: list[int]) -> None:
@@ -141,6 +153,7 @@ class EntryPoller:
                     self._later(pk)
         finally:
             self.busy.difference_update(batch)
+            self.serving.difference_update(batch)
             self.slots.release()
 
     async def _drop_expired(self, batch: Sequence[int]) -> list[int]:
@@ -197,6 +210,8 @@ class EntryPoller:
         self.state.set_health(self.entry.name, kind, message)
         for pk in live:
             self.state.polled(pk, error=message, unknown_since=self.tracked[pk].unknown_since)
+            if pk in self.serving:
+                self.hinted.add(pk)  # the callback's poll got no answer: ask again after the pause
             self._later(pk, pause)
 
     def _healthy(self) -> None:
@@ -225,7 +240,7 @@ class EntryPoller:
                              response=status.response)
         elif status.phase == Phase.SUCCEEDED:
             del self.tracked[pk]
-            self.current.pop(pk, None)
+            self._forget(pk)
             assets = self.state.succeeded(pk, status)
             self.on_success(self.state.task(pk), assets)
         else:
@@ -235,6 +250,10 @@ class EntryPoller:
     async def _fail(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:
         self.tracked.pop(pk, None)
-        self.current.pop(pk, None)
+        self._forget(pk)
         task = self.state.failed(pk, reason, code, message, response)
         await self.on_failed(task)
+
+    def _forget(self, pk: int) -> None:
+        self.current.pop(pk, None)
+        self.hinted.discard(pk)

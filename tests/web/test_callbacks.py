@@ -185,3 +185,5 @@ async def test_the_answer_does_not_wait_for_a_rate_limited_provider(tmp_path: Pa
         assert second.polls == 1
         await web.daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
         assert second.polls == 2
+        # rl-a's hinted poll got the 429: it is asked again when the pause ends, not in 30 s.
+        await wait_polls(first, 2, timeout=ONE_POLL_THEN_WAIT - 8)
