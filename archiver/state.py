@@ -211,22 +211,25 @@ class StateDB:
         so a crash either keeps both or re-reads the lines; a task already known is ignored.
         """
         now = time.time()
-        new: list[int] = []
         with self.transaction() as db:
-            for ref in refs:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now))
-                if cur.rowcount:
-                    pk = int(cur.lastrowid or 0)
-                    new.append(pk)
-                    self._history(db, pk, State.QUEUED)
+            new = [pk for ref in refs if (pk := self._insert(db, ref, now)) is not None]
             db.executemany("INSERT INTO rejects (at, line_no, reason, line) VALUES (?, ?, ?, ?)",
                            [(now, r.line_no, r.reason, r.line) for r in rejects])
             db.execute("INSERT OR REPLACE INTO inbox (id, dev, ino, offset, line_no) VALUES (1, ?, ?, ?, ?)",
                        (position.dev, position.ino, position.offset, position.line_no))
         return [self.task(pk) for pk in new]
+
+    def _insert(self, db: sqlite3.Connection, ref: TaskRef, now: float, note: str | None = None) -> int | None:
+        """Queue one new task; None if it is known already."""
+        cur = db.execute(
+            "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now))
+        if not cur.rowcount:
+            return None
+        pk = int(cur.lastrowid or 0)
+        self._history(db, pk, State.QUEUED, note=note)
+        return pk
 
     # --- reads --------------------------------------------------------------------------
 
@@ -402,17 +405,9 @@ class StateDB:
         Commit point: one transaction for the batch, done before the caller is answered.
         """
         now = time.time()
-        pks: list[int | None] = []
         with self.transaction() as db:
-            for ref in refs:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now))
-                pks.append(int(cur.lastrowid or 0) if cur.rowcount else None)
-                if cur.rowcount:
-                    self._history(db, int(cur.lastrowid or 0), State.QUEUED, note="http")
-        return [self.task(pk) if pk else None for pk in pks]
+            pks = [self._insert(db, ref, now, note="http") for ref in refs]
+        return [self.task(pk) if pk is not None else None for pk in pks]
 
     def kept_counts(self) -> dict[str, int]:
         """Tasks per state from the trigger-kept table: constant cost at any number of tasks."""
