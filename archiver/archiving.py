@@ -6,14 +6,16 @@ record), a transient one hands the asset back to the daemon to try again later.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from archiver import datauri
 from archiver.config import Config
-from archiver.download import Downloader, discard, redact
+from archiver.download import Downloader, Fetched, discard, redact
 from archiver.errors import DiskFull, PermanentError, TransientError, UrlExpired
 from archiver.logs import task_fields
 from archiver.model import Phase, State, TaskStatus
@@ -29,6 +31,7 @@ REQUEUE_AFTER = 30.0  # a download that ran out of retries waits this long, then
 MAX_ROUNDS = 3  # ...this many times before the task fails with download_failed
 
 AskOnce = Callable[[str, str], Awaitable[TaskStatus | None]]
+Refresh = Callable[[str, str, str], Awaitable[str | None]]  # provider, task_id, url → fresh link
 Requeue = Callable[[int, int, float], None]
 
 
@@ -37,7 +40,8 @@ class Archiver:
 
     def __init__(self, config: Config, state: StateDB, storage: Storage, downloader: Downloader,
                  staging: Path, *, ask_once: AskOnce, requeue: Requeue,
-                 disk_full: Callable[[str], None], recorder: Recorder | None = None) -> None:
+                 disk_full: Callable[[str], None], refresh: Refresh | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.config = config
         self.state = state
         self.storage = storage
@@ -46,40 +50,48 @@ class Archiver:
         self.ask_once = ask_once
         self.requeue = requeue
         self.disk_full = disk_full
+        self.refresh = refresh
+        # Fresh links (kie download-url) to fetch an expired asset from; its key and sidecar
+        # keep the original URL. Kept in memory only: they live 20 minutes.
+        self.fetch_from: dict[tuple[int, int], str] = {}
         self.rounds: dict[tuple[int, int], int] = {}
         self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
         self.storage_failing = False
         self.storage_failing_since: float | None = None  # first failed write of the current outage
         self.recorder = recorder or Recorder()
 
-    async def archive(self, pk: int, idx: int) -> None:
-        """Download one asset and store it with its sidecar; trouble is recorded, never raised."""
+    async def archive(self, pk: int, idx: int) -> bool:
+        """Download one asset and store it with its sidecar; True once archived.
+
+        Trouble is recorded, never raised.
+        """
         task, asset = self.state.task(pk), self.state.asset(pk, idx)
         if task.state != State.DOWNLOADING or asset.state == "archived":
-            return
+            return False
         fields = task_fields(task.provider, task.task_id, State.DOWNLOADING)
         staged = self.staging / f"{pk}-{idx}.part"
         started = time.monotonic()
         try:
-            fetched = await self.downloader.fetch(asset.url, staged)
+            fetched = await self._fetch(asset, staged)
         except PermanentError as e:
             if isinstance(e, UrlExpired) and await self._fresh_url(task, asset):
                 self.recorder.download("retry")
-                return
+                return False
             self.recorder.download("failed")
+            self.fetch_from.pop((pk, idx), None)
             log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
                       redact(asset.url), e, extra=fields | {"reason": e.reason})
             await self.write_failed(self.state.failed(pk, e.reason, message=str(e)))
-            return
+            return False
         except DiskFull as e:
             self.recorder.download("retry")
             self.disk_full(str(e))
             await self._retry_later(task, asset, str(e), counts=False)
-            return
+            return False
         except TransientError as e:
             self.recorder.download("retry")
             await self._retry_later(task, asset, str(e), counts=True)
-            return
+            return False
         self.recorder.download("ok", fetched.size, time.monotonic() - started)
         downloaded_at = time.time()
         ext = choose_ext(fetched.head, fetched.content_type, asset.url)
@@ -105,7 +117,7 @@ class Archiver:
             self.storage_failing = True
             self.state.set_health("storage", "failing", str(e))
             await self._retry_later(task, asset, f"storage: {e}", counts=False)
-            return
+            return False
         self.storage_failing_since = None
         if self.storage_failing:
             self.storage_failing = False
@@ -114,6 +126,7 @@ class Archiver:
                                    content_type=content_type, downloaded_at=downloaded_at,
                                    archived_at=archived_at)
         discard(staged)
+        self.fetch_from.pop((pk, idx), None)
         log.info("provider=%s task_id=%s: archived %s (%d bytes)", task.provider, task.task_id, key,
                  fetched.size, extra=fields)
         if done:
@@ -121,6 +134,13 @@ class Archiver:
             self.recorder.success_to_archived(archived_at - (task.success_seen_at or downloaded_at))
             log.info("provider=%s task_id=%s: archived", task.provider, task.task_id,
                      extra=task_fields(task.provider, task.task_id, State.ARCHIVED))
+        return True
+
+    async def _fetch(self, asset: Asset, staged: Path) -> Fetched:
+        """The asset's bytes into staging: decoded from a data: URI, or downloaded."""
+        if asset.url.startswith("data:"):
+            return await asyncio.to_thread(datauri.save, asset.url, staged, self.downloader.max_bytes)
+        return await self.downloader.fetch(self.fetch_from.get((asset.task, asset.idx), asset.url), staged)
 
     async def _fresh_url(self, task: Task, asset: Asset) -> bool:
         """Before url_expired is final, ask the provider once more: it may hand out a fresh URL."""
@@ -128,13 +148,23 @@ class Archiver:
             return False
         self.refreshed.add((task.pk, asset.idx))
         status = await self.ask_once(task.provider, task.task_id)
-        if status is None or status.phase != Phase.SUCCEEDED or asset.idx >= len(status.urls):
-            return False
-        if status.urls[asset.idx] == asset.url:
-            return False
+        if status is None or status.phase != Phase.SUCCEEDED or asset.idx >= len(status.urls) \
+                or status.urls[asset.idx] == asset.url:
+            return await self._fresh_link(task, asset)
         log.info("provider=%s task_id=%s: result URL %d expired; the provider gave a fresh one",
                  task.provider, task.task_id, asset.idx, extra=task_fields(task.provider, task.task_id))
         self.state.set_url(task.pk, asset.idx, status.urls[asset.idx])
+        self.requeue(task.pk, asset.idx, 0.0)
+        return True
+
+    async def _fresh_link(self, task: Task, asset: Asset) -> bool:
+        """A provider-made temporary link to the same file (kie), fetched at once; never logged."""
+        link = await self.refresh(task.provider, task.task_id, asset.url) if self.refresh else None
+        if link is None:
+            return False
+        log.info("provider=%s task_id=%s: result URL %d expired; downloading it from a fresh link",
+                 task.provider, task.task_id, asset.idx, extra=task_fields(task.provider, task.task_id))
+        self.fetch_from[(task.pk, asset.idx)] = link
         self.requeue(task.pk, asset.idx, 0.0)
         return True
 

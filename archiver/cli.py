@@ -6,17 +6,20 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from archiver import inbox, logs
+from archiver import __version__
 from archiver.config import Config, describe, load_config
 from archiver.daemon import Daemon, state_path
 from archiver.errors import ArchiverError, ConfigError
 from archiver.model import ENDED, State, utc_iso, valid_task_id
-from archiver.state import StateDB, Task
+from archiver.lock import Holder, running
+from archiver.state import KEEP_REJECTS, StateDB, Task
 
 CONFIG_PLACES = ("./config.yaml", "/etc/archiver/config.yaml")
 
@@ -36,34 +39,49 @@ def find_config(given: str | None) -> Path:
 def parser() -> argparse.ArgumentParser:
     help_c = "config file (default: $ARCHIVER_CONFIG, ./config.yaml, /etc/archiver/config.yaml)"
     p = argparse.ArgumentParser(prog="archiver", description="Poll AI generation tasks and archive every result.")
+    p.add_argument("--version", action="version", version=f"archiver {__version__}",
+                   help="print the version and exit")
     p.add_argument("-c", "--config", help=help_c)
     # -c may also follow the command; SUPPRESS keeps it from erasing one given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=help_c)
-    sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", parents=[common], help="the daemon, in the foreground")
-    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (each has --help)")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=summary, description=summary + ".")
+
+    run = command("run", "run the daemon in the foreground (systemd runs this); logs go to stderr")
+    run.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="log lines as text (default) or as JSON objects")
     run.add_argument("--burst", action="store_true", help="exit once the inbox is read and no task is in flight")
-    add = sub.add_parser("add", parents=[common], help="append one task to the inbox")
-    add.add_argument("provider")
-    add.add_argument("task_id")
-    add.add_argument("--label", action="append", default=[], metavar="K=V")
-    status = sub.add_parser("status", parents=[common], help="counts, tasks in flight, recent failures")
-    status.add_argument("--json", action="store_true")
-    show = sub.add_parser("show", parents=[common], help="one task: state, history, assets")
-    show.add_argument("provider")
-    show.add_argument("task_id")
-    show.add_argument("--json", action="store_true")
-    retry = sub.add_parser("retry", parents=[common], help="put ended tasks back to work")
-    retry.add_argument("provider", nargs="?")
-    retry.add_argument("task_id", nargs="?")
+    add = command("add", "append one task to the inbox, safely while the daemon reads it")
+    add.add_argument("provider", help="a provider entry from the config (providers: keys)")
+    add.add_argument("task_id", help="the task ID the provider gave")
+    add.add_argument("--label", action="append", default=[], metavar="K=V",
+                     help="a label kept with the task and its sidecars (repeatable)")
+    status = command("status", "show task counts, health, tasks in flight, failures and rejected inbox lines")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    show = command("show", "show one task: state, labels, polls, history and assets")
+    show.add_argument("provider", help="the provider entry")
+    show.add_argument("task_id", help="the task ID")
+    show.add_argument("--json", action="store_true", help="print the task as JSON")
+    retry = command("retry", "put ended tasks back to work; archived assets are kept")
+    retry.add_argument("provider", nargs="?", help="the provider entry of one task")
+    retry.add_argument("task_id", nargs="?", help="the task ID of one task")
     retry.add_argument("--failed", action="store_true", help="every failed task")
-    sub.add_parser("check-config", parents=[common], help="validate and print the resolved config")
+    command("check-config", "validate the config and print it resolved, secrets masked")
     return p
+
+
+# Commands that print for a pipe: when the reader goes away (`| head`), they end quietly.
+PRINTING = ("status", "show", "check-config", "add", "retry")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in PRINTING:
+        # The Unix default, as head's neighbours (cat, seq) have it: a closed pipe ends us silently.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         path = find_config(args.config)
         config = load_config(path, require_secrets=args.command in ("run", "check-config"))
@@ -83,18 +101,31 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_add(config: Config, args: argparse.Namespace) -> int:
-    if args.provider not in config.providers:
-        raise ConfigError(f"add: unknown provider {args.provider!r} (configured: {', '.join(config.providers)})")
-    if not valid_task_id(args.task_id):
-        raise ConfigError(f"add: bad task ID {args.task_id!r}: use 1-200 of A-Z a-z 0-9 . _ : -")
+    _check_ref(config, args.provider, args.task_id, "add")
     words = [args.provider, args.task_id]
     for label in args.label:
         key, eq, value = label.partition("=")
         if not eq or not key or any(c.isspace() for c in label):
             raise ConfigError(f"add: --label {label!r}: expected key=value without spaces")
         words.append(f"{key}={value}")
+    known = _known(config, args.provider, args.task_id)
+    if known is not None:
+        print(f"already known: {args.provider} {args.task_id} ({known.state.value})")
+        return 0
     inbox.append(config.inbox.path, " ".join(words))
+    print(f"queued {args.provider} {args.task_id}")
     return 0
+
+
+def _known(config: Config, provider: str, task_id: str) -> Task | None:
+    """The task if the state DB knows it already (no state DB yet: not known)."""
+    if not state_path(config).exists():
+        return None
+    state = StateDB(state_path(config))
+    try:
+        return state.find(provider, task_id)
+    finally:
+        state.close()
 
 
 def _open_state(config: Config) -> StateDB:
@@ -107,18 +138,30 @@ def _open_state(config: Config) -> StateDB:
 def _task_brief(task: Task) -> dict[str, Any]:
     return {"provider": task.provider, "task_id": task.task_id, "state": task.state.value,
             "reason": task.reason, "code": task.code, "message": task.message,
-            "polls": task.polls, "first_seen_at": utc_iso(task.first_seen_at)}
+            "polls": task.polls, "last_error": task.last_error, "labels": task.labels,
+            "first_seen_at": utc_iso(task.first_seen_at)}
 
 
-def status_report(state: StateDB) -> dict[str, Any]:
-    in_flight = state.recent((State.POLLING, State.DOWNLOADING, State.QUEUED), 50)
+def _daemon(holder: Holder | None) -> dict[str, Any]:
+    if holder is None:
+        return {"running": False}
+    return {"running": True, "pid": holder.pid, "started_at": utc_iso(holder.started_at),
+            "uptime_seconds": round(time.time() - holder.started_at)}
+
+
+def status_report(state: StateDB, holder: Holder | None) -> dict[str, Any]:
+    """`status --json`: health rows from before the running daemon's start (or with none) are stale."""
+    in_flight = state.recent((State.POLLING, State.DOWNLOADING, State.QUEUED), 50, by="first_seen_at")
+    started = holder.started_at if holder else float("inf")
     return {
+        "daemon": _daemon(holder),
         "counts": state.counts(),
         "in_flight": [_task_brief(t) for t in in_flight],
         "recent_failures": [_task_brief(t) for t in state.recent((State.FAILED,), 20)],
         "rejected_lines": [{"line": r["line_no"], "reason": r["reason"], "text": r["line"],
-                            "at": utc_iso(r["at"])} for r in state.recent_rejects(20)],
-        "health": {name: {"state": h["state"], "message": h["message"], "since": utc_iso(h["at"])}
+                            "at": utc_iso(r["at"])} for r in state.recent_rejects(KEEP_REJECTS)],
+        "health": {name: {"state": h["state"], "message": h["message"], "since": utc_iso(h["at"]),
+                          "stale": h["at"] < started}
                    for name, h in state.health().items()},
     }
 
@@ -126,40 +169,73 @@ def status_report(state: StateDB) -> dict[str, Any]:
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     state = _open_state(config)
     try:
-        report = status_report(state)
+        report = status_report(state, running(state_path(config)))
     finally:
         state.close()
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
-    print("tasks: " + "  ".join(f"{k} {v}" for k, v in report["counts"].items()))
-    for name, h in report["health"].items():
-        print(f"{name}: {h['state']}" + (f" ({h['message']})" if h["message"] and h["state"] != "ok" else ""))
-    _section("in flight", [f"{t['state']:<12} {t['provider']} {t['task_id']}  polls {t['polls']}"
-                           for t in report["in_flight"]])
-    _section("recent failures", [
-        f"{t['provider']} {t['task_id']}  {t['reason']}"
-        + (f"  [{t['code']}] " if t["code"] else "  ") + (t["message"] or "")
-        for t in report["recent_failures"]])
-    _section("rejected inbox lines", [f"line {r['line']}: {r['reason']}" for r in report["rejected_lines"]])
+    print(status_text(report))
     return 0
 
 
-def _section(title: str, lines: list[str]) -> None:
-    if lines:
-        print(f"{title}:")
-        for line in lines:
-            print(f"  {line}")
+def status_text(report: dict[str, Any]) -> str:
+    daemon = report["daemon"]
+    lines = [f"daemon: running (pid {daemon['pid']}, up {_span(daemon['uptime_seconds'])})"
+             if daemon["running"] else "daemon: not running"]
+    lines.append("tasks: " + "  ".join(f"{k} {v}" for k, v in report["counts"].items()))
+    for name, h in report["health"].items():
+        detail = f" ({h['message']})" if h["message"] and h["state"] != "ok" else ""
+        when = " since " + h["since"] + (", stale: from before the daemon's start" if h["stale"] else "")
+        lines.append(f"{name}: {h['state']}{detail}{when}")
+    lines += _section("in flight (newest first)", [
+        f"{t['state']:<12} {t['provider']} {t['task_id']}  polls {t['polls']}"
+        + (f"  last error: {t['last_error']}" if t["last_error"] else "") for t in report["in_flight"]])
+    lines += _section("recent failures", [
+        f"{t['provider']} {t['task_id']}  {t['reason']}"
+        + (f"  [{t['code']}] " if t["code"] else "  ") + (t["message"] or "")
+        for t in report["recent_failures"]])
+    lines += _section("rejected inbox lines (newest first)", [
+        f"{r['at']} line {r['line']}: {r['reason']}: {_clip(r['text'], 80)}" for r in report["rejected_lines"]])
+    return "\n".join(lines)
+
+
+def _span(seconds: int) -> str:
+    """3h12m, 4m05s, 12s."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _section(title: str, lines: list[str]) -> list[str]:
+    return [f"{title}:", *(f"  {line}" for line in lines)] if lines else []
+
+
+def _check_ref(config: Config, provider: str, task_id: str, command: str) -> None:
+    """Refuse a provider that is not configured, or an ID no inbox line could carry."""
+    if provider not in config.providers:
+        raise ConfigError(f"{command}: provider {provider!r} is not configured "
+                          f"(configured: {', '.join(config.providers)})")
+    if not valid_task_id(task_id):
+        raise ConfigError(f"{command}: {task_id!r} is not a valid task ID: use 1-200 of A-Z a-z 0-9 . _ : -")
 
 
 def cmd_show(config: Config, args: argparse.Namespace) -> int:
+    _check_ref(config, args.provider, args.task_id, "show")
     state = _open_state(config)
     try:
         task = state.find(args.provider, args.task_id)
         if task is None:
-            raise ArchiverError(f"no task {args.provider} {args.task_id} (add it with: archiver add)")
+            raise ArchiverError(f"no task {args.provider} {args.task_id} (add it with: archiver add "
+                                f"{args.provider} {args.task_id})")
         doc = _task_brief(task) | {
-            "labels": task.labels, "model": task.model,
+            "model": task.model,
             "history": [{"at": utc_iso(h["at"]), "state": h["state"], "reason": h["reason"],
                          "note": h["note"]} for h in state.history(task.pk)],
             "assets": [{"index": a.idx, "state": a.state, "key": a.key, "bytes": a.bytes,
@@ -170,12 +246,19 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return 0
-    print(f"{task.provider} {task.task_id}: {task.state.value}"
-          + (f" ({task.reason}: {task.message or ''})" if task.reason else ""))
-    _section("history", [f"{h['at']} {h['state']}" + (f" {h['reason']}" if h["reason"] else "")
-                         + (f" — {h['note']}" if h["note"] else "") for h in doc["history"]])
-    _section("assets", [f"{a['index']:02d} {a['state']:<9} {a['key'] or '-'}" for a in doc["assets"]])
+    print(show_text(doc))
     return 0
+
+
+def show_text(doc: dict[str, Any]) -> str:
+    lines = [f"{doc['provider']} {doc['task_id']}: {doc['state']}"
+             + (f" ({doc['reason']}: {doc['message'] or ''})" if doc["reason"] else ""),
+             "labels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-"),
+             f"polls: {doc['polls']}" + (f"  last error: {doc['last_error']}" if doc["last_error"] else "")]
+    lines += _section("history", [f"{h['at']} {h['state']}" + (f" {h['reason']}" if h["reason"] else "")
+                                  + (f" — {h['note']}" if h["note"] else "") for h in doc["history"]])
+    lines += _section("assets", [f"{a['index']:02d} {a['state']:<9} {a['key'] or '-'}" for a in doc["assets"]])
+    return "\n".join(lines)
 
 
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:
@@ -201,6 +284,10 @@ def cmd_retry(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(json.dumps(describe(config), indent=2))
+    warnings = config.warnings
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print("config ok" + (f", with {len(warnings)} warning(s)" if warnings else ""))
     return 0
 
 

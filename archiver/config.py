@@ -8,21 +8,32 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from archiver.errors import ConfigError
 
-PROVIDER_TYPES = ("acedata", "apipod", "kie", "maxapi")
-DEFAULT_RPS = {"kie": 10.0, "acedata": 1.0, "maxapi": 5.0, "apipod": 5.0}
+PROVIDER_TYPES = ("acedata", "apipod", "fal", "kie", "maxapi", "replicate")
+DEFAULT_RPS = {"kie": 10.0, "acedata": 1.0, "maxapi": 5.0, "apipod": 5.0, "fal": 10.0, "replicate": 40.0}
 DEFAULT_BASE_URL = {
     "acedata": "https://api.acedata.cloud",
     "apipod": "https://api.apipod.ai",
+    "fal": "https://queue.fal.run",
     "kie": "https://api.kie.ai",
     "maxapi": "https://api.maxapi.io",
+    "replicate": "https://api.replicate.com",
 }
+KIE_APIS = ("market", "veo", "4o-image", "flux-kontext", "mj", "suno", "runway", "luma")
+FAL_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 # (every, until): poll every `every` seconds while the task is younger than `until`.
 DEFAULT_POLL_INTERVALS = ((3.0, 30.0), (10.0, 120.0), (30.0, 900.0), (60.0, float("inf")))
+# Replicate deletes API outputs about an hour after they finish, and fal keeps a large
+# result only 6 minutes: their polls never drift far apart (see the README).
+TYPE_POLL_INTERVALS = {
+    "replicate": ((1.0, 30.0), (2.0, 120.0), (5.0, 900.0), (10.0, float("inf"))),
+    "fal": ((1.0, 30.0), (3.0, 120.0), (10.0, 900.0), (30.0, float("inf"))),
+}
 DEFAULT_LAYOUT = "{provider}/{date:%Y/%m/%d}/{task_id}/{index:02d}.{ext}"
 
 
@@ -71,6 +82,9 @@ class ProviderEntry:
     service: str | None = None
     family: str = "auto"
     callbacks: CallbackConfig | None = None  # None: no /callbacks/{entry} (404)
+    api: str = "market"
+    app: str | None = None
+    jwks_url: str = FAL_JWKS_URL
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,7 @@ class Config:
     storage: StorageConfig
     shutdown_grace: float = 20.0
     http: HttpConfig | None = None
+    warnings: tuple[str, ...] = ()  # said by check-config; nothing that stops a start
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
@@ -162,6 +177,10 @@ def parse_poll_intervals(value: Any, key: str) -> tuple[tuple[float, float], ...
         steps.append((parse_duration(every, f"{key}[{i}]"), end))
     if any(every <= 0 for every, _ in steps):
         raise ConfigError(f"config: {key}: every interval must be above zero")
+    ends = [until for _, until in steps]
+    if ends != sorted(ends) or len(set(ends)) != len(ends) or float("inf") in ends[:-1]:
+        raise ConfigError(f"config: {key}: steps out of order: each 'until' must be later than the one "
+                          "before, and only the last step may have none")
     if steps[-1][1] != float("inf"):
         steps.append((steps[-1][0], float("inf")))
     return tuple(steps)
@@ -177,29 +196,38 @@ def load_config(path: Path, *, require_secrets: bool = True) -> Config:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config: {path}: no such file (pass -c PATH or set ARCHIVER_CONFIG)") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"config: {where}: {e.problem or e.context or 'not valid YAML'}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"config: {path}: cannot be read: {first}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {path}: expected a mapping at the top level")
-    raw = _expand(raw, "", require_secrets)
-    return _build(raw, path.resolve().parent, path)
+    unset: dict[str, str] = {}
+    raw = _expand(raw, "", require_secrets, unset)
+    return _build(raw, path.resolve().parent, path, unset)
 
 
-def _expand(node: Any, key: str, require: bool) -> Any:
+def _expand(node: Any, key: str, require: bool, unset: dict[str, str]) -> Any:
+    """${VAR} and ${VAR:-default} from the environment; `unset` learns key → VAR that fell back."""
     if isinstance(node, dict):
-        return {k: _expand(v, f"{key}.{k}" if key else str(k), require) for k, v in node.items()}
+        return {k: _expand(v, f"{key}.{k}" if key else str(k), require, unset) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand(v, f"{key}[{i}]", require) for i, v in enumerate(node)]
+        return [_expand(v, f"{key}[{i}]", require, unset) for i, v in enumerate(node)]
     if isinstance(node, str):
         def sub(m: re.Match[str]) -> str:
             if m.group(1) in os.environ:
                 return os.environ[m.group(1)]
+            unset[key] = m.group(1)
             if m.group(2) is not None:  # ${VAR:-default}, as in the shell
                 return m.group(2)[2:]
             if require:
                 raise ConfigError(f"config: {key}: environment variable {m.group(1)} is not set")
             return ""
+        if "${" in _VAR.sub("", node):
+            raise ConfigError(f"config: {key}: unclosed or malformed ${{…}}: write ${{VAR}} or ${{VAR:-default}}")
         return _VAR.sub(sub, node)
     return node
 
@@ -219,12 +247,16 @@ def _names(cls: type) -> set[str]:
     return {f.name for f in fields(cls)}
 
 
-def _build(raw: dict[str, Any], base: Path, path: Path) -> Config:
+def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -> Config:
     top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace", "http"}
     for k in raw:
         if k not in top:
             raise ConfigError(f"config: {k}: unknown key (allowed: {', '.join(sorted(top))})")
     providers = _providers(raw)
+    warnings = tuple(
+        f"providers.{name}.api_key is empty"
+        + (f" ({unset[f'providers.{name}.api_key']} not set)" if f"providers.{name}.api_key" in unset else "")
+        for name, entry in providers.items() if not entry.api_key.value)
     inbox = _section(raw, "inbox", "inbox", {"path", "default_provider"})
     default_provider = inbox.get("default_provider")
     if default_provider is not None and default_provider not in providers:
@@ -238,6 +270,7 @@ def _build(raw: dict[str, Any], base: Path, path: Path) -> Config:
         storage=_storage(raw, base),
         shutdown_grace=parse_duration(raw.get("shutdown_grace", 20), "shutdown_grace"),
         http=_http(raw),
+        warnings=warnings,
     )
 
 
@@ -248,11 +281,13 @@ def _path(base: Path, value: Any, key: str) -> Path:
 
 
 def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
-    section = raw.get("providers") or {}
+    section = raw.get("providers")
+    if not section:
+        raise ConfigError("config: providers: no provider entries: add at least one (see config.example.yaml)")
     if not isinstance(section, dict):
         raise ConfigError("config: providers: expected a mapping of named entries")
     allowed = {"type", "api_key", "base_url", "requests_per_second", "give_up_after",
-               "poll_intervals", "service", "family", "callbacks"}
+               "poll_intervals", "service", "family", "api", "app", "jwks_url", "callbacks"}
     entries = {}
     for name, item in section.items():
         key = f"providers.{name}"
@@ -268,6 +303,12 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
         family = item.get("family", "auto")
         if family not in ("images", "videos", "auto"):
             raise ConfigError(f"config: {key}.family: expected images, videos or auto")
+        if "api_key" not in item:
+            raise ConfigError(f"config: {key}.api_key: missing: write api_key: ${{YOUR_KEY_VARIABLE}}")
+        base_url = str(item.get("base_url") or DEFAULT_BASE_URL[kind]).rstrip("/")
+        if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+            raise ConfigError(f"config: {key}.base_url: {base_url!r} is not an http(s) URL")
+        _check_product(item, kind, key)
         rps = item.get("requests_per_second", DEFAULT_RPS[kind])
         if not isinstance(rps, (int, float)) or isinstance(rps, bool) or rps <= 0:
             raise ConfigError(f"config: {key}.requests_per_second: expected a number above zero")
@@ -276,14 +317,17 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
             name=name,
             type=kind,
             api_key=Secret(str(item.get("api_key") or "")),
-            base_url=str(item.get("base_url") or DEFAULT_BASE_URL[kind]).rstrip("/"),
+            base_url=base_url,
             requests_per_second=float(rps),
             give_up_after=parse_duration(item.get("give_up_after", "6h"), f"{key}.give_up_after"),
             poll_intervals=(parse_poll_intervals(intervals, f"{key}.poll_intervals")
-                            if intervals is not None else DEFAULT_POLL_INTERVALS),
+                            if intervals is not None else TYPE_POLL_INTERVALS.get(kind, DEFAULT_POLL_INTERVALS)),
             service=item.get("service"),
             family=family,
             callbacks=_callbacks(item, key),
+            api=item.get("api", "market"),
+            app=item.get("app"),
+            jwks_url=str(item.get("jwks_url") or FAL_JWKS_URL),
         )
     return entries
 
@@ -312,11 +356,27 @@ def _http(raw: dict[str, Any]) -> HttpConfig | None:
     host, port = parse_listen(h["listen"], "http.listen")
     return HttpConfig(host, port, Secret(str(h.get("token") or "")),
                       parse_duration(h.get("storage_grace", "5m"), "http.storage_grace"))
+def _check_product(item: dict[str, Any], kind: str, key: str) -> None:
+    """`api` belongs to kie entries, `app` and `jwks_url` to fal entries."""
+    if "api" in item and (kind != "kie" or item["api"] not in KIE_APIS):
+        raise ConfigError(f"config: {key}.api: kie entries only, one of {', '.join(KIE_APIS)}")
+    for name in ("app", "jwks_url"):
+        if name in item and kind != "fal":
+            raise ConfigError(f"config: {key}.{name}: only fal entries take {name}")
+    app = item.get("app")
+    if kind == "fal" and (not isinstance(app, str) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", app)):
+        raise ConfigError(f"config: {key}.app: fal entries name their model, e.g. fal-ai/flux/dev")
 
 
 def _positive_int(value: Any, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"config: {key}: expected a whole number of at least 1")
+    return value
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config: {key}: expected true or false, not {value!r}")
     return value
 
 
@@ -360,7 +420,7 @@ def _storage(raw: dict[str, Any], base: Path) -> StorageConfig:
             prefix=str(s3.get("prefix") or ""),
             endpoint_url=s3.get("endpoint_url"),
             region=s3.get("region"),
-            checksum=bool(s3.get("checksum", True)),
+            checksum=_bool(s3.get("checksum", True), "storage.s3.checksum"),
         ),
     )
 
@@ -383,4 +443,6 @@ def describe(config: Config) -> dict[str, Any]:
             return None
         return value
 
-    return plain(config)
+    doc = plain(config)
+    doc.pop("warnings")
+    return doc

@@ -20,6 +20,7 @@ from archiver.archiving import REQUEUE_AFTER, Archiver
 from archiver.config import Config
 from archiver.download import Downloader
 from archiver.inbox import InboxReader
+from archiver.lock import DaemonLock
 from archiver.logs import task_fields
 from archiver.model import State, TaskStatus
 from archiver.pacing import ProviderHttp, TokenBucket
@@ -45,6 +46,21 @@ def state_path(config: Config) -> Path:
     return config.state_dir / "archiver.db"
 
 
+def shared_buckets(config: Config) -> dict[str, TokenBucket]:
+    """One token bucket per API key: providers limit a key, not an entry of ours.
+
+    Entries with the same type, base_url and key share one bucket at the lowest of their rates.
+    """
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for name, entry in config.providers.items():
+        groups.setdefault((entry.type, entry.base_url, entry.api_key.reveal()), []).append(name)
+    buckets = {}
+    for names in groups.values():
+        bucket = TokenBucket(min(config.providers[n].requests_per_second for n in names))
+        buckets.update(dict.fromkeys(names, bucket))
+    return buckets
+
+
 class Daemon:
     def __init__(self, config: Config, *, burst: bool = False, seed: int | None = None) -> None:
         self.config = config
@@ -54,12 +70,24 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
         self.busy = 0
+        self.finished = 0  # downloads archived by this run
+        self.finished_at_stop = self.left_at_stop = 0
         self.paused_until = 0.0  # downloads wait until then after a disk-full error
         self.disk_was_full = False
         self.notifier = Notifier.from_env()
         self.recorder = Recorder()  # counts nothing unless the HTTP server (and /metrics) is on
 
     async def run(self) -> None:
+        lock = DaemonLock(state_path(self.config))
+        lock.acquire()
+        try:
+            await self._run()
+        finally:
+            lock.release()
+        log.info("stopped: %d downloads finished, %d resume on next start", self.finished_at_stop,
+                 self.left_at_stop)
+
+    async def _run(self) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
         self.state = StateDB(state_path(self.config))
         self.state.clear_health()
@@ -84,7 +112,8 @@ class Daemon:
                                         check_url=guard.check_url)
                 self.archiver = Archiver(self.config, self.state, self.storage, downloader, self.staging,
                                          ask_once=self._ask_once, requeue=self._requeue,
-                                         disk_full=self._disk_full, recorder=self.recorder)
+                                         disk_full=self._disk_full, refresh=self._refresh_url,
+                                         recorder=self.recorder)
                 self.pollers = self._pollers(api)
                 web = await self._start_web()
                 try:
@@ -103,10 +132,10 @@ class Daemon:
             self.stopping.set()
 
     def _pollers(self, api: aiohttp.ClientSession) -> dict[str, EntryPoller]:
-        pollers = {}
+        pollers, buckets = {}, shared_buckets(self.config)
         for name, entry in self.config.providers.items():
             provider = PROVIDERS[entry.type](entry)
-            http = ProviderHttp(name, api, TokenBucket(entry.requests_per_second), recorder=self.recorder)
+            http = ProviderHttp(name, api, buckets[name], recorder=self.recorder)
             pollers[name] = EntryPoller(entry, provider, http, self.state, self._downloads_start,
                                         self.archiver.write_failed, self.rng, self.recorder)
         return pollers
@@ -158,8 +187,11 @@ class Daemon:
             await asyncio.gather(*polls, return_exceptions=True)
             reader.close()
             # Downloads in flight may finish within the grace period; the rest resume next start.
+            before = self.finished
             await self._drain(workers, deadline)
             watchdog.cancel()
+            self.finished_at_stop = self.finished - before
+            self.left_at_stop = self.state.assets_pending()
 
     async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
         _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - time.monotonic()))
@@ -273,7 +305,8 @@ class Daemon:
                 continue
             self.busy += 1
             try:
-                await self.archiver.archive(pk, idx)
+                if await self.archiver.archive(pk, idx):
+                    self.finished += 1
                 if self.disk_was_full and self.paused_until < time.monotonic():
                     self.disk_was_full = False
                     self.state.set_health("disk", "ok")
@@ -289,3 +322,7 @@ class Daemon:
     async def _ask_once(self, provider: str, task_id: str) -> TaskStatus | None:
         poller = self.pollers.get(provider)
         return await poller.ask_once(task_id) if poller else None
+
+    async def _refresh_url(self, provider: str, task_id: str, url: str) -> str | None:
+        poller = self.pollers.get(provider)
+        return await poller.refresh_url(task_id, url) if poller else None

@@ -39,7 +39,12 @@ HEAD_BYTES = 32
 
 
 def redact(url: str) -> str:
-    """The URL without query or fragment: signed URLs carry their secret there."""
+    """The URL without query or fragment: signed URLs carry their secret there.
+
+    Of a data: URI only its header is kept (`data:image/png;base64`), never the payload.
+    """
+    if url.startswith("data:"):
+        return url.split(",", 1)[0][:200]
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 

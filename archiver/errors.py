@@ -2,6 +2,7 @@
 
     ArchiverError
     ├── ConfigError              bad config or usage; the CLI exits 2
+    ├── AlreadyRunning           another daemon holds the state DB; `run` exits 1
     ├── KeyRejected              a provider refused the API key (401); its tasks wait
     ├── TransientError           try again later; nothing is marked failed
     │   ├── RateLimited          429 / Retry-After: pause that provider entry
@@ -28,6 +29,10 @@ class ArchiverError(Exception):
 
 class ConfigError(ArchiverError):
     """The config or the command line is wrong; the message names the key."""
+
+
+class AlreadyRunning(ArchiverError):
+    """Another daemon runs on the same SQLite state DB."""
 
 
 class KeyRejected(ArchiverError):

@@ -46,7 +46,10 @@ def parse_line(raw: bytes, providers: Collection[str], default_provider: str | N
     labels = {}
     for word in words[2:]:
         key, eq, value = word.partition("=")
-        if not eq or not _LABEL_KEY.fullmatch(key):
+        if not eq:
+            raise BadLine(f"task IDs cannot contain spaces (after the ID {words[1]!r} came {word!r}); "
+                          "words after the ID are labels, written key=value")
+        if not _LABEL_KEY.fullmatch(key):
             raise BadLine(f"label {word!r} is not key=value")
         labels[key] = value
     return _ref(words[0], words[1], labels, providers)

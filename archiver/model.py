@@ -69,10 +69,12 @@ class TaskStatus:
 
     `reason` is one of REASONS when phase is FAILED; `code` and `message` keep the
     provider's own words. `response` is the provider's task object as returned.
+    `roles`, when the provider says which file is which, holds one word per URL.
     """
 
     phase: Phase
     urls: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
     media: str | None = None
     reason: str | None = None
     code: str | None = None

@@ -18,11 +18,15 @@ PLACEHOLDERS = ("provider", "provider_type", "task_id", "index", "count", "ext",
 _CONTENT_TYPES = {
     "png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "gif": "image/gif",
     "mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime", "mp3": "audio/mpeg",
-    "wav": "audio/wav", "bin": "application/octet-stream",
+    "wav": "audio/wav", "m4a": "audio/mp4", "aac": "audio/aac", "flac": "audio/flac",
+    "bin": "application/octet-stream",
 }
-_FROM_TYPE = {v: k for k, v in _CONTENT_TYPES.items()} | {"image/jpg": "jpg", "audio/mp3": "mp3"}
-_URL_EXTS = {"png", "jpg", "jpeg", "webp", "gif", "mp4", "webm", "mov", "mp3", "wav"}
-_VIDEO, _AUDIO = {"mp4", "webm", "mov"}, {"mp3", "wav"}
+_FROM_TYPE = {v: k for k, v in _CONTENT_TYPES.items()} | {
+    "image/jpg": "jpg", "audio/mp3": "mp3", "audio/x-wav": "wav", "audio/wave": "wav",
+    "audio/x-m4a": "m4a", "audio/x-flac": "flac"}
+_URL_EXTS = {"png", "jpg", "jpeg", "webp", "gif", "mp4", "webm", "mov", "mp3", "wav", "m4a", "aac", "flac"}
+_VIDEO, _AUDIO = {"mp4", "webm", "mov"}, {"mp3", "wav", "m4a", "aac", "flac"}
+_M4A_BRANDS = (b"M4A ", b"M4B ", b"M4P ")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ def check_layout(layout: object, key: str) -> None:
     if unknown:
         raise ConfigError(f"config: {key}: unknown placeholder {sorted(unknown)[0]!r} "
                           f"(known: {', '.join(PLACEHOLDERS)})")
+    if layout.startswith("/") or ".." in layout.split("/"):
+        raise ConfigError(f"config: {key}: keys are relative to the archive root: no leading / and no .. segment")
     if not {"task_id", "index"} <= names:
         raise ConfigError(f"config: {key}: must contain {{task_id}} and {{index}} so keys are unique")
     sample = KeyFields("p", "kie", "t", 0, 1, "png", "image", "m", dt.datetime(2026, 1, 1))
@@ -113,11 +119,22 @@ def sniff_ext(head: bytes) -> str | None:
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return "webm"
     if head[4:8] == b"ftyp":
+        if head[8:12] in _M4A_BRANDS:
+            return "m4a"
         return "mov" if head[8:10] == b"qt" else "mp4"
-    if head[:3] == b"ID3" or head[:2] in (b"\xff\xfb", b"\xff\xf3"):
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:3] == b"ID3":
         return "mp3"
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        # An MPEG audio frame sync: layer bits 00 are AAC in ADTS, 01 is MP3 (layer III).
+        layer = (head[1] >> 1) & 0b11
+        if layer == 0 and head[1] & 0xF0 == 0xF0:
+            return "aac"
+        if layer == 1:
+            return "mp3"
     return None
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email.utils
 import logging
+import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import aiohttp
@@ -19,6 +21,7 @@ from archiver.recorder import Recorder
 log = logging.getLogger(__name__)
 
 JITTER = 0.1  # ±10% spreads tasks first seen together over time
+MAX_RETRY_AFTER = 3600.0
 SPACING_MARGIN = 1.05
 
 
@@ -61,15 +64,26 @@ class TokenBucket:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After as seconds, from either of its two forms."""
+    """Retry-After as seconds, from either of its two forms; None for a value that is neither.
+
+    A hint beyond an hour is held to an hour, so that one odd answer cannot stop an entry for good.
+    """
     value = headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if parsed.tzinfo is None:  # RFC 9110 dates are GMT
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        seconds = parsed.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 class ProviderHttp:
@@ -84,7 +98,7 @@ class ProviderHttp:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def __call__(self, method: str, url: str, *, headers: Mapping[str, str],
-                       json: Any = None) -> Reply:
+                       json: Any = None, accept: Collection[int] = ()) -> Reply:
         await self.bucket.acquire()
         started = time.monotonic()
         try:
@@ -98,7 +112,7 @@ class ProviderHttp:
         if reply.status == 429 or (reply.status == 503 and "Retry-After" in reply.headers):
             wait = retry_after(reply.headers)
             raise RateLimited(f"{self.name}: HTTP {reply.status}, Retry-After {wait}", wait)
-        if reply.status >= 500:
+        if reply.status >= 500 and reply.status not in accept:
             raise ProviderUnavailable(f"{self.name}: HTTP {reply.status}")
         if reply.status == 401:
             raise KeyRejected(f"{self.name}: HTTP 401: the API key was refused")

@@ -13,7 +13,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tenacity import RetryCallState
@@ -33,11 +33,19 @@ UNAUTHORISED_PAUSE = 60.0  # a rejected key is retried once a minute until it wo
 _backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
 
 
+EMPTY_SUCCESS_POLLS = 3  # a success without URLs is asked about this many more times...
+EMPTY_SUCCESS_WAIT = 60.0  # ...over at least this many seconds, since URLs can lag a success
+
+
 @dataclass
 class Tracked:
     task_id: str
     first_seen_at: float
     unknown_since: float | None
+    running_for: float = 0.0  # seconds the provider has answered "still running"
+    answered_at: float | None = None  # the last such answer, with no failed poll since
+    empty_successes: int = 0
+    empty_since: float | None = None
 
 
 OnSuccess = Callable[[Task, list[Asset]], None]
@@ -75,7 +83,7 @@ class EntryPoller:
     def add(self, task: Task, due: float | None = None) -> None:
         if task.pk in self.tracked:
             return
-        self.tracked[task.pk] = Tracked(task.task_id, task.first_seen_at, task.unknown_since)
+        self.tracked[task.pk] = Tracked(task.task_id, task.first_seen_at, task.unknown_since, task.running_for)
         self._schedule(task.pk, time.time() if due is None else due)
 
     def poll_now(self, pk: int) -> bool:
@@ -102,6 +110,8 @@ class EntryPoller:
         tracked = self.tracked[pk]
         age = time.time() - tracked.first_seen_at
         normal = 0.0 if pk in self.hinted else poll_delay(self.entry.poll_intervals, age, self.rng)
+        # A provider may cap queries per task (kie's 4o Image and Suno: 3 a second).
+        normal = max(normal, getattr(self.provider, "min_poll_interval", 0.0))
         self._schedule(pk, time.time() + max(normal, delay or 0.0))
 
     async def run(self) -> None:
@@ -142,9 +152,7 @@ class EntryPoller:
 
     async def _poll(self, batch: list[int]) -> None:
         try:
-            live = await self._drop_expired(batch)
-            if live:
-                await self._ask(live)
+            await self._ask(batch)
         except Exception:
             log.exception("provider=%s: unexpected error while polling; tasks will be polled again",
                           self.entry.name)
@@ -155,15 +163,6 @@ class EntryPoller:
             self.busy.difference_update(batch)
             self.serving.difference_update(batch)
             self.slots.release()
-
-    async def _drop_expired(self, batch: Sequence[int]) -> list[int]:
-        live = []
-        for pk in batch:
-            if time.time() - self.tracked[pk].first_seen_at > self.entry.give_up_after:
-                await self._fail(pk, "timed_out", message=f"still not done after {self.entry.give_up_after:.0f}s")
-            else:
-                live.append(pk)
-        return live
 
     async def _ask(self, live: list[int]) -> None:
         ids = {self.tracked[pk].task_id: pk for pk in live}
@@ -185,7 +184,7 @@ class EntryPoller:
         for task_id, pk in ids.items():
             status = results.get(task_id)
             self.recorder.poll(self.entry.name, status.phase.value if status else "not_found")
-            await self._handle(pk, results.get(task_id))
+            await self._handle(pk, status)
 
     async def ask_once(self, task_id: str) -> TaskStatus | None:
         """One extra, paced poll of a task that already succeeded; None if it cannot be had."""
@@ -194,6 +193,18 @@ class EntryPoller:
         except (TransientError, KeyRejected) as e:
             log.warning("provider=%s task_id=%s: asking again failed: %s", self.entry.name, task_id, e,
                         extra={"provider": self.entry.name, "task_id": task_id})
+            return None
+
+    async def refresh_url(self, task_id: str, url: str) -> str | None:
+        """A fresh link for an expired result URL, if the provider offers them (kie); else None."""
+        refresh = getattr(self.provider, "refresh_url", None)
+        if refresh is None:
+            return None
+        try:
+            return await refresh(self.http, task_id, url)
+        except (TransientError, KeyRejected) as e:
+            log.warning("provider=%s task_id=%s: asking for a fresh URL failed: %s", self.entry.name, task_id,
+                        e, extra={"provider": self.entry.name, "task_id": task_id})
             return None
 
     def _trouble(self, kind: str, message: str, live: list[int], pause: float) -> None:
@@ -209,6 +220,8 @@ class EntryPoller:
                       self.entry.name, UNAUTHORISED_PAUSE, extra={"provider": self.entry.name})
         self.state.set_health(self.entry.name, kind, message)
         for pk in live:
+            # An unanswered poll stops the give_up_after clock: an outage never fails a task.
+            self.tracked[pk].answered_at = None
             self.state.polled(pk, error=message, unknown_since=self.tracked[pk].unknown_since)
             if pk in self.serving:
                 self.hinted.add(pk)  # the callback's poll got no answer: ask again after the pause
@@ -222,22 +235,19 @@ class EntryPoller:
         self.unauthorised = False
 
     async def _handle(self, pk: int, status: TaskStatus | None) -> None:
-        tracked = self.tracked[pk]
+        tracked, now = self.tracked[pk], time.time()
         if status is None or status.phase == Phase.NOT_FOUND:
-            now = time.time()
             tracked.unknown_since = tracked.unknown_since or now
+            tracked.answered_at = None
             if now - tracked.unknown_since >= self.provider.not_found_grace:
                 await self._fail(pk, "not_found", message="the provider does not know this task ID")
                 return
             self.state.polled(pk, unknown_since=tracked.unknown_since)
             self._later(pk)
         elif status.phase == Phase.RUNNING:
-            tracked.unknown_since = None
-            self.state.polled(pk)
-            self._later(pk)
+            await self._still_running(pk, tracked, now)
         elif status.phase == Phase.SUCCEEDED and not status.urls:
-            await self._fail(pk, "provider_failed", message="succeeded without any result URL",
-                             response=status.response)
+            await self._succeeded_empty(pk, tracked, now, status)
         elif status.phase == Phase.SUCCEEDED:
             del self.tracked[pk]
             self._forget(pk)
@@ -246,6 +256,33 @@ class EntryPoller:
         else:
             await self._fail(pk, status.reason or "provider_failed", status.code, status.message,
                              status.response)
+
+    async def _still_running(self, pk: int, tracked: Tracked, now: float) -> None:
+        """Count toward give_up_after only the time between two answers of "still running"."""
+        tracked.unknown_since = None
+        if tracked.answered_at is not None:
+            tracked.running_for += now - tracked.answered_at
+        tracked.answered_at = now
+        if tracked.running_for >= self.entry.give_up_after:
+            await self._fail(pk, "timed_out", message=f"the provider said it was still running for "
+                             f"{tracked.running_for:.0f}s (give_up_after {self.entry.give_up_after:.0f}s)")
+            return
+        self.state.polled(pk, running_for=tracked.running_for)
+        self._later(pk)
+
+    async def _succeeded_empty(self, pk: int, tracked: Tracked, now: float, status: TaskStatus) -> None:
+        """A success without result URLs: URLs can lag a moment, so ask a few more times first."""
+        tracked.empty_successes += 1
+        tracked.empty_since = tracked.empty_since or now
+        if tracked.empty_successes > EMPTY_SUCCESS_POLLS and now - tracked.empty_since >= EMPTY_SUCCESS_WAIT:
+            await self._fail(pk, "provider_failed", message="succeeded without any result URL",
+                             response=status.response)
+            return
+        log.warning("provider=%s task_id=%s: succeeded without a result URL; asking again (%d of %d)",
+                    self.entry.name, tracked.task_id, tracked.empty_successes, EMPTY_SUCCESS_POLLS + 1,
+                    extra={"provider": self.entry.name, "task_id": tracked.task_id})
+        self.state.polled(pk, error="succeeded without a result URL yet; asking again")
+        self._later(pk, EMPTY_SUCCESS_WAIT / EMPTY_SUCCESS_POLLS + 1)
 
     async def _fail(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:

@@ -1,12 +1,18 @@
-"""The JSON written beside each asset (design.md §8) and the _failed record of a task."""
+"""The JSON written beside each asset (design.md §8) and the _failed record of a task.
+
+What a provider reports is stored as returned, but for secrets: one rule, `redact_secrets`,
+applies to every provider's parameters and answers before they reach the archive.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from archiver import __version__
 from archiver.config import ProviderEntry
+from archiver.download import redact
 from archiver.model import utc_iso
 from archiver.state import Asset, Task
 
@@ -24,8 +30,9 @@ def asset_sidecar(task: Task, entry: ProviderEntry, asset: Asset, *, key: str, c
         "media": media,
         "model": task.model,
         "prompt": task.prompt,
-        "input": task.input,
-        "source_url": asset.url,
+        "input": redact_secrets(task.input),
+        # An inline (data:) result is in the archive already; its header says what it was.
+        "source_url": redact(asset.url) if asset.url.startswith("data:") else asset.url,
         "key": key,
         "content_type": content_type,
         "bytes": size,
@@ -36,9 +43,11 @@ def asset_sidecar(task: Task, entry: ProviderEntry, asset: Asset, *, key: str, c
         "downloaded_at": utc_iso(downloaded_at),
         "archived_at": utc_iso(archived_at),
         "labels": task.labels,
-        "provider_response": task.response,
+        "provider_response": redact_secrets(task.response),
         "archiver_version": __version__,
     }
+    if asset.role:
+        doc["role"] = asset.role
     return _dump(doc)
 
 
@@ -55,7 +64,7 @@ def failed_record(task: Task, entry: ProviderEntry, assets: list[Asset], ended_a
         "failed_at": utc_iso(ended_at),
         "labels": task.labels,
         "archived_keys": [a.key for a in assets if a.state == "archived"],
-        "provider_response": task.response,
+        "provider_response": redact_secrets(task.response),
         "archiver_version": __version__,
     }
     return _dump(doc)
@@ -63,3 +72,32 @@ def failed_record(task: Task, entry: ProviderEntry, assets: list[Asset], ended_a
 
 def _dump(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+REDACTED = "[redacted]"
+_SECRET_WORDS = {"key", "keys", "token", "tokens", "secret", "secrets", "authorization", "password"}
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def is_secret_field(name: str) -> bool:
+    """Callback and webhook URLs, and fields named like *token*, *secret*, *key*, authorization."""
+    squashed = re.sub(r"[^a-z]", "", name.lower())
+    words = {w.lower() for w in _WORD.findall(name)}
+    return "callback" in squashed or "webhook" in squashed or bool(words & _SECRET_WORDS)
+
+
+def redact_secrets(value: Any) -> Any:
+    """A copy of a provider's JSON with secret fields replaced, also inside JSON-in-a-string (kie's param)."""
+    if isinstance(value, dict):
+        return {k: REDACTED if is_secret_field(str(k)) and v not in (None, "") else redact_secrets(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_secrets(v) for v in value]
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return value
+        cleaned = redact_secrets(inner)
+        return value if cleaned == inner else json.dumps(cleaned, ensure_ascii=False)
+    return value

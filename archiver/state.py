@@ -17,6 +17,8 @@ from typing import Any
 
 from archiver.model import State, TaskRef, TaskStatus
 
+KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY,
@@ -33,6 +35,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     media TEXT, model TEXT, prompt TEXT, input TEXT, response TEXT,
     task_created_at TEXT, task_completed_at TEXT,
     record_due INTEGER NOT NULL DEFAULT 0,
+    running_for REAL NOT NULL DEFAULT 0,
     UNIQUE (provider, task_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, updated_at);
@@ -43,7 +46,7 @@ CREATE TABLE IF NOT EXISTS assets (
     key TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     bytes INTEGER, sha256 TEXT, content_type TEXT,
-    downloaded_at REAL, archived_at REAL, last_error TEXT,
+    downloaded_at REAL, archived_at REAL, last_error TEXT, role TEXT,
     PRIMARY KEY (task, idx)
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -123,6 +126,8 @@ class Task:
     task_created_at: str | None
     task_completed_at: str | None
     updated_at: float
+    last_error: str | None = None
+    running_for: float = 0.0  # seconds the provider has said "still running" (give_up_after)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,7 @@ class Asset:
     content_type: str | None
     downloaded_at: float | None
     archived_at: float | None
+    role: str | None = None
 
 
 def _task(row: sqlite3.Row) -> Task:
@@ -150,13 +156,13 @@ def _task(row: sqlite3.Row) -> Task:
         input=json.loads(row["input"]) if row["input"] else None,
         response=json.loads(row["response"]) if row["response"] else None,
         task_created_at=row["task_created_at"], task_completed_at=row["task_completed_at"],
-        updated_at=row["updated_at"],
+        updated_at=row["updated_at"], last_error=row["last_error"], running_for=row["running_for"],
     )
 
 
 def _asset(row: sqlite3.Row) -> Asset:
     return Asset(*(row[k] for k in ("task", "idx", "url", "key", "state", "bytes", "sha256",
-                                    "content_type", "downloaded_at", "archived_at")))
+                                    "content_type", "downloaded_at", "archived_at", "role")))
 
 
 class StateDB:
@@ -177,8 +183,13 @@ class StateDB:
             self.db.executescript(f"BEGIN IMMEDIATE; {COUNTS}; INSERT OR IGNORE INTO task_counts"
                                   " SELECT state, COUNT(*) FROM tasks GROUP BY state; COMMIT;")
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
-        if "record_due" not in columns:  # a state DB from before _failed records were tracked
-            self.db.execute("ALTER TABLE tasks ADD COLUMN record_due INTEGER NOT NULL DEFAULT 0")
+        # Columns added since the first release; an older state DB gains them here.
+        for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
+                           ("running_for", "REAL NOT NULL DEFAULT 0")):
+            if name not in columns:
+                self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
+        if "role" not in {row[1] for row in self.db.execute("PRAGMA table_info(assets)")}:
+            self.db.execute("ALTER TABLE assets ADD COLUMN role TEXT")  # from before roles
 
     def close(self) -> None:
         self.db.close()
@@ -215,6 +226,8 @@ class StateDB:
             new = [pk for ref in refs if (pk := self._insert(db, ref, now)) is not None]
             db.executemany("INSERT INTO rejects (at, line_no, reason, line) VALUES (?, ?, ?, ?)",
                            [(now, r.line_no, r.reason, r.line) for r in rejects])
+            if rejects:
+                db.execute("DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?", (KEEP_REJECTS,))
             db.execute("INSERT OR REPLACE INTO inbox (id, dev, ino, offset, line_no) VALUES (1, ?, ?, ?, ?)",
                        (position.dev, position.ino, position.offset, position.line_no))
         return [self.task(pk) for pk in new]
@@ -264,6 +277,12 @@ class StateDB:
         row = self.db.execute("SELECT * FROM assets WHERE task = ? AND idx = ?", (pk, idx)).fetchone()
         return _asset(row)
 
+    def assets_pending(self) -> int:
+        """Assets of downloading tasks not archived yet: what the next start resumes."""
+        return int(self.db.execute("SELECT COUNT(*) FROM assets JOIN tasks ON tasks.id = assets.task"
+                                   " WHERE tasks.state = ? AND assets.state != 'archived'",
+                                   (State.DOWNLOADING,)).fetchone()[0])
+
     def history(self, pk: int) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT at, state, reason, note FROM history WHERE task = ? ORDER BY at, rowid",
                                (pk,)).fetchall()
@@ -271,13 +290,14 @@ class StateDB:
 
     # --- polling ------------------------------------------------------------------------
 
-    def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None) -> None:
+    def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
+               running_for: float | None = None) -> None:
         """Count a poll that left the task running; the first one moves it to polling."""
         with self.transaction() as db:
             row = db.execute("SELECT state FROM tasks WHERE id = ?", (pk,)).fetchone()
             db.execute("UPDATE tasks SET state = ?, polls = polls + 1, last_error = ?, unknown_since = ?,"
-                       " updated_at = ? WHERE id = ?",
-                       (State.POLLING, error, unknown_since, time.time(), pk))
+                       " running_for = COALESCE(?, running_for), updated_at = ? WHERE id = ?",
+                       (State.POLLING, error, unknown_since, running_for, time.time(), pk))
             if row["state"] == State.QUEUED:
                 self._history(db, pk, State.POLLING)
 
@@ -292,8 +312,9 @@ class StateDB:
                 (State.DOWNLOADING, now, now, status.media, status.model, status.prompt,
                  json.dumps(status.input) if status.input is not None else None,
                  json.dumps(status.response), status.created_at, status.completed_at, pk))
-            db.executemany("INSERT OR IGNORE INTO assets (task, idx, url) VALUES (?, ?, ?)",
-                           [(pk, i, url) for i, url in enumerate(status.urls)])
+            roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
+            db.executemany("INSERT OR IGNORE INTO assets (task, idx, url, role) VALUES (?, ?, ?, ?)",
+                           [(pk, i, url, role) for i, (url, role) in enumerate(zip(status.urls, roles, strict=True))])
             self._history(db, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
             # A retried task whose assets were all archived before has nothing left to do.
             if not db.execute("SELECT 1 FROM assets WHERE task = ? AND state != 'archived'", (pk,)).fetchone():
@@ -356,8 +377,12 @@ class StateDB:
     # --- health and status --------------------------------------------------------------
 
     def set_health(self, name: str, state: str, message: str | None = None) -> None:
+        """Report a health row; `at` keeps the time the current state began."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO health (name, state, message, at) VALUES (?, ?, ?, ?)",
+            db.execute("INSERT INTO health (name, state, message, at) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT (name) DO UPDATE SET message = excluded.message,"
+                       " at = CASE WHEN health.state = excluded.state THEN health.at ELSE excluded.at END,"
+                       " state = excluded.state",
                        (name, state, message, time.time()))
 
     def clear_health(self) -> None:
@@ -374,9 +399,11 @@ class StateDB:
         found = {r[0]: r[1] for r in rows}
         return {s.value: found.get(s.value, 0) for s in State}
 
-    def recent(self, states: Sequence[State], limit: int) -> list[Task]:
+    def recent(self, states: Sequence[State], limit: int, *, by: str = "updated_at") -> list[Task]:
+        """The newest tasks in `states`, by `updated_at` (last change) or `first_seen_at`."""
+        assert by in ("updated_at", "first_seen_at")
         marks = ",".join("?" for _ in states)
-        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY updated_at DESC"
+        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY {by} DESC, id DESC"
                                " LIMIT ?", (*states, limit)).fetchall()
         return [_task(r) for r in rows]
 

@@ -57,6 +57,7 @@ def test_sizes(text: object, expected: int) -> None:
     assert parse_size(text, "k") == expected
 
 
+KIE = "providers:\n  kie: {type: kie, api_key: x}\n"
 BAD = {
     "missing env var": (
         "providers:\n  kie: {type: kie, api_key: '${ARCHIVER_TEST_UNSET_VAR}'}\n",
@@ -67,15 +68,40 @@ BAD = {
     "bad duration": (
         "providers:\n  kie: {type: kie, api_key: x, give_up_after: soon}\n",
         "config: providers.kie.give_up_after: 'soon' is not a duration"),
-    "unknown key": (
-        "providers: {}\ndownload: {concurrency: 4, parallel: 9}\n",
-        "config: download.parallel: unknown key"),
+    "unknown key": (KIE + "download: {concurrency: 4, parallel: 9}\n", "config: download.parallel: unknown key"),
     "unknown top-level key": ("stat_dir: ./s\n", "config: stat_dir: unknown key"),
     "acedata without service": (
         "providers:\n  a: {type: acedata, api_key: x}\n", "config: providers.a.service:"),
     "bad layout": (
-        "storage: {layout: '{provider}/{nope}.{ext}'}\n", "config: storage.layout: unknown placeholder 'nope'"),
-    "bad size": ("download: {max_bytes: lots}\n", "config: download.max_bytes: 'lots' is not a size"),
+        KIE + "storage: {layout: '{provider}/{nope}.{ext}'}\n", "config: storage.layout: unknown placeholder 'nope'"),
+    "bad size": (KIE + "download: {max_bytes: lots}\n", "config: download.max_bytes: 'lots' is not a size"),
+    "layout with ..": (
+        KIE + "storage: {layout: '../{task_id}/{index}.{ext}'}\n", "config: storage.layout: keys are relative"),
+    "layout from /": (
+        KIE + "storage: {layout: '/{task_id}/{index}.{ext}'}\n", "config: storage.layout: keys are relative"),
+    "no providers": ("state_dir: ./state\n", "config: providers: no provider entries"),
+    "empty providers": ("providers: {}\n", "config: providers: no provider entries"),
+    "no api_key": ("providers:\n  kie: {type: kie}\n", "config: providers.kie.api_key: missing"),
+    "base_url not http": (
+        "providers:\n  kie: {type: kie, api_key: x, base_url: 'ftp://api.kie.ai'}\n",
+        "config: providers.kie.base_url: 'ftp://api.kie.ai' is not an http(s) URL"),
+    "unclosed ${": (
+        "providers:\n  kie: {type: kie, api_key: '${KIE_KEY'}\n", "config: providers.kie.api_key: unclosed"),
+    "checksum as a string": (
+        KIE + "storage: {s3: {checksum: 'false'}}\n", "config: storage.s3.checksum: expected true or false"),
+    "poll_intervals out of order": (
+        "providers:\n  kie: {type: kie, api_key: x, poll_intervals: ['10s until 2m', '3s until 30s', '60s']}\n",
+        "config: providers.kie.poll_intervals: steps out of order"),
+    "yaml syntax error": ("providers:\n  kie: {type: kie\n  x: [\n", "config: "),
+    "unknown kie api": (
+        "providers:\n  k: {type: kie, api_key: x, api: sora}\n", "config: providers.k.api: kie entries only, one of"),
+    "api on another type": (
+        "providers:\n  r: {type: replicate, api_key: x, api: veo}\n", "config: providers.r.api: kie entries only"),
+    "fal without app": ("providers:\n  f: {type: fal, api_key: x}\n", "config: providers.f.app: fal entries name"),
+    "fal app with a space": (
+        "providers:\n  f: {type: fal, api_key: x, app: 'fal-ai/flux dev'}\n", "config: providers.f.app:"),
+    "app on another type": (
+        "providers:\n  k: {type: kie, api_key: x, app: fal-ai/flux}\n", "config: providers.k.app: only fal entries"),
 }
 
 
@@ -110,3 +136,22 @@ async def test_example_config_is_valid(tmp_path: Path) -> None:
 async def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     code, _, err = await cli(tmp_path / "nope.yaml", "status")
     assert code == 2 and "no such file" in err
+
+
+async def test_yaml_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "providers:\n  kie:\n    type: kie\n   api_key: x\n")
+    code, _, err = await cli(path, "check-config")
+    assert code == 2
+    assert err.startswith(f"config: {path}:4:4: "), err
+    assert err.count("\n") == 1
+
+
+async def test_check_config_ends_with_a_verdict(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ACE_TEST_KEY"} | {"KIE_TEST_KEY": "k"}
+    code, out, err = await cli(write(tmp_path, GOOD), "check-config", env=env)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-2] == "warning: providers.seedream.api_key is empty (ACE_TEST_KEY not set)"
+    assert lines[-1] == "config ok, with 1 warning(s)"
+    code, out, _ = await cli(write(tmp_path, GOOD), "check-config", env=env | {"ACE_TEST_KEY": "a"})
+    assert out.splitlines()[-1] == "config ok" and "warning" not in out

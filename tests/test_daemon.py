@@ -137,8 +137,11 @@ async def test_sigterm_finishes_what_it_can_and_the_rest_resumes(tmp_path: Path)
         env = dict(os.environ, KIE_API_KEY=API_KEY)
         daemon = DaemonProcess(config, env, tmp_path / "daemon.log", "--log-format", "json")
         await daemon.start()
-        while len(fake.cdn_hits) < 2:
-            await asyncio.sleep(0.05)
+        async def downloads_begun() -> None:
+            while len(fake.cdn_hits) < 2:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(downloads_begun(), 30)
         loop = asyncio.get_running_loop()
         asked = loop.time()
         assert await daemon.stop() == 0
@@ -181,3 +184,36 @@ async def test_retry_puts_a_failed_task_back_while_the_daemon_runs(tmp_path: Pat
     assert [h["state"] for h in shown["history"]] == ["queued", "failed", "queued", "downloading", "archived"]
     assert shown["assets"][0]["sha256"] and shown["assets"][0]["key"].endswith("/flaky/00.png")
     assert task.polls == 2
+
+
+async def test_entries_on_one_key_share_its_rate_limit(tmp_path: Path) -> None:
+    """acedata limits a key to 1 request/s: seedream and seedance on one key get 1/s together."""
+    shared, own = "ace-SECRET-shared", "ace-SECRET-own"
+    fake = FakeApis(shared, own)
+    for service in ("seedream", "seedance", "nano"):
+        fake.add(FakeTask("acedata", f"{service}-1", ["running"], where=service))
+    env = dict(os.environ, SHARED_KEY=shared, OWN_KEY=own)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        fast = {"type": "acedata", "base_url": base, "poll_intervals": ["0.2s"]}
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "seedream": {"service": "seedream", "api_key": "${SHARED_KEY}", **fast},
+            "seedance": {"service": "seedance", "api_key": "${SHARED_KEY}", **fast},
+            "nano": {"service": "nano", "api_key": "${OWN_KEY}", **fast},
+        }))
+        (tmp_path / "inbox.txt").write_text("seedream seedream-1\nseedance seedance-1\nnano nano-1\n")
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        try:
+            await daemon.wait_for(lambda s: s["counts"]["polling"] == 3)
+            await asyncio.sleep(7)
+        finally:
+            assert await daemon.stop() == 0
+    window = 6.0
+    for key in (shared, own):
+        times = [r.at for r in fake.requests if r.key == key]
+        in_window = [t for t in times if t - times[0] <= window]
+        # The bucket spaces requests 1.05 s apart: at most 6 fit in 6 s; one more for arrival jitter.
+        assert 5 <= len(in_window) <= int(window / 1.05) + 2, (key, [round(t - times[0], 2) for t in times])
+    entries = {r.entry for r in fake.requests if r.key == shared}
+    assert entries == {"acedata:seedream", "acedata:seedance"}

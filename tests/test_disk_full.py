@@ -46,11 +46,11 @@ async def test_disk_full_pauses_downloads_and_fails_nothing(tmp_path: Path, tiny
         }))
         daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
         await daemon.start()
-        await daemon.wait_for(lambda s: True)
+        await daemon.wait_for(lambda s: True, timeout=15)
         filler = tiny_staging / "filler"
         filler.write_bytes(b"\0" * 1_800_000)  # written after start: startup cleanup would remove it
         (tmp_path / "inbox.txt").write_text("kie waiting\nkie video\n")
-        status = await daemon.wait_for(lambda s: s["health"].get("disk", {}).get("state") == "full")
+        status = await daemon.wait_for(lambda s: s["health"].get("disk", {}).get("state") == "full", timeout=20)
         assert "No space left" in status["health"]["disk"]["message"]
         polls = fake.tasks[("kie", "waiting")].polls
         await asyncio.sleep(1.5)
@@ -59,7 +59,8 @@ async def test_disk_full_pauses_downloads_and_fails_nothing(tmp_path: Path, tiny
         assert fake.tasks[("kie", "waiting")].polls > polls, "polling stopped with the disk"
 
         filler.unlink()
-        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=60)
+        # Downloads pause for DISK_FULL_PAUSE (30 s) after the last ENOSPC.
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=50)
         assert await daemon.stop() == 0
     assert status["health"]["disk"]["state"] == "ok"
     [stored] = list((tmp_path / "archive").rglob("video/00.mp4"))

@@ -10,7 +10,7 @@ import pytest
 from archiver import inbox
 from archiver.inbox import InboxReader, parse_line
 from archiver.model import TaskRef
-from archiver.state import StateDB
+from archiver.state import KEEP_REJECTS, StateDB
 
 PROVIDERS = ("kie", "maxapi")
 
@@ -83,7 +83,9 @@ def test_blank_and_comment_lines_are_skipped(tail: Tail) -> None:
     (b"kie caf\xe9", "not UTF-8"),
     (b'{"provider": "kie", "task_id": ', "broken JSON"),
     (b'["kie", "x"]', "unknown provider"),
-    (b"kie ok-id notalabel", "not key=value"),
+    (b"kie ok-id notalabel", "task IDs cannot contain spaces"),
+    (b"kie bad id with spaces", "task IDs cannot contain spaces"),
+    (b"kie ok-id =v", "label '=v' is not key=value"),
     (b"lonely-id", "default_provider"),
 ])
 def test_bad_line_is_rejected_and_later_lines_go_on(tail: Tail, line: bytes, reason: str) -> None:
@@ -176,3 +178,12 @@ def test_append_writes_one_whole_line(tmp_path: Path) -> None:
 def test_parse_line_plain() -> None:
     assert parse_line(b"kie  a.b:c-d_e  x=1 y=", PROVIDERS, None) == TaskRef("kie", "a.b:c-d_e", {"x": "1", "y": ""})
     assert parse_line(b"# c", PROVIDERS, None) is None
+
+
+def test_only_the_newest_rejections_are_kept(tail: Tail) -> None:
+    tail.write(b"".join(b"nope %d\n" % n for n in range(KEEP_REJECTS + 20)))
+    assert tail.read() == []
+    kept = tail.state.recent_rejects(1000)
+    assert len(kept) == KEEP_REJECTS
+    assert kept[0]["line_no"] == KEEP_REJECTS + 20 and kept[-1]["line_no"] == 21
+    assert all(r["at"] > 0 and r["line"].startswith("nope ") for r in kept)

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from archiver.naming import KeyFields, choose_ext, render_key, sniff_ext
+from archiver.naming import KeyFields, choose_ext, content_type_for, media_for, render_key, sniff_ext
 from archiver.storage.local import LocalStorage, check_key
 from tests.support.fakes import JPEG, MP4, PNG
 
@@ -96,6 +96,33 @@ WAV = b"RIFF\x00\x00\x00\x00WAVEfmt "
                                            (WAV, "wav"), (b"<html>", None), (b"", None)])
 def test_sniff(head: bytes, ext: str | None) -> None:
     assert sniff_ext(head + b"\x00" * 20) == ext
+
+
+@pytest.mark.parametrize(("head", "ext"), [
+    (b"ID3\x04\x00", "mp3"),                        # ID3 tag first
+    (b"\xff\xfb\x90\x64", "mp3"), (b"\xff\xf3\x84", "mp3"), (b"\xff\xe3\x18", "mp3"),  # frame sync, layer III
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "wav"),
+    (b"\x00\x00\x00\x20ftypM4A \x00\x00", "m4a"), (b"\x00\x00\x00\x1cftypM4B ", "m4a"),
+    (b"\xff\xf1\x50\x80", "aac"), (b"\xff\xf9\x50\x80", "aac"),  # ADTS: layer bits 00
+    (b"fLaC\x00\x00\x00\x22", "flac"),
+    (b"\xff\xfd\x00", None),                           # layer bits 10 (layer II) is not ours
+    (b"\x00\x00\x00\x18ftypisom", "mp4"),              # a video brand stays video
+])
+def test_sniff_audio(head: bytes, ext: str | None) -> None:
+    assert sniff_ext(head + b"\x00" * 20) == ext
+    if ext in ("mp3", "wav", "m4a", "aac", "flac"):
+        assert media_for(ext, "image") == "audio"
+        assert content_type_for(ext).startswith("audio/")
+
+
+@pytest.mark.parametrize(("content_type", "url", "ext"), [
+    ("audio/mp4", "https://x/y", "m4a"), ("audio/x-m4a", "https://x/y", "m4a"),
+    ("audio/flac", "https://x/y", "flac"), ("audio/aac", "https://x/y", "aac"), ("audio/x-wav", "https://x/y", "wav"),
+    (None, "https://x/song.FLAC?s=1", "flac"),
+    (None, "https://x/song.m4a", "m4a"), (None, "https://x/song.aac", "aac"),
+])
+def test_audio_from_type_or_url(content_type: str | None, url: str, ext: str) -> None:
+    assert choose_ext(b"????", content_type, url) == ext
 
 
 @pytest.mark.parametrize(("head", "content_type", "url", "ext"), [

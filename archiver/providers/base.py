@@ -8,8 +8,9 @@ provider does not know it (the poller turns that into not_found after `not_found
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -38,12 +39,14 @@ class Reply:
 class Http(Protocol):
     """A paced request to one provider entry.
 
-    Raises RateLimited on 429, ProviderUnavailable on 5xx or a network error, and
+    Raises RateLimited on 429, ProviderUnavailable on 5xx (except those in `accept`, for
+    an API that stores a model's own 5xx answer, like fal) or a network error, and
     KeyRejected on HTTP 401; any other status comes back as a Reply.
     """
 
     async def __call__(
-        self, method: str, url: str, *, headers: Mapping[str, str], json: Any = None
+        self, method: str, url: str, *, headers: Mapping[str, str], json: Any = None,
+        accept: Collection[int] = (),
     ) -> Reply: ...
 
 
@@ -105,3 +108,36 @@ def media_from_model(model: str | None) -> str:
     if any(w in m for w in ("suno", "elevenlabs", "audio", "music")):
         return "audio"
     return "image"
+
+
+def iso_time(value: Any) -> str | None:
+    """An ISO 8601 string → UTC with a Z; one without a zone stays without one (zone unknown)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if stamp.tzinfo is None:
+        return stamp.isoformat(timespec="milliseconds")
+    return stamp.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def api_key(entry: ProviderEntry, scheme: str) -> str:
+    """The entry's key without a scheme word the user may have copied along (`Token r8_…`)."""
+    key = entry.api_key.reveal().strip()
+    for word in ("Bearer ", "Token ", "Key ", scheme + " "):
+        if key.startswith(word):
+            return key[len(word):].strip()
+    return key
+
+
+def shorten(value: Any) -> Any:
+    """A copy of a provider's JSON with each data: URI cut to its header: sidecars stay small."""
+    if isinstance(value, str) and value.startswith("data:"):
+        return f"{value.split(',', 1)[0][:200]},… ({len(value)} characters inline)"
+    if isinstance(value, dict):
+        return {k: shorten(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shorten(v) for v in value]
+    return value

@@ -1,8 +1,10 @@
-"""kie.ai Market: GET /api/v1/jobs/recordInfo?taskId=… (digest §2)."""
+"""kie.ai: Market (GET /api/v1/jobs/recordInfo, digest §2) and the product APIs of
+kie_products.py, chosen by the entry's `api`; and the fresh link for an expired URL."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -12,7 +14,11 @@ from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
 from archiver.model import Phase, TaskStatus
 from archiver.providers.base import Http, Reply, bearer, media_from_model, ms_to_iso, text, url_list
+from archiver.providers.kie_products import PRODUCTS, Read, envelope_state, reason
 
+log = logging.getLogger(__name__)
+
+PRODUCT_NOT_FOUND_GRACE = 20.0  # a product task may not be visible at once (digest §8)
 _RUNNING = {"waiting": Phase.RUNNING, "queuing": Phase.RUNNING, "generating": Phase.RUNNING}
 _POLICY = re.compile(r"prohibit|policy|sensitive|nsfw|moderat|violat|inappropriate", re.I)
 
@@ -25,17 +31,49 @@ class Kie:
 
     def __init__(self, entry: ProviderEntry) -> None:
         self.entry = entry
+        self.product = PRODUCTS.get(entry.api)  # None for Market
+        # Per entry: a product task may be invisible for a moment, a Market one is not.
+        self.not_found_grace = PRODUCT_NOT_FOUND_GRACE if self.product else 0.0  # type: ignore[misc]
+        self.min_poll_interval = self.product.min_poll_interval if self.product else 0.0
 
     async def poll(self, http: Http, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         (task_id,) = task_ids
-        url = f"{self.entry.base_url}/api/v1/jobs/recordInfo?taskId={quote(task_id, safe='')}"
+        path = self.product.path if self.product else "/api/v1/jobs/recordInfo"
+        url = f"{self.entry.base_url}{path}?taskId={quote(task_id, safe='')}"
         reply = await http("GET", url, headers=bearer(self.entry))
-        status = parse(reply)
+        status = parse(reply, self.product.read if self.product else None, self.entry.name)
         return {} if status is None else {task_id: status}
 
+    async def refresh_url(self, http: Http, task_id: str, url: str) -> str | None:
+        """A fresh, 20-minute link for a kie file URL (digest §0); None if kie gives none."""
+        if self.entry.api == "4o-image":
+            path, body = "/api/v1/gpt4o-image/download-url", {"taskId": task_id, "url": url}
+        else:
+            path, body = "/api/v1/common/download-url", {"url": url}
+        reply = await http("POST", f"{self.entry.base_url}{path}", json=body,
+                           headers=bearer(self.entry) | {"Content-Type": "application/json"})
+        doc = reply.json()
+        code = doc.get("code") if isinstance(doc, dict) else None
+        if code == 401:
+            raise KeyRejected("kie: download-url: unauthorized")
+        if code == 429:
+            raise RateLimited("kie: download-url: rate limited")
+        data = doc.get("data") if code == 200 else None
+        if isinstance(data, dict):  # the 4o quickstart's sample reads data.downloadUrl
+            data = data.get("downloadUrl")
+        if isinstance(data, str) and data.startswith(("https://", "http://")):
+            return data
+        message = (text(doc.get("msg")) or text(doc.get("message"))) if isinstance(doc, dict) else None
+        log.warning("kie: download-url gave no link (HTTP %d, code %r: %s) for task_id=%s", reply.status,
+                    code, message or "no message", task_id)
+        return None
 
-def parse(reply: Reply) -> TaskStatus | None:
-    """One recordInfo answer → TaskStatus; None when kie does not know the task."""
+
+def parse(reply: Reply, read: Read | None = None, name: str = "kie") -> TaskStatus | None:
+    """One query answer → TaskStatus; None when kie does not know the task.
+
+    `read` turns a product's `data` into a TaskStatus; without it this is Market's recordInfo.
+    """
     body = reply.json()
     if not isinstance(body, dict):
         raise ProviderUnavailable(f"kie: expected a JSON object, got {type(body).__name__}")
@@ -43,16 +81,39 @@ def parse(reply: Reply) -> TaskStatus | None:
     message = text(body.get("msg")) or text(body.get("message"))
     if code == 401:
         raise KeyRejected(f"kie: {message or 'unauthorized'}")
-    if code in (404, 422) or reply.status == 404:
-        return None
     if code == 429:
         raise RateLimited(f"kie: {message or 'rate limited'}")
+    if read is not None and code != 200:
+        return _product_envelope(reply, code, message, body)
+    if code == 404 or reply.status == 404:
+        return None
+    if code == 422:
+        # The docs' code table: 422 is "validation error", not "task not found" (that is 404).
+        # They are silent on what a query can fail to validate; asking again the same way
+        # cannot help, so the task ends with kie's own words.
+        return TaskStatus(Phase.FAILED, reason="invalid_parameters", code="422", message=message,
+                          response=body)
     if code != 200:
         raise ProviderUnavailable(f"kie: code {code!r}: {message or 'no message'}")
     data = body.get("data")
     if not isinstance(data, dict):
         raise ProviderUnavailable("kie: code 200 without a data object")
-    return _record(data)
+    return read(data, name) if read else _record(data)
+
+
+def _product_envelope(reply: Reply, code: object, message: str | None, body: dict[str, Any]) -> TaskStatus | None:
+    """A product's non-200 body code: unknown task, not done yet, a failure, or try later."""
+    number = code if isinstance(code, int) and not isinstance(code, bool) else None
+    phase = envelope_state(number or 0, message) if number else None
+    if phase == Phase.NOT_FOUND or (phase is None and reply.status == 404):
+        return None
+    if phase == Phase.RUNNING:
+        return TaskStatus(Phase.RUNNING, response=body)
+    if number in (400, 402, 451):
+        return TaskStatus(Phase.FAILED, reason=reason(str(number), message), code=str(number),
+                          message=message, response=body)
+    # 455 maintenance, 500, 505 feature disabled, or no code at all: ask again later.
+    raise ProviderUnavailable(f"kie: code {code!r}: {message or 'no message'}")
 
 
 def _record(data: dict[str, Any]) -> TaskStatus:

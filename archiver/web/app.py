@@ -120,8 +120,10 @@ class WebServer:
 
     async def status(self, request: web.Request) -> web.Response:
         from archiver.cli import status_report  # the CLI's own report; cli imports the daemon
+        from archiver.daemon import state_path
+        from archiver.lock import running
 
-        return web.json_response(status_report(self.state))
+        return web.json_response(status_report(self.state, running(state_path(self.config))))
 
     # --- POST /tasks ----------------------------------------------------------------------
 

@@ -1,24 +1,24 @@
 """Provider webhooks (design.md §12): one verifier per signing scheme, and a replay guard.
 
 A verifier checks a callback and returns the task it names; it never trusts the body's
-URLs, since a valid callback is only a hint to poll that task now. To add a scheme
-(Replicate's Standard Webhooks, fal's ED25519), write its verifier and add one line to
-VERIFIERS under the provider type it serves.
+URLs, since a valid callback is only a hint to poll that task now. The signature maths
+lives in archiver.webhook_signatures. To add a scheme (fal's ED25519), write its verifier
+and add one line to VERIFIERS under the provider type it serves; a type not listed uses
+the `?token=` form.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from archiver.errors import ConfigError
 from archiver.model import valid_task_id
+from archiver.webhook_signatures import TOLERANCE, kie_task_id, verify_kie, verify_replicate
 
-WINDOW = 300.0  # a signed callback is good for 5 minutes either side of our clock
 MAX_SEEN = 100_000  # replay keys remembered at most; the oldest go first
 
 
@@ -40,37 +40,49 @@ class Callback:
 Verifier = Callable[[Mapping[str, str], Mapping[str, str], bytes, str, float], Callback]
 
 
-def task_id_of(body: bytes) -> str:
-    """The task ID in a callback body: data.taskId, data.task_id, taskId or task_id."""
+def _json(body: bytes) -> Any:
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):
         raise CallbackRefused(400, "the body is not JSON") from None
-    places: list[Any] = []
-    if isinstance(doc, dict):
-        data = doc.get("data")
-        if isinstance(data, dict):
-            places += [data.get("taskId"), data.get("task_id")]
-        places += [doc.get("taskId"), doc.get("task_id")]
-    task_id = next((p for p in places if p is not None), None)
+
+
+def _valid(task_id: Any, where: str) -> str:
     if not isinstance(task_id, str) or not valid_task_id(task_id):
-        raise CallbackRefused(400, "no valid task ID in data.taskId, data.task_id, taskId or task_id")
+        raise CallbackRefused(400, f"no valid task ID in {where}")
     return task_id
+
+
+def task_id_of(body: bytes) -> str:
+    """The task ID in a callback body: data.taskId, data.task_id, taskId or task_id."""
+    return _valid(kie_task_id(_json(body)), "data.taskId, data.task_id, taskId or task_id")
 
 
 def kie_hmac(headers: Mapping[str, str], query: Mapping[str, str], body: bytes, secret: str,
              now: float) -> Callback:
     """kie: X-Webhook-Signature = base64(HMAC-SHA256(webhookHmacKey, taskId + "." + timestamp))."""
-    stamp, signature = headers.get("X-Webhook-Timestamp", ""), headers.get("X-Webhook-Signature", "")
-    if not stamp or not signature:
+    stamp = headers.get("X-Webhook-Timestamp", "")
+    if not stamp or not headers.get("X-Webhook-Signature"):
         raise CallbackRefused(401, "X-Webhook-Timestamp and X-Webhook-Signature are required")
-    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or abs(now - int(stamp)) > WINDOW:
-        raise CallbackRefused(401, "X-Webhook-Timestamp is not within 5 minutes of our clock")
     task_id = task_id_of(body)
-    expected = base64.b64encode(hmac.new(secret.encode(), f"{task_id}.{stamp}".encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
-        raise CallbackRefused(401, "X-Webhook-Signature does not match")
+    if not verify_kie(secret, headers, task_id, now=now):
+        raise CallbackRefused(401, "X-Webhook-Signature does not match, or X-Webhook-Timestamp is not "
+                                   "within 5 minutes of our clock")
     return Callback(task_id, f"{task_id}.{stamp}")
+
+
+def standard_webhooks(headers: Mapping[str, str], query: Mapping[str, str], body: bytes, secret: str,
+                      now: float) -> Callback:
+    """Replicate: Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); the body is the prediction."""
+    try:
+        if not verify_replicate(secret, headers, body, now=now):
+            raise CallbackRefused(401, "webhook-signature does not match, or webhook-timestamp is not "
+                                       "within 5 minutes of our clock")
+    except ConfigError as e:
+        raise CallbackRefused(401, f"{e} (fix callbacks.secret)") from None
+    doc = _json(body)
+    task_id = _valid(doc.get("id") if isinstance(doc, dict) else None, "id")
+    return Callback(task_id, f"{headers.get('webhook-id', '')}.{headers.get('webhook-timestamp', '')}")
 
 
 def query_token(headers: Mapping[str, str], query: Mapping[str, str], body: bytes, secret: str,
@@ -84,6 +96,7 @@ def query_token(headers: Mapping[str, str], query: Mapping[str, str], body: byte
 
 VERIFIERS: dict[str, Verifier] = {
     "kie": kie_hmac,
+    "replicate": standard_webhooks,
 }
 
 
@@ -94,7 +107,7 @@ def verifier_for(provider_type: str) -> Verifier:
 class ReplayGuard:
     """Remembers accepted callbacks for the window, so that a replayed copy polls nothing."""
 
-    def __init__(self, window: float = WINDOW, limit: int = MAX_SEEN) -> None:
+    def __init__(self, window: float = TOLERANCE, limit: int = MAX_SEEN) -> None:
         self.window = window
         self.limit = limit
         self.seen: dict[str, float] = {}  # key → when first accepted; insertion order is time order

@@ -1,13 +1,20 @@
 """Documented answer shapes, one JSON file each under fixtures/<provider type>/.
 
 A fixture file holds {"http_status": 200, "body": <JSON or a string for garbage>,
-"task_id": "...", "expect": {...}}. `expect` is one of:
+"task_id": "...", "expect": {...}}, or "routes": {path: {"http_status", "body"}} instead of
+one reply when a poll asks twice (fal: status, then result). "source" says where the
+answer comes from: "docs" (a documented example, adapted) or "constructed" (built from the
+documented fields); "note" says what the case is about. `expect` is one of:
   {"phase": "running"}
-  {"phase": "succeeded", "urls": [...], "media": "image"}
+  {"phase": "succeeded", "urls": [...], "media": "image", "roles": [...]}
   {"phase": "failed", "reason": "content_moderation", "code": "...", "message": "..."}
   {"not_found": true}                       the provider does not know the ID
   {"raises": "KeyRejected" | "RateLimited" | "ProviderUnavailable"}
-Optional "entry": extra ProviderEntry fields (service, family).
+Optional "entry": extra ProviderEntry fields (service, family, api, app).
+Fixtures of the four seed providers without "source" say their origin in "note" when it is
+not a documented example: "constructed: …" (built from what the docs say) or "made up: …"
+(values the provider docs, shared/providers/README.md and its docs/, do not name;
+test_registry holds the codes they do).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 from archiver.config import LocalConfig, S3Config, StorageConfig
 from archiver.errors import ConfigError, StorageUnavailable
 from archiver.storage import open_storage
-from archiver.storage.s3 import S3Storage
+from archiver.storage.s3 import MULTIPART_THRESHOLD, S3Storage
 
 PNG = "image/png"
 
@@ -64,6 +64,28 @@ async def test_checksum_off_still_uploads(s3_client: Any, s3_bucket: str, moto_s
         reply = head(s3_client, s3_bucket, key)
         assert not [k for k in reply if k.startswith("Checksum")], reply
         assert "sha256" in reply["Metadata"]
+
+
+async def test_checksum_off_multipart_upload(s3_client: Any, s3_bucket: str, moto_server: str,
+                                             tmp_path: Path) -> None:
+    """Above the multipart threshold too: parts go up with no checksum, our digest is kept."""
+    source, size = tmp_path / "big.mp4", MULTIPART_THRESHOLD + 5 * 1024**2
+    with open(source, "wb") as f:  # mostly a hole: quick to make
+        f.truncate(size)
+        for offset in (0, MULTIPART_THRESHOLD - 3, size - 4):
+            f.seek(offset)
+            f.write(b"mark")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    storage = S3Storage(config(s3_bucket, moto_server, checksum=False))
+    await storage.put_file("v/00.mp4", source, content_type="video/mp4", sha256=digest)
+    await storage.close()
+    reply = head(s3_client, s3_bucket, "v/00.mp4")
+    etag = reply["ETag"].strip('"')
+    assert "-" in etag and int(etag.rpartition("-")[2]) >= 2, f"not a multipart upload: {etag}"
+    assert not [k for k in reply if k.startswith("Checksum")], reply
+    assert reply["Metadata"] == {"sha256": digest} and reply["ContentLength"] == size
+    body = s3_client.get_object(Bucket=s3_bucket, Key="v/00.mp4")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest
 
 
 async def test_start_aborts_stale_uploads_under_prefix(s3_client: Any, s3_bucket: str,

@@ -70,8 +70,11 @@ class DaemonProcess:
         code, out, _ = await cli(self.config, "status", "--json", env=self.env)
         return json.loads(out) if code == 0 else None
 
-    async def wait_for(self, done: Any, timeout: float = 60) -> dict[str, Any]:
-        """Poll `status --json` until `done(status)` holds; fail with the last status if not."""
+    async def wait_for(self, done: Any, timeout: float = 30) -> dict[str, Any]:
+        """Poll `status --json` until `done(status)` holds; fail with the last status if not.
+
+        The default leaves room for a few waits in one test under the 120 s per-test limit.
+        """
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ from archiver.config import DEFAULT_POLL_INTERVALS, ProviderEntry, Secret
 from archiver.model import TaskStatus
 from archiver.pacing import ProviderHttp, TokenBucket
 from archiver.providers import PROVIDERS
-from tests.support.servers import canned, serve
+from tests.support.servers import canned, routed, serve
 
 API_KEY = "sk-test-SECRET-0123456789"
 
@@ -28,11 +28,17 @@ def entry(provider_type: str, base_url: str, **extra: Any) -> ProviderEntry:
 
 
 async def poll_canned(provider_type: str, fixture: dict[str, Any]) -> dict[str, TaskStatus]:
-    """Serve the fixture's reply and poll its task_id through the real ProviderHttp."""
-    body = fixture["body"]
-    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    async with serve(canned(fixture.get("http_status", 200), raw)) as base:
+    """Serve the fixture's reply (or its replies by path) and poll its task_id through the real ProviderHttp."""
+    if "routes" in fixture:
+        app = routed({path: (r.get("http_status", 200), _raw(r["body"])) for path, r in fixture["routes"].items()})
+    else:
+        app = canned(fixture.get("http_status", 200), _raw(fixture["body"]))
+    async with serve(app) as base:
         provider = PROVIDERS[provider_type](entry(provider_type, base, **fixture.get("entry", {})))
         async with aiohttp.ClientSession() as session:
             http = ProviderHttp(provider_type, session, TokenBucket(1000))
             return await provider.poll(http, [fixture["task_id"]])
+
+
+def _raw(body: Any) -> bytes:
+    return body.encode() if isinstance(body, str) else json.dumps(body).encode()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import io
 import json
 import time
@@ -122,7 +125,7 @@ async def check_kie(web: Web, world: dict[str, FakeTask]) -> None:
 
     # A callback after the task ended polls nothing.
     status, answer = await web.post("/callbacks/kie", data=kie_body("cb-done"),
-                                    headers=kie_headers("cb-done", stamp=int(time.time()) - 1))
+                                    headers=kie_headers("cb-done", stamp=int(time.time()) - 120))
     assert (status, answer) == (200, {"result": "ignored"})
 
     # Unknown task: ignored without callbacks.adopt, queued (and polled, then archived) with it.
@@ -187,3 +190,38 @@ async def test_the_answer_does_not_wait_for_a_rate_limited_provider(tmp_path: Pa
         assert second.polls == 2
         # rl-a's hinted poll got the 429: it is asked again when the pause ends, not in 30 s.
         await wait_polls(first, 2, timeout=ONE_POLL_THEN_WAIT - 8)
+
+
+def standard_webhook(secret: str, body: bytes, msg_id: str = "msg_2Lq", stamp: int | None = None) -> dict[str, str]:
+    """Standard Webhooks headers: v1 = base64(HMAC-SHA256(key, id.timestamp.body)), key from whsec_<base64>."""
+    stamp = int(time.time()) if stamp is None else stamp
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    return {"webhook-id": msg_id, "webhook-timestamp": str(stamp),
+            "webhook-signature": f"v1,{base64.b64encode(digest).decode()}"}
+
+
+async def test_replicate_callbacks_use_standard_webhooks(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    task = fake.add(FakeTask("replicate", "rep1abc", ["running", "success"], [media_bytes("png", 2_000, "r")],
+                             where="list"))
+    secret = "whsec_" + base64.b64encode(b"replicate-signing-key-0123456789").decode()
+
+    def providers(base: str) -> dict[str, Any]:
+        return {"rep": {"type": "replicate", "api_key": API_KEY, "base_url": base, "poll_intervals": ["30s"],
+                        "callbacks": {"secret": secret}}}
+
+    async with web_daemon(tmp_path, fake, providers) as web:
+        assert (await web.submit({"provider": "rep", "task_id": "rep1abc"}))[0] == 202
+        await wait_polls(task, 1)
+        body = json.dumps({"id": "rep1abc", "status": "succeeded", "output": ["https://evil.example/x.png"]}).encode()
+        forged = standard_webhook("whsec_" + base64.b64encode(b"another-key").decode(), body)
+        stale = standard_webhook(secret, body, stamp=int(time.time()) - 600)
+        edited = standard_webhook(secret, body)  # signed over the body: a changed body fails
+        for headers, data in ((forged, body), (stale, body), (edited, body.replace(b"evil", b"evl")), ({}, body)):
+            assert (await web.post("/callbacks/rep", data=data, headers=headers))[0] == 401
+        await polls_settle(web, task, 1)
+        status, answer = await web.post("/callbacks/rep", data=body, headers=standard_webhook(secret, body))
+        assert (status, answer) == (200, {"result": "polling"})
+        await web.daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
+        assert task.polls == 2

@@ -1,0 +1,120 @@
+"""The Archiver's rounds: a download that keeps failing ends `download_failed` after
+MAX_ROUNDS; a failing store never fails a task, however many rounds it takes.
+
+These run the real Archiver on a real state DB, local store and CDN on 127.0.0.1. The test
+plays the daemon's scheduler (`requeue`), so that the REQUEUE_AFTER wait of 30 s between
+rounds is recorded instead of slept; through the daemon process, three rounds take a minute.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from archiver.archiving import MAX_ROUNDS, REQUEUE_AFTER, Archiver
+from archiver.config import Config, load_config
+from archiver.download import Downloader
+from archiver.model import Phase, State, TaskRef, TaskStatus
+from archiver.state import Position, StateDB
+from archiver.storage import open_storage
+from tests.support.cdn import FaultCdn, Resource, serve_at
+from tests.support.daemon import base_config, write_config
+from tests.support.fakes import media_bytes
+
+
+@dataclass
+class Scene:
+    config: Config
+    state: StateDB
+    archiver: Archiver
+    cdn: FaultCdn
+    requeued: list[tuple[int, int, float]] = field(default_factory=list)
+
+    def succeeded(self, task_id: str, *names: str) -> int:
+        """A task whose provider answered success with the CDN's files `names`; its pk."""
+        [task] = self.state.ingest([TaskRef("kie", task_id)], [], Position(0, 0, 0, 0))
+        self.state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=tuple(self.cdn.url(n) for n in names)))
+        return task.pk
+
+    async def rounds(self, pk: int, idx: int, most: int) -> int:
+        """Archive, then again for each requeue, as the daemon would; how many rounds ran."""
+        for done in range(1, most + 1):
+            before = len(self.requeued)
+            await self.archiver.archive(pk, idx)
+            if len(self.requeued) == before:
+                return done
+        return most
+
+
+@pytest.fixture
+async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
+    cdn = FaultCdn()
+    async with serve_at(cdn.app()) as base, aiohttp.ClientSession() as session:
+        cdn.base = base
+        config = load_config(write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "k", "base_url": "http://127.0.0.1:9"}})))
+        staging = config.state_dir / "staging"
+        staging.mkdir(parents=True)
+        state = StateDB(config.state_dir / "archiver.db")
+        requeued: list[tuple[int, int, float]] = []
+
+        async def ask_once(provider: str, task_id: str) -> TaskStatus | None:
+            return None
+
+        # One attempt per round, no backoff: each round is one request to the CDN.
+        downloader = Downloader(session, max_bytes=10**8, per_host=4, attempts=1, max_wait=0)
+        archiver = Archiver(config, state, open_storage(config.storage), downloader, staging,
+                            ask_once=ask_once, requeue=lambda pk, idx, delay: requeued.append((pk, idx, delay)),
+                            disk_full=lambda error: None)
+        try:
+            yield Scene(config, state, archiver, cdn, requeued)
+        finally:
+            state.close()
+
+
+async def test_download_failed_after_the_rounds_run_out(scene: Scene) -> None:
+    scene.cdn.add("broken", Resource(media_bytes("png", 5_000, "broken"), script=["500"]))
+    pk = scene.succeeded("doomed", "broken")
+    assert await scene.rounds(pk, 0, MAX_ROUNDS + 2) == MAX_ROUNDS
+    assert [delay for _, _, delay in scene.requeued] == [REQUEUE_AFTER] * (MAX_ROUNDS - 1)
+    task = scene.state.task(pk)
+    assert (task.state, task.reason) == (State.FAILED, "download_failed")
+    assert "HTTP 500" in (task.message or "")
+    assert len(scene.cdn.hits_for("broken")) == MAX_ROUNDS
+    record = json.loads((scene.config.storage.local.root / "_failed" / "kie" / "doomed.json").read_text())
+    assert record["reason"] == "download_failed"
+    assert not list((scene.config.state_dir / "staging").iterdir())
+
+
+async def test_a_failure_that_mends_within_the_rounds_is_archived(scene: Scene) -> None:
+    content = media_bytes("png", 5_000, "mended")
+    scene.cdn.add("mended", Resource(content, script=["503"] * (MAX_ROUNDS - 1) + ["ok"]))
+    pk = scene.succeeded("mended", "mended")
+    assert await scene.rounds(pk, 0, MAX_ROUNDS + 2) == MAX_ROUNDS
+    assert scene.state.task(pk).state == State.ARCHIVED
+    [path] = scene.config.storage.local.root.glob("kie/*/*/*/mended/00.png")
+    assert path.read_bytes() == content
+
+
+async def test_a_failing_store_never_fails_the_task(scene: Scene) -> None:
+    content = media_bytes("png", 5_000, "waits")
+    scene.cdn.add("waits", Resource(content))
+    root = scene.config.storage.local.root
+    root.mkdir(parents=True)
+    (root / "kie").write_text("a file where the kie folder should be")
+    pk = scene.succeeded("waits", "waits")
+    assert await scene.rounds(pk, 0, MAX_ROUNDS * 2) == MAX_ROUNDS * 2, "the task stopped being requeued"
+    assert scene.state.task(pk).state == State.DOWNLOADING
+    assert scene.state.health()["storage"]["state"] == "failing"
+
+    (root / "kie").unlink()
+    await scene.archiver.archive(pk, 0)
+    assert scene.state.task(pk).state == State.ARCHIVED
+    assert scene.state.health()["storage"]["state"] == "ok"
+    [path] = root.glob("kie/*/*/*/waits/00.png")
+    assert path.read_bytes() == content

@@ -1,0 +1,160 @@
+"""The `archiver` command beside a running daemon: the lock, status and show as text, add, help."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from archiver.cli import parser, status_report
+from archiver.model import TaskRef
+from archiver.state import Position, StateDB
+from tests.support.daemon import DaemonProcess, base_config, cli, write_config
+from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from tests.support.servers import serve
+
+API_KEY = "kie-SECRET-c11c11"
+LONG_BAD_LINE = "nope " + "x" * 200
+
+
+async def shell(command: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_shell(command, stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def into_closed_pipe(config: Path, command: list[str], env: dict[str, str]) -> str:
+    """Run a command whose stdout is a pipe nobody reads any more; return its stderr."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "archiver", "-c", str(config), *command,
+            stdout=write, stderr=asyncio.subprocess.PIPE, env=env)
+    finally:
+        os.close(write)
+    _, err = await proc.communicate()
+    return err.decode()
+
+
+async def test_the_cli_beside_a_running_daemon(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    fake.add(FakeTask("kie", "done-1", ["success"], [media_bytes("png", 2048, "d")]))
+    fake.add(FakeTask("kie", "slow-1", ["running"]))
+    env = dict(os.environ, KIE_API_KEY=API_KEY)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+            "wrongkey": {"type": "kie", "api_key": "not-the-key", "base_url": base},
+        }))
+        (tmp_path / "inbox.txt").write_text(f"kie done-1\nkie slow-1 project=poster\nwrongkey w-1\n{LONG_BAD_LINE}\n")
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        try:
+            await daemon.wait_for(lambda s: s["counts"]["archived"] == 1 and "wrongkey" in s["health"])
+            assert daemon.proc is not None
+            pid = daemon.proc.pid
+
+            # A second daemon on the same state DB refuses at once, naming the first.
+            began = time.monotonic()
+            code, _, err = await cli(config, "run", env=env)
+            assert code == 1 and time.monotonic() - began < 10
+            assert f"another archiver (pid {pid}) is running on {tmp_path / 'state' / 'archiver.db'}" in err
+
+            code, out, err = await cli(config, "status", env=env)
+            assert code == 0, err
+            lines = out.splitlines()
+            assert re.fullmatch(rf"daemon: running \(pid {pid}, up \d+s\)", lines[0]), lines[0]
+            assert lines[1] == "tasks: queued 0  polling 2  downloading 0  archived 1  failed 0"
+            assert any(line.startswith("wrongkey: unauthorised (wrongkey: HTTP 401") and "stale" not in line
+                       for line in lines)
+            assert "in flight (newest first):" in lines
+            assert "rejected inbox lines (newest first):" in lines
+            rejected = lines[-1]
+            assert re.match(r"  \d{4}-\d\d-\d\dT[\d:.]+Z line 4: unknown provider 'nope'", rejected), rejected
+            assert rejected.endswith(": " + LONG_BAD_LINE[:79] + "…")
+
+            code, out, _ = await cli(config, "add", "kie", "done-1", env=env)
+            assert (code, out) == (0, "already known: kie done-1 (archived)\n")
+            code, out, _ = await cli(config, "add", "kie", "new-1", "--label", "a=b", env=env)
+            assert (code, out) == (0, "queued kie new-1\n")
+            assert (tmp_path / "inbox.txt").read_text().endswith("kie new-1 a=b\n")
+
+            code, out, err = await cli(config, "show", "kie", "slow-1", env=env)
+            assert code == 0, err
+            head = out.splitlines()
+            assert head[0] == "kie slow-1: polling"
+            assert head[1] == "labels: project=poster"
+            assert re.fullmatch(r"polls: \d+", head[2]) and int(head[2].split()[1]) >= 1
+            code, out, _ = await cli(config, "show", "wrongkey", "w-1", env=env)
+            assert "last error: wrongkey: HTTP 401: the API key was refused" in out
+
+            code, _, err = await cli(config, "retry", "kie", "done-1", env=env)
+            assert code == 0, err
+
+            # A reader that went away (`| head -1`) is no error of ours.
+            for command in (["status"], ["status", "--json"], ["show", "kie", "slow-1"], ["check-config"]):
+                assert await into_closed_pipe(config, command, env) == ""
+            code, out, err = await shell(f"{sys.executable} -m archiver -c {config} status | head -1", env)
+            assert err == "" and out.startswith("daemon: running")
+        finally:
+            assert await daemon.stop() == 0
+
+    log = (tmp_path / "daemon.log").read_text()
+    assert re.search(r"stopped: \d+ downloads finished, \d+ resume on next start\n$", log), log[-500:]
+    code, out, _ = await cli(config, "status", env=env)
+    assert out.splitlines()[0] == "daemon: not running"
+    assert "wrongkey: unauthorised" in out and "stale: from before the daemon's start" in out
+    code, out, _ = await cli(config, "status", "--json", env=env)
+    report = json.loads(out)
+    assert report["daemon"] == {"running": False}
+    assert report["health"]["wrongkey"]["stale"] is True
+
+
+@pytest.mark.parametrize("args,message", [
+    (("show", "kei", "abc"), "show: provider 'kei' is not configured (configured: kie)"),
+    (("show", "kie", "bad id"), "show: 'bad id' is not a valid task ID"),
+    (("add", "kei", "abc"), "add: provider 'kei' is not configured"),
+])
+async def test_show_and_add_name_the_real_problem(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {"kie": {"type": "kie", "api_key": "x"}}))
+    code, _, err = await cli(config, *args)
+    assert code == 2 and err.startswith(message) and "archiver add" not in err, err
+
+
+async def test_show_suggests_add_only_for_a_task_it_could_add(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {"kie": {"type": "kie", "api_key": "x"}}))
+    StateDB(tmp_path / "state" / "archiver.db").close()
+    code, _, err = await cli(config, "show", "kie", "abc")
+    assert code == 1 and "add it with: archiver add kie abc" in err
+
+
+def test_in_flight_is_newest_first(tmp_path: Path) -> None:
+    state = StateDB(tmp_path / "archiver.db")
+    for n, task_id in enumerate(("old", "middle", "new")):
+        state.ingest([TaskRef("kie", task_id)], [], Position(1, 1, n, n))
+        time.sleep(0.01)
+    state.polled(state.find("kie", "old").pk)  # a later change must not move it up
+    report = status_report(state, None)
+    assert [t["task_id"] for t in report["in_flight"]] == ["new", "middle", "old"]
+
+
+async def test_version_and_help_for_every_command_and_option(tmp_path: Path) -> None:
+    code, out, _ = await cli(tmp_path / "none.yaml", "--version")
+    assert code == 0 and re.fullmatch(r"archiver \d+\.\d+\.\d+\n", out)
+    top = parser()
+    commands = next(a for a in top._actions if a.dest == "command")
+    for name, sub in commands.choices.items():
+        assert sub.description, f"{name} has no description"
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    for action in top._actions:
+        assert action.help, action.dest

@@ -1,0 +1,284 @@
+"""End to end, one path each: a fresh URL after expiry, a store outage, a multi-step poll
+schedule, Retry-After as an HTTP date, acedata's not-found grace and its batches of more
+than 50, `retry --failed` keeping archived assets, and `run --burst`.
+
+Each test runs the real `archiver` process against fakes on 127.0.0.1 and takes seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from archiver.state import StateDB
+from tests.support.cdn import FaultCdn, Resource, serve_at
+from tests.support.daemon import DaemonProcess, base_config, cli, write_config
+from tests.support.fakes import FakeApis, FakeTask, Request, media_bytes
+from tests.support.servers import serve
+
+API_KEY = "paths-SECRET-3c1d0e"
+
+
+def daemon_for(tmp_path: Path, providers: dict[str, Any], *args: str, **extra: Any) -> DaemonProcess:
+    config = write_config(tmp_path / "config.yaml", base_config(tmp_path, providers, **extra))
+    return DaemonProcess(config, dict(os.environ, PATHS_KEY=API_KEY), tmp_path / "daemon.log", *args)
+
+
+def entry(provider_type: str, base: str, **extra: Any) -> dict[str, Any]:
+    return {"type": provider_type, "api_key": "${PATHS_KEY}", "base_url": base, "poll_intervals": ["0.2s"],
+            **extra}
+
+
+def append(inbox: Path, *lines: str) -> None:
+    with inbox.open("a") as f:
+        f.writelines(f"{line}\n" for line in lines)
+
+
+def stored(archive: Path, entry_name: str, task_id: str, index: int = 0) -> Path:
+    [path] = [p for p in archive.glob(f"{entry_name}/*/*/*/{task_id}/{index:02d}.*") if p.suffix != ".json"]
+    return path
+
+
+def times_of(requests: list[Request], task_id: str) -> list[float]:
+    return [r.at for r in requests if task_id in json.dumps(r.body)]
+
+
+async def test_an_expired_url_is_replaced_by_the_providers_fresh_one(tmp_path: Path) -> None:
+    fake, cdn = FakeApis(API_KEY), FaultCdn()
+    content = media_bytes("png", 20_000, "renewed")
+    async with serve(fake.app()) as api, serve_at(cdn.app()) as cdn_base:
+        fake.base, cdn.base = api, cdn_base
+        cdn.add("stale", Resource(content, script=["404"]))
+        cdn.add("fresh", Resource(content))
+        fresh = cdn.url("fresh")
+        task = fake.add(FakeTask("kie", "renewed", ["success"], [content], urls=[cdn.url("stale")],
+                                 fresh_urls=[fresh]))
+        append(tmp_path / "inbox.txt", "kie renewed")
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)})
+        await daemon.start()
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] + s["counts"]["failed"] == 1)
+        assert await daemon.stop() == 0
+    assert status["counts"]["archived"] == 1, status["recent_failures"]
+    assert [h.status for h in cdn.hits_for("stale")] == [404]
+    assert [h.status for h in cdn.hits_for("fresh")] == [200]
+    assert task.polls == 2, "the provider was not asked again after the 404"
+    asset = stored(tmp_path / "archive", "kie", "renewed")
+    assert asset.read_bytes() == content
+    assert json.loads(Path(f"{asset}.json").read_text())["source_url"] == fresh
+    assert "gave a fresh one" in (tmp_path / "daemon.log").read_text()
+
+
+async def test_a_store_outage_shows_failing_fails_nothing_and_recovers(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    during = fake.add(FakeTask("kie", "during", ["success"], [media_bytes("png", 9_000, "during")]))
+    after = fake.add(FakeTask("kie", "after", ["success"], [media_bytes("png", 9_000, "after")]))
+    archive, inbox = tmp_path / "archive", tmp_path / "inbox.txt"
+    archive.mkdir()
+    blocker = archive / "kie"
+    blocker.write_text("a file where the kie folder should be: nothing can be stored under it")
+    async with serve(fake.app()) as api:
+        fake.base = api
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)})
+        await daemon.start()
+        append(inbox, "kie during")
+        down = await daemon.wait_for(lambda s: s["health"].get("storage", {}).get("state") == "failing")
+        assert down["health"]["storage"]["message"]
+        await asyncio.sleep(1.0)
+        status = await daemon.status()
+        assert status["counts"]["downloading"] == 1 and status["counts"]["failed"] == 0
+
+        blocker.unlink()
+        append(inbox, "kie after")
+        up = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1
+                                   and s["health"]["storage"]["state"] == "ok")
+        # `during` waits for its next try, 30 s on; a failing store never failed it.
+        assert up["counts"]["downloading"] == 1 and up["counts"]["failed"] == 0
+        assert await daemon.stop() == 0
+        await daemon.start()
+        final = await daemon.wait_for(lambda s: s["counts"]["archived"] == 2)
+        assert await daemon.stop() == 0
+    assert final["counts"]["failed"] == 0
+    for task in (during, after):
+        assert stored(archive, "kie", task.task_id).read_bytes() == task.files[0]
+
+
+async def test_a_multi_step_poll_schedule_is_kept_per_task(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    steps = ["running"] * 15 + ["success"]
+    tasks = [fake.add(FakeTask("kie", f"sched-{n}", steps, [media_bytes("png", 2_000, f"s{n}")])) for n in range(2)]
+    schedule = ["0.25s until 1.5s", "1.2s until 4s", "0.4s"]
+    async with serve(fake.app()) as api:
+        fake.base = api
+        append(tmp_path / "inbox.txt", *(f"kie {t.task_id}" for t in tasks))
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api, poll_intervals=schedule, requests_per_second=50)})
+        await daemon.start()
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 2)
+        assert await daemon.stop() == 0
+    for task in tasks:
+        times = times_of(fake.requests, task.task_id)
+        assert len(times) == len(steps), task.task_id
+        # Each gap follows the step for the task's age when it was scheduled; gaps that start
+        # near a boundary could belong to either step and are left out.
+        phases: dict[str, list[float]] = {"0.25s": [], "1.2s": [], "0.4s": []}
+        for at, nxt in zip(times, times[1:], strict=False):
+            age = at - times[0]
+            if age < 1.3:
+                phases["0.25s"].append(nxt - at)
+            elif 1.7 < age < 3.8:
+                phases["1.2s"].append(nxt - at)
+            elif age > 4.2:
+                phases["0.4s"].append(nxt - at)
+        assert len(phases["0.25s"]) >= 4 and len(phases["0.4s"]) >= 3 and phases["1.2s"], (task.task_id, phases)
+        assert 0.2 <= statistics.median(phases["0.25s"]) <= 0.4, phases
+        assert all(1.0 <= gap <= 2.3 for gap in phases["1.2s"]), phases
+        assert 0.33 <= statistics.median(phases["0.4s"]) <= 0.6, phases
+
+
+async def test_retry_after_as_an_http_date_pauses_the_entry(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    steps = ["running", "running", "running", "success"]
+    task = fake.add(FakeTask("kie", "paused", steps, [media_bytes("png", 3_000, "paused")]))
+    async with serve(fake.app()) as api:
+        fake.base = api
+        append(tmp_path / "inbox.txt", "kie paused")
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)})
+        await daemon.start()
+        deadline = time.monotonic() + 20
+        while task.polls < 1:
+            assert time.monotonic() < deadline, "the task was never polled"
+            await asyncio.sleep(0.01)
+        # Whole seconds only: the next poll, 0.2 s on, is told to wait 1.8 to 2.8 s. A
+        # Retry-After not understood would mean 5 s, and one ignored the 0.2 s poll interval.
+        fake.throttle["kie"] = email.utils.formatdate(time.time() + 3, usegmt=True)
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 1)
+        assert await daemon.stop() == 0
+    asked = fake.requests_for("kie")
+    [throttled] = [r for r in asked if r.status == 429]
+    later = [r for r in asked if r.at > throttled.at]
+    assert 1.5 <= later[0].at - throttled.at < 4.2, f"asked again {later[0].at - throttled.at:.2f}s after the 429"
+    assert task.polls == len(steps)
+
+
+async def test_acedata_not_found_only_after_its_grace(tmp_path: Path) -> None:
+    """acedata gets 120 s before an unknown ID is not_found: a task that shows up late is
+    archived, one still unknown keeps being polled, one unknown for 120 s fails."""
+    fake = FakeApis(API_KEY)
+    inbox = tmp_path / "inbox.txt"
+    late = FakeTask("acedata", "late", ["success"], [media_bytes("png", 2_000, "late")], where="seedream")
+    async with serve(fake.app()) as api:
+        fake.base = api
+        daemon = daemon_for(tmp_path, {"seedream": entry("acedata", api, service="seedream",
+                                                         requests_per_second=5)})
+        append(inbox, "seedream old-ghost")
+        await daemon.start()
+        await daemon.wait_for(lambda s: any(t["task_id"] == "old-ghost" and t["polls"] >= 2 for t in s["in_flight"]))
+        assert await daemon.stop() == 0
+        # Age its unknown time, as if the provider had not known it for 117 s.
+        state = StateDB(tmp_path / "state" / "archiver.db")
+        try:
+            ghost = state.find("seedream", "old-ghost")
+            assert ghost is not None and ghost.unknown_since is not None
+            state.polled(ghost.pk, unknown_since=time.time() - 117)
+        finally:
+            state.close()
+        restarted = time.monotonic()
+        append(inbox, "seedream ghost", "seedream late")
+        await daemon.start()
+        await asyncio.sleep(1.5)
+        fake.add(late)
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1 and s["counts"]["failed"] == 1)
+        assert await daemon.stop() == 0
+    [failure] = status["recent_failures"]
+    assert (failure["task_id"], failure["reason"]) == ("old-ghost", "not_found")
+    [waiting] = status["in_flight"]
+    assert waiting["task_id"] == "ghost" and waiting["state"] == "polling" and waiting["polls"] >= 3
+    asked = [at for at in times_of(fake.requests, "old-ghost") if at > restarted]
+    assert len(asked) >= 3, "old-ghost was not polled on while still within its grace"
+    state = StateDB(tmp_path / "state" / "archiver.db")
+    try:
+        ghost = state.find("seedream", "old-ghost")
+        assert ghost is not None and ghost.unknown_since is not None
+        failed_at = state.history(ghost.pk)[-1]["at"]
+    finally:
+        state.close()
+    assert failed_at - ghost.unknown_since >= 120 - 0.01, "not_found before the grace ran out"
+    assert stored(tmp_path / "archive", "seedream", "late").read_bytes() == late.files[0]
+
+
+async def test_an_acedata_batch_of_more_than_50_is_split(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    ids = [f"bulk-{n:03d}" for n in range(60)]
+    for task_id in ids:
+        fake.add(FakeTask("acedata", task_id, ["success"], [media_bytes("png", 1_500, task_id)], where="seedream"))
+    async with serve(fake.app()) as api:
+        fake.base = api
+        append(tmp_path / "inbox.txt", *(f"seedream {task_id}" for task_id in ids))
+        daemon = daemon_for(tmp_path, {"seedream": entry("acedata", api, service="seedream")})
+        await daemon.start()
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == len(ids))
+        assert await daemon.stop() == 0
+    assert status["counts"]["failed"] == 0
+    bodies = [r.body for r in fake.requests_for("acedata:seedream")]
+    batches = [b["ids"] for b in bodies if b["action"] == "retrieve_batch"]
+    assert all(b["limit"] == len(b["ids"]) for b in bodies if b["action"] == "retrieve_batch")
+    assert max(len(batch) for batch in batches) == 50, [len(batch) for batch in batches]
+    asked = [task_id for batch in batches for task_id in batch]
+    asked += [b["id"] for b in bodies if b["action"] == "retrieve"]
+    assert sorted(asked) == ids, "an ID was asked twice or never"
+
+
+async def test_retry_failed_keeps_archived_assets(tmp_path: Path) -> None:
+    """One asset archived, the other expired: retry --failed fetches only the missing one."""
+    fake, cdn = FakeApis(API_KEY), FaultCdn()
+    first, second = media_bytes("png", 8_000, "kept"), media_bytes("png", 8_000, "missing")
+    async with serve(fake.app()) as api, serve_at(cdn.app()) as cdn_base:
+        fake.base, cdn.base = api, cdn_base
+        cdn.add("kept", Resource(first))
+        # A 500 first, so that the other asset is archived before this one fails for good.
+        cdn.add("missing", Resource(second, script=["500", "403", "ok"]))
+        fake.add(FakeTask("kie", "half", ["success"], [first, second], urls=[cdn.url("kept"), cdn.url("missing")]))
+        append(tmp_path / "inbox.txt", "kie half")
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)})
+        await daemon.start()
+        failed = await daemon.wait_for(lambda s: s["counts"]["failed"] == 1)
+        assert failed["recent_failures"][0]["reason"] == "url_expired"
+        archive = tmp_path / "archive"
+        kept = stored(archive, "kie", "half", 0)
+        sidecar = Path(f"{kept}.json").read_bytes()
+        code, _, err = await cli(daemon.config, "retry", "--failed", env=daemon.env)
+        assert code == 0, err
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1)
+        assert await daemon.stop() == 0
+    assert status["counts"]["failed"] == 0
+    assert [h.status for h in cdn.hits_for("kept")] == [200], "an archived asset was fetched again"
+    assert [h.status for h in cdn.hits_for("missing")] == [500, 403, 200]
+    assert kept.read_bytes() == first and Path(f"{kept}.json").read_bytes() == sidecar
+    assert stored(archive, "kie", "half", 1).read_bytes() == second
+
+
+async def test_burst_exits_once_the_inbox_is_read_and_nothing_is_in_flight(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    done = fake.add(FakeTask("kie", "done", ["running", "success"], [media_bytes("png", 4_000, "done")]))
+    fake.add(FakeTask("kie", "refused", ["running", "fail"], fail_code="422", fail_msg="prohibited content"))
+    slow = fake.add(FakeTask("kie", "slow", ["running"], [media_bytes("png", 4_000, "slow")]))
+    async with serve(fake.app()) as api:
+        fake.base = api
+        append(tmp_path / "inbox.txt", "kie done", "kie refused", "kie slow")
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)}, "--burst")
+        await daemon.start()
+        assert daemon.proc is not None
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 1 and s["counts"]["failed"] == 1)
+        await asyncio.sleep(1.5)
+        assert daemon.proc.returncode is None, "--burst exited with a task still polling"
+        slow.steps = ["success"]
+        assert await asyncio.wait_for(daemon.proc.wait(), 20) == 0
+    status = await daemon.status()
+    assert status["counts"] == {"queued": 0, "polling": 0, "downloading": 0, "archived": 2, "failed": 1}
+    for task in (done, slow):
+        assert stored(tmp_path / "archive", "kie", task.task_id).read_bytes() == task.files[0]

@@ -1,0 +1,67 @@
+"""The poller's rules end to end: give_up_after counts only answered time, and a success
+without result URLs is asked about again before it ends provider_failed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import DaemonProcess, base_config, write_config
+from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from tests.support.servers import serve
+
+API_KEY = "key-SECRET-9011"
+
+
+@pytest.mark.timeout(200)
+async def test_outages_never_time_out_and_empty_successes_are_asked_again(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    png = media_bytes("png", 1024, "lag")
+    fake.add(FakeTask("kie", "lagging", ["running", "empty", "empty", "success"], [png]))
+    fake.add(FakeTask("kie", "never-urls", ["running", "empty"]))
+    fake.add(FakeTask("maxapi", "never-urls-m", ["empty"]))
+    fake.add(FakeTask("acedata", "never-urls-a", ["empty"], where="seedream"))
+    fake.add(FakeTask("kie", "forever", ["running"]))
+    env = dict(os.environ, TEST_API_KEY=API_KEY)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        fast = {"api_key": "${TEST_API_KEY}", "poll_intervals": ["0.5s"], "give_up_after": "3s"}
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "base_url": base, **fast},
+            "maxapi": {"type": "maxapi", "base_url": base, **fast},
+            "seedream": {"type": "acedata", "service": "seedream", "base_url": base, **fast},
+            # Nothing listens on port 9: this provider is never reached.
+            "down": {"type": "kie", "base_url": "http://127.0.0.1:9", **fast},
+        }))
+        (tmp_path / "inbox.txt").write_text(
+            "kie lagging\nkie never-urls\nmaxapi never-urls-m\nseedream never-urls-a\nkie forever\n"
+            "down unreached\n")
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        try:
+            early = await daemon.wait_for(lambda s: s["counts"]["failed"] == 1, timeout=30)
+            status = await daemon.wait_for(lambda s: s["counts"]["failed"] == 4 and s["counts"]["archived"] == 1,
+                                           timeout=110)
+        finally:
+            assert await daemon.stop() == 0
+    failed = {t["task_id"]: t for t in status["recent_failures"]}
+    # Asked about for 3 s of answers "still running": timed_out, and nothing else was.
+    assert {t["task_id"]: t["reason"] for t in early["recent_failures"]} == {"forever": "timed_out"}
+    assert "still running" in failed["forever"]["message"]
+    # Unreachable for the whole run, far past its give_up_after: still waiting, not failed.
+    unreached = next(t for t in status["in_flight"] if t["task_id"] == "unreached")
+    assert unreached["state"] == "polling" and unreached["polls"] >= 2
+    # A success whose URLs came two polls late is archived.
+    assert any((tmp_path / "archive" / "kie").rglob("lagging/00.png"))
+    # One that never gets URLs: asked 3 more times over at least a minute, then provider_failed.
+    for task_id, entry in (("never-urls", "kie"), ("never-urls-m", "maxapi"), ("never-urls-a", "acedata:seedream")):
+        assert failed[task_id]["reason"] == "provider_failed"
+        asked = [r for r in fake.requests_for(entry) if task_id in r.path + json.dumps(r.body)]
+        empties = asked[-4:]
+        assert len(empties) == 4 and empties[-1].at - empties[0].at >= 60, [r.at for r in asked]
+        assert len(asked) == (5 if task_id == "never-urls" else 4)
+        record = json.loads(next((tmp_path / "archive" / "_failed").rglob(f"{task_id}.json")).read_text())
+        assert record["reason"] == "provider_failed" and record["provider_response"] is not None
