@@ -19,8 +19,8 @@ from archiver.download import Downloader, Fetched, discard, redact
 from archiver.errors import DiskFull, PermanentError, TransientError, UrlExpired
 from archiver.logs import task_fields
 from archiver.model import Phase, State, TaskStatus
-from archiver.recorder import Recorder
 from archiver.naming import KeyFields, choose_ext, content_type_for, failed_key, media_for, render_key
+from archiver.recorder import Recorder
 from archiver.sidecar import asset_sidecar, failed_record
 from archiver.state import Asset, StateDB, Task
 from archiver.storage import Storage

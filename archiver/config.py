@@ -356,6 +356,8 @@ def _http(raw: dict[str, Any]) -> HttpConfig | None:
     host, port = parse_listen(h["listen"], "http.listen")
     return HttpConfig(host, port, Secret(str(h.get("token") or "")),
                       parse_duration(h.get("storage_grace", "5m"), "http.storage_grace"))
+
+
 def _check_product(item: dict[str, Any], kind: str, key: str) -> None:
     """`api` belongs to kie entries, `app` and `jwks_url` to fal entries."""
     if "api" in item and (kind != "kie" or item["api"] not in KIE_APIS):
