@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from archiver.config import Config
@@ -23,8 +24,9 @@ from archiver.errors import ArchiverError
 from archiver.inbox import BadLine, parse_line
 from archiver.model import TaskRef
 from archiver.state import StateDB, Task
-from archiver.web.callbacks import CallbackRefused, ReplayGuard, verifier_for
+from archiver.web.callbacks import CallbackRefused, Incoming, ReplayGuard, verifier_for
 from archiver.web.metrics import CONTENT_TYPE, Metrics
+from archiver.webhook_signatures import FalJwks
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class WebServer:
         self.probed_at = 0.0
         self.probe_error: str | None = None
         self.runner: web.AppRunner | None = None
+        self.session: aiohttp.ClientSession | None = None  # for public key sets (fal), made when first needed
+        self.keysets: dict[str, FalJwks] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -84,6 +88,15 @@ class WebServer:
     async def close(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.session is not None:
+            await self.session.close()
+
+    def _jwks(self, url: str) -> FalJwks:
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        if url not in self.keysets:
+            self.keysets[url] = FalJwks(self.session, url)
+        return self.keysets[url]
 
     # --- health, metrics, status --------------------------------------------------------
 
@@ -212,7 +225,8 @@ class WebServer:
             return _error(413, f"the body is over {MAX_BODY} bytes")
         now = time.time()
         try:
-            hint = verifier_for(entry.type)(request.headers, request.query, body, entry.callbacks.secret.reveal(), now)
+            hint = await verifier_for(entry.type)(Incoming(entry, request.headers, request.query, body, now,
+                                                           self._jwks))
         except CallbackRefused as e:
             log.warning("provider=%s: callback refused: %s", name, e, extra={"provider": name})
             return _error(e.status, str(e))

@@ -2,22 +2,22 @@
 
 A verifier checks a callback and returns the task it names; it never trusts the body's
 URLs, since a valid callback is only a hint to poll that task now. The signature maths
-lives in archiver.webhook_signatures. To add a scheme (fal's ED25519), write its verifier
-and add one line to VERIFIERS under the provider type it serves; a type not listed uses
-the `?token=` form.
+lives in archiver.webhook_signatures. To add a scheme, write its verifier and add one line
+to VERIFIERS under the provider type it serves; a type not listed uses the `?token=` form.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from archiver.errors import ConfigError
+from archiver.config import ProviderEntry
+from archiver.errors import ConfigError, ProviderUnavailable
 from archiver.model import valid_task_id
-from archiver.webhook_signatures import TOLERANCE, kie_task_id, verify_kie, verify_replicate
+from archiver.webhook_signatures import TOLERANCE, FalJwks, kie_task_id, verify_kie, verify_replicate
 
 MAX_SEEN = 100_000  # replay keys remembered at most; the oldest go first
 
@@ -36,8 +36,24 @@ class Callback:
     replay_key: str  # what a replayed copy of this callback repeats exactly
 
 
-# (headers, query, body, secret, now) → the verified callback, or CallbackRefused
-Verifier = Callable[[Mapping[str, str], Mapping[str, str], bytes, str, float], Callback]
+@dataclass(frozen=True)
+class Incoming:
+    """One callback as received, with what a verifier may need."""
+
+    entry: ProviderEntry
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    now: float
+    jwks: Callable[[str], FalJwks]  # the cached public key set at a URL (fal)
+
+    @property
+    def secret(self) -> str:
+        assert self.entry.callbacks is not None
+        return self.entry.callbacks.secret.reveal()
+
+
+Verifier = Callable[[Incoming], Awaitable[Callback]]
 
 
 def _json(body: bytes) -> Any:
@@ -53,48 +69,65 @@ def _valid(task_id: Any, where: str) -> str:
     return task_id
 
 
+def _token(call: Incoming) -> None:
+    if not hmac.compare_digest(call.query.get("token", "").encode("utf-8", "replace"), call.secret.encode()):
+        raise CallbackRefused(401, "?token= is missing or wrong")
+
+
 def task_id_of(body: bytes) -> str:
     """The task ID in a callback body: data.taskId, data.task_id, taskId or task_id."""
     return _valid(kie_task_id(_json(body)), "data.taskId, data.task_id, taskId or task_id")
 
 
-def kie_hmac(headers: Mapping[str, str], query: Mapping[str, str], body: bytes, secret: str,
-             now: float) -> Callback:
+async def kie_hmac(call: Incoming) -> Callback:
     """kie: X-Webhook-Signature = base64(HMAC-SHA256(webhookHmacKey, taskId + "." + timestamp))."""
-    stamp = headers.get("X-Webhook-Timestamp", "")
-    if not stamp or not headers.get("X-Webhook-Signature"):
+    stamp = call.headers.get("X-Webhook-Timestamp", "")
+    if not stamp or not call.headers.get("X-Webhook-Signature"):
         raise CallbackRefused(401, "X-Webhook-Timestamp and X-Webhook-Signature are required")
-    task_id = task_id_of(body)
-    if not verify_kie(secret, headers, task_id, now=now):
+    task_id = task_id_of(call.body)
+    if not verify_kie(call.secret, call.headers, task_id, now=call.now):
         raise CallbackRefused(401, "X-Webhook-Signature does not match, or X-Webhook-Timestamp is not "
                                    "within 5 minutes of our clock")
     return Callback(task_id, f"{task_id}.{stamp}")
 
 
-def standard_webhooks(headers: Mapping[str, str], query: Mapping[str, str], body: bytes, secret: str,
-                      now: float) -> Callback:
+async def standard_webhooks(call: Incoming) -> Callback:
     """Replicate: Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); the body is the prediction."""
     try:
-        if not verify_replicate(secret, headers, body, now=now):
+        if not verify_replicate(call.secret, call.headers, call.body, now=call.now):
             raise CallbackRefused(401, "webhook-signature does not match, or webhook-timestamp is not "
                                        "within 5 minutes of our clock")
     except ConfigError as e:
         raise CallbackRefused(401, f"{e} (fix callbacks.secret)") from None
-    doc = _json(body)
+    doc = _json(call.body)
     task_id = _valid(doc.get("id") if isinstance(doc, dict) else None, "id")
-    return Callback(task_id, f"{headers.get('webhook-id', '')}.{headers.get('webhook-timestamp', '')}")
+    return Callback(task_id, f"{call.headers.get('webhook-id', '')}.{call.headers.get('webhook-timestamp', '')}")
 
 
-def query_token(headers: Mapping[str, str], query: Mapping[str, str], body: bytes, secret: str,
-                now: float) -> Callback:
+async def fal_ed25519(call: Incoming) -> Callback:
+    """fal: ?token= (fal signs for every account, the token says it is ours), then ED25519 with fal's keys."""
+    _token(call)
+    try:
+        signed = await call.jwks(call.entry.jwks_url).verify(call.headers, call.body, now=call.now)
+    except (ProviderUnavailable, ConfigError) as e:
+        raise CallbackRefused(503, f"fal's signing keys cannot be had now ({e}); send again later") from None
+    if not signed:
+        raise CallbackRefused(401, "X-Fal-Webhook-Signature does not verify, or X-Fal-Webhook-Timestamp is not "
+                                   "within 5 minutes of our clock")
+    doc = _json(call.body)
+    task_id = _valid(doc.get("request_id") if isinstance(doc, dict) else None, "request_id")
+    return Callback(task_id, f"{task_id}.{call.headers.get('X-Fal-Webhook-Timestamp', '')}")
+
+
+async def query_token(call: Incoming) -> Callback:
     """Providers with no signing scheme: the callback URL carries ?token=<secret>."""
-    if not hmac.compare_digest(query.get("token", "").encode("utf-8", "replace"), secret.encode()):
-        raise CallbackRefused(401, "?token= is missing or wrong")
-    task_id = task_id_of(body)
+    _token(call)
+    task_id = task_id_of(call.body)
     return Callback(task_id, task_id)
 
 
 VERIFIERS: dict[str, Verifier] = {
+    "fal": fal_ed25519,
     "kie": kie_hmac,
     "replicate": standard_webhooks,
 }

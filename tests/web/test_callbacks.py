@@ -15,8 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from tests.support.servers import serve
+from tests.support.signing import fal_headers, jwk, jwks_app
 from tests.support.web import API_KEY, KIE_SECRET, Web, kie_entry, kie_headers, web_daemon
 
 ONE_POLL_THEN_WAIT = 30  # kie_entry polls every 30s: any poll sooner than that came from a callback
@@ -225,3 +228,37 @@ async def test_replicate_callbacks_use_standard_webhooks(tmp_path: Path) -> None
         assert (status, answer) == (200, {"result": "polling"})
         await web.daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
         assert task.polls == 2
+
+
+async def test_fal_callbacks_need_the_token_and_fal_s_ed25519_signature(tmp_path: Path) -> None:
+    signer, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys: dict[str, Any] = {"hits": 0, "keys": [jwk(signer)]}
+    rid = "0f8c1e2a-7777-4c1d-9a55-000000000007"
+    fake = FakeApis(API_KEY)
+    task = fake.add(FakeTask("fal", rid, ["running", "success"], [media_bytes("png", 2_000, "f")], where="fal-ai/flux"))
+    token = "fal-CALLBACK-token-31"
+    async with serve(jwks_app(keys)) as jwks:
+        def providers(base: str) -> dict[str, Any]:
+            return {"flux": {"type": "fal", "app": "fal-ai/flux/dev", "api_key": API_KEY, "base_url": base,
+                             "poll_intervals": ["30s"], "jwks_url": f"{jwks}/.well-known/jwks.json",
+                             "callbacks": {"secret": token}}}
+
+        async with web_daemon(tmp_path, fake, providers) as web:
+            assert (await web.submit({"provider": "flux", "task_id": rid}))[0] == 202
+            await wait_polls(task, 1)
+            body = json.dumps({"request_id": rid, "gateway_request_id": rid, "status": "OK",
+                               "payload": {"images": [{"url": "https://evil.example/x.png"}]}}).encode()
+            now = int(time.time())
+            good = fal_headers(signer, body, now, rid)
+            for query, headers, data in (
+                    ("", good, body),  # fal signs for every account: without our token it is not ours
+                    (f"?token={token}", fal_headers(stranger, body, now, rid), body),
+                    (f"?token={token}", fal_headers(signer, body, now - 400, rid), body),
+                    (f"?token={token}", good, body + b" "),  # the body's hash is signed
+                    (f"?token={token}", {}, body)):
+                assert (await web.post("/callbacks/flux" + query, data=data, headers=headers))[0] == 401
+            await polls_settle(web, task, 1)
+            status, answer = await web.post(f"/callbacks/flux?token={token}", data=body, headers=good)
+            assert (status, answer) == (200, {"result": "polling"})
+            await web.daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
+            assert task.polls == 2 and keys["hits"] == 1
