@@ -230,11 +230,13 @@ class WebServer:
         except CallbackRefused as e:
             log.warning("provider=%s: callback refused: %s", name, e, extra={"provider": name})
             return _error(e.status, str(e))
-        if not self.replays.first(f"{name}:{hint.replay_key}", now):
+        key = f"{name}:{hint.replay_key}"
+        if not self.replays.first(key, now):
             return web.json_response({"result": "replay"})
         try:
             return web.json_response({"result": self._hint(name, hint.task_id, entry.callbacks.adopt)})
         except sqlite3.Error as e:
+            self.replays.seen.pop(key, None)  # not handled: the provider's next try must not count as a replay
             log.error("provider=%s: callback could not be handled: %s", name, e, extra={"provider": name})
             return _error(503, "the state DB cannot be written; send again later")
 
