@@ -262,3 +262,26 @@ async def test_fal_callbacks_need_the_token_and_fal_s_ed25519_signature(tmp_path
             assert (status, answer) == (200, {"result": "polling"})
             await web.daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
             assert task.polls == 2 and keys["hits"] == 1
+
+
+async def test_kie_product_callbacks_use_kie_s_hmac(tmp_path: Path) -> None:
+    """Suno is one of kie's product APIs: its callbacks are signed as Market's are."""
+    fake = FakeApis(API_KEY)
+    task = fake.add(FakeTask("kie", "suno-cb", ["running", "success"],
+                             [media_bytes("mp3", 3_000, "s"), media_bytes("jpg", 1_000, "c")], where="suno"))
+
+    def providers(base: str) -> dict[str, Any]:
+        return {"suno": kie_entry(base, api="suno", callbacks={"secret": KIE_SECRET})}
+
+    async with web_daemon(tmp_path, fake, providers) as web:
+        assert (await web.submit({"provider": "suno", "task_id": "suno-cb"}))[0] == 202
+        await wait_polls(task, 1)
+        body = json.dumps({"code": 200, "msg": "All generated successfully.",
+                           "data": {"callbackType": "complete", "task_id": "suno-cb", "data": []}}).encode()
+        forged = kie_headers("suno-cb", secret="not-the-secret")
+        assert (await web.post("/callbacks/suno", data=body, headers=forged))[0] == 401
+        await polls_settle(web, task, 1)
+        status, answer = await web.post("/callbacks/suno", data=body, headers=kie_headers("suno-cb"))
+        assert (status, answer) == (200, {"result": "polling"})
+        await web.daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
+        assert task.polls == 2
