@@ -20,6 +20,7 @@ from archiver.errors import DiskFull, PermanentError, TransientError, UrlExpired
 from archiver.logs import task_fields
 from archiver.model import Phase, State, TaskStatus
 from archiver.naming import KeyFields, choose_ext, content_type_for, failed_key, media_for, render_key
+from archiver.recorder import Recorder
 from archiver.sidecar import asset_sidecar, failed_record
 from archiver.state import Asset, StateDB, Task
 from archiver.storage import Storage
@@ -39,7 +40,8 @@ class Archiver:
 
     def __init__(self, config: Config, state: StateDB, storage: Storage, downloader: Downloader,
                  staging: Path, *, ask_once: AskOnce, requeue: Requeue,
-                 disk_full: Callable[[str], None], refresh: Refresh | None = None) -> None:
+                 disk_full: Callable[[str], None], refresh: Refresh | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.config = config
         self.state = state
         self.storage = storage
@@ -55,6 +57,8 @@ class Archiver:
         self.rounds: dict[tuple[int, int], int] = {}
         self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
         self.storage_failing = False
+        self.storage_failing_since: float | None = None  # first failed write of the current outage
+        self.recorder = recorder or Recorder()
 
     async def archive(self, pk: int, idx: int) -> bool:
         """Download one asset and store it with its sidecar; True once archived.
@@ -66,23 +70,29 @@ class Archiver:
             return False
         fields = task_fields(task.provider, task.task_id, State.DOWNLOADING)
         staged = self.staging / f"{pk}-{idx}.part"
+        started = time.monotonic()
         try:
             fetched = await self._fetch(asset, staged)
         except PermanentError as e:
             if isinstance(e, UrlExpired) and await self._fresh_url(task, asset):
+                self.recorder.download("retry")
                 return False
+            self.recorder.download("failed")
             self.fetch_from.pop((pk, idx), None)
             log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
                       redact(asset.url), e, extra=fields | {"reason": e.reason})
             await self.write_failed(self.state.failed(pk, e.reason, message=str(e)))
             return False
         except DiskFull as e:
+            self.recorder.download("retry")
             self.disk_full(str(e))
             await self._retry_later(task, asset, str(e), counts=False)
             return False
         except TransientError as e:
+            self.recorder.download("retry")
             await self._retry_later(task, asset, str(e), counts=True)
             return False
+        self.recorder.download("ok", fetched.size, time.monotonic() - started)
         downloaded_at = time.time()
         ext = choose_ext(fetched.head, fetched.content_type, asset.url)
         media = media_for(ext, task.media)
@@ -103,10 +113,12 @@ class Archiver:
             # The store is down or full: the asset waits, however long that takes.
             if isinstance(e, DiskFull):
                 self.disk_full(str(e))
+            self._store_failed()
             self.storage_failing = True
             self.state.set_health("storage", "failing", str(e))
             await self._retry_later(task, asset, f"storage: {e}", counts=False)
             return False
+        self.storage_failing_since = None
         if self.storage_failing:
             self.storage_failing = False
             self.state.set_health("storage", "ok")
@@ -118,6 +130,8 @@ class Archiver:
         log.info("provider=%s task_id=%s: archived %s (%d bytes)", task.provider, task.task_id, key,
                  fetched.size, extra=fields)
         if done:
+            self.recorder.finished(task.provider, "archived")
+            self.recorder.success_to_archived(archived_at - (task.success_seen_at or downloaded_at))
             log.info("provider=%s task_id=%s: archived", task.provider, task.task_id,
                      extra=task_fields(task.provider, task.task_id, State.ARCHIVED))
         return True
@@ -164,9 +178,11 @@ class Archiver:
         """
         if not (again and await self._stored(key, sha256)):
             await self.storage.put_file(key, staged, content_type=content_type, sha256=sha256)
+            self.recorder.stored("ok")
         archived_at = time.time()
         if not (again and await self.storage.exists(key + ".json")):
             await self.storage.put_bytes(key + ".json", sidecar(archived_at), content_type="application/json")
+            self.recorder.stored("ok")
         return archived_at
 
     async def _stored(self, key: str, sha256: str) -> bool:
@@ -192,6 +208,7 @@ class Archiver:
         """Leave _failed/{provider}/{task_id}.json so the archive tells the whole story."""
         log.warning("provider=%s task_id=%s: failed (%s) %s", task.provider, task.task_id, task.reason,
                     task.message or "", extra=task_fields(task.provider, task.task_id, State.FAILED, task.reason))
+        self.recorder.finished(task.provider, task.reason or "provider_failed")
         await self._put_record(task)
 
     async def write_due_records(self) -> None:
@@ -209,8 +226,15 @@ class Archiver:
             await self.storage.put_bytes(failed_key(task.provider, task.task_id), record,
                                          content_type="application/json")
         except (TransientError, OSError) as e:
+            self._store_failed()
             log.error("provider=%s task_id=%s: could not write its _failed record (%s); retrying later",
                       task.provider, task.task_id, e, extra=task_fields(task.provider, task.task_id))
             return False
+        self.recorder.stored("ok")
+        self.storage_failing_since = None
         self.state.record_written(task.pk)
         return True
+
+    def _store_failed(self) -> None:
+        self.recorder.stored("failed")
+        self.storage_failing_since = self.storage_failing_since or time.time()

@@ -53,6 +53,24 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class CallbackConfig:
+    """A provider entry's webhook (design.md §12): its secret, and whether unknown tasks are adopted."""
+
+    secret: Secret
+    adopt: bool = False
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The daemon's HTTP server (design.md §12); absent from Config when http.listen is unset."""
+
+    host: str
+    port: int
+    token: Secret
+    storage_grace: float = 300.0  # /healthz says 503 once the store has failed this long
+
+
+@dataclass(frozen=True)
 class ProviderEntry:
     name: str
     type: str
@@ -63,6 +81,7 @@ class ProviderEntry:
     poll_intervals: tuple[tuple[float, float], ...]
     service: str | None = None
     family: str = "auto"
+    callbacks: CallbackConfig | None = None  # None: no /callbacks/{entry} (404)
     api: str = "market"
     app: str | None = None
     jwks_url: str = FAL_JWKS_URL
@@ -121,6 +140,7 @@ class Config:
     download: DownloadConfig
     storage: StorageConfig
     shutdown_grace: float = 20.0
+    http: HttpConfig | None = None
     warnings: tuple[str, ...] = ()  # said by check-config; nothing that stops a start
     index: IndexConfig = IndexConfig()
 
@@ -237,7 +257,7 @@ def _names(cls: type) -> set[str]:
 
 
 def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -> Config:
-    top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace", "index"}
+    top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace", "http", "index"}
     for k in raw:
         if k not in top:
             raise ConfigError(f"config: {k}: unknown key (allowed: {', '.join(sorted(top))})")
@@ -258,6 +278,7 @@ def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -
         download=_download(raw),
         storage=_storage(raw, base),
         shutdown_grace=parse_duration(raw.get("shutdown_grace", 20), "shutdown_grace"),
+        http=_http(raw),
         warnings=warnings,
         index=_index(raw),
     )
@@ -287,7 +308,7 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
     if not isinstance(section, dict):
         raise ConfigError("config: providers: expected a mapping of named entries")
     allowed = {"type", "api_key", "base_url", "requests_per_second", "give_up_after",
-               "poll_intervals", "service", "family", "api", "app", "jwks_url"}
+               "poll_intervals", "service", "family", "api", "app", "jwks_url", "callbacks"}
     entries = {}
     for name, item in section.items():
         key = f"providers.{name}"
@@ -324,11 +345,38 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
                             if intervals is not None else TYPE_POLL_INTERVALS.get(kind, DEFAULT_POLL_INTERVALS)),
             service=item.get("service"),
             family=family,
+            callbacks=_callbacks(item, key),
             api=item.get("api", "market"),
             app=item.get("app"),
             jwks_url=str(item.get("jwks_url") or FAL_JWKS_URL),
         )
     return entries
+
+
+def _callbacks(item: dict[str, Any], key: str) -> CallbackConfig | None:
+    c = _section(item, "callbacks", f"{key}.callbacks", {"secret", "adopt"})
+    if not c.get("secret"):
+        return None
+    if not isinstance(c.get("adopt", False), bool):
+        raise ConfigError(f"config: {key}.callbacks.adopt: expected true or false")
+    return CallbackConfig(Secret(str(c["secret"])), c.get("adopt", False))
+
+
+def parse_listen(value: Any, key: str) -> tuple[str, int]:
+    """`127.0.0.1:8790`, `[::1]:8790` or `:8790` (every address) → (host, port)."""
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"config: {key}: {value!r} is not HOST:PORT (e.g. 127.0.0.1:8790)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _http(raw: dict[str, Any]) -> HttpConfig | None:
+    h = _section(raw, "http", "http", {"listen", "token", "storage_grace"})
+    if not h.get("listen"):
+        return None
+    host, port = parse_listen(h["listen"], "http.listen")
+    return HttpConfig(host, port, Secret(str(h.get("token") or "")),
+                      parse_duration(h.get("storage_grace", "5m"), "http.storage_grace"))
 
 
 def _check_product(item: dict[str, Any], kind: str, key: str) -> None:

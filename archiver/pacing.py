@@ -16,6 +16,7 @@ import aiohttp
 
 from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
 from archiver.providers.base import Reply
+from archiver.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,9 @@ class ProviderHttp:
     """The paced `Http` for one provider entry (see providers.base.Http)."""
 
     def __init__(self, name: str, session: aiohttp.ClientSession, bucket: TokenBucket,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, recorder: Recorder | None = None) -> None:
         self.name = name
+        self.recorder = recorder or Recorder()
         self.session = session
         self.bucket = bucket
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -98,12 +100,15 @@ class ProviderHttp:
     async def __call__(self, method: str, url: str, *, headers: Mapping[str, str],
                        json: Any = None, accept: Collection[int] = ()) -> Reply:
         await self.bucket.acquire()
+        started = time.monotonic()
         try:
             async with self.session.request(method, url, headers=dict(headers), json=json,
                                             timeout=self.timeout, allow_redirects=False) as resp:
                 reply = Reply(resp.status, dict(resp.headers), await resp.read())
         except (TimeoutError, aiohttp.ClientError) as e:
             raise ProviderUnavailable(f"{self.name}: {type(e).__name__}: {e}".rstrip(": ")) from None
+        finally:
+            self.recorder.poll_took(self.name, time.monotonic() - started)
         if reply.status == 429 or (reply.status == 503 and "Retry-After" in reply.headers):
             wait = retry_after(reply.headers)
             raise RateLimited(f"{self.name}: HTTP {reply.status}, Retry-After {wait}", wait)

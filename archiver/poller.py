@@ -24,6 +24,7 @@ from archiver.errors import KeyRejected, RateLimited, TransientError
 from archiver.model import Phase, TaskStatus
 from archiver.pacing import ProviderHttp, poll_delay
 from archiver.providers.base import Provider
+from archiver.recorder import Recorder
 from archiver.state import Asset, StateDB, Task
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class EntryPoller:
     """Polls every live task of one provider entry."""
 
     def __init__(self, entry: ProviderEntry, provider: Provider, http: ProviderHttp, state: StateDB,
-                 on_success: OnSuccess, on_failed: OnFailed, rng: random.Random) -> None:
+                 on_success: OnSuccess, on_failed: OnFailed, rng: random.Random,
+                 recorder: Recorder | None = None) -> None:
         self.entry = entry
         self.provider = provider
         self.http = http
@@ -63,6 +65,7 @@ class EntryPoller:
         self.on_success = on_success
         self.on_failed = on_failed
         self.rng = rng
+        self.recorder = recorder or Recorder()
         self.heap: list[tuple[float, int, int]] = []
         self.tracked: dict[int, Tracked] = {}
         self.seq = itertools.count()
@@ -73,6 +76,9 @@ class EntryPoller:
         self.slots = asyncio.Semaphore(in_flight)
         self.running: set[asyncio.Task[None]] = set()
         self.busy: set[int] = set()  # tasks with a poll in flight
+        self.current: dict[int, int] = {}  # pk → seq of its one live heap entry; older ones are stale
+        self.hinted: set[int] = set()  # a callback asked for a fresh answer; no poll has started since
+        self.serving: set[int] = set()  # hinted tasks whose poll is in flight
 
     def add(self, task: Task, due: float | None = None) -> None:
         if task.pk in self.tracked:
@@ -80,14 +86,30 @@ class EntryPoller:
         self.tracked[task.pk] = Tracked(task.task_id, task.first_seen_at, task.unknown_since, task.running_for)
         self._schedule(task.pk, time.time() if due is None else due)
 
+    def poll_now(self, pk: int) -> bool:
+        """Poll this task at once (a provider's callback said it ended); False if it is not ours now.
+
+        A poll already in flight may have left the provider before the task ended: the task is
+        then asked once more right after it. A hinted poll refused by a 429 or 5xx is asked
+        again when the pause ends, not at the task's next scheduled time.
+        """
+        if pk not in self.tracked:
+            return False
+        self.hinted.add(pk)
+        if pk not in self.busy:
+            self._schedule(pk, time.time())
+        return True
+
     def _schedule(self, pk: int, due: float) -> None:
-        heapq.heappush(self.heap, (due, next(self.seq), pk))
+        seq = next(self.seq)
+        self.current[pk] = seq
+        heapq.heappush(self.heap, (due, seq, pk))
         self.wake.set()
 
     def _later(self, pk: int, delay: float | None = None) -> None:
         tracked = self.tracked[pk]
         age = time.time() - tracked.first_seen_at
-        normal = poll_delay(self.entry.poll_intervals, age, self.rng)
+        normal = 0.0 if pk in self.hinted else poll_delay(self.entry.poll_intervals, age, self.rng)
         # A provider may cap queries per task (kie's 4o Image and Suno: 3 a second).
         normal = max(normal, getattr(self.provider, "min_poll_interval", 0.0))
         self._schedule(pk, time.time() + max(normal, delay or 0.0))
@@ -119,10 +141,13 @@ class EntryPoller:
         """Pop up to batch_size due tasks, oldest due first; stale heap entries are skipped."""
         now, batch = time.time(), list[int]()
         while self.heap and self.heap[0][0] <= now and len(batch) < self.provider.batch_size:
-            pk = heapq.heappop(self.heap)[2]
-            if pk in self.tracked and pk not in self.busy:
+            _, seq, pk = heapq.heappop(self.heap)
+            if pk in self.tracked and pk not in self.busy and self.current.get(pk) == seq:
                 batch.append(pk)
                 self.busy.add(pk)
+                if pk in self.hinted:
+                    self.hinted.discard(pk)
+                    self.serving.add(pk)
         return batch
 
     async def _poll(self, batch: list[int]) -> None:
@@ -136,6 +161,7 @@ class EntryPoller:
                     self._later(pk)
         finally:
             self.busy.difference_update(batch)
+            self.serving.difference_update(batch)
             self.slots.release()
 
     async def _ask(self, live: list[int]) -> None:
@@ -156,7 +182,9 @@ class EntryPoller:
             return
         self._healthy()
         for task_id, pk in ids.items():
-            await self._handle(pk, results.get(task_id))
+            status = results.get(task_id)
+            self.recorder.poll(self.entry.name, status.phase.value if status else "not_found")
+            await self._handle(pk, status)
 
     async def ask_once(self, task_id: str) -> TaskStatus | None:
         """One extra, paced poll of a task that already succeeded; None if it cannot be had."""
@@ -185,6 +213,7 @@ class EntryPoller:
                     ",".join(self.tracked[pk].task_id for pk in live), message, pause,
                     extra={"provider": self.entry.name, "reason": kind})
         self.http.bucket.pause(pause)
+        self.recorder.poll(self.entry.name, kind, len(live))
         if kind == "unauthorised" and not self.unauthorised:
             self.unauthorised = True
             log.error("provider=%s: the API key was rejected; tasks wait and polling retries every %ds",
@@ -194,6 +223,8 @@ class EntryPoller:
             # An unanswered poll stops the give_up_after clock: an outage never fails a task.
             self.tracked[pk].answered_at = None
             self.state.polled(pk, error=message, unknown_since=self.tracked[pk].unknown_since)
+            if pk in self.serving:
+                self.hinted.add(pk)  # the callback's poll got no answer: ask again after the pause
             self._later(pk, pause)
 
     def _healthy(self) -> None:
@@ -219,6 +250,7 @@ class EntryPoller:
             await self._succeeded_empty(pk, tracked, now, status)
         elif status.phase == Phase.SUCCEEDED:
             del self.tracked[pk]
+            self._forget(pk)
             assets = self.state.succeeded(pk, status)
             self.on_success(self.state.task(pk), assets)
         else:
@@ -255,5 +287,10 @@ class EntryPoller:
     async def _fail(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:
         self.tracked.pop(pk, None)
+        self._forget(pk)
         task = self.state.failed(pk, reason, code, message, response)
         await self.on_failed(task)
+
+    def _forget(self, pk: int) -> None:
+        self.current.pop(pk, None)
+        self.hinted.discard(pk)

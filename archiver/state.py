@@ -70,6 +70,21 @@ CREATE TABLE IF NOT EXISTS health (
     name TEXT PRIMARY KEY, state TEXT NOT NULL, message TEXT, at REAL NOT NULL
 );
 """
+# Tasks per state, kept by triggers so that /metrics reads five rows, never the whole table.
+COUNTS = """
+CREATE TABLE IF NOT EXISTS task_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS task_counts_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO task_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS task_counts_update AFTER UPDATE OF state ON tasks WHEN OLD.state != NEW.state BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO task_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS task_counts_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (provider, state, first_seen_at);
+"""
 
 
 @dataclass(frozen=True)
@@ -163,6 +178,10 @@ class StateDB:
         # drop the last commits, and the inbox offset rolls back with them.
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.executescript(SCHEMA)
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'task_counts'").fetchone():
+            # A state DB from before the counts were kept: count once, then triggers keep them.
+            self.db.executescript(f"BEGIN IMMEDIATE; {COUNTS}; INSERT OR IGNORE INTO task_counts"
+                                  " SELECT state, COUNT(*) FROM tasks GROUP BY state; COMMIT;")
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
         # Columns added since the first release; an older state DB gains them here.
         for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
@@ -203,17 +222,8 @@ class StateDB:
         so a crash either keeps both or re-reads the lines; a task already known is ignored.
         """
         now = time.time()
-        new: list[int] = []
         with self.transaction() as db:
-            for ref in refs:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now))
-                if cur.rowcount:
-                    pk = int(cur.lastrowid or 0)
-                    new.append(pk)
-                    self._history(db, pk, State.QUEUED)
+            new = [pk for ref in refs if (pk := self._insert(db, ref, now)) is not None]
             db.executemany("INSERT INTO rejects (at, line_no, reason, line) VALUES (?, ?, ?, ?)",
                            [(now, r.line_no, r.reason, r.line) for r in rejects])
             if rejects:
@@ -221,6 +231,18 @@ class StateDB:
             db.execute("INSERT OR REPLACE INTO inbox (id, dev, ino, offset, line_no) VALUES (1, ?, ?, ?, ?)",
                        (position.dev, position.ino, position.offset, position.line_no))
         return [self.task(pk) for pk in new]
+
+    def _insert(self, db: sqlite3.Connection, ref: TaskRef, now: float, note: str | None = None) -> int | None:
+        """Queue one new task; None if it is known already."""
+        cur = db.execute(
+            "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now))
+        if not cur.rowcount:
+            return None
+        pk = int(cur.lastrowid or 0)
+        self._history(db, pk, State.QUEUED, note=note)
+        return pk
 
     # --- reads --------------------------------------------------------------------------
 
@@ -411,3 +433,31 @@ class StateDB:
                 db.execute("DELETE FROM assets WHERE task = ? AND state != 'archived'", (pk,))
                 self._history(db, pk, State.QUEUED, note="retry")
         return len(pks)
+
+    # --- the HTTP face (design.md §12) --------------------------------------------------
+
+    def add_tasks(self, refs: Sequence[TaskRef]) -> list[Task | None]:
+        """Store tasks handed over by HTTP; per ref, the new Task or None if it was known.
+
+        Commit point: one transaction for the batch, done before the caller is answered.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            pks = [self._insert(db, ref, now, note="http") for ref in refs]
+        return [self.task(pk) if pk is not None else None for pk in pks]
+
+    def kept_counts(self) -> dict[str, int]:
+        """Tasks per state from the trigger-kept table: constant cost at any number of tasks."""
+        found = dict(self.db.execute("SELECT state, n FROM task_counts").fetchall())
+        return {s.value: found.get(s.value, 0) for s in State}
+
+    def oldest_pending(self, provider: str) -> float | None:
+        """first_seen_at of the provider's oldest unfinished task; one index lookup per state."""
+        firsts = [self.db.execute("SELECT MIN(first_seen_at) FROM tasks WHERE provider = ? AND state = ?",
+                                  (provider, s)).fetchone()[0]
+                  for s in (State.QUEUED, State.POLLING, State.DOWNLOADING)]
+        return min((f for f in firsts if f is not None), default=None)
+
+    def probe_write(self) -> None:
+        """One tiny write transaction; raises sqlite3.Error if the DB cannot be written."""
+        self.set_health("state_db", "ok")

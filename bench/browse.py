@@ -1,4 +1,4 @@
-"""Scenarios 6 and 7: the browse index at 100,000 assets over 60 days, and `archiver serve` on S3.
+"""Scenarios 7 and 8: the browse index at 100,000 assets over 60 days, and `archiver serve` on S3.
 
 The archive is generated straight into a state DB and a local store (tests/support/archive.py),
 then timed: `archiver index --rebuild` (from the state DB), `archiver index --from-store`
@@ -50,7 +50,7 @@ def _run(folder: Path, assets: int, days: int) -> list[Row]:
     count = int(log.read_text().split()[1].replace(",", ""))
     print(f"  {log.read_text().strip()} in {made.wall:.0f} s", flush=True)
     rows = []
-    for name, flags in (("6 index --rebuild (state DB)", ["--rebuild"]), ("6 index --from-store", ["--from-store"])):
+    for name, flags in (("7 index --rebuild (state DB)", ["--rebuild"]), ("7 index --from-store", ["--from-store"])):
         usage = Child([PY, "-m", "archiver", "-c", str(config), "index", *flags], folder / "index.log").wait()
         assert usage.code == 0, (folder / "index.log").read_text()[-2000:]
         rows.append(Row(name, usage.wall, None, count / usage.wall, usage.cpu, usage.peak_rss_mib,
@@ -65,7 +65,7 @@ def _run(folder: Path, assets: int, days: int) -> list[Row]:
         painted, ready = asyncio.run(first_screen(f"http://127.0.0.1:{port}/"))
     finally:
         served = server.stop()
-    rows.append(Row("6 page first screen (Chromium)", painted, None, None, served.cpu, served.peak_rss_mib,
+    rows.append(Row("7 page first screen (Chromium)", painted, None, None, served.cpu, served.peak_rss_mib,
                     f"first day's assets painted {painted * 1000:.0f} ms after navigation start, page idle at "
                     f"{ready * 1000:.0f} ms (median of 5); CPU and RSS are archiver serve's"))
     return rows
@@ -92,7 +92,7 @@ async def first_screen(url: str, runs: int = 5) -> tuple[float, float]:
 
 
 def serve_s3(size_mib: int, base: Path) -> list[Row]:
-    """Scenario 7: `archiver serve` streams one big S3 object (moto) to a client; its memory stays flat."""
+    """Scenario 8: `archiver serve` streams one big S3 object (moto) to a client; its memory stays flat."""
     import boto3
 
     folder = Path(tempfile.mkdtemp(prefix="archiver-bench-serve-", dir=base))
@@ -128,7 +128,7 @@ def serve_s3(size_mib: int, base: Path) -> list[Row]:
         moto.stop()
         shutil.rmtree(folder, ignore_errors=True)
     assert got == size_mib * 2**20, got
-    return [Row(f"7 serve {size_mib} MiB from S3", wall, got / 1e6 / wall, None, usage.cpu, peak,
+    return [Row(f"8 serve {size_mib} MiB from S3", wall, got / 1e6 / wall, None, usage.cpu, peak,
                 f"RSS {idle:.0f} MiB before the request (peak is VmHWM); moto's own CPU not counted")]
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 
 from measure import profile_summary, wait_quiet
 from scenarios import MiB, Plan, Row, latency, throughput, waiting
+from web import intake, scrape
 
-TARGETS = ("throughput ≥ 0.8× curl (1, 2); peak RSS ≤ 100 MiB (1-5); waiting < 5% of a core (3); "
+TARGETS = ("throughput ≥ 0.8× curl (1, 2); peak RSS ≤ 100 MiB (1-6); waiting < 5% of a core (3); "
            "inbox→first poll p50 < 1 s, success→first byte p50 < 100 ms (5); "
-           "index rebuild from the state DB < 30 s, first screen < 1 s (6); serve's RSS flat (7)")
+           "/metrics < 50 ms at 100,000 tasks, flat in the task count (6); "
+           "index rebuild from the state DB < 30 s, first screen < 1 s (7); serve's RSS flat (8)")
 
 
 def scenario(n: int, a: argparse.Namespace, curl: bool) -> list[Row]:
@@ -32,15 +34,19 @@ def scenario(n: int, a: argparse.Namespace, curl: bool) -> list[Row]:
     if n == 3:
         seconds, warmup = (30.0, 10.0) if a.quick else (120.0, 15.0)
         return [waiting(tasks, *where, seconds=seconds, warmup=warmup) for tasks in (1000, 10000)]
-    if n == 6:
+    if n == 5:
+        return [latency(20 if a.quick else 50, *where)]
+    if n == 7:
         from browse import browse  # needs the test extra (playwright) and chromium
 
         return browse(10_000 if a.quick else 100_000, a.dir)
-    if n == 7:
+    if n == 8:
         from browse import serve_s3
 
         return serve_s3(256 if a.quick else 1024, a.dir)
-    return [latency(20 if a.quick else 50, *where)]
+    scrapes = 50 if a.quick else 200
+    return [scrape(1000, *where, scrapes=scrapes), scrape(100_000, *where, scrapes=scrapes),
+            intake(5 if a.quick else 20, *where)]
 
 
 def curl_ok() -> bool:
@@ -73,7 +79,7 @@ def table(rows: list[Row]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenario", type=int, action="append", choices=range(1, 8), help="repeatable; default all")
+    p.add_argument("--scenario", type=int, action="append", choices=range(1, 9), help="repeatable; default all")
     p.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs")
     p.add_argument("--rps", type=float, default=1000.0,
                    help="kie requests_per_second in scenarios 1, 2, 4 (3 and 5 keep the default, 10)")
@@ -87,7 +93,7 @@ def main() -> int:
     curl = curl_ok()
     print(f"{machine()}\ncommand: {' '.join(sys.argv)}\ntargets: {TARGETS}\n", flush=True)
     rows: list[Row] = []
-    for n in args.scenario or [1, 2, 3, 4, 5, 6, 7]:
+    for n in args.scenario or [1, 2, 3, 4, 5, 6, 7, 8]:
         print(f"scenario {n}: machine {wait_quiet():.0%} busy before it", flush=True)
         for row in scenario(n, args, curl):
             rows.append(row)

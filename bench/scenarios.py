@@ -94,12 +94,14 @@ class Rig:
                                                 "region": "us-east-1"}}
         return moto
 
-    def daemon(self, rps: float | None, inbox: list[str], *extra: str) -> Child:
-        """Write the config and inbox, then start `archiver run`; rps None keeps kie's default."""
+    def daemon(self, rps: float | None, inbox: list[str], *extra: str, config: dict[str, Any] | None = None) -> Child:
+        """Write the config and inbox, then start `archiver run`; rps None keeps kie's default.
+
+        `config` adds top-level sections (e.g. `http`) to the generated config."""
         kie = {"type": "kie", "api_key": "bench", "base_url": self.api_url}
         doc = {"state_dir": str(self.dir / "state"), "inbox": {"path": str(self.dir / "inbox.txt")},
                "providers": {"kie": kie | ({"requests_per_second": rps} if rps else {})},
-               "download": {"allow_addresses": ["127.0.0.0/8"]}, "storage": self.storage}
+               "download": {"allow_addresses": ["127.0.0.0/8"]}, "storage": self.storage} | (config or {})
         (self.dir / "config.yaml").write_text(yaml.safe_dump(doc))
         (self.dir / "inbox.txt").write_text("".join(f"kie {task_id}\n" for task_id in inbox))
         argv = [PY, "-m", "archiver", "run", "-c", str(self.dir / "config.yaml"), *extra]
