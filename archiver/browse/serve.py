@@ -8,6 +8,7 @@ bounded chunks (S3 included), with single-range `Range` support so videos seek.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import signal
@@ -94,8 +95,10 @@ def app(storage: Storage) -> web.Application:
         await response.prepare(request)
         if request.method == "GET":
             try:
-                async for chunk in storage.read(key, start, end):
-                    await response.write(chunk)
+                # aclosing: a client that hangs up mid-body must not leave the file or the S3 body open.
+                async with contextlib.aclosing(storage.read(key, start, end)) as body:
+                    async for chunk in body:
+                        await response.write(chunk)
             except (FileNotFoundError, StorageUnavailable) as e:
                 log.error("serve %s: stopped mid-body: %s", key, e)
                 raise ConnectionResetError from e  # too late for a status: cut the connection

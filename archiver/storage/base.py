@@ -8,7 +8,7 @@ raises FileNotFoundError; a failing store raises StorageUnavailable or DiskFull.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,7 +56,7 @@ class Storage(Protocol):
         """Every object whose key starts with `prefix`, in no promised order; never a folder."""
         ...
 
-    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """The bytes of `key` from `start` up to `end` (exclusive), in chunks of bounded size.
 
         FileNotFoundError is raised before the first chunk, so a server can still answer 404.

@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -199,7 +199,7 @@ class LocalStorage:
                     if stat.S_ISREG(st.st_mode):
                         yield Listed(key, st.st_size, st.st_mtime)
 
-    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self._path(key)
         try:
             f = await asyncio.to_thread(open, path, "rb")

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -203,7 +203,7 @@ class S3Storage:
                 if key and not key.endswith("/"):
                     yield Listed(key, int(obj["Size"]), obj["LastModified"].timestamp())
 
-    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """A ranged GET streamed in 256 KiB pieces, one thread hop each: memory stays flat."""
         name = self._name(key)
         if end is not None and end <= start:
