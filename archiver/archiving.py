@@ -186,10 +186,13 @@ class Archiver:
         return archived_at
 
     async def _stored(self, key: str, sha256: str) -> bool:
+        """The store holds these bytes under `key`: its own checksum, where it keeps one, wins
+        over the sha256 we wrote beside the object, which a changed object may still carry."""
         try:
-            return (await self.storage.stat(key)).sha256 == sha256
+            info = await self.storage.stat(key)
         except FileNotFoundError:
             return False
+        return (info.checksum or info.sha256) == sha256
 
     async def _retry_later(self, task: Task, asset: Asset, error: str, *, counts: bool) -> None:
         key = (task.pk, asset.idx)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
@@ -94,3 +95,40 @@ async def test_index_verify_and_rebuild(tmp_path: Path) -> None:
         code, out, err = await cli(config, "verify", "--deep", env=env)
         assert code == 0, out + err
         assert out.strip().endswith("verified 3 assets (26.4 KiB): no problems")
+
+
+async def test_verify_fix_rewrites_a_changed_s3_object_that_kept_our_metadata(
+        tmp_path: Path, moto_server: str, s3_client: Any, s3_bucket: str) -> None:
+    """S3's own checksum, not the sha256 we wrote beside the object, decides whether it is ours."""
+    fake = FakeApis(API_KEY)
+    original = media_bytes("png", 5000, "s3-fix")
+    fake.add(FakeTask("kie", "s3-fix", ["success"], [original]))
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+        }, storage={"backend": "s3", "s3": {"bucket": s3_bucket, "endpoint_url": moto_server}},
+            index={"enabled": False}))
+        env = dict(os.environ, KIE_API_KEY=API_KEY)
+        (tmp_path / "inbox.txt").write_text("kie s3-fix\n")
+
+        async def burst(log: str) -> None:
+            daemon = DaemonProcess(config, env, tmp_path / log, "--burst")
+            await daemon.start()
+            assert daemon.proc is not None
+            assert await asyncio.wait_for(daemon.proc.wait(), 60) == 0
+
+        await burst("daemon.log")
+        [key] = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]
+                 if not o["Key"].endswith(".json")]
+        head = s3_client.head_object(Bucket=s3_bucket, Key=key)
+        s3_client.put_object(Bucket=s3_bucket, Key=key, Body=original[:-1] + b"X", Metadata=head["Metadata"],
+                             ContentType=head["ContentType"], ChecksumAlgorithm="SHA256")
+        code, out, _ = await cli(config, "verify", env=env)
+        assert code == 1 and key in out
+        code, out, _ = await cli(config, "verify", "--fix", env=env)
+        assert code == 1 and "queued again" in out
+        await burst("daemon2.log")
+        assert s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == original
+        code, out, err = await cli(config, "verify", env=env)
+        assert code == 0, out + err
