@@ -26,6 +26,7 @@ from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, re
                       stop_after_attempt)
 from tenacity.wait import wait_exponential, wait_random
 
+from archiver.files import open_off_loop
 from archiver.errors import (DiskFull, DownloadFailed, DownloadInterrupted, PermanentError, TooLarge,
                              TransientError, UrlExpired)
 from archiver.pacing import retry_after
@@ -208,7 +209,7 @@ class Downloader:
         hashlib releases the GIL, so hashing leaves the event loop, and a thread hop per
         batch instead of per network chunk keeps the loop free for other downloads.
         """
-        file = await asyncio.to_thread(open, dest, "ab" if append else "wb")
+        file = await open_off_loop(dest, "ab" if append else "wb")
         batch: list[bytes] = []
         pending = 0
         try:

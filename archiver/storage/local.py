@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from archiver.errors import DiskFull, StorageUnavailable
+from archiver.files import open_off_loop
 from archiver.storage.base import Listed, ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class LocalStorage:
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self._path(key)
         try:
-            f = await asyncio.to_thread(open, path, "rb")
+            f = await open_off_loop(path, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise _missing(key) from None
         except OSError as e:
@@ -290,3 +291,4 @@ def write_error(e: OSError, key: str, root: Path) -> DiskFull | StorageUnavailab
 def _read_error(e: OSError, key: str, root: Path) -> StorageUnavailable:
     return StorageUnavailable(f"local archive {root}: cannot read {key!r} ({e.strerror or e}); "
                               "check that the disk is mounted and readable")
+

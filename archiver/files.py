@@ -1,0 +1,28 @@
+"""Opening files off the event loop without leaking one when the caller is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import BinaryIO, cast
+
+
+async def open_off_loop(path: Path, mode: str) -> BinaryIO:
+    """open() in binary `mode` in a thread; a file that opens after its caller was cancelled is
+    closed, not leaked."""
+    job = asyncio.ensure_future(asyncio.to_thread(_open, path, mode))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(_close_opened)
+        raise
+
+
+def _open(path: Path, mode: str) -> BinaryIO:
+    assert "b" in mode
+    return cast(BinaryIO, open(path, mode))  # noqa: SIM115 - the caller closes it
+
+
+def _close_opened(job: asyncio.Future[BinaryIO]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        job.result().close()
