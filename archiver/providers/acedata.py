@@ -72,11 +72,11 @@ class AceData:
         if answer is None:
             return {}
         if len(task_ids) == 1:
-            return {task_ids[0]: parse_record(_single(answer), self.entry.name, task_ids[0])}
+            return {task_ids[0]: parse_record(_single(answer))}
         result = {}
         for tid, rec in _batch(answer, task_ids).items():
             try:
-                result[tid] = parse_record(rec, self.entry.name, tid)
+                result[tid] = parse_record(rec)
             except ProviderUnavailable as e:
                 # One broken record must not stall the other tasks of its batch.
                 log.warning("%s, skipped provider=%s task_id=%s", e, self.entry.name, tid)
@@ -122,7 +122,7 @@ def _batch(body: dict[str, Any], task_ids: Sequence[str]) -> dict[str, dict[str,
     return {tid: by_id[tid] for tid in task_ids if tid in by_id}
 
 
-def parse_record(record: dict[str, Any], name: str, task_id: str) -> TaskStatus:
+def parse_record(record: dict[str, Any]) -> TaskStatus:
     """One task record (or wrapped bare response) → TaskStatus."""
     response = record.get("response")
     if response is not None and not isinstance(response, dict):

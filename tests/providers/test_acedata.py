@@ -94,7 +94,7 @@ def test_prompt_comes_from_content_text_and_urls_never_from_request() -> None:
            "response": {"success": True, "data": {"status": "succeeded",
                                                   "video_url": "https://cdn/out.mp4",
                                                   "reference_image_url": "https://in/ref.png"}}}
-    status = parse_record(rec, "acedata", "x")
+    status = parse_record(rec)
     assert status.prompt == "a cat"
     assert status.urls == ("https://cdn/out.mp4",)
     assert status.completed_at == "2025-12-21T15:05:00.100Z"
