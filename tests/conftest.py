@@ -1,4 +1,5 @@
-"""Fixtures shared across the suite: moto's S3 server on loopback and a fresh bucket per test."""
+"""Fixtures shared across the suite: moto's S3 server on loopback and a fresh bucket per test;
+PostgreSQL servers and databases, and the state backends to run against."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+
+from tests.support.ci import cannot_run
+from tests.support.postgres import PgCluster, StateBackend, pg_unavailable
 
 AWS_REGION = "us-east-1"
 
@@ -54,3 +58,49 @@ def s3_bucket(s3_client: Any) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+def _pg_cluster() -> PgCluster:
+    """A started PostgreSQL server; skips (fails under CI=true) where none can be had."""
+    reason = pg_unavailable()
+    if reason is not None:
+        cannot_run("PostgreSQL tests", reason)
+    cluster = PgCluster()
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.cleanup()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One PostgreSQL server for the whole session; tests share it through `pg_dsn`. Never stop it."""
+    cluster = _pg_cluster()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh, empty database on the session server; dropped after the test."""
+    dsn = pg_cluster.create_database()
+    yield dsn
+    pg_cluster.drop_database(dsn)
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PgCluster]:
+    """A PostgreSQL server of the test's own, for tests that stop, kill or restart it."""
+    cluster = _pg_cluster()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_backend(request: pytest.FixtureRequest) -> StateBackend:
+    """The state store to run against: SQLite in the state dir, or a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        return StateBackend("postgres", request.getfixturevalue("pg_dsn"))
+    return StateBackend("sqlite", None)
