@@ -12,7 +12,7 @@ def test_session_server_answers_on_loopback_with_test_settings(pg_cluster: PgClu
     with psycopg.connect(pg_cluster.dsn()) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
         addr, port = conn.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone()  # type: ignore[misc]
-        settings = dict(conn.execute(
+        settings: dict[str, str] = dict(conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name IN "
             "('fsync', 'full_page_writes', 'max_connections', 'unix_socket_directories')").fetchall())
     assert (addr, port) == ("127.0.0.1", pg_cluster.port)

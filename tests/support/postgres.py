@@ -7,6 +7,7 @@ root it runs as the `postgres` user (which Debian's package creates) on a dir ch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -136,14 +137,14 @@ class PgCluster:
         """SIGKILL the server and all its backends, as a crash would; start() recovers."""
         if self._proc is None:
             return
+        # Stopped first, the postmaster forks no backend between the listing and the kill.
+        self._proc.send_signal(signal.SIGSTOP)
         children = _children(self._proc.pid)
         self._proc.kill()
         self._proc.wait(timeout=30)
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         # The backends were the postmaster's, so nobody here reaps them: wait until they are gone or zombies.
         deadline = time.monotonic() + 10
         while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
