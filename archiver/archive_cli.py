@@ -14,9 +14,8 @@ from typing import Any
 from archiver.browse.index import IndexLoop, rebuild
 from archiver.browse.serve import DEFAULT_LISTEN, serve
 from archiver.config import Config
-from archiver.daemon import state_path
 from archiver.errors import ArchiverError, ConfigError
-from archiver.state import StateDB
+from archiver.state import open_state, state_path
 from archiver.storage import open_storage
 from archiver.verify import Verifier, fix
 
@@ -104,13 +103,13 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"verify: --since {args.since!r}: expected a date like 2026-11-22") from None
     path = state_path(config)
-    state = StateDB(path) if path.exists() else None
     storage = open_storage(config.storage)
 
     async def go() -> Any:
+        state = await open_state(config) if config.state.backend == "postgres" or path.exists() else None
         try:
             report = await Verifier(storage, config.storage.layout, since=args.since, deep=args.deep,
-                                    db=state.db if state else None, progress=progress("verify: sidecars")).run()
+                                    state=state, progress=progress("verify: sidecars")).run()
             if args.fix and report.problems:
                 if state is None:
                     for p in report.problems:
@@ -120,12 +119,10 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
             return report
         finally:
             await storage.close()
+            if state:
+                await state.close()
 
-    try:
-        report = asyncio.run(go())
-    finally:
-        if state:
-            state.close()
+    report = asyncio.run(go())
     _done_progress()
     if args.json:
         print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))

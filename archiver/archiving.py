@@ -18,11 +18,12 @@ from archiver.config import Config
 from archiver.download import Downloader, Fetched, discard, redact
 from archiver.errors import DiskFull, PermanentError, TransientError, UrlExpired
 from archiver.logs import task_fields
-from archiver.model import Phase, State, TaskStatus
+from archiver.model import Phase, TaskStatus
+from archiver.model import State as TaskState
 from archiver.naming import KeyFields, choose_ext, content_type_for, failed_key, media_for, render_key
 from archiver.recorder import Recorder
 from archiver.sidecar import asset_sidecar, failed_record
-from archiver.state import Asset, StateDB, Task
+from archiver.state import Asset, State, Task
 from archiver.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ Requeue = Callable[[int, int, float], None]
 class Archiver:
     """Archives assets; the daemon schedules them and owns the pause on a full disk."""
 
-    def __init__(self, config: Config, state: StateDB, storage: Storage, downloader: Downloader,
+    def __init__(self, config: Config, state: State, storage: Storage, downloader: Downloader,
                  staging: Path, *, ask_once: AskOnce, requeue: Requeue,
-                 disk_full: Callable[[str], None], refresh: Refresh | None = None,
+                 disk_full: Callable[[str], Awaitable[None]], refresh: Refresh | None = None,
                  recorder: Recorder | None = None) -> None:
         self.config = config
         self.state = state
@@ -56,6 +57,8 @@ class Archiver:
         self.fetch_from: dict[tuple[int, int], str] = {}
         self.rounds: dict[tuple[int, int], int] = {}
         self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
+        # Downloads complete in staging whose state write failed (the state DB was down): not fetched again.
+        self.staged: dict[tuple[int, int], tuple[Fetched, float]] = {}
         self.storage_failing = False
         self.storage_failing_since: float | None = None  # first failed write of the current outage
         self.recorder = recorder or Recorder()
@@ -65,12 +68,16 @@ class Archiver:
 
         Trouble is recorded, never raised.
         """
-        task, asset = self.state.task(pk), self.state.asset(pk, idx)
-        if task.state != State.DOWNLOADING or asset.state == "archived":
+        task, asset = await self.state.task(pk), await self.state.asset(pk, idx)
+        if task.state != TaskState.DOWNLOADING or asset.state == "archived":
+            self.staged.pop((pk, idx), None)
             return False
-        fields = task_fields(task.provider, task.task_id, State.DOWNLOADING)
+        fields = task_fields(task.provider, task.task_id, TaskState.DOWNLOADING)
         staged = self.staging / f"{pk}-{idx}.part"
         started = time.monotonic()
+        if (pk, idx) in self.staged and staged.exists():
+            fetched, downloaded_at = self.staged[(pk, idx)]
+            return await self._keep(task, asset, staged, fetched, downloaded_at)
         try:
             fetched = await self._fetch(asset, staged)
         except PermanentError as e:
@@ -81,11 +88,11 @@ class Archiver:
             self.fetch_from.pop((pk, idx), None)
             log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
                       redact(asset.url), e, extra=fields | {"reason": e.reason})
-            await self.write_failed(self.state.failed(pk, e.reason, message=str(e)))
+            await self.write_failed(await self.state.failed(pk, e.reason, message=str(e)))
             return False
         except DiskFull as e:
             self.recorder.download("retry")
-            self.disk_full(str(e))
+            await self.disk_full(str(e))
             await self._retry_later(task, asset, str(e), counts=False)
             return False
         except TransientError as e:
@@ -94,13 +101,20 @@ class Archiver:
             return False
         self.recorder.download("ok", fetched.size, time.monotonic() - started)
         downloaded_at = time.time()
+        self.staged[(pk, idx)] = (fetched, downloaded_at)
+        return await self._keep(task, asset, staged, fetched, downloaded_at)
+
+    async def _keep(self, task: Task, asset: Asset, staged: Path, fetched: Fetched, downloaded_at: float) -> bool:
+        """A complete download in staging into the store, then the state DB."""
+        pk, idx = task.pk, asset.idx
+        fields = task_fields(task.provider, task.task_id, TaskState.DOWNLOADING)
         ext = choose_ext(fetched.head, fetched.content_type, asset.url)
         media = media_for(ext, task.media)
         entry = self.config.providers[task.provider]
-        count = self.state.asset_count(pk)
+        count = await self.state.asset_count(pk)
         date = dt.datetime.fromtimestamp(task.success_seen_at or downloaded_at, dt.UTC)
         # Commit point: the key is decided once and stored before anything is written under it.
-        key = self.state.set_key(pk, idx, render_key(self.config.storage.layout, KeyFields(
+        key = await self.state.set_key(pk, idx, render_key(self.config.storage.layout, KeyFields(
             provider=task.provider, provider_type=entry.type, task_id=task.task_id, index=idx,
             count=count, ext=ext, media=media, model=task.model, date=date)))
         content_type = content_type_for(ext)
@@ -112,20 +126,21 @@ class Archiver:
         except TransientError as e:
             # The store is down or full: the asset waits, however long that takes.
             if isinstance(e, DiskFull):
-                self.disk_full(str(e))
+                await self.disk_full(str(e))
             self._store_failed()
             self.storage_failing = True
-            self.state.set_health("storage", "failing", str(e))
+            await self.state.set_health("storage", "failing", str(e))
             await self._retry_later(task, asset, f"storage: {e}", counts=False)
             return False
         self.storage_failing_since = None
         if self.storage_failing:
             self.storage_failing = False
-            self.state.set_health("storage", "ok")
-        done = self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
-                                   content_type=content_type, downloaded_at=downloaded_at,
-                                   archived_at=archived_at)
+            await self.state.set_health("storage", "ok")
+        done = await self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
+                                         content_type=content_type, downloaded_at=downloaded_at,
+                                         archived_at=archived_at)
         discard(staged)
+        self.staged.pop((pk, idx), None)
         self.fetch_from.pop((pk, idx), None)
         log.info("provider=%s task_id=%s: archived %s (%d bytes)", task.provider, task.task_id, key,
                  fetched.size, extra=fields)
@@ -133,7 +148,7 @@ class Archiver:
             self.recorder.finished(task.provider, "archived")
             self.recorder.success_to_archived(archived_at - (task.success_seen_at or downloaded_at))
             log.info("provider=%s task_id=%s: archived", task.provider, task.task_id,
-                     extra=task_fields(task.provider, task.task_id, State.ARCHIVED))
+                     extra=task_fields(task.provider, task.task_id, TaskState.ARCHIVED))
         return True
 
     async def _fetch(self, asset: Asset, staged: Path) -> Fetched:
@@ -153,7 +168,7 @@ class Archiver:
             return await self._fresh_link(task, asset)
         log.info("provider=%s task_id=%s: result URL %d expired; the provider gave a fresh one",
                  task.provider, task.task_id, asset.idx, extra=task_fields(task.provider, task.task_id))
-        self.state.set_url(task.pk, asset.idx, status.urls[asset.idx])
+        await self.state.set_url(task.pk, asset.idx, status.urls[asset.idx])
         self.requeue(task.pk, asset.idx, 0.0)
         return True
 
@@ -199,24 +214,25 @@ class Archiver:
         self.rounds[key] = self.rounds.get(key, 0) + counts
         if self.rounds[key] >= MAX_ROUNDS:
             del self.rounds[key]
+            self.staged.pop(key, None)
             discard(self.staging / f"{task.pk}-{asset.idx}.part")
-            await self.write_failed(self.state.failed(task.pk, "download_failed", message=error))
+            await self.write_failed(await self.state.failed(task.pk, "download_failed", message=error))
             return
-        self.state.asset_error(task.pk, asset.idx, error)
+        await self.state.asset_error(task.pk, asset.idx, error)
         log.warning("provider=%s task_id=%s: %s; retrying in %.0fs", task.provider, task.task_id, error,
-                    REQUEUE_AFTER, extra=task_fields(task.provider, task.task_id, State.DOWNLOADING))
+                    REQUEUE_AFTER, extra=task_fields(task.provider, task.task_id, TaskState.DOWNLOADING))
         self.requeue(task.pk, asset.idx, REQUEUE_AFTER)
 
     async def write_failed(self, task: Task) -> None:
         """Leave _failed/{provider}/{task_id}.json so the archive tells the whole story."""
         log.warning("provider=%s task_id=%s: failed (%s) %s", task.provider, task.task_id, task.reason,
-                    task.message or "", extra=task_fields(task.provider, task.task_id, State.FAILED, task.reason))
+                    task.message or "", extra=task_fields(task.provider, task.task_id, TaskState.FAILED, task.reason))
         self.recorder.finished(task.provider, task.reason or "provider_failed")
         await self._put_record(task)
 
     async def write_due_records(self) -> None:
         """Write the _failed records a failing store (or a crash) kept from the archive."""
-        for task in self.state.records_due():
+        for task in await self.state.records_due():
             if not await self._put_record(task):
                 return  # the store is still failing: try again on the next round
 
@@ -224,7 +240,7 @@ class Archiver:
         entry = self.config.providers.get(task.provider)
         if entry is None:
             return True  # its entry left the config; the record waits in the state DB
-        record = failed_record(task, entry, self.state.assets(task.pk), task.updated_at)
+        record = failed_record(task, entry, await self.state.assets(task.pk), task.updated_at)
         try:
             await self.storage.put_bytes(failed_key(task.provider, task.task_id), record,
                                          content_type="application/json")
@@ -235,7 +251,7 @@ class Archiver:
             return False
         self.recorder.stored("ok")
         self.storage_failing_since = None
-        self.state.record_written(task.pk)
+        await self.state.record_written(task.pk)
         return True
 
     def _store_failed(self) -> None:

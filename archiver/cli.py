@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from archiver import __version__, archive_cli, inbox, logs
 from archiver.config import Config, describe, load_config
-from archiver.daemon import Daemon, state_path
+from archiver.daemon import Daemon
 from archiver.errors import ArchiverError, ConfigError
-from archiver.model import ENDED, State, utc_iso, valid_task_id
 from archiver.lock import Holder, running
-from archiver.state import KEEP_REJECTS, StateDB, Task
+from archiver.model import ENDED, TaskRef, utc_iso, valid_task_id
+from archiver.model import State as TaskState
+from archiver.state import KEEP_REJECTS, Health, State, Task, open_state, state_path
+from archiver.state import Daemon as DaemonRow
 
 CONFIG_PLACES = ("./config.yaml", "/etc/archiver/config.yaml")
 
@@ -102,37 +106,45 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_add(config: Config, args: argparse.Namespace) -> int:
     _check_ref(config, args.provider, args.task_id, "add")
-    words = [args.provider, args.task_id]
+    words, labels = [args.provider, args.task_id], {}
     for label in args.label:
         key, eq, value = label.partition("=")
         if not eq or not key or any(c.isspace() for c in label):
             raise ConfigError(f"add: --label {label!r}: expected key=value without spaces")
         words.append(f"{key}={value}")
-    known = _known(config, args.provider, args.task_id)
+        labels[key] = value
+    known = asyncio.run(_add(config, TaskRef(args.provider, args.task_id, labels)))
     if known is not None:
         print(f"already known: {args.provider} {args.task_id} ({known.state.value})")
         return 0
-    inbox.append(config.inbox.path, " ".join(words))
+    if config.state.backend == "sqlite":  # PostgreSQL: stored above, for whichever daemon claims it
+        inbox.append(config.inbox.path, " ".join(words))
     print(f"queued {args.provider} {args.task_id}")
     return 0
 
 
-def _known(config: Config, provider: str, task_id: str) -> Task | None:
-    """The task if the state DB knows it already (no state DB yet: not known)."""
-    if not state_path(config).exists():
-        return None
-    state = StateDB(state_path(config))
-    try:
-        return state.find(provider, task_id)
-    finally:
-        state.close()
+async def _add(config: Config, ref: TaskRef) -> Task | None:
+    """The task if the state DB knows it already; with PostgreSQL a new one is stored at once."""
+    if config.state.backend == "sqlite" and not state_path(config).exists():
+        return None  # no state DB yet: not known, and the inbox line is the way in
+    async with _state(config) as state:
+        if config.state.backend == "sqlite":
+            return await state.find(ref.provider, ref.task_id)
+        [new] = await state.add_tasks([ref], note="cli")
+        return await state.find(ref.provider, ref.task_id) if new is None else None
 
 
-def _open_state(config: Config) -> StateDB:
+@contextlib.asynccontextmanager
+async def _state(config: Config) -> AsyncIterator[State]:
+    """The state DB for one command; a SQLite file must exist already."""
     path = state_path(config)
-    if not path.exists():
+    if config.state.backend == "sqlite" and not path.exists():
         raise ArchiverError(f"no state at {path}: the daemon has not run with this config yet")
-    return StateDB(path)
+    state = await open_state(config)
+    try:
+        yield state
+    finally:
+        await state.close()
 
 
 def _task_brief(task: Task) -> dict[str, Any]:
@@ -149,29 +161,48 @@ def _daemon(holder: Holder | None) -> dict[str, Any]:
             "uptime_seconds": round(time.time() - holder.started_at)}
 
 
-def status_report(state: StateDB, holder: Holder | None) -> dict[str, Any]:
-    """`status --json`: health rows from before the running daemon's start (or with none) are stale."""
-    in_flight = state.recent((State.POLLING, State.DOWNLOADING, State.QUEUED), 50, by="first_seen_at")
+async def status_report(state: State, holder: Holder | None, lease: float) -> dict[str, Any]:
+    """`status --json`. A daemon is live while its heartbeat is younger than the lease; health rows
+    of no live daemon, or from before the running daemon's start, are stale."""
+    in_flight = await state.recent((TaskState.POLLING, TaskState.DOWNLOADING, TaskState.QUEUED), 50,
+                                   by="first_seen_at")
+    now = time.time()
+    live = {d.id: d for d in await state.daemons() if now - d.seen_at < lease}
+    if state.backend == "sqlite" and holder is None:
+        live = {}  # the lock file is the truth for the one SQLite daemon
     started = holder.started_at if holder else float("inf")
     return {
+        "backend": state.backend,
         "daemon": _daemon(holder),
-        "counts": state.counts(),
+        "daemons": [{"id": d.id, "host": d.host, "pid": d.pid, "since": utc_iso(d.started_at),
+                     "seen": utc_iso(d.seen_at), "holds": d.holds} for d in live.values()],
+        "counts": await state.counts(),
         "in_flight": [_task_brief(t) for t in in_flight],
-        "recent_failures": [_task_brief(t) for t in state.recent((State.FAILED,), 20)],
+        "recent_failures": [_task_brief(t) for t in await state.recent((TaskState.FAILED,), 20)],
         "rejected_lines": [{"line": r["line_no"], "reason": r["reason"], "text": r["line"],
-                            "at": utc_iso(r["at"])} for r in state.recent_rejects(KEEP_REJECTS)],
-        "health": {name: {"state": h["state"], "message": h["message"], "since": utc_iso(h["at"]),
-                          "stale": h["at"] < started}
-                   for name, h in state.health().items()},
+                            "at": utc_iso(r["at"])} for r in await state.recent_rejects(KEEP_REJECTS)],
+        "health": {_health_name(h, live): {"state": h.state, "message": h.message, "since": utc_iso(h.at),
+                                           "stale": (h.at < started) if state.backend == "sqlite"
+                                           else h.daemon not in live}
+                   for h in await state.health()},
     }
 
 
+def _health_name(h: Health, live: dict[str, DaemonRow]) -> str:
+    """A row's name; with several daemons each says its own, as `name@host:pid`."""
+    if not h.daemon:
+        return h.name
+    d = live.get(h.daemon)
+    return f"{h.name}@{d.host}:{d.pid}" if d else f"{h.name}@{h.daemon}"
+
+
+async def _status(config: Config) -> dict[str, Any]:
+    async with _state(config) as state:
+        return await status_report(state, running(state_path(config)), config.state.lease)
+
+
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    state = _open_state(config)
-    try:
-        report = status_report(state, running(state_path(config)))
-    finally:
-        state.close()
+    report = asyncio.run(_status(config))
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
@@ -184,6 +215,10 @@ def status_text(report: dict[str, Any]) -> str:
     lines = [f"daemon: running (pid {daemon['pid']}, up {_span(daemon['uptime_seconds'])})"
              if daemon["running"] else "daemon: not running"]
     lines.append("tasks: " + "  ".join(f"{k} {v}" for k, v in report["counts"].items()))
+    if report["backend"] != "sqlite":  # the one SQLite daemon is the line above
+        lines += _section("live daemons", [
+            f"{d['host']} pid {d['pid']} since {d['since']}, holds "
+            + (" ".join(f"{k} {v}" for k, v in d["holds"].items()) or "nothing") for d in report["daemons"]])
     for name, h in report["health"].items():
         detail = f" ({h['message']})" if h["message"] and h["state"] != "ok" else ""
         when = " since " + h["since"] + (", stale: from before the daemon's start" if h["stale"] else "")
@@ -228,26 +263,26 @@ def _check_ref(config: Config, provider: str, task_id: str, command: str) -> Non
 
 def cmd_show(config: Config, args: argparse.Namespace) -> int:
     _check_ref(config, args.provider, args.task_id, "show")
-    state = _open_state(config)
-    try:
-        task = state.find(args.provider, args.task_id)
-        if task is None:
-            raise ArchiverError(f"no task {args.provider} {args.task_id} (add it with: archiver add "
-                                f"{args.provider} {args.task_id})")
-        doc = _task_brief(task) | {
-            "model": task.model,
-            "history": [{"at": utc_iso(h["at"]), "state": h["state"], "reason": h["reason"],
-                         "note": h["note"]} for h in state.history(task.pk)],
-            "assets": [{"index": a.idx, "state": a.state, "key": a.key, "bytes": a.bytes,
-                        "sha256": a.sha256} for a in state.assets(task.pk)],
-        }
-    finally:
-        state.close()
+    doc = asyncio.run(_show(config, args.provider, args.task_id))
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return 0
     print(show_text(doc))
     return 0
+
+
+async def _show(config: Config, provider: str, task_id: str) -> dict[str, Any]:
+    async with _state(config) as state:
+        task = await state.find(provider, task_id)
+        if task is None:
+            raise ArchiverError(f"no task {provider} {task_id} (add it with: archiver add {provider} {task_id})")
+        return _task_brief(task) | {
+            "model": task.model,
+            "history": [{"at": utc_iso(h["at"]), "state": h["state"], "reason": h["reason"],
+                         "note": h["note"]} for h in await state.history(task.pk)],
+            "assets": [{"index": a.idx, "state": a.state, "key": a.key, "bytes": a.bytes,
+                        "sha256": a.sha256} for a in await state.assets(task.pk)],
+        }
 
 
 def show_text(doc: dict[str, Any]) -> str:
@@ -264,22 +299,23 @@ def show_text(doc: dict[str, Any]) -> str:
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:
     if args.failed == bool(args.provider):
         raise ConfigError("retry: give PROVIDER TASK_ID, or --failed")
-    state = _open_state(config)
-    try:
+    count = asyncio.run(_retry(config, args))
+    print(f"{count} task(s) queued again at {time.strftime('%H:%M:%S')}")
+    return 0
+
+
+async def _retry(config: Config, args: argparse.Namespace) -> int:
+    async with _state(config) as state:
         if args.failed:
-            tasks = state.tasks_in((State.FAILED,))
+            tasks = await state.tasks_in((TaskState.FAILED,))
         else:
-            task = state.find(args.provider, args.task_id or "")
+            task = await state.find(args.provider, args.task_id or "")
             if task is None:
                 raise ArchiverError(f"no task {args.provider} {args.task_id}")
             if task.state not in ENDED:
                 raise ArchiverError(f"{args.provider} {args.task_id} is still {task.state.value}")
             tasks = [task]
-        count = state.retry([t.pk for t in tasks])
-    finally:
-        state.close()
-    print(f"{count} task(s) queued again at {time.strftime('%H:%M:%S')}")
-    return 0
+        return await state.retry([t.pk for t in tasks])
 
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:

@@ -132,6 +132,15 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Where task state lives (design.md §13): the SQLite file in state_dir, or PostgreSQL."""
+
+    backend: str = "sqlite"
+    dsn: Secret = Secret("")  # postgres only; may hold a password, so it is a Secret
+    lease: float = 60.0  # a dead daemon's tasks go to the others after this long
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -143,6 +152,7 @@ class Config:
     http: HttpConfig | None = None
     warnings: tuple[str, ...] = ()  # said by check-config; nothing that stops a start
     index: IndexConfig = IndexConfig()
+    state: StateConfig = StateConfig()
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
@@ -257,7 +267,7 @@ def _names(cls: type) -> set[str]:
 
 
 def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -> Config:
-    top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace", "http", "index"}
+    top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace", "http", "index", "state"}
     for k in raw:
         if k not in top:
             raise ConfigError(f"config: {k}: unknown key (allowed: {', '.join(sorted(top))})")
@@ -281,7 +291,25 @@ def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -
         http=_http(raw),
         warnings=warnings,
         index=_index(raw),
+        state=_state(raw),
     )
+
+
+def _state(raw: dict[str, Any]) -> StateConfig:
+    s = _section(raw, "state", "state", _names(StateConfig))
+    backend = s.get("backend", "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise ConfigError(f"config: state.backend: {backend!r} is not one of sqlite, postgres")
+    dsn = str(s.get("dsn") or "")
+    if backend == "postgres" and not dsn:
+        raise ConfigError("config: state.dsn: required with state.backend postgres"
+                          " (e.g. postgresql://archiver@db.example/archiver)")
+    if backend == "sqlite" and dsn:
+        raise ConfigError("config: state.dsn: only used with state.backend postgres; remove it or set the backend")
+    lease = parse_duration(s.get("lease", "60s"), "state.lease")
+    if lease < 5:
+        raise ConfigError("config: state.lease: must be at least 5s (daemons renew it every lease/4)")
+    return StateConfig(backend, Secret(dsn), lease)
 
 
 def _index(raw: dict[str, Any]) -> IndexConfig:

@@ -7,11 +7,14 @@ and no task is left in flight, which makes end-to-end tests deterministic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
+import os
 import random
 import signal
+import socket
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -22,13 +25,15 @@ from archiver.config import Config
 from archiver.download import Downloader
 from archiver.inbox import InboxReader
 from archiver.lock import DaemonLock
+from archiver.errors import LeaseLost, StateUnavailable
 from archiver.logs import task_fields
 from archiver.model import State, TaskStatus
-from archiver.pacing import ProviderHttp, TokenBucket
+from archiver.pacing import Bucket, ProviderHttp
 from archiver.poller import EntryPoller
 from archiver.providers import PROVIDERS
 from archiver.recorder import Recorder
-from archiver.state import Asset, StateDB, Task
+from archiver.state import Asset, Task, open_state, state_path
+from archiver.state import State as StateStore
 from archiver.storage import open_storage
 from archiver.systemd import Notifier
 from archiver.urlguard import UrlGuard, guarded_connector
@@ -41,23 +46,24 @@ log = logging.getLogger(__name__)
 INBOX_TICK = 0.2  # a new inbox line is noticed within this many seconds
 POLL_DRAIN = 3.0  # seconds a poll in flight may take to finish at shutdown
 DISK_FULL_PAUSE = 30.0  # downloads wait this long after ENOSPC, then try again
+CLAIM_EVERY = 1.0  # free tasks (added elsewhere, retried, a dead daemon's) are taken within this
+STATE_DOWN_RETRY = 5.0  # an asset whose state write failed is tried again after this
 
 
-def state_path(config: Config) -> Path:
-    return config.state_dir / "archiver.db"
+def shared_buckets(config: Config, state: StateStore) -> dict[str, Bucket]:
+    """One bucket per API key: providers limit a key, not an entry of ours.
 
-
-def shared_buckets(config: Config) -> dict[str, TokenBucket]:
-    """One token bucket per API key: providers limit a key, not an entry of ours.
-
-    Entries with the same type, base_url and key share one bucket at the lowest of their rates.
+    Entries with the same type, base_url and key share one bucket at the lowest of their rates;
+    on PostgreSQL every daemon shares it too. The key itself never leaves this process: the
+    bucket is named by a hash of it.
     """
     groups: dict[tuple[str, str, str], list[str]] = {}
     for name, entry in config.providers.items():
         groups.setdefault((entry.type, entry.base_url, entry.api_key.reveal()), []).append(name)
     buckets = {}
-    for names in groups.values():
-        bucket = TokenBucket(min(config.providers[n].requests_per_second for n in names))
+    for group, names in groups.items():
+        key_id = hashlib.sha256("\0".join(group).encode()).hexdigest()[:32]
+        bucket = state.bucket(key_id, min(config.providers[n].requests_per_second for n in names))
         buckets.update(dict.fromkeys(names, bucket))
     return buckets
 
@@ -75,10 +81,14 @@ class Daemon:
         self.finished_at_stop = self.left_at_stop = 0
         self.paused_until = 0.0  # downloads wait until then after a disk-full error
         self.disk_was_full = False
+        self.claim_soon = asyncio.Event()  # new tasks were stored: claim them now, not within CLAIM_EVERY
+        self.working: set[tuple[int, int]] = set()  # assets a worker is on; never two workers on one
+        self.state_down_since: float | None = None
         self.notifier = Notifier.from_env()
         self.recorder = Recorder()  # counts nothing unless the HTTP server (and /metrics) is on
 
     async def run(self) -> None:
+        # One daemon per state_dir on either backend: its staging area is its own.
         lock = DaemonLock(state_path(self.config))
         lock.acquire()
         try:
@@ -90,8 +100,14 @@ class Daemon:
 
     async def _run(self) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
-        self.state = StateDB(state_path(self.config))
-        self.state.clear_health()
+        self.state = await open_state(self.config, daemon=True)
+        try:
+            await self._joined()
+        finally:
+            await self.state.close()
+
+    async def _joined(self) -> None:
+        await self.state.join(socket.gethostname(), os.getpid())
         if self.config.http is not None:
             from archiver.web.metrics import Metrics  # prometheus_client only when http is on
 
@@ -124,7 +140,6 @@ class Daemon:
                         await web.close()
         finally:
             await self.storage.close()
-            self.state.close()
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -133,7 +148,7 @@ class Daemon:
             self.stopping.set()
 
     def _pollers(self, api: aiohttp.ClientSession) -> dict[str, EntryPoller]:
-        pollers, buckets = {}, shared_buckets(self.config)
+        pollers, buckets = {}, shared_buckets(self.config, self.state)
         for name, entry in self.config.providers.items():
             provider = PROVIDERS[entry.type](entry)
             http = ProviderHttp(name, api, buckets[name], recorder=self.recorder)
@@ -149,7 +164,7 @@ class Daemon:
         from archiver.web.metrics import Metrics
 
         assert isinstance(self.recorder, Metrics)
-        hooks = Hooks(queue=self._poll, poll_now=self._poll_now,
+        hooks = Hooks(queue=lambda _task: self.claim_soon.set(), poll_now=self._poll_now,
                       store_failing_since=lambda: self.archiver.storage_failing_since)
         server = WebServer(self.config, self.state, self.recorder, hooks)
         await server.start()
@@ -160,11 +175,13 @@ class Daemon:
         return poller is not None and poller.poll_now(task.pk)
 
     async def _main(self) -> None:
-        self._recover()
-        reader = InboxReader(self.config.inbox.path, self.state.inbox_position(),
+        await self._claim(start=True)
+        reader = InboxReader(self.config.inbox.path, await self.state.inbox_position(),
                              self.config.providers.keys(), self.config.inbox.default_provider)
         intake = [asyncio.create_task(self._intake(reader), name="inbox"),
-                  asyncio.create_task(self._records(), name="failed-records")]
+                  asyncio.create_task(self._records(), name="failed-records"),
+                  asyncio.create_task(self._claims(), name="claims"),
+                  asyncio.create_task(self._heartbeats(), name="heartbeat")]
         intake += [asyncio.create_task(p.run(), name=f"poll:{n}") for n, p in self.pollers.items()]
         if self.config.index.enabled:  # its own loop and DB connection: never in the workers' way
             index = IndexLoop(self.config, self.storage, state_path(self.config))
@@ -195,7 +212,9 @@ class Daemon:
             await self._drain(workers, deadline)
             watchdog.cancel()
             self.finished_at_stop = self.finished - before
-            self.left_at_stop = self.state.assets_pending()
+            with contextlib.suppress(StateUnavailable):
+                self.left_at_stop = await self.state.assets_pending()
+                await self.state.leave()  # other daemons may take our tasks at once
 
     async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
         _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - time.monotonic()))
@@ -203,19 +222,54 @@ class Daemon:
             job.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
-    def _recover(self) -> None:
-        """Put every unfinished task back to work after a start or a crash."""
-        for task in self.state.tasks_in((State.QUEUED, State.POLLING)):
-            self._poll(task)
+    async def _claim(self, *, start: bool = False) -> None:
+        """Take free live tasks (new, retried, or a dead daemon's) and put them to work.
+
+        At the start this is the recovery after a stop or a crash: everything unfinished is free.
+        """
+        held = sum(len(p.tracked) for p in self.pollers.values()) + self.queue.qsize() + self.busy
         wanted = set()
-        for task in self.state.tasks_in((State.DOWNLOADING,)):
-            pending = [a for a in self.state.assets(task.pk) if a.state != "archived"]
-            wanted |= {f"{task.pk}-{a.idx}.part" for a in pending}
-            self._downloads_start(task, pending)
-        # Staged files no pending asset owns (archived or failed before a crash) are litter.
-        for path in self.staging.iterdir():
-            if path.name.removesuffix(".etag") not in wanted:
-                path.unlink(missing_ok=True)
+        for task in await self.state.claim(held):
+            if task.state == State.DOWNLOADING:
+                pending = [a for a in await self.state.assets(task.pk) if a.state != "archived"]
+                wanted |= {f"{task.pk}-{a.idx}.part" for a in pending}
+                self._downloads_start(task, pending)
+            else:
+                self._poll(task)
+        if start:  # staged files no claimed asset owns (archived, failed or another daemon's) are litter
+            for path in self.staging.iterdir():
+                if path.name.removesuffix(".etag") not in wanted:
+                    path.unlink(missing_ok=True)
+
+    async def _claims(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.claim_soon.wait(), CLAIM_EVERY)
+            self.claim_soon.clear()
+            try:
+                await self._claim()
+            except StateUnavailable:
+                pass  # the heartbeat says it, once per outage
+            except Exception:
+                log.exception("claiming tasks: unexpected error; retrying")
+
+    async def _heartbeats(self) -> None:
+        """Renew our leases; say once when the state DB stops answering and when it is back."""
+        while True:
+            await asyncio.sleep(self.config.state.lease / 4)
+            try:
+                if not await self.state.heartbeat():
+                    log.warning("state: this daemon's leases ran out while the state DB was out of reach;"
+                                " tasks another daemon took meanwhile are let go as they come up")
+                if self.state_down_since is not None:
+                    log.info("state: the %s state DB answers again; work resumes", self.state.backend)
+                    self.state_down_since = None
+            except StateUnavailable as e:
+                if self.state_down_since is None:
+                    self.state_down_since = time.time()
+                    log.error("state: %s; polling pauses, downloads finish into staging", e)
+            except Exception:
+                log.exception("state: heartbeat failed; retrying")
 
     def _poll(self, task: Task) -> None:
         poller = self.pollers.get(task.provider)
@@ -232,19 +286,22 @@ class Daemon:
         while True:
             now = time.time()
             try:
-                self._read_inbox(reader)
+                await self._read_inbox(reader)
                 if now - checked >= 1.0:
-                    self._pick_up_retried(checked - 1.0)
                     # kept_counts: constant cost; a GROUP BY here held the loop 11 ms a second at 100k tasks.
-                    self.notifier.status(" ".join(f"{k} {v}" for k, v in self.state.kept_counts().items()))
+                    counts = await self.state.kept_counts()
+                    self.notifier.status(" ".join(f"{k} {v}" for k, v in counts.items()))
                     checked = now
+            except StateUnavailable:
+                pass  # the lines stay in the inbox; the heartbeat says why
             except OSError as e:
                 log.error("inbox %s cannot be read: %s; retrying", self.config.inbox.path, e)
             except Exception:
                 # Intake must outlive any one bad moment (a locked or full state disk).
                 log.exception("inbox: unexpected error; retrying")
-            if self.burst and self._idle():
-                self.stop()
+            with contextlib.suppress(StateUnavailable):
+                if self.burst and await self._idle():
+                    self.stop()
             await asyncio.sleep(INBOX_TICK)
 
     async def _records(self) -> None:
@@ -256,19 +313,17 @@ class Daemon:
                 log.exception("failed records: unexpected error; retrying")
             await asyncio.sleep(REQUEUE_AFTER)
 
-    def _pick_up_retried(self, since: float) -> None:
-        """Tasks `archiver retry` put back in the queue, from another process."""
-        for pk in self.state.queued_since(since):
-            if not any(pk in poller.tracked for poller in self.pollers.values()):
-                self._poll(self.state.task(pk))
-
-    def _read_inbox(self, reader: InboxReader) -> None:
+    async def _read_inbox(self, reader: InboxReader) -> None:
         batch = reader.read()
         if batch.position is None or (batch.position == reader.saved and not batch.rejects):
             return
         for bad in batch.rejects:
             log.error("inbox line %d rejected: %s", bad.line_no, bad.reason, extra={"reason": "bad_line"})
-        new = self.state.ingest(batch.refs, batch.rejects, batch.position)
+        try:
+            new = await self.state.ingest(batch.refs, batch.rejects, batch.position)
+        except BaseException:
+            reader.rewind()  # read these lines again once they can be stored
+            raise
         reader.saved = batch.position
         self.recorder.inbox_lines("queued", len(new))
         self.recorder.inbox_lines("known", len(batch.refs) - len(new))
@@ -276,10 +331,11 @@ class Daemon:
         for task in new:
             log.info("provider=%s task_id=%s: queued", task.provider, task.task_id,
                      extra=task_fields(task.provider, task.task_id, State.QUEUED))
-            self._poll(task)
+        if new:
+            self.claim_soon.set()
 
-    def _idle(self) -> bool:
-        counts = self.state.kept_counts()
+    async def _idle(self) -> bool:
+        counts = await self.state.kept_counts()
         return not (counts["queued"] or counts["polling"] or counts["downloading"] or self.busy)
 
     # --- downloads ------------------------------------------------------------------------
@@ -291,12 +347,12 @@ class Daemon:
         for asset in assets:
             self.queue.put_nowait((task.pk, asset.idx))
 
-    def _disk_full(self, error: str) -> None:
+    async def _disk_full(self, error: str) -> None:
         """No space for staging or the archive: every download pauses; nothing fails for it."""
         log.error("disk full: %s; downloads pause for %.0fs, polling goes on", error, DISK_FULL_PAUSE)
-        self.state.set_health("disk", "full", error)
         self.disk_was_full = True
         self.paused_until = time.monotonic() + DISK_FULL_PAUSE
+        await self.state.set_health("disk", "full", error)
 
     async def _worker(self) -> None:
         while not self.stopping.is_set():
@@ -307,18 +363,27 @@ class Daemon:
                 pk, idx = await asyncio.wait_for(self.queue.get(), 0.5)
             except TimeoutError:
                 continue
+            if (pk, idx) in self.working:
+                continue  # claimed again after a lost lease while a worker is on it
             self.busy += 1
+            self.working.add((pk, idx))
             try:
                 if await self.archiver.archive(pk, idx):
                     self.finished += 1
                 if self.disk_was_full and self.paused_until < time.monotonic():
                     self.disk_was_full = False
-                    self.state.set_health("disk", "ok")
+                    await self.state.set_health("disk", "ok")
+            except StateUnavailable as e:
+                log.warning("asset %d of task #%d waits in staging: %s", idx, pk, e)
+                self._requeue(pk, idx, STATE_DOWN_RETRY)
+            except LeaseLost:
+                log.info("asset %d of task #%d: another daemon holds the task now; letting it go", idx, pk)
             except Exception:
                 log.exception("unexpected error archiving asset %d of task #%d; it will be retried", idx, pk)
                 self._requeue(pk, idx, REQUEUE_AFTER)
             finally:
                 self.busy -= 1
+                self.working.discard((pk, idx))
 
     def _requeue(self, pk: int, idx: int, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.queue.put_nowait, (pk, idx))

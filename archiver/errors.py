@@ -3,12 +3,14 @@
     ArchiverError
     ├── ConfigError              bad config or usage; the CLI exits 2
     ├── AlreadyRunning           another daemon holds the state DB; `run` exits 1
+    ├── LeaseLost                another daemon holds the task now; this one lets it go
     ├── KeyRejected              a provider refused the API key (401); its tasks wait
     ├── TransientError           try again later; nothing is marked failed
     │   ├── RateLimited          429 / Retry-After: pause that provider entry
     │   ├── ProviderUnavailable  5xx, network error or garbage JSON from a provider
     │   ├── DownloadInterrupted  reset, timeout, 5xx or short body while downloading
     │   ├── StorageUnavailable   the archive store failed; retry the write
+    │   ├── StateUnavailable     the state database (PostgreSQL) cannot be reached
     │   └── DiskFull             ENOSPC on staging or on the local archive
     └── PermanentError           retrying cannot help; ends the task with `reason`
         ├── UrlExpired           403/404/410 from a result URL
@@ -33,6 +35,10 @@ class ConfigError(ArchiverError):
 
 class AlreadyRunning(ArchiverError):
     """Another daemon runs on the same SQLite state DB."""
+
+
+class LeaseLost(ArchiverError):
+    """The task's lease ran out and another daemon took it (state.backend postgres)."""
 
 
 class KeyRejected(ArchiverError):
@@ -61,6 +67,10 @@ class DownloadInterrupted(TransientError):
 
 class StorageUnavailable(TransientError):
     """The archive store could not be written; the asset waits in staging."""
+
+
+class StateUnavailable(TransientError):
+    """The state database does not answer; polling pauses and work resumes when it is back."""
 
 
 class DiskFull(TransientError):

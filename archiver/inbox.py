@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archiver.model import TaskRef, valid_task_id
-from archiver.state import Position, Rejected
+from archiver.state.records import Position, Rejected
 
 MAX_LINE = 4096
 READ_CHUNK = 1 << 20
@@ -101,6 +101,11 @@ class InboxReader:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    def rewind(self) -> None:
+        """Go back to what the state DB holds: the lines after it could not be stored."""
+        self.close()
+        self.position = self.saved
 
     def read(self) -> Batch:
         """Consume every whole line available now; rotation and truncation restart at 0."""

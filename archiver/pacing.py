@@ -10,7 +10,7 @@ import math
 import random
 import time
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -29,6 +29,14 @@ def poll_delay(intervals: tuple[tuple[float, float], ...], age: float, rng: rand
     """Seconds until the next poll of a task first seen `age` seconds ago."""
     every = next(e for e, until in intervals if age < until)
     return every * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+class Bucket(Protocol):
+    """Paces one API key's requests: in this process (TokenBucket) or across daemons (postgres)."""
+
+    async def acquire(self) -> None: ...
+    async def ready(self) -> None: ...
+    def pause(self, seconds: float) -> None: ...
 
 
 class TokenBucket:
@@ -89,7 +97,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 class ProviderHttp:
     """The paced `Http` for one provider entry (see providers.base.Http)."""
 
-    def __init__(self, name: str, session: aiohttp.ClientSession, bucket: TokenBucket,
+    def __init__(self, name: str, session: aiohttp.ClientSession, bucket: Bucket,
                  timeout: float = 30.0, recorder: Recorder | None = None) -> None:
         self.name = name
         self.recorder = recorder or Recorder()

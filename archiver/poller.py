@@ -20,16 +20,17 @@ from tenacity import RetryCallState
 from tenacity.wait import wait_exponential, wait_random
 
 from archiver.config import ProviderEntry
-from archiver.errors import KeyRejected, RateLimited, TransientError
+from archiver.errors import KeyRejected, LeaseLost, RateLimited, StateUnavailable, TransientError
 from archiver.model import Phase, TaskStatus
 from archiver.pacing import ProviderHttp, poll_delay
 from archiver.providers.base import Provider
 from archiver.recorder import Recorder
-from archiver.state import Asset, StateDB, Task
+from archiver.state import Asset, State, Task
 
 log = logging.getLogger(__name__)
 
 UNAUTHORISED_PAUSE = 60.0  # a rejected key is retried once a minute until it works
+STATE_DOWN_PAUSE = 5.0  # polling waits this long while the state DB does not answer
 _backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
 
 
@@ -55,7 +56,7 @@ OnFailed = Callable[[Task], Awaitable[None]]
 class EntryPoller:
     """Polls every live task of one provider entry."""
 
-    def __init__(self, entry: ProviderEntry, provider: Provider, http: ProviderHttp, state: StateDB,
+    def __init__(self, entry: ProviderEntry, provider: Provider, http: ProviderHttp, state: State,
                  on_success: OnSuccess, on_failed: OnFailed, rng: random.Random,
                  recorder: Recorder | None = None) -> None:
         self.entry = entry
@@ -153,6 +154,12 @@ class EntryPoller:
     async def _poll(self, batch: list[int]) -> None:
         try:
             await self._ask(batch)
+        except StateUnavailable as e:
+            # Nothing was recorded: the tasks are simply asked again once the state DB is back.
+            log.warning("provider=%s: polling pauses: %s", self.entry.name, e, extra={"provider": self.entry.name})
+            for pk in batch:
+                if pk in self.tracked:
+                    self._later(pk, STATE_DOWN_PAUSE)
         except Exception:
             log.exception("provider=%s: unexpected error while polling; tasks will be polled again",
                           self.entry.name)
@@ -169,22 +176,29 @@ class EntryPoller:
         try:
             results = await self.provider.poll(self.http, list(ids))
         except KeyRejected as e:
-            self._trouble("unauthorised", str(e), live, UNAUTHORISED_PAUSE)
+            await self._trouble("unauthorised", str(e), live, UNAUTHORISED_PAUSE)
             return
         except RateLimited as e:
-            self._trouble("rate_limited", str(e), live, e.retry_after or 5.0)
+            await self._trouble("rate_limited", str(e), live, e.retry_after or 5.0)
             return
+        except StateUnavailable:
+            raise  # our own database, not the provider: see _poll
         except TransientError as e:
             self.failures += 1
             state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
             state.attempt_number = self.failures
-            self._trouble("failing", str(e), live, _backoff(state))
+            await self._trouble("failing", str(e), live, _backoff(state))
             return
-        self._healthy()
+        await self._healthy()
         for task_id, pk in ids.items():
             status = results.get(task_id)
             self.recorder.poll(self.entry.name, status.phase.value if status else "not_found")
-            await self._handle(pk, status)
+            try:
+                await self._handle(pk, status)
+            except LeaseLost:
+                log.info("provider=%s task_id=%s: another daemon holds this task now; letting it go",
+                         self.entry.name, task_id, extra={"provider": self.entry.name, "task_id": task_id})
+                self.drop(pk)
 
     async def ask_once(self, task_id: str) -> TaskStatus | None:
         """One extra, paced poll of a task that already succeeded; None if it cannot be had."""
@@ -207,7 +221,7 @@ class EntryPoller:
                         e, extra={"provider": self.entry.name, "task_id": task_id})
             return None
 
-    def _trouble(self, kind: str, message: str, live: list[int], pause: float) -> None:
+    async def _trouble(self, kind: str, message: str, live: list[int], pause: float) -> None:
         """One failed request: pause this entry only, keep its tasks, say why."""
         log.warning("provider=%s task_id=%s: %s; pausing this provider for %.1fs", self.entry.name,
                     ",".join(self.tracked[pk].task_id for pk in live), message, pause,
@@ -218,19 +232,23 @@ class EntryPoller:
             self.unauthorised = True
             log.error("provider=%s: the API key was rejected; tasks wait and polling retries every %ds",
                       self.entry.name, UNAUTHORISED_PAUSE, extra={"provider": self.entry.name})
-        self.state.set_health(self.entry.name, kind, message)
         for pk in live:
             # An unanswered poll stops the give_up_after clock: an outage never fails a task.
             self.tracked[pk].answered_at = None
-            self.state.polled(pk, error=message, unknown_since=self.tracked[pk].unknown_since)
             if pk in self.serving:
                 self.hinted.add(pk)  # the callback's poll got no answer: ask again after the pause
             self._later(pk, pause)
+        await self.state.set_health(self.entry.name, kind, message)
+        for pk in live:
+            try:
+                await self.state.polled(pk, error=message, unknown_since=self.tracked[pk].unknown_since)
+            except LeaseLost:
+                self.drop(pk)
 
-    def _healthy(self) -> None:
+    async def _healthy(self) -> None:
         if self.failures or self.unauthorised:
             log.info("provider=%s: answering again", self.entry.name, extra={"provider": self.entry.name})
-            self.state.set_health(self.entry.name, "ok")
+            await self.state.set_health(self.entry.name, "ok")
         self.failures = 0
         self.unauthorised = False
 
@@ -242,17 +260,16 @@ class EntryPoller:
             if now - tracked.unknown_since >= self.provider.not_found_grace:
                 await self._fail(pk, "not_found", message="the provider does not know this task ID")
                 return
-            self.state.polled(pk, unknown_since=tracked.unknown_since)
+            await self.state.polled(pk, unknown_since=tracked.unknown_since)
             self._later(pk)
         elif status.phase == Phase.RUNNING:
             await self._still_running(pk, tracked, now)
         elif status.phase == Phase.SUCCEEDED and not status.urls:
             await self._succeeded_empty(pk, tracked, now, status)
         elif status.phase == Phase.SUCCEEDED:
-            del self.tracked[pk]
-            self._forget(pk)
-            assets = self.state.succeeded(pk, status)
-            self.on_success(self.state.task(pk), assets)
+            task, assets = await self.state.succeeded(pk, status)
+            self.drop(pk)  # only once recorded: a state DB that failed us leaves the task here, to ask again
+            self.on_success(task, assets)
         else:
             await self._fail(pk, status.reason or "provider_failed", status.code, status.message,
                              status.response)
@@ -267,7 +284,7 @@ class EntryPoller:
             await self._fail(pk, "timed_out", message=f"the provider said it was still running for "
                              f"{tracked.running_for:.0f}s (give_up_after {self.entry.give_up_after:.0f}s)")
             return
-        self.state.polled(pk, running_for=tracked.running_for)
+        await self.state.polled(pk, running_for=tracked.running_for)
         self._later(pk)
 
     async def _succeeded_empty(self, pk: int, tracked: Tracked, now: float, status: TaskStatus) -> None:
@@ -281,16 +298,17 @@ class EntryPoller:
         log.warning("provider=%s task_id=%s: succeeded without a result URL; asking again (%d of %d)",
                     self.entry.name, tracked.task_id, tracked.empty_successes, EMPTY_SUCCESS_POLLS + 1,
                     extra={"provider": self.entry.name, "task_id": tracked.task_id})
-        self.state.polled(pk, error="succeeded without a result URL yet; asking again")
+        await self.state.polled(pk, error="succeeded without a result URL yet; asking again")
         self._later(pk, EMPTY_SUCCESS_WAIT / EMPTY_SUCCESS_POLLS + 1)
 
     async def _fail(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:
-        self.tracked.pop(pk, None)
-        self._forget(pk)
-        task = self.state.failed(pk, reason, code, message, response)
+        task = await self.state.failed(pk, reason, code, message, response)
+        self.drop(pk)
         await self.on_failed(task)
 
-    def _forget(self, pk: int) -> None:
+    def drop(self, pk: int) -> None:
+        """Stop polling this task: it ended, or another daemon holds it now."""
+        self.tracked.pop(pk, None)
         self.current.pop(pk, None)
         self.hinted.discard(pk)

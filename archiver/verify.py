@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,7 +21,7 @@ from archiver.browse.sources import is_sidecar, media_of
 from archiver.config import Config, ProviderEntry
 from archiver.model import ENDED
 from archiver.sidecar import asset_sidecar
-from archiver.state import Asset, StateDB, Task
+from archiver.state import Asset, State, Task
 from archiver.storage import Storage
 from archiver.storage.base import Listed
 
@@ -67,14 +66,14 @@ def _size(n: int) -> str:
 
 class Verifier:
     def __init__(self, storage: Storage, layout: str, *, since: str | None = None, deep: bool = False,
-                 db: sqlite3.Connection | None = None, progress: Callable[[int, int], None] | None = None,
+                 state: State | None = None, progress: Callable[[int, int], None] | None = None,
                  orphan_age: float = ORPHAN_AGE) -> None:
         self.storage = storage
         self.orphan_age = orphan_age
         self.pattern = key_pattern(layout)
         self.since = since
         self.deep = deep
-        self.db = db
+        self.state = state
         self.progress = progress
         self.report = Report(problems=[])
 
@@ -94,7 +93,7 @@ class Verifier:
 
         for start in range(0, len(sidecars), 1000):
             await asyncio.gather(*(one(k) for k in sidecars[start:start + 1000]))
-        known = self._check_state(listing) if self.db is not None else set()
+        known = await self._check_state(listing) if self.state is not None else set()
         now = time.time()
         for key, item in listing.items():
             if (not is_sidecar(key) and key + ".json" not in listing and key not in known
@@ -148,13 +147,11 @@ class Verifier:
         except FileNotFoundError:
             return None
 
-    def _check_state(self, listing: dict[str, Listed]) -> set[str]:
+    async def _check_state(self, listing: dict[str, Listed]) -> set[str]:
         """Archived assets (by the state DB) whose sidecar is gone; returns their keys."""
-        assert self.db is not None
+        assert self.state is not None
         reported = set()
-        rows = self.db.execute("SELECT t.provider, t.task_id, t.success_seen_at, a.key FROM assets a"
-                               " JOIN tasks t ON t.id = a.task WHERE a.state = 'archived' AND a.key IS NOT NULL")
-        for provider, task_id, seen, key in rows:
+        for provider, task_id, seen, key in await self.state.archived_keys():
             if self.since and seen and utc_day(seen) < self.since:
                 continue
             if key + ".json" not in listing:
@@ -170,15 +167,15 @@ class Verifier:
 
 
 
-async def fix(problems: list[Problem], state: StateDB, config: Config, storage: Storage) -> None:
+async def fix(problems: list[Problem], state: State, config: Config, storage: Storage) -> None:
     """Repair what the state DB knows how to: say in each problem's `fix` what happened."""
     for p in problems:
         asset_key = p.key.removesuffix(".json") if p.kind == "bad_sidecar" else p.key
-        row = state.db.execute("SELECT task, idx FROM assets WHERE key = ?", (asset_key,)).fetchone()
-        if row is None:
+        asset = await state.asset_by_key(asset_key)
+        if asset is None:
             p.fix = "not fixed: no task in the state DB has this key"
             continue
-        task, asset = state.task(row["task"]), state.asset(row["task"], row["idx"])
+        task = await state.task(asset.task)
         p.provider, p.task_id = task.provider, task.task_id
         entry = config.providers.get(task.provider)
         if task.state not in ENDED:
@@ -187,10 +184,10 @@ async def fix(problems: list[Problem], state: StateDB, config: Config, storage: 
             p.fix = f"not fixed: provider entry {task.provider!r} is no longer in the config"
         elif p.kind == "bad_sidecar" and asset.state == "archived" and not _damaged(problems, asset_key):
             # The asset is intact: its sidecar is written again from what the state DB recorded.
-            await storage.put_bytes(p.key, _sidecar(state, task, entry, asset), content_type="application/json")
+            await storage.put_bytes(p.key, await _sidecar(state, task, entry, asset), content_type="application/json")
             p.fix = "sidecar written again from the state DB"
         else:
-            state.requeue_asset(task.pk, asset.idx, note=f"verify --fix: {p.kind}")
+            await state.requeue_asset(task.pk, asset.idx, note=f"verify --fix: {p.kind}")
             p.fix = "queued again: the daemon asks the provider and archives it anew under the same key"
 
 
@@ -198,9 +195,9 @@ def _damaged(problems: list[Problem], key: str) -> bool:
     return any(p.key == key for p in problems)
 
 
-def _sidecar(state: StateDB, task: Task, entry: ProviderEntry, asset: Asset) -> bytes:
+async def _sidecar(state: State, task: Task, entry: ProviderEntry, asset: Asset) -> bytes:
     assert asset.key and asset.bytes is not None and asset.sha256 and asset.content_type
-    return asset_sidecar(task, entry, asset, key=asset.key, count=state.asset_count(task.pk),
+    return asset_sidecar(task, entry, asset, key=asset.key, count=await state.asset_count(task.pk),
                          media=media_of(asset.content_type, task.media), content_type=asset.content_type,
                          size=asset.bytes, sha256=asset.sha256, downloaded_at=asset.downloaded_at or 0.0,
                          archived_at=asset.archived_at or 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,22 +16,22 @@ from measure import Child, free_port, percentile, wait_port
 from scenarios import Rig, Row
 
 from archiver.model import State, TaskRef
-from archiver.state import StateDB
+from archiver.state import SqliteState
 
 TOKEN = "bench-token"
 PENDING = 10  # tasks still polling, at any size: only the table's size differs between rows
 
 
-def fill(state_dir: Path, tasks: int) -> None:
+async def fill(state_dir: Path, tasks: int) -> None:
     """`tasks` tasks straight into a new state DB: PENDING polling, the rest archived."""
-    state = StateDB(state_dir / "archiver.db")
+    state = SqliteState(state_dir / "archiver.db")
     try:
-        state.add_tasks([TaskRef("kie", f"m{i:06d}") for i in range(tasks)])
+        await state.add_tasks([TaskRef("kie", f"m{i:06d}") for i in range(tasks)], note="bench")
         with state.transaction() as db:
             db.execute("UPDATE tasks SET state = ? WHERE id > ?", (State.ARCHIVED, PENDING))
             db.execute("UPDATE tasks SET state = ? WHERE id <= ?", (State.POLLING, PENDING))
     finally:
-        state.close()
+        await state.close()
 
 
 def _http(rig: Rig, tasks: int) -> tuple[str, Child]:
@@ -86,4 +87,4 @@ def intake(batches: int, base: Path, profile: Path | None, *, size: int = 1000) 
 
 
 if __name__ == "__main__":
-    fill(Path(sys.argv[1]), int(sys.argv[2]))
+    asyncio.run(fill(Path(sys.argv[1]), int(sys.argv[2])))

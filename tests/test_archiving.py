@@ -20,7 +20,7 @@ from archiver.archiving import MAX_ROUNDS, REQUEUE_AFTER, Archiver
 from archiver.config import Config, load_config
 from archiver.download import Downloader
 from archiver.model import Phase, State, TaskRef, TaskStatus
-from archiver.state import Position, StateDB
+from archiver.state import Position, SqliteState
 from archiver.storage import open_storage
 from tests.support.cdn import FaultCdn, Resource, serve_at
 from tests.support.daemon import base_config, write_config
@@ -30,15 +30,15 @@ from tests.support.fakes import media_bytes
 @dataclass
 class Scene:
     config: Config
-    state: StateDB
+    state: SqliteState
     archiver: Archiver
     cdn: FaultCdn
     requeued: list[tuple[int, int, float]] = field(default_factory=list)
 
-    def succeeded(self, task_id: str, *names: str) -> int:
+    async def succeeded(self, task_id: str, *names: str) -> int:
         """A task whose provider answered success with the CDN's files `names`; its pk."""
-        [task] = self.state.ingest([TaskRef("kie", task_id)], [], Position(0, 0, 0, 0))
-        self.state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=tuple(self.cdn.url(n) for n in names)))
+        [task] = await self.state.ingest([TaskRef("kie", task_id)], [], Position(0, 0, 0, 0))
+        await self.state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=tuple(self.cdn.url(n) for n in names)))
         return task.pk
 
     async def rounds(self, pk: int, idx: int, most: int) -> int:
@@ -60,7 +60,7 @@ async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
             "kie": {"type": "kie", "api_key": "k", "base_url": "http://127.0.0.1:9"}})))
         staging = config.state_dir / "staging"
         staging.mkdir(parents=True)
-        state = StateDB(config.state_dir / "archiver.db")
+        state = SqliteState(config.state_dir / "archiver.db")
         requeued: list[tuple[int, int, float]] = []
 
         async def ask_once(provider: str, task_id: str) -> TaskStatus | None:
@@ -74,15 +74,15 @@ async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
         try:
             yield Scene(config, state, archiver, cdn, requeued)
         finally:
-            state.close()
+            await state.close()
 
 
 async def test_download_failed_after_the_rounds_run_out(scene: Scene) -> None:
     scene.cdn.add("broken", Resource(media_bytes("png", 5_000, "broken"), script=["500"]))
-    pk = scene.succeeded("doomed", "broken")
+    pk = await scene.succeeded("doomed", "broken")
     assert await scene.rounds(pk, 0, MAX_ROUNDS + 2) == MAX_ROUNDS
     assert [delay for _, _, delay in scene.requeued] == [REQUEUE_AFTER] * (MAX_ROUNDS - 1)
-    task = scene.state.task(pk)
+    task = await scene.state.task(pk)
     assert (task.state, task.reason) == (State.FAILED, "download_failed")
     assert "HTTP 500" in (task.message or "")
     assert len(scene.cdn.hits_for("broken")) == MAX_ROUNDS
@@ -94,9 +94,9 @@ async def test_download_failed_after_the_rounds_run_out(scene: Scene) -> None:
 async def test_a_failure_that_mends_within_the_rounds_is_archived(scene: Scene) -> None:
     content = media_bytes("png", 5_000, "mended")
     scene.cdn.add("mended", Resource(content, script=["503"] * (MAX_ROUNDS - 1) + ["ok"]))
-    pk = scene.succeeded("mended", "mended")
+    pk = await scene.succeeded("mended", "mended")
     assert await scene.rounds(pk, 0, MAX_ROUNDS + 2) == MAX_ROUNDS
-    assert scene.state.task(pk).state == State.ARCHIVED
+    assert (await scene.state.task(pk)).state == State.ARCHIVED
     [path] = scene.config.storage.local.root.glob("kie/*/*/*/mended/00.png")
     assert path.read_bytes() == content
 
@@ -107,14 +107,14 @@ async def test_a_failing_store_never_fails_the_task(scene: Scene) -> None:
     root = scene.config.storage.local.root
     root.mkdir(parents=True)
     (root / "kie").write_text("a file where the kie folder should be")
-    pk = scene.succeeded("waits", "waits")
+    pk = await scene.succeeded("waits", "waits")
     assert await scene.rounds(pk, 0, MAX_ROUNDS * 2) == MAX_ROUNDS * 2, "the task stopped being requeued"
-    assert scene.state.task(pk).state == State.DOWNLOADING
-    assert scene.state.health()["storage"]["state"] == "failing"
+    assert (await scene.state.task(pk)).state == State.DOWNLOADING
+    assert {h.name: h.state for h in await scene.state.health()}["storage"] == "failing"
 
     (root / "kie").unlink()
     await scene.archiver.archive(pk, 0)
-    assert scene.state.task(pk).state == State.ARCHIVED
-    assert scene.state.health()["storage"]["state"] == "ok"
+    assert (await scene.state.task(pk)).state == State.ARCHIVED
+    assert {h.name: h.state for h in await scene.state.health()}["storage"] == "ok"
     [path] = root.glob("kie/*/*/*/waits/00.png")
     assert path.read_bytes() == content

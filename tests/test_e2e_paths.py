@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archiver.state import StateDB
+from archiver.state import SqliteState
 from tests.support.cdn import FaultCdn, Resource, serve_at
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, Request, media_bytes
@@ -180,13 +180,13 @@ async def test_acedata_not_found_only_after_its_grace(tmp_path: Path) -> None:
         await daemon.wait_for(lambda s: any(t["task_id"] == "old-ghost" and t["polls"] >= 2 for t in s["in_flight"]))
         assert await daemon.stop() == 0
         # Age its unknown time, as if the provider had not known it for 117 s.
-        state = StateDB(tmp_path / "state" / "archiver.db")
+        state = SqliteState(tmp_path / "state" / "archiver.db")
         try:
-            ghost = state.find("seedream", "old-ghost")
+            ghost = await state.find("seedream", "old-ghost")
             assert ghost is not None and ghost.unknown_since is not None
-            state.polled(ghost.pk, unknown_since=time.time() - 117)
+            await state.polled(ghost.pk, unknown_since=time.time() - 117)
         finally:
-            state.close()
+            await state.close()
         restarted = time.monotonic()
         append(inbox, "seedream ghost", "seedream late")
         await daemon.start()
@@ -200,13 +200,13 @@ async def test_acedata_not_found_only_after_its_grace(tmp_path: Path) -> None:
     assert waiting["task_id"] == "ghost" and waiting["state"] == "polling" and waiting["polls"] >= 3
     asked = [at for at in times_of(fake.requests, "old-ghost") if at > restarted]
     assert len(asked) >= 3, "old-ghost was not polled on while still within its grace"
-    state = StateDB(tmp_path / "state" / "archiver.db")
+    state = SqliteState(tmp_path / "state" / "archiver.db")
     try:
-        ghost = state.find("seedream", "old-ghost")
+        ghost = await state.find("seedream", "old-ghost")
         assert ghost is not None and ghost.unknown_since is not None
-        failed_at = state.history(ghost.pk)[-1]["at"]
+        failed_at = (await state.history(ghost.pk))[-1]["at"]
     finally:
-        state.close()
+        await state.close()
     assert failed_at - ghost.unknown_since >= 120 - 0.01, "not_found before the grace ran out"
     assert stored(tmp_path / "archive", "seedream", "late").read_bytes() == late.files[0]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from archiver.state import StateDB
+from archiver.state import SqliteState
 from archiver.verify import Verifier, fix
 from tests.browse.conftest import World, make_world
 from tests.support.daemon import cli
@@ -62,12 +62,12 @@ async def damaged(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 async def verify(world: World, **kw: Any) -> Any:
-    state = StateDB(world.db)
+    state = SqliteState(world.db)
     try:
         age = kw.pop("orphan_age", 0.0 if world.config.storage.backend == "s3" else 3600.0)
-        return await Verifier(world.storage, world.config.storage.layout, db=state.db, orphan_age=age, **kw).run()
+        return await Verifier(world.storage, world.config.storage.layout, state=state, orphan_age=age, **kw).run()
     finally:
-        state.close()
+        await state.close()
 
 
 async def test_finds_every_kind_of_damage(damaged: tuple[World, dict[str, str]]) -> None:
@@ -113,19 +113,19 @@ async def test_fix(tmp_path: Path) -> None:
     (root / "stray.png").write_bytes(b"x")
     os.utime(root / "stray.png", (0, 0))
     report = await verify(world)
-    state = StateDB(world.db)
+    state = SqliteState(world.db)
     try:
         await fix(report.problems, state, world.config, world.storage)
         notes = {p.key: p.fix for p in report.problems}
         assert notes[keys[0]].startswith("queued again")
         assert notes[keys[1] + ".json"] == "sidecar written again from the state DB"
         assert notes["stray.png"].startswith("not fixed")
-        task = state.find(world.made.assets[0]["provider"], world.made.assets[0]["task_id"])
+        task = await state.find(world.made.assets[0]["provider"], world.made.assets[0]["task_id"])
         assert task is not None and task.state == "queued"
-        assert [a.state for a in state.assets(task.pk) if a.key == keys[0]] == ["pending"]
-        assert state.history(task.pk)[-1]["note"] == "verify --fix: truncated"
+        assert [a.state for a in await state.assets(task.pk) if a.key == keys[0]] == ["pending"]
+        assert (await state.history(task.pk))[-1]["note"] == "verify --fix: truncated"
     finally:
-        state.close()
+        await state.close()
     again = {(p.kind, p.key) for p in (await verify(world)).problems}
     assert ("bad_sidecar", keys[1] + ".json") not in again  # rewritten, and it checks out
     rewritten = json.loads((root / (keys[1] + ".json")).read_bytes())

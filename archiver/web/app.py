@@ -10,7 +10,6 @@ import hmac
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from archiver.config import Config
 from archiver.errors import ArchiverError
 from archiver.inbox import BadLine, parse_line
 from archiver.model import TaskRef
-from archiver.state import StateDB, Task
+from archiver.state import STATE_ERRORS, State, Task, state_path
 from archiver.web.callbacks import CallbackRefused, Incoming, ReplayGuard, verifier_for
 from archiver.web.metrics import CONTENT_TYPE, Metrics
 from archiver.webhook_signatures import FalJwks
@@ -49,7 +48,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class WebServer:
-    def __init__(self, config: Config, state: StateDB, metrics: Metrics, hooks: Hooks) -> None:
+    def __init__(self, config: Config, state: State, metrics: Metrics, hooks: Hooks) -> None:
         assert config.http is not None
         self.config = config
         self.http = config.http
@@ -102,7 +101,7 @@ class WebServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         reasons = []
-        if (problem := self._probe_state()) is not None:
+        if (problem := await self._probe_state()) is not None:
             reasons.append(f"state DB cannot be written: {problem}")
         since = self.hooks.store_failing_since()
         if since is not None and time.time() - since >= self.http.storage_grace:
@@ -112,7 +111,7 @@ class WebServer:
         return web.json_response({"status": "ok", "state_db": "writable",
                                   "store": "ok" if since is None else "failing"})
 
-    def _probe_state(self) -> str | None:
+    async def _probe_state(self) -> str | None:
         """Write to the state DB and create a file in state_dir (SQLite needs both); cached 1 s."""
         now = time.monotonic()
         if now - self.probed_at < PROBE_EVERY:
@@ -120,23 +119,26 @@ class WebServer:
         self.probed_at, self.probe_error = now, None
         probe = self.config.state_dir / ".healthz"
         try:
-            self.state.probe_write()
+            await self.state.probe_write()
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.close(fd)
             probe.unlink()
-        except (OSError, sqlite3.Error) as e:
+        except (OSError, *STATE_ERRORS) as e:  # type: ignore[misc]  # a tuple of exception types
             self.probe_error = getattr(e, "strerror", None) or str(e)
         return self.probe_error
 
     async def metrics_text(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=await self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def status(self, request: web.Request) -> web.Response:
         from archiver.cli import status_report  # the CLI's own report; cli imports the daemon
-        from archiver.daemon import state_path
         from archiver.lock import running
 
-        return web.json_response(status_report(self.state, running(state_path(self.config))))
+        try:
+            report = await status_report(self.state, running(state_path(self.config)), self.config.state.lease)
+        except STATE_ERRORS as e:
+            return _error(503, f"the state DB cannot be read: {e}")
+        return web.json_response(report)
 
     # --- POST /tasks ----------------------------------------------------------------------
 
@@ -162,8 +164,8 @@ class WebServer:
             if ref is not None:
                 refs.append(ref)
         try:
-            stored = self.state.add_tasks(refs)
-        except sqlite3.Error as e:
+            stored = await self.state.add_tasks(refs, note="http")
+        except STATE_ERRORS as e:
             log.error("http: POST /tasks could not be stored: %s", e)
             return _error(503, "the state DB cannot be written; nothing was queued, send again later")
         results = iter(stored)
@@ -234,22 +236,22 @@ class WebServer:
         if not self.replays.first(key, now):
             return web.json_response({"result": "replay"})
         try:
-            return web.json_response({"result": self._hint(name, hint.task_id, entry.callbacks.adopt)})
-        except sqlite3.Error as e:
+            return web.json_response({"result": await self._hint(name, hint.task_id, entry.callbacks.adopt)})
+        except STATE_ERRORS as e:
             self.replays.seen.pop(key, None)  # not handled: the provider's next try must not count as a replay
             log.error("provider=%s: callback could not be handled: %s", name, e, extra={"provider": name})
             return _error(503, "the state DB cannot be written; send again later")
 
-    def _hint(self, name: str, task_id: str, adopt: bool) -> str:
+    async def _hint(self, name: str, task_id: str, adopt: bool) -> str:
         """A valid callback: poll its task now. Its body's URLs are never used."""
         fields = {"provider": name, "task_id": task_id}
-        task = self.state.find(name, task_id)
+        task = await self.state.find(name, task_id)
         if task is None and not adopt:
             log.info("provider=%s task_id=%s: callback for an unknown task ignored (callbacks.adopt is off)",
                      name, task_id, extra=fields)
             return "ignored"
         if task is None:
-            new = self.state.add_tasks([TaskRef(name, task_id)])[0]
+            new = (await self.state.add_tasks([TaskRef(name, task_id)], note="callback"))[0]
             if new is not None:
                 log.info("provider=%s task_id=%s: adopted from a callback", name, task_id, extra=fields)
                 self.hooks.queue(new)

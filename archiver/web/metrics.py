@@ -7,6 +7,7 @@ so a scrape costs the same at 100 or 100,000 tasks. A task ID is never a label.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 
@@ -16,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from archiver import __version__
 from archiver.recorder import Recorder
-from archiver.state import StateDB
+from archiver.state import STATE_ERRORS, State
 
 # Video-sized work: from a fast poll to a ten-minute download.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -26,20 +27,26 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class StateCollector(Collector):
     """archiver_tasks{state} and archiver_oldest_pending_seconds{provider}, from the state DB."""
 
-    def __init__(self, state: StateDB, providers: Iterable[str]) -> None:
+    def __init__(self, state: State, providers: Iterable[str]) -> None:
         self.state = state
         self.providers = tuple(providers)
+        self.counts: dict[str, int] = {}
+        self.firsts: dict[str, float | None] = {}
+
+    async def refresh(self) -> None:
+        """Read what collect() reports; prometheus_client collects synchronously."""
+        self.counts = await self.state.kept_counts()
+        self.firsts = {provider: await self.state.oldest_pending(provider) for provider in self.providers}
 
     def collect(self) -> Iterator[Metric]:
         tasks = GaugeMetricFamily("archiver_tasks", "Tasks in the state DB, by state.", labels=["state"])
-        for state, count in self.state.kept_counts().items():
+        for state, count in self.counts.items():
             tasks.add_metric([state], count)
         yield tasks
         oldest = GaugeMetricFamily("archiver_oldest_pending_seconds",
                                    "Age of the oldest unfinished task, by provider entry.", labels=["provider"])
         now = time.time()
-        for provider in self.providers:
-            first = self.state.oldest_pending(provider)
+        for provider, first in self.firsts.items():
             oldest.add_metric([provider], 0.0 if first is None else max(0.0, now - first))
         yield oldest
         yield InfoMetricFamily("archiver_build", "The running archiver.", value={"version": __version__})
@@ -48,10 +55,11 @@ class StateCollector(Collector):
 class Metrics(Recorder):
     """The Recorder that counts, and renders the Prometheus text."""
 
-    def __init__(self, state: StateDB, providers: Iterable[str]) -> None:
+    def __init__(self, state: State, providers: Iterable[str]) -> None:
         disable_created_metrics()  # *_created series double the scrape and no dashboard reads them
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StateCollector(state, providers))
+        self.collector = StateCollector(state, providers)
+        self.registry.register(self.collector)
         r = self.registry
         self._finished = Counter("archiver_tasks_finished", "Tasks that ended, by outcome (archived or a reason).",
                                  ["provider", "outcome"], registry=r)
@@ -71,7 +79,10 @@ class Metrics(Recorder):
         self._lines = Counter("archiver_inbox_lines", "Inbox lines read, by result (queued, known, rejected).",
                               ["result"], registry=r)
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        """The Prometheus text; the task gauges are read fresh, and kept as they were if the DB is down."""
+        with contextlib.suppress(*STATE_ERRORS):
+            await self.collector.refresh()
         return generate_latest(self.registry)
 
     def poll(self, provider: str, result: str, tasks: int = 1) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from archiver.config import Config, load_config
-from archiver.daemon import state_path
+from archiver.state import state_path
 from archiver.storage import Storage, open_storage
 from tests.support.archive import TYPES, Generated, generate, write_storage
 from tests.support.daemon import write_config

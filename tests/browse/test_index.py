@@ -10,7 +10,7 @@ from pathlib import Path
 from archiver.browse.days import day_key
 from archiver.browse.index import IndexLoop, page, rebuild
 from archiver.model import Phase, TaskRef, TaskStatus
-from archiver.state import Position, StateDB
+from archiver.state import Position, SqliteState
 from tests.browse.conftest import World, make_world
 
 
@@ -49,19 +49,19 @@ async def test_day_file_shape(world: World) -> None:
     assert failed[0]["reason"] == "content_moderation" and failed[0]["record"].startswith("_failed/")
 
 
-def archive_one(db: Path, task_id: str) -> str:
+async def archive_one(db: Path, task_id: str) -> str:
     """Archive one asset today through the state DB's own methods, as the daemon does."""
-    state = StateDB(db)
+    state = SqliteState(db)
     try:
-        [task] = state.ingest([TaskRef("kie", task_id, {"project": "new"})], [], Position(1, 1, 0, 0))
-        state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=("https://cdn.example/x",), prompt="fresh",
+        [task] = await state.ingest([TaskRef("kie", task_id, {"project": "new"})], [], Position(1, 1, 0, 0))
+        await state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=("https://cdn.example/x",), prompt="fresh",
                                             model="seedream-4.5"))
-        key = state.set_key(task.pk, 0, f"kie/{time.strftime('%Y/%m/%d', time.gmtime())}/{task_id}/00.png")
-        state.archived(task.pk, 0, size=3, sha256="ab" * 32, content_type="image/png",
+        key = await state.set_key(task.pk, 0, f"kie/{time.strftime('%Y/%m/%d', time.gmtime())}/{task_id}/00.png")
+        await state.archived(task.pk, 0, size=3, sha256="ab" * 32, content_type="image/png",
                        downloaded_at=time.time(), archived_at=time.time())
         return key
     finally:
-        state.close()
+        await state.close()
 
 
 async def test_loop_rewrites_only_touched_days(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ async def test_loop_rewrites_only_touched_days(tmp_path: Path) -> None:
     before = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert await loop.round() == 0  # nothing changed: nothing written
 
-    key = archive_one(world.db, "new-task")
+    key = await archive_one(world.db, "new-task")
     assert await loop.round() == 2  # today's day file and days.json
     after = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert {k: v for k, v in after.items() if k in before} == before  # old days untouched (same inode)
@@ -90,7 +90,7 @@ async def test_a_new_loop_trusts_an_index_that_is_current(tmp_path: Path) -> Non
     await rebuild(world.config, world.storage, world.db, from_store=False)
     loop = IndexLoop(world.config, world.storage, world.db)
     assert await loop.round() == 0
-    archive_one(world.db, "after-restart")
+    await archive_one(world.db, "after-restart")
     assert await loop.round() == 2
 
 
@@ -115,14 +115,14 @@ async def test_rebuild_empties_a_day_that_lost_everything(tmp_path: Path) -> Non
     """A day listed before but empty now keeps no stale entries, and days.json drops it."""
     world = await make_world(tmp_path, "local", tasks=30)
     await rebuild(world.config, world.storage, world.db, from_store=False)
-    state = StateDB(world.db)
+    state = SqliteState(world.db)
     try:  # every task of 2026-09-02 put back to work, as `archiver retry` would
         rows = state.db.execute("SELECT id FROM tasks WHERE date(COALESCE(success_seen_at, updated_at),"
                                 " 'unixepoch') = '2026-09-02'").fetchall()
         state.db.execute("DELETE FROM assets WHERE key LIKE '%/2026/09/02/%'")
-        state.retry([r[0] for r in rows])
+        await state.retry([r[0] for r in rows])
     finally:
-        state.close()
+        await state.close()
     result = await rebuild(world.config, world.storage, world.db, from_store=False)
     assert result["days"] == 2
     assert [d["date"] for d in json.loads(await world.storage.get("_index/days.json"))["days"]] == [

@@ -24,7 +24,7 @@ from archiver.config import DEFAULT_POLL_INTERVALS, ProviderEntry, Secret
 from archiver.model import State
 from archiver.naming import failed_key
 from archiver.sidecar import asset_sidecar, failed_record
-from archiver.state import Asset, StateDB, Task
+from archiver.state import Asset, SqliteState, Task
 
 PROMPTS = ["a lighthouse at dusk", "poster for a jazz night", "a red fox in deep snow", "city skyline in rain",
            "a bowl of ramen, studio light", "sailing boat on a calm sea", "portrait of an old fisherman",
@@ -88,14 +88,14 @@ def generate(db_path: Path, tasks: int, days: int, *, start: dt.date = dt.date(2
     rng = random.Random(seed)
     pictures = [png(96, 96, i) for i in range(images)]
     made = Generated()
-    state = StateDB(db_path)
+    state = SqliteState(db_path)
     entry_of = entries()
     try:
         with state.transaction() as db:
             for n in range(tasks):
                 _one(db, made, n, rng, pictures, video, wav() if audio else None, entry_of, start, days)
     finally:
-        state.close()
+        state.db.close()
     return made
 
 

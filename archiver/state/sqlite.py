@@ -1,7 +1,8 @@
-"""Durable task state in SQLite (WAL): tasks, assets, history, the inbox offset, health.
+"""Durable task state in SQLite (WAL): the embedded default, one daemon per file.
 
 One writer (the daemon) and any number of readers (status, show) share the file;
-WAL plus a busy timeout keeps them from failing with "database is locked".
+WAL plus a busy timeout keeps them from failing with "database is locked". The calls
+are quick local I/O, so they run on the event loop; `async` is the State interface's.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from archiver.errors import LeaseLost
 from archiver.model import State, TaskRef, TaskStatus
-
-KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
+from archiver.pacing import Bucket, TokenBucket
+from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Daemon, Health, Position, Rejected, Task,
+                                    asset_from_row, task_from_row)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -69,6 +71,9 @@ CREATE TABLE IF NOT EXISTS rejects (
 CREATE TABLE IF NOT EXISTS health (
     name TEXT PRIMARY KEY, state TEXT NOT NULL, message TEXT, at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS daemons (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL
+);
 """
 # Tasks per state, kept by triggers so that /metrics reads five rows, never the whole table.
 COUNTS = """
@@ -87,88 +92,13 @@ CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (provider, state, first_seen_at
 """
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where the inbox reader stands: the file's identity and the next byte to read."""
+class SqliteState:
+    """The state database in one SQLite file; every write is one transaction."""
 
-    dev: int
-    ino: int
-    offset: int
-    line_no: int
+    backend = "sqlite"
 
-
-@dataclass(frozen=True)
-class Rejected:
-    line_no: int
-    reason: str
-    line: str
-
-
-@dataclass(frozen=True)
-class Task:
-    pk: int
-    provider: str
-    task_id: str
-    labels: dict[str, str]
-    state: State
-    first_seen_at: float
-    polls: int
-    unknown_since: float | None
-    success_seen_at: float | None
-    reason: str | None
-    code: str | None
-    message: str | None
-    media: str | None
-    model: str | None
-    prompt: str | None
-    input: Any
-    response: Any
-    task_created_at: str | None
-    task_completed_at: str | None
-    updated_at: float
-    last_error: str | None = None
-    running_for: float = 0.0  # seconds the provider has said "still running" (give_up_after)
-
-
-@dataclass(frozen=True)
-class Asset:
-    task: int
-    idx: int
-    url: str
-    key: str | None
-    state: str
-    bytes: int | None
-    sha256: str | None
-    content_type: str | None
-    downloaded_at: float | None
-    archived_at: float | None
-    role: str | None = None
-
-
-def _task(row: sqlite3.Row) -> Task:
-    return Task(
-        pk=row["id"], provider=row["provider"], task_id=row["task_id"],
-        labels=json.loads(row["labels"]), state=State(row["state"]),
-        first_seen_at=row["first_seen_at"], polls=row["polls"],
-        unknown_since=row["unknown_since"], success_seen_at=row["success_seen_at"],
-        reason=row["reason"], code=row["code"], message=row["message"],
-        media=row["media"], model=row["model"], prompt=row["prompt"],
-        input=json.loads(row["input"]) if row["input"] else None,
-        response=json.loads(row["response"]) if row["response"] else None,
-        task_created_at=row["task_created_at"], task_completed_at=row["task_completed_at"],
-        updated_at=row["updated_at"], last_error=row["last_error"], running_for=row["running_for"],
-    )
-
-
-def _asset(row: sqlite3.Row) -> Asset:
-    return Asset(*(row[k] for k in ("task", "idx", "url", "key", "state", "bytes", "sha256",
-                                    "content_type", "downloaded_at", "archived_at", "role")))
-
-
-class StateDB:
-    """The state database; every write is one transaction."""
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, me: str = "") -> None:
+        self.me = me  # this daemon's ID in `tasks.owner`; a CLI process owns nothing
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
@@ -185,13 +115,17 @@ class StateDB:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
         # Columns added since the first release; an older state DB gains them here.
         for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
-                           ("running_for", "REAL NOT NULL DEFAULT 0")):
+                           ("running_for", "REAL NOT NULL DEFAULT 0"), ("owner", "TEXT")):
             if name not in columns:
                 self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
         if "role" not in {row[1] for row in self.db.execute("PRAGMA table_info(assets)")}:
             self.db.execute("ALTER TABLE assets ADD COLUMN role TEXT")  # from before roles
+        # Live tasks no daemon holds: what a claim looks at, whatever the number of ended tasks.
+        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_free ON tasks (id)"
+                        " WHERE owner IS NULL AND state IN ('queued', 'polling', 'downloading')")
+        self.db.execute("CREATE INDEX IF NOT EXISTS assets_by_key ON assets (key)")
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.db.close()
 
     @contextmanager
@@ -209,13 +143,61 @@ class StateDB:
         db.execute("INSERT INTO history (task, at, state, reason, note) VALUES (?, ?, ?, ?, ?)",
                    (pk, time.time(), state, reason, note))
 
+    def _mine(self, db: sqlite3.Connection, pk: int) -> State:
+        """The task's state, if no other daemon holds it (else LeaseLost); it is ours from here."""
+        row = db.execute("SELECT state, owner FROM tasks WHERE id = ?", (pk,)).fetchone()
+        if row["owner"] not in (None, self.me):
+            raise LeaseLost(f"task #{pk} is now held by another daemon")
+        return State(row["state"])
+
+    # --- daemons and leases: one daemon per file (lock.py), so its leases never run out -
+
+    async def join(self, host: str, pid: int) -> None:
+        """Start as the only daemon: whatever a previous run held is free again."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("UPDATE tasks SET owner = NULL WHERE owner IS NOT NULL")
+            db.execute("DELETE FROM daemons")
+            db.execute("DELETE FROM health")  # this run reports its own trouble
+            db.execute("INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (?, ?, ?, ?, ?)",
+                       (self.me, host, pid, now, now))
+
+    async def heartbeat(self) -> bool:
+        """Renew this daemon's leases; False if they had run out (never, with one daemon)."""
+        with self.transaction() as db:
+            db.execute("UPDATE daemons SET seen_at = ? WHERE id = ?", (time.time(), self.me))
+        return True
+
+    async def leave(self) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE tasks SET owner = NULL WHERE owner = ?", (self.me,))
+            db.execute("DELETE FROM daemons WHERE id = ?", (self.me,))
+
+    async def claim(self, held: int) -> list[Task]:
+        """Take live tasks no daemon holds (new, retried, or a previous run's)."""
+        with self.transaction() as db:
+            rows = db.execute("UPDATE tasks SET owner = ? WHERE id IN (SELECT id FROM tasks WHERE owner IS NULL"
+                              " AND state IN ('queued', 'polling', 'downloading') ORDER BY id LIMIT ?)"
+                              " RETURNING *", (self.me, CLAIM_BATCH)).fetchall()
+        return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
+
+    def bucket(self, key_id: str, rate: float) -> Bucket:
+        """One daemon: the key's pace is kept in this process."""
+        return TokenBucket(rate)
+
+    async def daemons(self) -> list[Daemon]:
+        rows = self.db.execute("SELECT * FROM daemons").fetchall()
+        holds = dict(self.db.execute("SELECT state, COUNT(*) FROM tasks WHERE owner IS NOT NULL"
+                                     " GROUP BY state").fetchall())
+        return [Daemon(r["id"], r["host"], r["pid"], r["started_at"], r["seen_at"], holds) for r in rows]
+
     # --- intake -------------------------------------------------------------------------
 
-    def inbox_position(self) -> Position | None:
+    async def inbox_position(self) -> Position | None:
         row = self.db.execute("SELECT dev, ino, offset, line_no FROM inbox WHERE id = 1").fetchone()
         return Position(*row) if row else None
 
-    def ingest(self, refs: Sequence[TaskRef], rejects: Sequence[Rejected], position: Position) -> list[Task]:
+    async def ingest(self, refs: Sequence[TaskRef], rejects: Sequence[Rejected], position: Position) -> list[Task]:
         """Store new tasks, rejected lines and the new inbox position in one transaction.
 
         Commit point: the offset moves only together with the tasks its lines produced,
@@ -230,10 +212,20 @@ class StateDB:
                 db.execute("DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?", (KEEP_REJECTS,))
             db.execute("INSERT OR REPLACE INTO inbox (id, dev, ino, offset, line_no) VALUES (1, ?, ?, ?, ?)",
                        (position.dev, position.ino, position.offset, position.line_no))
-        return [self.task(pk) for pk in new]
+        return [self._task(pk) for pk in new]
+
+    async def add_tasks(self, refs: Sequence[TaskRef], note: str) -> list[Task | None]:
+        """Store tasks handed over by HTTP or the CLI; per ref, the new Task or None if it was known.
+
+        Commit point: one transaction for the batch, done before the caller is answered.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            pks = [self._insert(db, ref, now, note=note) for ref in refs]
+        return [self._task(pk) if pk is not None else None for pk in pks]
 
     def _insert(self, db: sqlite3.Connection, ref: TaskRef, now: float, note: str | None = None) -> int | None:
-        """Queue one new task; None if it is known already."""
+        """Queue one new task, held by no daemon yet; None if it is known already."""
         cur = db.execute(
             "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -246,133 +238,149 @@ class StateDB:
 
     # --- reads --------------------------------------------------------------------------
 
-    def task(self, pk: int) -> Task:
-        return _task(self.db.execute("SELECT * FROM tasks WHERE id = ?", (pk,)).fetchone())
+    def _task(self, pk: int) -> Task:
+        return task_from_row(self.db.execute("SELECT * FROM tasks WHERE id = ?", (pk,)).fetchone())
 
-    def find(self, provider: str, task_id: str) -> Task | None:
+    async def task(self, pk: int) -> Task:
+        return self._task(pk)
+
+    async def find(self, provider: str, task_id: str) -> Task | None:
         row = self.db.execute("SELECT * FROM tasks WHERE provider = ? AND task_id = ?",
                               (provider, task_id)).fetchone()
-        return _task(row) if row else None
+        return task_from_row(row) if row else None
 
-    def tasks_in(self, states: Iterable[State]) -> list[Task]:
+    async def tasks_in(self, states: Iterable[State]) -> list[Task]:
+        states = tuple(states)
         marks = ",".join("?" for _ in states)
-        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY id",
-                               tuple(states)).fetchall()
-        return [_task(r) for r in rows]
+        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY id", states).fetchall()
+        return [task_from_row(r) for r in rows]
 
-    def queued_since(self, since: float) -> list[int]:
-        """IDs of tasks put (back) in the queue since `since`, e.g. by `archiver retry`."""
-        rows = self.db.execute("SELECT id FROM tasks WHERE state = ? AND updated_at >= ? ORDER BY id",
-                               (State.QUEUED, since)).fetchall()
-        return [r[0] for r in rows]
-
-    def asset_count(self, pk: int) -> int:
+    async def asset_count(self, pk: int) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM assets WHERE task = ?", (pk,)).fetchone()[0])
 
-    def assets(self, pk: int) -> list[Asset]:
+    def _assets(self, pk: int) -> list[Asset]:
         rows = self.db.execute("SELECT * FROM assets WHERE task = ? ORDER BY idx", (pk,)).fetchall()
-        return [_asset(r) for r in rows]
+        return [asset_from_row(r) for r in rows]
 
-    def asset(self, pk: int, idx: int) -> Asset:
-        row = self.db.execute("SELECT * FROM assets WHERE task = ? AND idx = ?", (pk, idx)).fetchone()
-        return _asset(row)
+    async def assets(self, pk: int) -> list[Asset]:
+        return self._assets(pk)
 
-    def assets_pending(self) -> int:
-        """Assets of downloading tasks not archived yet: what the next start resumes."""
+    def _asset(self, pk: int, idx: int) -> Asset:
+        return asset_from_row(self.db.execute("SELECT * FROM assets WHERE task = ? AND idx = ?",
+                                              (pk, idx)).fetchone())
+
+    async def asset(self, pk: int, idx: int) -> Asset:
+        return self._asset(pk, idx)
+
+    async def asset_by_key(self, key: str) -> Asset | None:
+        row = self.db.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
+        return asset_from_row(row) if row else None
+
+    async def archived_keys(self) -> list[tuple[str, str, float | None, str]]:
+        """(provider, task_id, success_seen_at, key) of every archived asset, for `verify`."""
+        rows = self.db.execute("SELECT t.provider, t.task_id, t.success_seen_at, a.key FROM assets a JOIN tasks t"
+                               " ON t.id = a.task WHERE a.state = 'archived' AND a.key IS NOT NULL").fetchall()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def assets_pending(self) -> int:
+        """Assets of this daemon's downloading tasks not archived yet: what the next start resumes."""
         return int(self.db.execute("SELECT COUNT(*) FROM assets JOIN tasks ON tasks.id = assets.task"
                                    " WHERE tasks.state = ? AND assets.state != 'archived'",
                                    (State.DOWNLOADING,)).fetchone()[0])
 
-    def history(self, pk: int) -> list[dict[str, Any]]:
+    async def history(self, pk: int) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT at, state, reason, note FROM history WHERE task = ? ORDER BY at, rowid",
                                (pk,)).fetchall()
         return [dict(r) for r in rows]
 
     # --- polling ------------------------------------------------------------------------
 
-    def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-               running_for: float | None = None) -> None:
+    async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
+                     running_for: float | None = None) -> None:
         """Count a poll that left the task running; the first one moves it to polling."""
         with self.transaction() as db:
-            row = db.execute("SELECT state FROM tasks WHERE id = ?", (pk,)).fetchone()
+            was = self._mine(db, pk)
             db.execute("UPDATE tasks SET state = ?, polls = polls + 1, last_error = ?, unknown_since = ?,"
                        " running_for = COALESCE(?, running_for), updated_at = ? WHERE id = ?",
                        (State.POLLING, error, unknown_since, running_for, time.time(), pk))
-            if row["state"] == State.QUEUED:
+            if was == State.QUEUED:
                 self._history(db, pk, State.POLLING)
 
-    def succeeded(self, pk: int, status: TaskStatus) -> list[Asset]:
-        """Record success and its result URLs as assets; return those still to archive."""
+    async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
+        """Record success and its result URLs as assets; the task and the assets still to archive."""
         now = time.time()
         with self.transaction() as db:
+            self._mine(db, pk)
             db.execute(
                 "UPDATE tasks SET state = ?, polls = polls + 1, last_error = NULL, success_seen_at = ?,"
                 " updated_at = ?, media = ?, model = ?, prompt = ?, input = ?, response = ?,"
-                " task_created_at = ?, task_completed_at = ? WHERE id = ?",
+                " task_created_at = ?, task_completed_at = ?, owner = ? WHERE id = ?",
                 (State.DOWNLOADING, now, now, status.media, status.model, status.prompt,
                  json.dumps(status.input) if status.input is not None else None,
-                 json.dumps(status.response), status.created_at, status.completed_at, pk))
+                 json.dumps(status.response), status.created_at, status.completed_at, self.me or None, pk))
             roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
             db.executemany("INSERT OR IGNORE INTO assets (task, idx, url, role) VALUES (?, ?, ?, ?)",
                            [(pk, i, url, role) for i, (url, role) in enumerate(zip(status.urls, roles, strict=True))])
             self._history(db, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
             # A retried task whose assets were all archived before has nothing left to do.
             if not db.execute("SELECT 1 FROM assets WHERE task = ? AND state != 'archived'", (pk,)).fetchone():
-                db.execute("UPDATE tasks SET state = ? WHERE id = ?", (State.ARCHIVED, pk))
+                db.execute("UPDATE tasks SET state = ?, owner = NULL WHERE id = ?", (State.ARCHIVED, pk))
                 self._history(db, pk, State.ARCHIVED)
-        return [a for a in self.assets(pk) if a.state != "archived"]
+        return self._task(pk), [a for a in self._assets(pk) if a.state != "archived"]
 
-    def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
-               response: Any = None) -> Task:
+    async def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
+                     response: Any = None) -> Task:
         with self.transaction() as db:
+            self._mine(db, pk)
             # Commit point: record_due stays set until the _failed record is in the archive.
             db.execute("UPDATE tasks SET state = ?, reason = ?, code = ?, message = ?, updated_at = ?,"
-                       " response = COALESCE(?, response), record_due = 1 WHERE id = ?",
+                       " response = COALESCE(?, response), record_due = 1, owner = NULL WHERE id = ?",
                        (State.FAILED, reason, code, message, time.time(),
                         json.dumps(response) if response is not None else None, pk))
             self._history(db, pk, State.FAILED, reason, message)
-        return self.task(pk)
+        return self._task(pk)
 
-    def record_written(self, pk: int) -> None:
+    async def record_written(self, pk: int) -> None:
         with self.transaction() as db:
             db.execute("UPDATE tasks SET record_due = 0 WHERE id = ?", (pk,))
 
-    def records_due(self, limit: int = 100) -> list[Task]:
+    async def records_due(self, limit: int = 100) -> list[Task]:
         """Failed tasks whose _failed record could not be written yet."""
         rows = self.db.execute("SELECT * FROM tasks WHERE state = ? AND record_due = 1 ORDER BY id LIMIT ?",
                                (State.FAILED, limit)).fetchall()
-        return [_task(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     # --- assets -------------------------------------------------------------------------
 
-    def set_key(self, pk: int, idx: int, key: str) -> str:
+    async def set_key(self, pk: int, idx: int, key: str) -> str:
         """Store the asset's key unless one is stored already; return the stored one."""
         with self.transaction() as db:
             db.execute("UPDATE assets SET key = ? WHERE task = ? AND idx = ? AND key IS NULL", (key, pk, idx))
-        return str(self.asset(pk, idx).key)
+        return str(self._asset(pk, idx).key)
 
-    def set_url(self, pk: int, idx: int, url: str) -> None:
+    async def set_url(self, pk: int, idx: int, url: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE assets SET url = ? WHERE task = ? AND idx = ?", (url, pk, idx))
 
-    def asset_error(self, pk: int, idx: int, error: str) -> None:
+    async def asset_error(self, pk: int, idx: int, error: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE assets SET last_error = ? WHERE task = ? AND idx = ?", (error, pk, idx))
 
-    def requeue_asset(self, pk: int, idx: int, note: str) -> None:
+    async def requeue_asset(self, pk: int, idx: int, note: str) -> None:
         """Put one archived asset back to work under its stored key (verify --fix); the task is polled again."""
         now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?", (pk, idx))
             db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL, first_seen_at = ?,"
-                       " updated_at = ?, unknown_since = NULL, running_for = 0 WHERE id = ?",
+                       " updated_at = ?, unknown_since = NULL, running_for = 0, owner = NULL WHERE id = ?",
                        (State.QUEUED, now, now, pk))
             self._history(db, pk, State.QUEUED, note=note)
 
-    def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
-                 downloaded_at: float, archived_at: float) -> bool:
+    async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
+                       downloaded_at: float, archived_at: float) -> bool:
         """Mark one asset archived; the task follows when it was the last. True if it did."""
         with self.transaction() as db:
+            self._mine(db, pk)
             db.execute("UPDATE assets SET state = 'archived', bytes = ?, sha256 = ?, content_type = ?,"
                        " downloaded_at = ?, archived_at = ?, last_error = NULL WHERE task = ? AND idx = ?",
                        (size, sha256, content_type, downloaded_at, archived_at, pk, idx))
@@ -380,13 +388,14 @@ class StateDB:
                               (pk,)).fetchone()[0]
             if left:
                 return False
-            db.execute("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?", (State.ARCHIVED, archived_at, pk))
+            db.execute("UPDATE tasks SET state = ?, updated_at = ?, owner = NULL WHERE id = ?",
+                       (State.ARCHIVED, archived_at, pk))
             self._history(db, pk, State.ARCHIVED)
             return True
 
     # --- health and status --------------------------------------------------------------
 
-    def set_health(self, name: str, state: str, message: str | None = None) -> None:
+    async def set_health(self, name: str, state: str, message: str | None = None) -> None:
         """Report a health row; `at` keeps the time the current state began."""
         with self.transaction() as db:
             db.execute("INSERT INTO health (name, state, message, at) VALUES (?, ?, ?, ?)"
@@ -395,69 +404,52 @@ class StateDB:
                        " state = excluded.state",
                        (name, state, message, time.time()))
 
-    def clear_health(self) -> None:
-        """Forget what a previous run saw; this run reports its own trouble."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM health")
-
-    def health(self) -> dict[str, dict[str, Any]]:
+    async def health(self) -> list[Health]:
         rows = self.db.execute("SELECT name, state, message, at FROM health ORDER BY name").fetchall()
-        return {r["name"]: {"state": r["state"], "message": r["message"], "at": r["at"]} for r in rows}
+        return [Health("", r["name"], r["state"], r["message"], r["at"]) for r in rows]
 
-    def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
         found = {r[0]: r[1] for r in rows}
         return {s.value: found.get(s.value, 0) for s in State}
 
-    def recent(self, states: Sequence[State], limit: int, *, by: str = "updated_at") -> list[Task]:
+    async def kept_counts(self) -> dict[str, int]:
+        """Tasks per state from the trigger-kept table: constant cost at any number of tasks."""
+        found = dict(self.db.execute("SELECT state, n FROM task_counts").fetchall())
+        return {s.value: found.get(s.value, 0) for s in State}
+
+    async def recent(self, states: Sequence[State], limit: int, *, by: str = "updated_at") -> list[Task]:
         """The newest tasks in `states`, by `updated_at` (last change) or `first_seen_at`."""
         assert by in ("updated_at", "first_seen_at")
         marks = ",".join("?" for _ in states)
         rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY {by} DESC, id DESC"
                                " LIMIT ?", (*states, limit)).fetchall()
-        return [_task(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
-    def recent_rejects(self, limit: int) -> list[dict[str, Any]]:
+    async def recent_rejects(self, limit: int) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT at, line_no, reason, line FROM rejects ORDER BY id DESC LIMIT ?",
                                (limit,)).fetchall()
         return [dict(r) for r in rows]
 
-    def retry(self, pks: Sequence[int]) -> int:
+    async def retry(self, pks: Sequence[int]) -> int:
         """Put ended tasks back to the start; their archived assets are kept, not redone."""
         now = time.time()
         with self.transaction() as db:
             for pk in pks:
                 db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL,"
-                           " first_seen_at = ?, updated_at = ?, unknown_since = NULL WHERE id = ?",
+                           " first_seen_at = ?, updated_at = ?, unknown_since = NULL, owner = NULL WHERE id = ?",
                            (State.QUEUED, now, now, pk))
                 db.execute("DELETE FROM assets WHERE task = ? AND state != 'archived'", (pk,))
                 self._history(db, pk, State.QUEUED, note="retry")
         return len(pks)
 
-    # --- the HTTP face (design.md §12) --------------------------------------------------
-
-    def add_tasks(self, refs: Sequence[TaskRef]) -> list[Task | None]:
-        """Store tasks handed over by HTTP; per ref, the new Task or None if it was known.
-
-        Commit point: one transaction for the batch, done before the caller is answered.
-        """
-        now = time.time()
-        with self.transaction() as db:
-            pks = [self._insert(db, ref, now, note="http") for ref in refs]
-        return [self.task(pk) if pk is not None else None for pk in pks]
-
-    def kept_counts(self) -> dict[str, int]:
-        """Tasks per state from the trigger-kept table: constant cost at any number of tasks."""
-        found = dict(self.db.execute("SELECT state, n FROM task_counts").fetchall())
-        return {s.value: found.get(s.value, 0) for s in State}
-
-    def oldest_pending(self, provider: str) -> float | None:
+    async def oldest_pending(self, provider: str) -> float | None:
         """first_seen_at of the provider's oldest unfinished task; one index lookup per state."""
         firsts = [self.db.execute("SELECT MIN(first_seen_at) FROM tasks WHERE provider = ? AND state = ?",
                                   (provider, s)).fetchone()[0]
                   for s in (State.QUEUED, State.POLLING, State.DOWNLOADING)]
         return min((f for f in firsts if f is not None), default=None)
 
-    def probe_write(self) -> None:
-        """One tiny write transaction; raises sqlite3.Error if the DB cannot be written."""
-        self.set_health("state_db", "ok")
+    async def probe_write(self) -> None:
+        """One tiny write transaction; raises if the DB cannot be written."""
+        await self.set_health("state_db", "ok")

@@ -1,0 +1,112 @@
+"""What the state layer hands out: tasks, assets, the inbox position, rejected lines, daemons."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from archiver.model import State
+
+KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
+LIVE = (State.QUEUED, State.POLLING, State.DOWNLOADING)  # a daemon holds a lease on these
+CLAIM_BATCH = 2000  # tasks one claim takes at most: a start with a big backlog takes it in steps
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the inbox reader stands: the file's identity and the next byte to read."""
+
+    dev: int
+    ino: int
+    offset: int
+    line_no: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    line_no: int
+    reason: str
+    line: str
+
+
+@dataclass(frozen=True)
+class Task:
+    pk: int
+    provider: str
+    task_id: str
+    labels: dict[str, str]
+    state: State
+    first_seen_at: float
+    polls: int
+    unknown_since: float | None
+    success_seen_at: float | None
+    reason: str | None
+    code: str | None
+    message: str | None
+    media: str | None
+    model: str | None
+    prompt: str | None
+    input: Any
+    response: Any
+    task_created_at: str | None
+    task_completed_at: str | None
+    updated_at: float
+    last_error: str | None = None
+    running_for: float = 0.0  # seconds the provider has said "still running" (give_up_after)
+
+
+@dataclass(frozen=True)
+class Asset:
+    task: int
+    idx: int
+    url: str
+    key: str | None
+    state: str
+    bytes: int | None
+    sha256: str | None
+    content_type: str | None
+    downloaded_at: float | None
+    archived_at: float | None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """One running daemon as the state DB knows it: who, since when, alive when, holding what."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    holds: dict[str, int]  # live tasks it holds, by state
+
+
+@dataclass(frozen=True)
+class Health:
+    daemon: str  # the daemon's id; one row per (daemon, name)
+    name: str
+    state: str
+    message: str | None
+    at: float  # when the current state began
+
+
+def task_from_row(row: Any) -> Task:
+    return Task(
+        pk=row["id"], provider=row["provider"], task_id=row["task_id"],
+        labels=json.loads(row["labels"]), state=State(row["state"]),
+        first_seen_at=row["first_seen_at"], polls=row["polls"],
+        unknown_since=row["unknown_since"], success_seen_at=row["success_seen_at"],
+        reason=row["reason"], code=row["code"], message=row["message"],
+        media=row["media"], model=row["model"], prompt=row["prompt"],
+        input=json.loads(row["input"]) if row["input"] else None,
+        response=json.loads(row["response"]) if row["response"] else None,
+        task_created_at=row["task_created_at"], task_completed_at=row["task_completed_at"],
+        updated_at=row["updated_at"], last_error=row["last_error"], running_for=row["running_for"],
+    )
+
+
+def asset_from_row(row: Any) -> Asset:
+    return Asset(*(row[k] for k in ("task", "idx", "url", "key", "state", "bytes", "sha256",
+                                    "content_type", "downloaded_at", "archived_at", "role")))
