@@ -229,7 +229,7 @@ class Daemon:
         """
         held = sum(len(p.tracked) for p in self.pollers.values()) + self.queue.qsize() + self.busy
         wanted = set()
-        for task in await self.state.claim(held):
+        for task in await self.state.claim(held, list(self.pollers)):
             if task.state == State.DOWNLOADING:
                 pending = [a for a in await self.state.assets(task.pk) if a.state != "archived"]
                 wanted |= {f"{task.pk}-{a.idx}.part" for a in pending}

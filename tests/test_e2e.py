@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 
 API_KEY = "kie-SECRET-7d1f00c0ffee"
@@ -39,7 +40,7 @@ def kie_world(fake: FakeApis) -> dict[str, FakeTask]:
     return {t.task_id: fake.add(t) for t in tasks}
 
 
-async def test_inbox_to_local_disk(tmp_path: Path) -> None:
+async def test_inbox_to_local_disk(tmp_path: Path, state_backend: StateBackend) -> None:
     fake = FakeApis(API_KEY)
     world = kie_world(fake)
     async with serve(fake.app()) as base:
@@ -47,7 +48,7 @@ async def test_inbox_to_local_disk(tmp_path: Path) -> None:
         config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
             "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base,
                     "poll_intervals": ["0.2s"]},
-        }))
+        }, **state_backend.config()))
         env = dict(os.environ, KIE_API_KEY=API_KEY)
         daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
         await daemon.start()

@@ -173,17 +173,21 @@ class SqliteState:
             db.execute("UPDATE tasks SET owner = NULL WHERE owner = ?", (self.me,))
             db.execute("DELETE FROM daemons WHERE id = ?", (self.me,))
 
-    async def claim(self, held: int) -> list[Task]:
-        """Take live tasks no daemon holds (new, retried, or a previous run's)."""
+    async def claim(self, held: int, providers: Sequence[str]) -> list[Task]:
+        """Take live tasks of our providers no daemon holds (new, retried, or a previous run's)."""
+        marks = ",".join("?" for _ in providers)
         with self.transaction() as db:
-            rows = db.execute("UPDATE tasks SET owner = ? WHERE id IN (SELECT id FROM tasks WHERE owner IS NULL"
-                              " AND state IN ('queued', 'polling', 'downloading') ORDER BY id LIMIT ?)"
-                              " RETURNING *", (self.me, CLAIM_BATCH)).fetchall()
+            rows = db.execute(f"UPDATE tasks SET owner = ? WHERE id IN (SELECT id FROM tasks WHERE owner IS NULL"
+                              f" AND state IN ('queued', 'polling', 'downloading') AND provider IN ({marks})"
+                              f" ORDER BY id LIMIT ?) RETURNING *", (self.me, *providers, CLAIM_BATCH)).fetchall()
         return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
 
     def bucket(self, key_id: str, rate: float) -> Bucket:
         """One daemon: the key's pace is kept in this process."""
         return TokenBucket(rate)
+
+    async def agree(self, name: str, value: str) -> str:
+        return value  # one daemon agrees with itself
 
     async def daemons(self) -> list[Daemon]:
         rows = self.db.execute("SELECT * FROM daemons").fetchall()

@@ -46,6 +46,12 @@ class StateBackend:
     name: str
     dsn: str | None
 
+    def config(self, **state: object) -> dict[str, object]:
+        """The config's `state` section for base_config (none for SQLite, the default)."""
+        if self.dsn is None:
+            return {}
+        return {"state": {"backend": "postgres", "dsn": self.dsn, **state}}
+
 
 def pg_bindir() -> Path | None:
     """The bin dir of the newest PostgreSQL server installed, or None."""

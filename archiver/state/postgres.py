@@ -1,0 +1,456 @@
+"""Task state in PostgreSQL: any number of daemons share it (design.md §13).
+
+A daemon claims free live tasks with FOR UPDATE SKIP LOCKED, its fair share at a time,
+and holds them while its row in `daemons` is fresh: one heartbeat renews every lease it
+holds. A daemon whose heartbeat is older than `state.lease` is reaped by the others and
+its tasks are free again. Writes check the holder, so a daemon that lost a task to
+another gets LeaseLost instead of overwriting it. psycopg 3 with its async pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from archiver.config import Config
+from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
+from archiver.model import State, TaskRef, TaskStatus
+from archiver.pacing import SPACING_MARGIN, Bucket
+from archiver.state.pg_schema import VERSION, migrate, schema_version
+from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Daemon, Health, Position, Rejected, Task,
+                                    asset_from_row, task_from_row)
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+NOW = "extract(epoch FROM clock_timestamp())"  # the database's clock: one clock for every daemon's leases
+LIVE_SQL = "('queued', 'polling', 'downloading')"
+POOL_SIZE = 8
+
+
+class PostgresState:
+    """The state database on a PostgreSQL server; every write is one transaction."""
+
+    backend = "postgres"
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], me: str, lease: float, inbox: str) -> None:
+        self.pool = pool
+        self.me = me
+        self.lease = lease
+        self.host = socket.gethostname()
+        self.inbox = inbox  # this daemon's inbox path: its offset is kept per host and path
+        self.statements = 0  # sent to the server, for the benchmark's queries-per-asset figure
+
+    @classmethod
+    async def open(cls, config: Config, me: str) -> PostgresState:
+        """Connect; a daemon (`me` set) creates or migrates the schema, a CLI command needs it current."""
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            config.state.dsn.reveal(), min_size=1, max_size=POOL_SIZE, open=False, timeout=10,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5})
+        state = cls(pool, me, config.state.lease, str(config.inbox.path))
+        try:
+            await pool.open(wait=True, timeout=10)
+            async with state._conn() as conn:
+                if me:
+                    await migrate(conn)
+                elif (found := await schema_version(conn)) != VERSION:
+                    raise ArchiverError(f"state.dsn: the database's archiver schema is version {found}, not "
+                                        f"{VERSION}: start `archiver run` once to create or migrate it")
+        except BaseException:
+            await pool.close()
+            raise
+        return state
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A pooled connection; a server that is down or unreachable is StateUnavailable."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StateUnavailable(f"the PostgreSQL state DB does not answer: {first}") from None
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Conn]:
+        async with self._conn() as conn, conn.transaction():
+            yield conn
+
+    async def _run(self, conn: Conn, sql: str, params: Any = None) -> psycopg.AsyncCursor[dict[str, Any]]:
+        self.statements += 1
+        return await conn.execute(sql, params)  # type: ignore[arg-type]  # our own literal SQL
+
+    async def _all(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            return await (await self._run(conn, sql, params)).fetchall()
+
+    async def _one(self, sql: str, params: Any = None) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            return await (await self._run(conn, sql, params)).fetchone()
+
+    async def _history(self, conn: Conn, pk: int, state: State, reason: str | None = None,
+                       note: str | None = None) -> None:
+        await self._run(conn, "INSERT INTO history (task, at, state, reason, note) VALUES (%s, %s, %s, %s, %s)",
+                        (pk, time.time(), state.value, reason, note))
+
+    async def _mine(self, conn: Conn, pk: int) -> State:
+        """Lock the task's row; its state, if no other daemon holds it (else LeaseLost)."""
+        row = await (await self._run(conn, "SELECT state, owner FROM tasks WHERE id = %s FOR UPDATE", (pk,))).fetchone()
+        assert row is not None
+        if row["owner"] not in (None, self.me):
+            raise LeaseLost(f"task #{pk} is now held by another daemon")
+        return State(row["state"])
+
+    # --- daemons and leases -------------------------------------------------------------
+
+    async def join(self, host: str, pid: int) -> None:
+        self.host = host
+        async with self._tx() as conn:
+            await self._run(conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, %s, {NOW},"
+                            f" {NOW})", (self.me, host, pid))
+
+    async def heartbeat(self) -> bool:
+        """Renew every lease we hold; reap daemons whose heartbeat stopped. False if ours had run out."""
+        async with self._tx() as conn:
+            dead = await (await self._run(conn, f"DELETE FROM daemons WHERE seen_at < {NOW} - %s AND id <> %s"
+                                          " RETURNING id", (self.lease, self.me))).fetchall()
+            if dead:
+                ids = [d["id"] for d in dead]
+                await self._run(conn, "UPDATE tasks SET owner = NULL WHERE owner = ANY(%s)", (ids,))
+                await self._run(conn, "DELETE FROM health WHERE daemon = ANY(%s)", (ids,))
+            row = await (await self._run(
+                conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, 0, {NOW}, {NOW})"
+                f" ON CONFLICT (id) DO UPDATE SET seen_at = {NOW} RETURNING (xmax = 0) AS fresh",
+                (self.me, self.host))).fetchone()
+        return not (row and row["fresh"])
+
+    async def leave(self) -> None:
+        async with self._tx() as conn:
+            await self._run(conn, "UPDATE tasks SET owner = NULL WHERE owner = %s", (self.me,))
+            await self._run(conn, "DELETE FROM health WHERE daemon = %s", (self.me,))
+            await self._run(conn, "DELETE FROM daemons WHERE id = %s", (self.me,))
+
+    async def claim(self, held: int, providers: Sequence[str]) -> list[Task]:
+        """Free live tasks of our providers, up to our fair share: live tasks over live daemons."""
+        rows = await self._all(
+            f"""WITH fair AS (
+                SELECT CEIL((SELECT COALESCE(SUM(n), 0) FROM task_counts WHERE state IN {LIVE_SQL})::float8
+                       / GREATEST(1, (SELECT count(*) FROM daemons WHERE seen_at >= {NOW} - %(lease)s)))::bigint AS n
+            ), picked AS (
+                SELECT id FROM tasks WHERE owner IS NULL AND state IN {LIVE_SQL} AND provider = ANY(%(providers)s)
+                ORDER BY id LIMIT LEAST(%(batch)s, GREATEST(0, (SELECT n FROM fair) - %(held)s))
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE tasks SET owner = %(me)s FROM picked WHERE tasks.id = picked.id RETURNING tasks.*""",
+            {"lease": self.lease, "providers": list(providers), "batch": CLAIM_BATCH, "held": held, "me": self.me})
+        return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
+
+    async def daemons(self) -> list[Daemon]:
+        rows = await self._all("SELECT * FROM daemons ORDER BY started_at")
+        holds = await self._all(f"SELECT owner, state, count(*) AS n FROM tasks WHERE owner IS NOT NULL"
+                                f" AND state IN {LIVE_SQL} GROUP BY owner, state")
+        return [Daemon(r["id"], r["host"], r["pid"], r["started_at"], r["seen_at"],
+                       {h["state"]: h["n"] for h in holds if h["owner"] == r["id"]}) for r in rows]
+
+    def bucket(self, key_id: str, rate: float) -> Bucket:
+        return SharedBucket(self, key_id, rate)
+
+    async def reserve(self, key_id: str, interval: float) -> float:
+        """The next free slot of this key, across every daemon: seconds to wait for it."""
+        row = await self._one(
+            f"INSERT INTO rate_slots (key_id, next_at) VALUES (%(k)s, {NOW} + %(i)s) ON CONFLICT (key_id) DO UPDATE"
+            f" SET next_at = GREATEST(rate_slots.next_at, {NOW}) + %(i)s RETURNING next_at - %(i)s - {NOW} AS wait",
+            {"k": key_id, "i": interval})
+        return max(0.0, float(row["wait"])) if row else 0.0
+
+    async def hold(self, key_id: str, seconds: float) -> None:
+        """No daemon sends with this key for `seconds` (a 429's Retry-After)."""
+        async with self._conn() as conn:
+            await self._run(conn, f"UPDATE rate_slots SET next_at = GREATEST(next_at, {NOW} + %s) WHERE key_id = %s",
+                            (seconds, key_id))
+
+    async def agree(self, name: str, value: str) -> str:
+        """The first value any daemon stored under `name`: how daemons check they see the same thing."""
+        async with self._tx() as conn:
+            await self._run(conn, "INSERT INTO settings (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                            (name, value))
+            row = await (await self._run(conn, "SELECT value FROM settings WHERE name = %s", (name,))).fetchone()
+        return str(row["value"]) if row else value
+
+    # --- intake -------------------------------------------------------------------------
+
+    async def inbox_position(self) -> Position | None:
+        row = await self._one('SELECT dev, ino, "offset", line_no FROM inbox WHERE host = %s AND path = %s',
+                              (self.host, self.inbox))
+        return Position(row["dev"], row["ino"], row["offset"], row["line_no"]) if row else None
+
+    async def ingest(self, refs: Sequence[TaskRef], rejects: Sequence[Rejected], position: Position) -> list[Task]:
+        """New tasks, rejected lines and this inbox's position in one transaction (see SqliteState.ingest)."""
+        now = time.time()
+        async with self._tx() as conn:
+            new = [task for ref in refs if (task := await self._insert(conn, ref, now)) is not None]
+            for r in rejects:
+                await self._run(conn, "INSERT INTO rejects (at, line_no, reason, line) VALUES (%s, %s, %s, %s)",
+                                (now, r.line_no, r.reason, r.line))
+            if rejects:
+                await self._run(conn, "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - %s",
+                                (KEEP_REJECTS,))
+            await self._run(conn, 'INSERT INTO inbox (host, path, dev, ino, "offset", line_no) VALUES'
+                            ' (%s, %s, %s, %s, %s, %s) ON CONFLICT (host, path) DO UPDATE SET dev = excluded.dev,'
+                            ' ino = excluded.ino, "offset" = excluded."offset", line_no = excluded.line_no',
+                            (self.host, self.inbox, position.dev, position.ino, position.offset, position.line_no))
+        return new
+
+    async def add_tasks(self, refs: Sequence[TaskRef], note: str) -> list[Task | None]:
+        now = time.time()
+        async with self._tx() as conn:
+            return [await self._insert(conn, ref, now, note) for ref in refs]
+
+    async def _insert(self, conn: Conn, ref: TaskRef, now: float, note: str | None = None) -> Task | None:
+        row = await (await self._run(
+            conn, "INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (provider, task_id) DO NOTHING RETURNING *",
+            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED.value, now, now))).fetchone()
+        if row is None:
+            return None
+        await self._history(conn, row["id"], State.QUEUED, note=note)
+        return task_from_row(row)
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def task(self, pk: int) -> Task:
+        return task_from_row(await self._one("SELECT * FROM tasks WHERE id = %s", (pk,)))
+
+    async def find(self, provider: str, task_id: str) -> Task | None:
+        row = await self._one("SELECT * FROM tasks WHERE provider = %s AND task_id = %s", (provider, task_id))
+        return task_from_row(row) if row else None
+
+    async def tasks_in(self, states: Iterable[State]) -> list[Task]:
+        rows = await self._all("SELECT * FROM tasks WHERE state = ANY(%s) ORDER BY id", ([s.value for s in states],))
+        return [task_from_row(r) for r in rows]
+
+    async def asset_count(self, pk: int) -> int:
+        row = await self._one("SELECT count(*) AS n FROM assets WHERE task = %s", (pk,))
+        return int(row["n"]) if row else 0
+
+    async def assets(self, pk: int) -> list[Asset]:
+        return [asset_from_row(r) for r in await self._all("SELECT * FROM assets WHERE task = %s ORDER BY idx", (pk,))]
+
+    async def asset(self, pk: int, idx: int) -> Asset:
+        return asset_from_row(await self._one("SELECT * FROM assets WHERE task = %s AND idx = %s", (pk, idx)))
+
+    async def asset_by_key(self, key: str) -> Asset | None:
+        row = await self._one("SELECT * FROM assets WHERE key = %s", (key,))
+        return asset_from_row(row) if row else None
+
+    async def archived_keys(self) -> list[tuple[str, str, float | None, str]]:
+        rows = await self._all("SELECT t.provider, t.task_id, t.success_seen_at, a.key FROM assets a JOIN tasks t"
+                               " ON t.id = a.task WHERE a.state = 'archived' AND a.key IS NOT NULL")
+        return [(r["provider"], r["task_id"], r["success_seen_at"], r["key"]) for r in rows]
+
+    async def assets_pending(self) -> int:
+        """Assets of the tasks this daemon holds that are not archived yet."""
+        row = await self._one("SELECT count(*) AS n FROM assets JOIN tasks ON tasks.id = assets.task"
+                              " WHERE tasks.state = 'downloading' AND tasks.owner = %s AND assets.state <> 'archived'",
+                              (self.me,))
+        return int(row["n"]) if row else 0
+
+    async def history(self, pk: int) -> list[dict[str, Any]]:
+        return await self._all("SELECT at, state, reason, note FROM history WHERE task = %s ORDER BY at, id", (pk,))
+
+    # --- polling ------------------------------------------------------------------------
+
+    async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
+                     running_for: float | None = None) -> None:
+        async with self._tx() as conn:
+            was = await self._mine(conn, pk)
+            await self._run(conn, "UPDATE tasks SET state = 'polling', polls = polls + 1, last_error = %s,"
+                            " unknown_since = %s, running_for = COALESCE(%s, running_for), updated_at = %s"
+                            " WHERE id = %s", (error, unknown_since, running_for, time.time(), pk))
+            if was == State.QUEUED:
+                await self._history(conn, pk, State.POLLING)
+
+    async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
+        now = time.time()
+        roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
+        async with self._tx() as conn:
+            await self._mine(conn, pk)
+            row = await (await self._run(
+                conn, "UPDATE tasks SET state = 'downloading', polls = polls + 1, last_error = NULL,"
+                " success_seen_at = %s, updated_at = %s, media = %s, model = %s, prompt = %s, input = %s,"
+                " response = %s, task_created_at = %s, task_completed_at = %s, owner = %s WHERE id = %s RETURNING *",
+                (now, now, status.media, status.model, status.prompt,
+                 json.dumps(status.input) if status.input is not None else None, json.dumps(status.response),
+                 status.created_at, status.completed_at, self.me or None, pk))).fetchone()
+            await self._run(conn, "INSERT INTO assets (task, idx, url, role) SELECT %s, i - 1, u, r FROM"
+                            " unnest(%s::text[], %s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING",
+                            (pk, list(status.urls), list(roles)))
+            await self._history(conn, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
+            assets = [asset_from_row(r) for r in await (await self._run(
+                conn, "SELECT * FROM assets WHERE task = %s ORDER BY idx", (pk,))).fetchall()]
+            if all(a.state == "archived" for a in assets):  # a retried task archived before: nothing to do
+                row = await (await self._run(conn, "UPDATE tasks SET state = 'archived', owner = NULL WHERE id = %s"
+                                             " RETURNING *", (pk,))).fetchone()
+                await self._history(conn, pk, State.ARCHIVED)
+        return task_from_row(row), [a for a in assets if a.state != "archived"]
+
+    async def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
+                     response: Any = None) -> Task:
+        async with self._tx() as conn:
+            await self._mine(conn, pk)
+            row = await (await self._run(
+                conn, "UPDATE tasks SET state = 'failed', reason = %s, code = %s, message = %s, updated_at = %s,"
+                " response = COALESCE(%s, response), record_due = true, owner = NULL WHERE id = %s RETURNING *",
+                (reason, code, message, time.time(), json.dumps(response) if response is not None else None,
+                 pk))).fetchone()
+            await self._history(conn, pk, State.FAILED, reason, message)
+        return task_from_row(row)
+
+    async def record_written(self, pk: int) -> None:
+        async with self._conn() as conn:
+            await self._run(conn, "UPDATE tasks SET record_due = false WHERE id = %s", (pk,))
+
+    async def records_due(self, limit: int = 100) -> list[Task]:
+        """Failed tasks whose _failed record is not written yet; two daemons writing one write the same bytes."""
+        rows = await self._all("SELECT * FROM tasks WHERE state = 'failed' AND record_due ORDER BY id LIMIT %s",
+                               (limit,))
+        return [task_from_row(r) for r in rows]
+
+    # --- assets -------------------------------------------------------------------------
+
+    async def set_key(self, pk: int, idx: int, key: str) -> str:
+        row = await self._one("UPDATE assets SET key = COALESCE(key, %s) WHERE task = %s AND idx = %s RETURNING key",
+                              (key, pk, idx))
+        return str(row["key"]) if row else key
+
+    async def set_url(self, pk: int, idx: int, url: str) -> None:
+        async with self._conn() as conn:
+            await self._run(conn, "UPDATE assets SET url = %s WHERE task = %s AND idx = %s", (url, pk, idx))
+
+    async def asset_error(self, pk: int, idx: int, error: str) -> None:
+        async with self._conn() as conn:
+            await self._run(conn, "UPDATE assets SET last_error = %s WHERE task = %s AND idx = %s", (error, pk, idx))
+
+    async def requeue_asset(self, pk: int, idx: int, note: str) -> None:
+        now = time.time()
+        async with self._tx() as conn:
+            await self._run(conn, "UPDATE assets SET state = 'pending', last_error = NULL WHERE task = %s AND idx = %s",
+                            (pk, idx))
+            await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
+                            " first_seen_at = %s, updated_at = %s, unknown_since = NULL, running_for = 0, owner = NULL"
+                            " WHERE id = %s", (now, now, pk))
+            await self._history(conn, pk, State.QUEUED, note=note)
+
+    async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
+                       downloaded_at: float, archived_at: float) -> bool:
+        async with self._tx() as conn:
+            await self._mine(conn, pk)
+            left = await (await self._run(
+                conn, "WITH done AS (UPDATE assets SET state = 'archived', bytes = %s, sha256 = %s, content_type = %s,"
+                " downloaded_at = %s, archived_at = %s, last_error = NULL WHERE task = %s AND idx = %s)"
+                " SELECT count(*) AS n FROM assets WHERE task = %s AND idx <> %s AND state <> 'archived'",
+                (size, sha256, content_type, downloaded_at, archived_at, pk, idx, pk, idx))).fetchone()
+            if left and left["n"]:
+                return False
+            await self._run(conn, "UPDATE tasks SET state = 'archived', updated_at = %s, owner = NULL WHERE id = %s",
+                            (archived_at, pk))
+            await self._history(conn, pk, State.ARCHIVED)
+            return True
+
+    # --- health and status --------------------------------------------------------------
+
+    async def set_health(self, name: str, state: str, message: str | None = None) -> None:
+        async with self._conn() as conn:
+            await self._run(conn, "INSERT INTO health (daemon, name, state, message, at) VALUES (%s, %s, %s, %s, %s)"
+                            " ON CONFLICT (daemon, name) DO UPDATE SET message = excluded.message, at = CASE"
+                            " WHEN health.state = excluded.state THEN health.at ELSE excluded.at END,"
+                            " state = excluded.state",
+                            (self.me, name, state, message, time.time()))
+
+    async def health(self) -> list[Health]:
+        rows = await self._all("SELECT * FROM health ORDER BY name, daemon")
+        return [Health(r["daemon"], r["name"], r["state"], r["message"], r["at"]) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        return await self.kept_counts()  # exact: kept in the same transactions as the rows
+
+    async def kept_counts(self) -> dict[str, int]:
+        found = {r["state"]: int(r["n"]) for r in await self._all("SELECT state, n FROM task_counts")}
+        return {s.value: found.get(s.value, 0) for s in State}
+
+    async def recent(self, states: Sequence[State], limit: int, *, by: str = "updated_at") -> list[Task]:
+        assert by in ("updated_at", "first_seen_at")
+        rows = await self._all(f"SELECT * FROM tasks WHERE state = ANY(%s) ORDER BY {by} DESC, id DESC LIMIT %s",
+                               ([s.value for s in states], limit))
+        return [task_from_row(r) for r in rows]
+
+    async def recent_rejects(self, limit: int) -> list[dict[str, Any]]:
+        return await self._all("SELECT at, line_no, reason, line FROM rejects ORDER BY id DESC LIMIT %s", (limit,))
+
+    async def retry(self, pks: Sequence[int]) -> int:
+        now = time.time()
+        async with self._tx() as conn:
+            for pk in pks:
+                await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
+                                " first_seen_at = %s, updated_at = %s, unknown_since = NULL, owner = NULL"
+                                " WHERE id = %s", (now, now, pk))
+                await self._run(conn, "DELETE FROM assets WHERE task = %s AND state <> 'archived'", (pk,))
+                await self._history(conn, pk, State.QUEUED, note="retry")
+        return len(pks)
+
+    async def oldest_pending(self, provider: str) -> float | None:
+        row = await self._one(f"SELECT MIN(first_seen_at) AS first FROM tasks WHERE provider = %s AND state IN"
+                              f" {LIVE_SQL}", (provider,))
+        return row["first"] if row else None
+
+    async def probe_write(self) -> None:
+        await self.set_health("state_db", "ok")
+
+
+class SharedBucket:
+    """One key's pace across every daemon: each request takes the next slot from a row in the DB.
+
+    Slots are spaced 1/rate (with the same margin as TokenBucket) on the database's clock.
+    A daemon takes one slot at a time, so a daemon that dies leaves at most one unused.
+    """
+
+    def __init__(self, state: PostgresState, key_id: str, rate: float) -> None:
+        self.state = state
+        self.key_id = key_id
+        self.interval = SPACING_MARGIN / rate
+        self.paused_until = 0.0
+        self._lock = asyncio.Lock()
+        self._holds: set[asyncio.Task[None]] = set()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            await self.ready()
+            wait = await self.state.reserve(self.key_id, self.interval)
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def ready(self) -> None:
+        while (wait := self.paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Hold this daemon at once, and every other one through the slot row (best effort)."""
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        job = asyncio.get_running_loop().create_task(self._hold(seconds))
+        self._holds.add(job)
+        job.add_done_callback(self._holds.discard)
+
+    async def _hold(self, seconds: float) -> None:
+        with contextlib.suppress(StateUnavailable):  # this daemon pauses anyway; others learn from their 429
+            await self.state.hold(self.key_id, seconds)
