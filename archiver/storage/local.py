@@ -306,23 +306,28 @@ def root_id(root: Path) -> str:
     Daemons that share a local archive compare it: equal IDs prove one shared folder.
     Of processes racing to make it, O_EXCL lets one write; the others read its ID.
     """
-    marker = Path(root) / MARKER
+    root = Path(root)
+    marker = root / MARKER
     try:
-        Path(root).mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except FileExistsError:
+        if not root.is_dir():
+            raise write_error(NotADirectoryError(errno.ENOTDIR, "not a folder"), MARKER, root) from None
         return _read_marker(marker)
     except OSError as e:
-        raise write_error(e, MARKER, Path(root)) from e
+        raise write_error(e, MARKER, root) from e
     new = secrets.token_hex(16)
     try:
         with open(fd, "w") as f:
             f.write(new + "\n")
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(marker.parent)
+        _fsync_dir(root)
     except OSError as e:
-        raise write_error(e, MARKER, Path(root)) from e
+        with contextlib.suppress(OSError):
+            marker.unlink()  # an empty marker would stop every daemon; the next try makes it anew
+        raise write_error(e, MARKER, root) from e
     return new
 
 

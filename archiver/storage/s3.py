@@ -110,7 +110,8 @@ class S3Storage:
                 status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if code in _MISSING:
                     raise FileNotFoundError(errno.ENOENT, "no such key in the bucket", key) from e
-                if status == 412 or code == "PreconditionFailed":  # only If-None-Match can fail so
+                if status == 412 or code == "PreconditionFailed":
+                    # Our If-None-Match: * is the only precondition any call of ours sends.
                     raise self._already(key) from None
                 message = (f"s3: {what} {self._url(key)}: {code} {error.get('Message', '')}; check the "
                            "bucket, its region and the credentials' permissions")
@@ -193,9 +194,9 @@ class S3Storage:
                 return
             except _Refused as e:
                 self._conditional = False
-                log.warning("%s; the store does not do conditional writes (If-None-Match: *): "
-                            "until restart, writes that must not replace an object check with "
-                            "HEAD first, which two daemons racing on one key can both pass", e)
+                log.warning("s3: %s does not do conditional writes (If-None-Match: * got: %s); until "
+                            "restart, writes that must not replace an object check with HEAD first, "
+                            "which two daemons racing on one key can both pass", self._url(""), e.__cause__)
             except _Conflict:
                 if attempt >= self._retries:
                     raise

@@ -263,3 +263,9 @@ def test_empty_marker_is_reported(tmp_path: Path) -> None:
     (tmp_path / MARKER).write_bytes(b"")
     with pytest.raises(StorageUnavailable, match="delete that file"):
         root_id(tmp_path)
+
+
+def test_root_id_on_a_file_is_storage_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "root").write_bytes(b"a file where the archive folder should be")
+    with pytest.raises(StorageUnavailable, match="not a folder"):
+        root_id(tmp_path / "root")
