@@ -5,6 +5,7 @@
     ├── AlreadyRunning           another daemon holds the state DB; `run` exits 1
     ├── LeaseLost                another daemon holds the task now; this one lets it go
     ├── KeyRejected              a provider refused the API key (401); its tasks wait
+    ├── AlreadyStored            a write with if_absent found an object under its key
     ├── TransientError           try again later; nothing is marked failed
     │   ├── RateLimited          429 / Retry-After: pause that provider entry
     │   ├── ProviderUnavailable  5xx, network error or garbage JSON from a provider
@@ -43,6 +44,17 @@ class LeaseLost(ArchiverError):
 
 class KeyRejected(ArchiverError):
     """A provider answered 401: the entry's API key is missing, wrong or revoked."""
+
+
+class AlreadyStored(ArchiverError):
+    """A write with `if_absent` found an object under `key` and left it as it was.
+
+    It may be another daemon's write or our own whose answer was lost: compare its checksum.
+    """
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class TransientError(ArchiverError):

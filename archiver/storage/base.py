@@ -4,6 +4,10 @@ A key is a relative POSIX path ("kie/2026/11/22/abc/00.png"). `put_file` and
 `put_bytes` are atomic: after a crash a key holds the old object, the new one, or
 nothing, never a part. Writing the same key twice leaves one object. A missing key
 raises FileNotFoundError; a failing store raises StorageUnavailable or DiskFull.
+
+With `if_absent=True` a put writes only where no object exists yet, else it raises
+AlreadyStored and leaves the object (and `source`) as they were: S3's `If-None-Match: *`,
+a hard link on local disk. A store that cannot do either falls back to check-then-write.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ class Listed:
 class Storage(Protocol):
     """Where assets and sidecars end up."""
 
-    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
+    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str,
+                       if_absent: bool = False) -> None:
         """Store the file at `source` under `key`; `source` may be moved there (local disk)."""
 
-    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
         """Store small content (a sidecar, a _failed record) under `key`."""
 
     async def get(self, key: str) -> bytes: ...

@@ -1,4 +1,8 @@
-"""Storage in a local folder: each write goes to a temp file, is fsynced, then renamed."""
+"""Storage in a local folder: each write goes to a temp file, is fsynced, then renamed.
+
+A write with `if_absent` publishes its temp file with a hard link instead, which fails
+when the name exists; a file system without hard links gets check-then-rename.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from archiver.errors import DiskFull, StorageUnavailable
+from archiver.errors import AlreadyStored, DiskFull, StorageUnavailable
 from archiver.files import open_off_loop
 from archiver.storage.base import Listed, ObjectInfo
 
@@ -30,6 +35,11 @@ _LIST_BATCH = 2000  # listed objects per thread hop
 _TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
 # A full quota is a full disk to us: both pause downloads until space is freed.
 _FULL = {errno.ENOSPC, errno.EDQUOT}
+# What link() answers on a file system without hard links (FAT, some FUSE and SMB mounts).
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOSYS, errno.EMLINK}
+# In the root: the archive's ID, so that daemons sharing it can prove they see the same folder.
+MARKER = ".archiver-root"
+_MARKER_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def check_key(key: str) -> list[str]:
@@ -65,16 +75,23 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._links = True  # until link() is refused once: then check-then-rename
 
     def _path(self, key: str) -> Path:
+        if key == MARKER:
+            raise ValueError(f"storage key {key!r}: the name of the archive's marker file")
         return self.root.joinpath(*check_key(key))
 
-    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
-        """Move `source` to `key` (copy and verify it when it lives on another file system)."""
-        path = self._path(key)
-        await asyncio.to_thread(self._put_file, key, path, Path(source), sha256.lower())
+    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str,
+                       if_absent: bool = False) -> None:
+        """Move `source` to `key` (copy and verify it when it lives on another file system).
 
-    def _put_file(self, key: str, path: Path, source: Path, sha256: str) -> None:
+        On AlreadyStored `source` stays where it was.
+        """
+        path = self._path(key)
+        await asyncio.to_thread(self._put_file, key, path, Path(source), sha256.lower(), if_absent)
+
+    def _put_file(self, key: str, path: Path, source: Path, sha256: str, if_absent: bool) -> None:
         tmp = _temp_name(path)
         try:
             _makedirs(path.parent)
@@ -86,7 +103,7 @@ class LocalStorage:
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise write_error(e, key, self.root) from e
-            self._copy(key, path, source, sha256)
+            self._copy(key, path, source, sha256, if_absent)
             return
         try:
             fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
@@ -94,15 +111,51 @@ class LocalStorage:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            # Rename last: a final name never holds a partial file.
-            os.replace(tmp, path)
+            # Publish last: a final name never holds a partial file.
+            self._publish(key, tmp, path, if_absent)
             _fsync_dir(path.parent)
+        except AlreadyStored:
+            # The staged file goes back: the caller still holds what it downloaded.
+            try:
+                os.rename(tmp, source)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+            raise
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise write_error(e, key, self.root) from e
 
-    def _copy(self, key: str, path: Path, source: Path, sha256: str) -> None:
+    def _publish(self, key: str, tmp: Path, path: Path, if_absent: bool) -> None:
+        """Give the fsynced `tmp` its final name; with `if_absent` only if that name is free."""
+        if not if_absent:
+            os.replace(tmp, path)
+            return
+        if self._links:
+            try:
+                os.link(tmp, path)  # atomic: fails with EEXIST whoever got there first
+            except FileExistsError:
+                raise self._already(key) from None
+            except OSError as e:
+                if e.errno not in _NO_LINKS:
+                    raise
+                self._links = False
+                log.warning("local archive %s: the file system refuses hard links (%s); writes that "
+                            "must not replace an object check first, then rename, which two "
+                            "daemons racing on one key can both pass", self.root, e.strerror or e)
+            else:
+                os.unlink(tmp)
+                return
+        if os.path.lexists(path):
+            raise self._already(key)
+        os.replace(tmp, path)
+
+    def _already(self, key: str) -> AlreadyStored:
+        return AlreadyStored(f"local archive {self.root}: {key!r} already holds a file; it was "
+                             "left as it is", key)
+
+    def _copy(self, key: str, path: Path, source: Path, sha256: str, if_absent: bool) -> None:
         """Staging on another disk: copy, hashing the copy as written; it must match `sha256`."""
         with open(source, "rb") as src:
 
@@ -117,14 +170,14 @@ class LocalStorage:
                         f"{digest.hexdigest()}, expected {sha256}; the staging file changed"
                     )
 
-            self._write(key, path, fill)
+            self._write(key, path, fill, if_absent)
         source.unlink(missing_ok=True)
 
-    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
         path = self._path(key)
-        await asyncio.to_thread(self._write, key, path, lambda dst: dst.write(data))
+        await asyncio.to_thread(self._write, key, path, lambda dst: dst.write(data), if_absent)
 
-    def _write(self, key: str, path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    def _write(self, key: str, path: Path, fill: Callable[[BinaryIO], object], if_absent: bool) -> None:
         tmp = _temp_name(path)
         try:
             _makedirs(path.parent)
@@ -134,9 +187,9 @@ class LocalStorage:
                     fill(dst)
                     dst.flush()
                     os.fsync(dst.fileno())
-                # Rename last: a final name never holds a partial file, and until this line
+                # Publish last: a final name never holds a partial file, and until this line
                 # the key keeps its old content whole.
-                os.replace(tmp, path)
+                self._publish(key, tmp, path, if_absent)
             except BaseException:
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
@@ -193,7 +246,7 @@ class LocalStorage:
             for name in files:
                 full = os.path.join(path, name)
                 key = os.path.relpath(full, self.root).replace(os.sep, "/")
-                if _TEMP.fullmatch(name) or not key.startswith(prefix):
+                if _TEMP.fullmatch(name) or key == MARKER or not key.startswith(prefix):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     st = os.stat(full)
@@ -245,6 +298,54 @@ class LocalStorage:
 
     async def close(self) -> None:
         return None
+
+
+def root_id(root: Path) -> str:
+    """The archive's ID in `<root>/.archiver-root`, made (32 random hex digits) if missing.
+
+    Daemons that share a local archive compare it: equal IDs prove one shared folder.
+    Of processes racing to make it, O_EXCL lets one write; the others read its ID.
+    """
+    root = Path(root)
+    marker = root / MARKER
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except FileExistsError:
+        if not root.is_dir():
+            raise write_error(NotADirectoryError(errno.ENOTDIR, "not a folder"), MARKER, root) from None
+        return _read_marker(marker)
+    except OSError as e:
+        raise write_error(e, MARKER, root) from e
+    new = secrets.token_hex(16)
+    try:
+        with open(fd, "w") as f:
+            f.write(new + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(root)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            marker.unlink()  # an empty marker would stop every daemon; the next try makes it anew
+        raise write_error(e, MARKER, root) from e
+    return new
+
+
+def _read_marker(marker: Path, wait: float = 2.0) -> str:
+    """The ID in an existing marker; its maker may not have written it yet, so wait a little."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            text = marker.read_text(errors="replace").strip()
+        except OSError as e:
+            raise _read_error(e, MARKER, marker.parent) from e
+        if _MARKER_ID.fullmatch(text):
+            return text
+        if time.monotonic() > deadline:
+            raise StorageUnavailable(
+                f"local archive {marker.parent}: {MARKER} holds no archive ID ({text[:40]!r}); "
+                "stop every daemon on this archive, delete that file and start again")
+        time.sleep(0.01)
 
 
 def guess_type(key: str) -> str:

@@ -1,7 +1,8 @@
 """Storage in an S3 bucket or an S3-compatible store, through boto3 run off the event loop.
 
-botocore and boto3 exceptions stop here: a missing key becomes FileNotFoundError and
-anything else StorageUnavailable, once botocore's own retries have given up.
+botocore and boto3 exceptions stop here: a missing key becomes FileNotFoundError, a
+failed `If-None-Match: *` AlreadyStored, and anything else StorageUnavailable, once
+botocore's own retries have given up.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import asyncio
 import base64
 import errno
 import hashlib
+import itertools
 import logging
 import os
+import random
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
@@ -24,21 +27,18 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.config import S3Config
-from archiver.errors import ConfigError, StorageUnavailable
+from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage.base import Listed, ObjectInfo
 from archiver.storage.local import check_key
+from archiver.storage.s3parts import PART_SIZE, upload_parts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 64 * 1024**2
-# 16 MiB parts and 4 threads: about 64 MiB of buffers per upload, whatever the file size.
-_TRANSFER = TransferConfig(
-    multipart_threshold=MULTIPART_THRESHOLD,
-    multipart_chunksize=16 * 1024**2,
-    max_concurrency=4,
-)
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+# How a store without conditional writes answers `If-None-Match: *` (when it does not ignore it).
+_NO_CONDITIONAL = {"NotImplemented", "NotSupported"}
 _READ_CHUNK = 256 * 1024  # what one streamed read holds in memory, whatever the object's size
 # Stores (or credentials) that cannot list multipart uploads: start() skips the cleanup.
 _NO_LISTING = {"NotImplemented", "AccessDenied", "MethodNotAllowed"}
@@ -51,7 +51,8 @@ class S3Storage:
     (standard mode, with backoff) before we raise StorageUnavailable.
     """
 
-    def __init__(self, config: S3Config, *, retries: int = 5) -> None:
+    def __init__(self, config: S3Config, *, retries: int = 5,
+                 multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
         if not config.bucket:
             raise ConfigError("config: storage.s3.bucket: required when storage.backend is s3")
         self.config = config
@@ -59,6 +60,11 @@ class S3Storage:
         prefix = config.prefix.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""  # "archive" and "archive/" mean the same
         self._retries = retries
+        self._threshold = multipart_threshold
+        # 16 MiB parts and 4 threads: about 64 MiB of buffers per upload, whatever the file size.
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold,
+                                        multipart_chunksize=PART_SIZE, max_concurrency=4)
+        self._conditional = True  # until the store refuses If-None-Match: then check-then-write
         self._client_obj: Any = None
         self._lock = threading.Lock()
 
@@ -101,11 +107,19 @@ class S3Storage:
             except ClientError as e:
                 error = e.response.get("Error", {})
                 code = str(error.get("Code", "?"))
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if code in _MISSING:
                     raise FileNotFoundError(errno.ENOENT, "no such key in the bucket", key) from e
-                raise StorageUnavailable(
-                    f"s3: {what} {self._url(key)}: {code} {error.get('Message', '')}; check the "
-                    "bucket, its region and the credentials' permissions") from e
+                if status == 412 or code == "PreconditionFailed":
+                    # Our If-None-Match: * is the only precondition any call of ours sends.
+                    raise self._already(key) from None
+                message = (f"s3: {what} {self._url(key)}: {code} {error.get('Message', '')}; check the "
+                           "bucket, its region and the credentials' permissions")
+                if status == 409 or code == "ConditionalRequestConflict":
+                    raise _Conflict(message) from e
+                if status == 501 or (status == 400 and code in _NO_CONDITIONAL):
+                    raise _Refused(message) from e
+                raise StorageUnavailable(message) from e
             except (BotoCoreError, Boto3Error) as e:
                 raise StorageUnavailable(
                     f"s3: {what} {self._url(key)}: {e}; check that storage.s3.endpoint_url "
@@ -113,7 +127,8 @@ class S3Storage:
 
         return await asyncio.to_thread(run)
 
-    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str) -> None:
+    async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str,
+                       if_absent: bool = False) -> None:
         """Upload `source` (multipart from 64 MiB), then confirm size and sha256 with HEAD."""
         name = self._name(key)
         sha256 = sha256.lower()
@@ -123,23 +138,29 @@ class S3Storage:
         extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
         if self.config.checksum:
             extra["ChecksumAlgorithm"] = "SHA256"
-            if size < MULTIPART_THRESHOLD:
+            if size < self._threshold:
                 # One PUT: the store checks the whole object against our digest.
                 extra["ChecksumSHA256"] = base64.b64encode(digest).decode()
             # Multipart: S3 has no whole-object SHA-256, so botocore sends one per part.
-        if size < MULTIPART_THRESHOLD:
+        if size < self._threshold:
             # One plain PUT: upload_file would start a transfer manager and its threads.
-            def put(client: Any) -> None:
+            def put(client: Any, condition: dict[str, str]) -> None:
                 with open(source, "rb") as body:
-                    client.put_object(Bucket=self.bucket, Key=name, Body=body, **extra)
+                    client.put_object(Bucket=self.bucket, Key=name, Body=body, **extra, **condition)
 
-            await self._call("put", key, put)
+            await self._write("put", key, put, if_absent)
         else:
-            await self._call("upload", key, lambda c: c.upload_file(
-                str(source), self.bucket, name, ExtraArgs=extra, Config=_TRANSFER))
+            def upload(client: Any, condition: dict[str, str]) -> None:
+                if condition:  # upload_file cannot send If-None-Match on the completion
+                    upload_parts(client, self.bucket, name, source, extra, condition)
+                else:
+                    client.upload_file(str(source), self.bucket, name, ExtraArgs=extra, Config=self._transfer)
+
+            # A large upload looks first: no need to send gigabytes to learn that the key is taken.
+            await self._write("upload", key, upload, if_absent, look_first=True)
         await self._confirm(key, size, sha256)
 
-    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
         """One PUT of small content (a sidecar); with a checksum the store verifies the body."""
         name = self._name(key)
         digest = hashlib.sha256(data).digest()
@@ -148,7 +169,41 @@ class S3Storage:
         if self.config.checksum:
             args["ChecksumAlgorithm"] = "SHA256"
             args["ChecksumSHA256"] = base64.b64encode(digest).decode()
-        await self._call("put", key, lambda c: c.put_object(**args))
+        await self._write("put", key, lambda c, condition: c.put_object(**args, **condition), if_absent)
+
+    async def _write(self, what: str, key: str, write: Callable[[Any, dict[str, str]], None],
+                     if_absent: bool, *, look_first: bool = False) -> None:
+        """Run `write(client, condition)`; with `if_absent` only where `key` holds no object.
+
+        `condition` is IfNoneMatch="*" while the store honours it. A 409 (another conditional
+        write to the key in flight) is retried with backoff, `retries` times; the retry then
+        meets that write's object (AlreadyStored) or, if it failed, writes ours.
+        """
+        if not if_absent:
+            await self._call(what, key, lambda c: write(c, {}))
+            return
+        for attempt in itertools.count():
+            if (look_first or not self._conditional) and await self.exists(key):
+                raise self._already(key)
+            if not self._conditional:
+                # Check-then-write: two daemons between the HEAD and the PUT both write.
+                await self._call(what, key, lambda c: write(c, {}))
+                return
+            try:
+                await self._call(what, key, lambda c: write(c, {"IfNoneMatch": "*"}))
+                return
+            except _Refused as e:
+                self._conditional = False
+                log.warning("s3: %s does not do conditional writes (If-None-Match: * got: %s); until "
+                            "restart, writes that must not replace an object check with HEAD first, "
+                            "which two daemons racing on one key can both pass", self._url(""), e.__cause__)
+            except _Conflict:
+                if attempt >= self._retries:
+                    raise
+                await asyncio.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.1 * 2**attempt))
+
+    def _already(self, key: str) -> AlreadyStored:
+        return AlreadyStored(f"s3: {self._url(key)} already holds an object; it was left as it is", key)
 
     async def _confirm(self, key: str, size: int, sha256: str) -> None:
         """Commit point: a put returns only once the store shows our size and digest."""
@@ -252,3 +307,11 @@ class S3Storage:
         client, self._client_obj = self._client_obj, None
         if client is not None:
             await asyncio.to_thread(client.close)
+
+
+class _Conflict(StorageUnavailable):
+    """409: a concurrent conditional write to the same key; worth another try soon."""
+
+
+class _Refused(StorageUnavailable):
+    """501 (or 400 NotImplemented): the store does not implement a header we sent."""

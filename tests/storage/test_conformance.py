@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from archiver.config import S3Config
+from archiver.errors import AlreadyStored
 from archiver.storage import LocalStorage, Storage
 from archiver.storage.s3 import S3Storage
 
@@ -112,6 +113,33 @@ class TestConformance:
         assert await s.get("k/00.png") == b"third"
         assert (await s.stat("k/00.png")).size == 5
         assert backend.keys() == ["k/00.png"]
+
+    async def test_put_bytes_if_absent(self, backend: Backend) -> None:
+        s = backend.storage
+        await s.put_bytes("c/00.json", b"first", content_type="application/json", if_absent=True)
+        with pytest.raises(AlreadyStored, match="c/00.json") as caught:
+            await s.put_bytes("c/00.json", b"second", content_type="application/json", if_absent=True)
+        assert caught.value.key == "c/00.json"
+        assert await s.get("c/00.json") == b"first"
+        assert backend.keys() == ["c/00.json"]
+
+    async def test_put_file_if_absent(self, backend: Backend, tmp_path: Path) -> None:
+        """The first write lands; the second leaves it, and its own source, as they were."""
+        s = backend.storage
+        first, first_digest = staged(tmp_path, b"\x89PNG first")
+        await s.put_file("c/00.png", first, content_type=PNG, sha256=first_digest, if_absent=True)
+        second, second_digest = staged(tmp_path, b"\x89PNG second, longer")
+        with pytest.raises(AlreadyStored, match="c/00.png"):
+            await s.put_file("c/00.png", second, content_type=PNG, sha256=second_digest, if_absent=True)
+        with pytest.raises(AlreadyStored):
+            await s.put_bytes("c/00.png", b"third", content_type=PNG, if_absent=True)
+        assert await s.get("c/00.png") == b"\x89PNG first"
+        assert (await s.stat("c/00.png")).size == len(b"\x89PNG first")
+        assert second.read_bytes() == b"\x89PNG second, longer"
+        assert backend.keys() == ["c/00.png"]
+        await s.put_file("c/00.png", second, content_type=PNG, sha256=second_digest)  # replaces, as before
+        assert await s.get("c/00.png") == b"\x89PNG second, longer"
+        assert backend.keys() == ["c/00.png"]
 
     @pytest.mark.parametrize("key", [
         "kie/2026/11/22/a.b_c:d-E9/00.png",

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from archiver.config import LocalConfig, S3Config, StorageConfig
-from archiver.errors import DiskFull, StorageUnavailable
+from archiver.errors import AlreadyStored, DiskFull, StorageUnavailable
 from archiver.storage import LocalStorage, open_storage
-from archiver.storage.local import write_error
+from archiver.storage.local import MARKER, root_id, write_error
 
 PNG = "image/png"
 
@@ -145,3 +150,122 @@ def test_open_storage_local(tmp_path: Path) -> None:
     config = StorageConfig("local", "{task_id}/{index}", LocalConfig(tmp_path), S3Config())
     storage = open_storage(config)
     assert isinstance(storage, LocalStorage) and storage.root == tmp_path
+
+
+async def test_if_absent_links_the_staged_file(storage: LocalStorage, tmp_path: Path) -> None:
+    """Same disk: the staged inode itself is published by a hard link; no temp file is left."""
+    source = tmp_path / "staged"
+    source.write_bytes(b"\x89PNG first")
+    inode = source.stat().st_ino
+    await storage.put_file("k.png", source, content_type=PNG, sha256=hashlib.sha256(b"\x89PNG first").hexdigest(),
+                           if_absent=True)
+    final = (storage.root / "k.png").stat()
+    assert final.st_ino == inode and final.st_nlink == 1 and not source.exists()
+    again = tmp_path / "again"
+    again.write_bytes(b"\x89PNG second")
+    inode = again.stat().st_ino
+    with pytest.raises(AlreadyStored, match="k.png"):
+        await storage.put_file("k.png", again, content_type=PNG,
+                               sha256=hashlib.sha256(b"\x89PNG second").hexdigest(), if_absent=True)
+    assert again.stat().st_ino == inode and again.read_bytes() == b"\x89PNG second"  # given back
+    assert (storage.root / "k.png").read_bytes() == b"\x89PNG first"
+    assert every_file(storage.root) == ["k.png"]
+
+
+async def test_if_absent_copy_from_other_disk(storage: LocalStorage, other_disk: Path) -> None:
+    await storage.put_bytes("k.png", b"old", content_type=PNG)
+    source = other_disk / "staged"
+    source.write_bytes(b"new")
+    with pytest.raises(AlreadyStored):
+        await storage.put_file("k.png", source, content_type=PNG, sha256=hashlib.sha256(b"new").hexdigest(),
+                               if_absent=True)
+    assert source.read_bytes() == b"new" and await storage.get("k.png") == b"old"
+    await storage.put_file("n.png", source, content_type=PNG, sha256=hashlib.sha256(b"new").hexdigest(),
+                           if_absent=True)
+    assert await storage.get("n.png") == b"new" and not source.exists()
+    assert every_file(storage.root) == ["k.png", "n.png"]
+
+
+async def test_racing_if_absent_writes_leave_one(storage: LocalStorage) -> None:
+    """Sixteen writers at once (threads), one key: one lands, the others see AlreadyStored."""
+    async def write(n: int) -> bool:
+        try:
+            await storage.put_bytes("race.json", b"writer %d" % n, content_type="application/json",
+                                    if_absent=True)
+        except AlreadyStored:
+            return False
+        return True
+
+    won = [n for n, landed in enumerate(await asyncio.gather(*(write(n) for n in range(16)))) if landed]
+    assert len(won) == 1
+    assert await storage.get("race.json") == b"writer %d" % won[0]
+    assert every_file(storage.root) == ["race.json"]
+
+
+async def test_root_id_made_once_and_hidden(storage: LocalStorage) -> None:
+    made = root_id(storage.root)
+    marker = storage.root / MARKER
+    assert len(made) == 32 and int(made, 16) >= 0
+    assert marker.read_text() == made + "\n"
+    before = marker.stat()
+    assert root_id(storage.root) == made
+    assert marker.stat().st_mtime_ns == before.st_mtime_ns and marker.stat().st_ino == before.st_ino
+    await storage.put_bytes("a/00.png", b"x", content_type=PNG)
+    assert [item.key async for item in storage.list()] == ["a/00.png"]
+    assert [item.key async for item in storage.list(".arch")] == []
+    with pytest.raises(ValueError, match="marker"):
+        await storage.put_bytes(MARKER, b"mine", content_type="application/json")
+    await storage.start()
+    assert root_id(storage.root) == made
+    assert root_id(storage.root.parent / "other") != made
+
+
+def test_root_id_race_between_threads(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    barrier = threading.Barrier(16)
+    found: list[str] = []
+
+    def one() -> None:
+        barrier.wait()
+        found.append(root_id(root))
+
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(found) == 16 and set(found) == {(root / MARKER).read_text().strip()}
+
+
+def test_root_id_race_between_processes(tmp_path: Path) -> None:
+    """Six processes, each ready (imported) before a file releases them all at once."""
+    root, go = tmp_path / "root", tmp_path / "go"
+    script = (
+        "import os, pathlib, sys, time\n"
+        "from archiver.storage.local import root_id\n"
+        "pathlib.Path(sys.argv[2] + f'.ready-{os.getpid()}').touch()\n"
+        "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
+        "print(root_id(pathlib.Path(sys.argv[1])))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(root), str(go)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.ready-*"))) < len(procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()
+    found = [proc.communicate(timeout=30)[0].strip() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 6
+    assert set(found) == {(root / MARKER).read_text().strip()}
+
+
+def test_empty_marker_is_reported(tmp_path: Path) -> None:
+    """A marker left empty (its maker died before writing) is named, with what to do."""
+    (tmp_path / MARKER).write_bytes(b"")
+    with pytest.raises(StorageUnavailable, match="delete that file"):
+        root_id(tmp_path)
+
+
+def test_root_id_on_a_file_is_storage_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "root").write_bytes(b"a file where the archive folder should be")
+    with pytest.raises(StorageUnavailable, match="not a folder"):
+        root_id(tmp_path / "root")

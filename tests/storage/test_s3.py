@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -11,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from archiver.config import LocalConfig, S3Config, StorageConfig
-from archiver.errors import ConfigError, StorageUnavailable
+from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage import open_storage
 from archiver.storage.s3 import MULTIPART_THRESHOLD, S3Storage
+from archiver.storage.s3parts import PART_SIZE, upload_parts
+from tests.support.s3proxy import S3Proxy
+from tests.support.servers import serve
 
 PNG = "image/png"
 
@@ -136,3 +141,142 @@ def test_open_storage_s3(tmp_path: Path) -> None:
     s3 = S3Config(bucket="archive", prefix="p/")
     storage = open_storage(StorageConfig("s3", "{task_id}/{index}", LocalConfig(tmp_path), s3))
     assert isinstance(storage, S3Storage) and storage.prefix == "p/"
+
+
+SMALL = 5 * 1024**2  # S3's smallest part: a multipart threshold that keeps these tests quick
+
+
+def marked_file(path: Path, size: int, mark: bytes) -> str:
+    """A sparse file of `size` bytes with `mark` here and there; returns its sha256."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset in (0, PART_SIZE - 3, size - len(mark)):
+            f.seek(offset)
+            f.write(mark)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def parts_of(reply: dict[str, Any]) -> int:
+    etag = reply["ETag"].strip('"')
+    return int(etag.rpartition("-")[2]) if "-" in etag else 1
+
+
+async def test_conditional_multipart_upload(s3_client: Any, s3_bucket: str, moto_server: str,
+                                            tmp_path: Path) -> None:
+    """Above the threshold, if_absent goes up in our own parts and completes If-None-Match."""
+    storage = S3Storage(config(s3_bucket, moto_server), multipart_threshold=SMALL)
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    digest = marked_file(first, PART_SIZE + SMALL + 7, b"first")
+    marked_file(second, PART_SIZE + SMALL + 7, b"other")
+    await storage.put_file("v/00.mp4", first, content_type="video/mp4", sha256=digest, if_absent=True)
+    reply = head(s3_client, s3_bucket, "v/00.mp4")
+    assert parts_of(reply) == 2, reply["ETag"]
+    assert reply["Metadata"] == {"sha256": digest} and reply["ContentType"] == "video/mp4"
+    assert "ChecksumSHA256" in reply  # the parts went up with their checksums
+    with pytest.raises(AlreadyStored, match="v/00.mp4"):
+        await storage.put_file("v/00.mp4", second, content_type="video/mp4",
+                               sha256=hashlib.sha256(second.read_bytes()).hexdigest(), if_absent=True)
+    assert head(s3_client, s3_bucket, "v/00.mp4")["ETag"] == reply["ETag"]
+    body = s3_client.get_object(Bucket=s3_bucket, Key="v/00.mp4")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest
+    assert (await storage.stat("v/00.mp4")).sha256 == digest
+    assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    await storage.close()
+
+
+def test_completion_honours_if_none_match(s3_client: Any, s3_bucket: str, tmp_path: Path) -> None:
+    """The store, not our HEAD, has the last word: a completion onto a taken key fails 412
+    (moto 5.2 checks If-None-Match in CompleteMultipartUpload), and the upload is aborted."""
+    s3_client.put_object(Bucket=s3_bucket, Key="taken.mp4", Body=b"already here")
+    source = tmp_path / "big.mp4"
+    marked_file(source, PART_SIZE + 10, b"mark")
+    with pytest.raises(ClientError) as caught:
+        upload_parts(s3_client, s3_bucket, "taken.mp4", source, {"ContentType": "video/mp4"},
+                     {"IfNoneMatch": "*"})
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert s3_client.get_object(Bucket=s3_bucket, Key="taken.mp4")["Body"].read() == b"already here"
+    assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+async def test_versioned_bucket_keeps_one_version(s3_client: Any, s3_bucket: str, moto_server: str,
+                                                  tmp_path: Path) -> None:
+    s3_client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    storage = S3Storage(config(s3_bucket, moto_server), multipart_threshold=SMALL)
+    big = tmp_path / "big.mp4"
+    digest = marked_file(big, PART_SIZE + 1, b"big")
+    small, small_digest = staged(tmp_path, b"\x89PNG small")
+    writes: list[Callable[[], Awaitable[None]]] = [
+        lambda: storage.put_bytes("a/00.png.json", b"{}", content_type="application/json", if_absent=True),
+        lambda: storage.put_file("a/00.png", small, content_type=PNG, sha256=small_digest, if_absent=True),
+        lambda: storage.put_file("a/01.mp4", big, content_type="video/mp4", sha256=digest, if_absent=True),
+    ]
+    for write in writes:
+        await write()
+    for write in writes:
+        with pytest.raises(AlreadyStored):
+            await write()
+    versions = s3_client.list_object_versions(Bucket=s3_bucket)
+    assert sorted(v["Key"] for v in versions["Versions"]) == ["a/00.png", "a/00.png.json", "a/01.mp4"]
+    assert "DeleteMarkers" not in versions
+    await storage.close()
+
+
+@pytest.mark.parametrize("refuse", [(501, "NotImplemented"), (400, "NotImplemented")])
+async def test_store_without_conditional_writes(s3_client: Any, s3_bucket: str, moto_server: str,
+                                                tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                refuse: tuple[int, str]) -> None:
+    """One warning, then check-then-write for the rest of the run: still one object per key."""
+    proxy = S3Proxy(moto_server, refuse=refuse)
+    big = tmp_path / "big.mp4"
+    digest = marked_file(big, PART_SIZE + 1, b"big")
+    async with serve(proxy.app()) as url:
+        storage = S3Storage(config(s3_bucket, url), multipart_threshold=SMALL)
+        with caplog.at_level(logging.WARNING, logger="archiver.storage.s3"):
+            await storage.put_bytes("k.json", b"first", content_type="application/json", if_absent=True)
+            with pytest.raises(AlreadyStored):
+                await storage.put_bytes("k.json", b"second", content_type="application/json", if_absent=True)
+            await storage.put_file("v.mp4", big, content_type="video/mp4", sha256=digest, if_absent=True)
+            with pytest.raises(AlreadyStored):
+                await storage.put_file("v.mp4", big, content_type="video/mp4", sha256=digest, if_absent=True)
+            await storage.put_bytes("k.json", b"replaced", content_type="application/json")  # as before
+        await storage.close()
+    warnings = [r for r in caplog.records if "conditional writes" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert [seen for seen in proxy.seen if seen[2]] == [("PUT", f"/{s3_bucket}/k.json", True)]
+    heads = [path for method, path, _ in proxy.seen if method == "HEAD"]
+    assert f"/{s3_bucket}/k.json" in heads and f"/{s3_bucket}/v.mp4" in heads
+    assert s3_client.get_object(Bucket=s3_bucket, Key="k.json")["Body"].read() == b"replaced"
+    assert parts_of(head(s3_client, s3_bucket, "v.mp4")) == 2
+
+
+async def test_conflict_is_retried(s3_client: Any, s3_bucket: str, moto_server: str) -> None:
+    """409 ConditionalRequestConflict: another conditional write is in flight; try again."""
+    proxy = S3Proxy(moto_server, conflicts=2)
+    async with serve(proxy.app()) as url:
+        storage = S3Storage(config(s3_bucket, url), retries=2)
+        await storage.put_bytes("k.json", b"ours", content_type="application/json", if_absent=True)
+        proxy.conflicts = 3  # one more than the retries
+        with pytest.raises(StorageUnavailable, match="ConditionalRequestConflict"):
+            await storage.put_bytes("n.json", b"x", content_type="application/json", if_absent=True)
+        await storage.close()
+    assert [p for m, p, conditional in proxy.seen if conditional] == [f"/{s3_bucket}/k.json"] * 3 + [
+        f"/{s3_bucket}/n.json"] * 3
+    assert s3_client.get_object(Bucket=s3_bucket, Key="k.json")["Body"].read() == b"ours"
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="n.json")
+
+
+async def test_conflict_on_completion_starts_over(s3_client: Any, s3_bucket: str, moto_server: str,
+                                                  tmp_path: Path) -> None:
+    """A 409 on CompleteMultipartUpload: AWS says re-upload; the failed upload is aborted."""
+    proxy = S3Proxy(moto_server, conflicts=1)
+    big = tmp_path / "big.mp4"
+    digest = marked_file(big, PART_SIZE + 1, b"big")
+    async with serve(proxy.app()) as url:
+        storage = S3Storage(config(s3_bucket, url), multipart_threshold=SMALL)
+        await storage.put_file("v.mp4", big, content_type="video/mp4", sha256=digest, if_absent=True)
+        await storage.close()
+    creates = [p for m, p, _ in proxy.seen if m == "POST" and p.endswith("?uploads")]
+    assert len(creates) == 2
+    assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    body = s3_client.get_object(Bucket=s3_bucket, Key="v.mp4")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest
