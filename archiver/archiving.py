@@ -16,7 +16,7 @@ from pathlib import Path
 from archiver import datauri
 from archiver.config import Config
 from archiver.download import Downloader, Fetched, discard, redact
-from archiver.errors import DiskFull, PermanentError, TransientError, UrlExpired
+from archiver.errors import AlreadyStored, DiskFull, PermanentError, StorageUnavailable, TransientError, UrlExpired
 from archiver.logs import task_fields
 from archiver.model import Phase, TaskStatus
 from archiver.model import State as TaskState
@@ -185,28 +185,45 @@ class Archiver:
 
     async def _store(self, key: str, staged: Path, content_type: str, sha256: str, again: bool,
                      sidecar: Callable[[float], bytes]) -> float:
-        """Write the asset, then its sidecar; skip what a run before a crash already wrote.
+        """Write the asset, then its sidecar; skip what a run before a crash (or another daemon) wrote.
 
         Commit point: the sidecar is written last, so its presence means the asset is complete.
-        Skipping a write that is already there keeps one object (one S3 version) per key; only
-        a key stored by an earlier attempt (`again`) can have one, so only then do we look.
+        Writes are conditional (If-None-Match: *), so one key holds one object (one S3 version)
+        whoever writes it. Only a key that holds other bytes is replaced on purpose: a write cut
+        off before a crash, or an asset `verify --fix` put back to work.
         """
-        if not (again and await self._stored(key, sha256)):
-            await self.storage.put_file(key, staged, content_type=content_type, sha256=sha256)
-            self.recorder.stored("ok")
+        found = await self._stored(key, sha256) if again else None
+        if found is not True:
+            await self._put_asset(key, staged, content_type, sha256, replace=found is False)
         archived_at = time.time()
         if not (again and await self.storage.exists(key + ".json")):
-            await self.storage.put_bytes(key + ".json", sidecar(archived_at), content_type="application/json")
-            self.recorder.stored("ok")
+            try:
+                await self.storage.put_bytes(key + ".json", sidecar(archived_at), content_type="application/json",
+                                             if_absent=True)
+                self.recorder.stored("ok")
+            except AlreadyStored:
+                pass  # another daemon archived the same asset a moment ago: its sidecar stands
         return archived_at
 
-    async def _stored(self, key: str, sha256: str) -> bool:
-        """The store holds these bytes under `key`: its own checksum, where it keeps one, wins
-        over the sha256 we wrote beside the object, which a changed object may still carry."""
+    async def _put_asset(self, key: str, staged: Path, content_type: str, sha256: str, *, replace: bool) -> None:
+        try:
+            await self.storage.put_file(key, staged, content_type=content_type, sha256=sha256, if_absent=not replace)
+        except AlreadyStored:
+            if not await self._stored(key, sha256):
+                # Written meanwhile with other bytes; the next attempt finds it and replaces it.
+                raise StorageUnavailable(f"{key}: another writer stored different bytes under this key") from None
+            return  # the same bytes: ours from a retried request, or another daemon's
+        self.recorder.stored("ok")
+
+    async def _stored(self, key: str, sha256: str) -> bool | None:
+        """True if the store holds these bytes under `key`, False if other bytes, None if nothing.
+
+        Its own checksum, where it keeps one, wins over the sha256 we wrote beside the object,
+        which a changed object may still carry."""
         try:
             info = await self.storage.stat(key)
         except FileNotFoundError:
-            return False
+            return None
         return (info.checksum or info.sha256) == sha256
 
     async def _retry_later(self, task: Task, asset: Asset, error: str, *, counts: bool) -> None:

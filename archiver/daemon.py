@@ -25,7 +25,7 @@ from archiver.config import Config
 from archiver.download import Downloader
 from archiver.inbox import InboxReader
 from archiver.lock import DaemonLock
-from archiver.errors import LeaseLost, StateUnavailable
+from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
 from archiver.logs import task_fields
 from archiver.model import State, TaskStatus
 from archiver.pacing import Bucket, ProviderHttp
@@ -35,6 +35,7 @@ from archiver.recorder import Recorder
 from archiver.state import Asset, Task, open_state, state_path
 from archiver.state import State as StateStore
 from archiver.storage import open_storage
+from archiver.storage.local import root_id
 from archiver.systemd import Notifier
 from archiver.urlguard import UrlGuard, guarded_connector
 
@@ -125,6 +126,7 @@ class Daemon:
                 connector=connector, auto_decompress=False, timeout=timeout, trust_env=False
             ) as downloads:
                 await self.storage.start()
+                await self._check_shared_root()
                 downloader = Downloader(downloads, max_bytes=dl.max_bytes, per_host=dl.per_host,
                                         check_url=guard.check_url)
                 self.archiver = Archiver(self.config, self.state, self.storage, downloader, self.staging,
@@ -140,6 +142,20 @@ class Daemon:
                         await web.close()
         finally:
             await self.storage.close()
+
+    async def _check_shared_root(self) -> None:
+        """Daemons sharing state and a local archive must all see one folder: the same path and the
+        same `.archiver-root` marker (a shared file system). The first daemon's pair is the rule."""
+        if self.state.backend == "sqlite" or self.config.storage.backend != "local":
+            return
+        root = self.config.storage.local.root
+        ours = f"{root} {await asyncio.to_thread(root_id, root)}"
+        theirs = await self.state.agree("storage.local.root", ours)
+        if theirs != ours:
+            raise ArchiverError(
+                f"storage.local.root: this daemon sees {ours}, the others {theirs} (path and .archiver-root ID):"
+                " daemons sharing a PostgreSQL state DB with local storage need the same path on one shared"
+                " file system")
 
     def stop(self) -> None:
         if not self.stopping.is_set():
