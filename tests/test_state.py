@@ -188,6 +188,16 @@ async def test_a_dead_daemons_tasks_go_to_the_living(opened: Opener, state_backe
     assert (await alive.task(pks[0])).state == State.POLLING
 
 
+async def test_a_daemon_that_leaves_frees_its_tasks_at_once(opened: Opener) -> None:
+    leaving = await opened()
+    pks = await queue(leaving, "t1", "t2")
+    assert len(await leaving.claim(0, ["kie"])) == 2
+    await leaving.leave()
+    stays = await opened(pid=2, join=False)
+    assert [t.pk for t in await stays.claim(0, ["kie"])] == pks
+    assert leaving.me not in [d.id for d in await stays.daemons()]
+
+
 async def test_a_write_to_a_task_another_daemon_holds_raises_lease_lost(opened: Opener) -> None:
     holder = await opened()
     polled, done, failing = await queue(holder, "polled", "done", "failing")
@@ -289,7 +299,10 @@ async def test_acquires_are_spaced_by_the_rate_across_daemons(opened: Opener, st
     await asyncio.gather(*(take(b, 8 // len(buckets)) for b in buckets))
     times.sort()
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert len(times) == 8 and min(gaps) >= 1 / rate - 0.005, gaps
+    # Each acquire returns no earlier than its slot on the DB clock, but a slow answer from the DB can
+    # return one late and bring it nearer the next: pairs get a wide slack, the whole run a small one.
+    assert len(times) == 8 and min(gaps) >= 0.5 / rate, gaps
+    assert times[-1] - times[0] >= 7 / rate - 0.01, gaps
     other = states[0].bucket("key-2", rate)  # another key has its own slots
     started = time.monotonic()
     await other.acquire()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,3 +33,9 @@ def only(backend: StateBackend, name: str, why: str) -> None:
     """Skip a test of behaviour only one backend has, saying why the other has none."""
     if backend.name != name:
         pytest.skip(f"{name} only: {why}")
+
+
+def health_row(status: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """`status --json`'s health row `name`: plain on SQLite, `name@host:pid` per daemon on PostgreSQL."""
+    found = [row for key, row in status["health"].items() if key == name or key.startswith(f"{name}@")]
+    return found[0] if found else None
