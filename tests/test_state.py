@@ -176,9 +176,15 @@ async def test_a_dead_daemons_tasks_go_to_the_living(opened: Opener, state_backe
     alive = await opened(pid=2, lease="5s")  # on SQLite: the next run after a crash
     if state_backend.name == "postgres":
         assert await alive.claim(0, ["kie"]) == [], "tasks taken before the holder's lease ran out"
-        await asyncio.sleep(5.3)
-        assert await alive.heartbeat() is True
-        assert [d.id for d in await alive.daemons()] == [alive.me], "the dead daemon was not reaped"
+        steady = await opened(pid=3, lease="5s")
+        [kept] = await queue(steady, "kept")
+        assert [t.pk for t in await steady.claim(0, ["kie"])] == [kept]
+        for _ in range(6):  # 5.4 s: the dead one's lease runs out, theirs are renewed
+            await asyncio.sleep(0.9)
+            assert await steady.heartbeat() is True and await alive.heartbeat() is True
+        assert {d.id for d in await alive.daemons()} == {alive.me, steady.me}, "the dead daemon was not reaped"
+        with pytest.raises(LeaseLost):
+            await alive.polled(kept)
     assert [t.pk for t in await alive.claim(0, ["kie"])] == pks
     with pytest.raises(LeaseLost):
         await dead.polled(pks[0])
