@@ -125,7 +125,7 @@ class Daemon:
             async with aiohttp.ClientSession() as api, aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, timeout=timeout, trust_env=False
             ) as downloads:
-                await self.storage.start()
+                await self.storage.start(shared=self.state.backend != "sqlite")
                 await self._check_shared_root()
                 downloader = Downloader(downloads, max_bytes=dl.max_bytes, per_host=dl.per_host,
                                         check_url=guard.check_url)
