@@ -1,11 +1,12 @@
 """Keeping the browse index current (design.md §10): the daemon's index loop and `archiver index`.
 
 The archiving code does not report anything here. Each round the loop asks the state DB
-(its own read-only connection to SQLite or PostgreSQL, in a thread) for a fingerprint per day — counts, bytes and
-the newest change — and rebuilds only the days whose fingerprint moved. A day file whose
-bytes are unchanged is not written again. Every file is one whole-object put (atomic on
-both backends), so a reader sees the old file or the new one. A failed write is logged
-and its day stays "moved", so the next round tries again; no task ever waits on it.
+(its own read-only connection to SQLite or PostgreSQL, in a thread) for a fingerprint per
+day — counts, bytes and the newest change — and rebuilds only the days whose fingerprint
+moved. A day file whose bytes are unchanged is not written again. Every file is one
+whole-object put (atomic on both storage backends), so a reader sees the old file or the
+new one. A failed write is logged and its day stays "moved", so the next round tries
+again; no task ever waits on it.
 """
 
 from __future__ import annotations
