@@ -132,8 +132,7 @@ async def test_postgres_and_sqlite_build_the_same_index(tmp_path: Path, pg_dsn: 
         await world.storage.close()
 
 
-async def test_loop_waits_out_a_postgres_server_that_is_down(tmp_path: Path, private_pg: PgCluster,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_loop_waits_out_a_postgres_server_that_is_down(tmp_path: Path, private_pg: PgCluster) -> None:
     """A round while the server is down fails as StateUnavailable; the next one reconnects."""
     private_pg.start()
     world = await make_world(tmp_path, "local", tasks=20, state=StateBackend("postgres", private_pg.create_database()))
