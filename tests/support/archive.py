@@ -1,8 +1,9 @@
 """A generated archive: rows in a real state DB and, beside them, assets with their real sidecars.
 
-Rows (in SQLite or PostgreSQL) carry what the daemon writes (tasks, assets, archived/failed states); sidecars and
-_failed records come from archiver.sidecar itself. Used by the index, verify and serve
-tests and by the 100,000-asset bench scenario, where archiving by download would take hours.
+Rows, in SQLite or PostgreSQL, carry what the daemon writes (tasks, assets, archived/failed
+states); sidecars and _failed records come from archiver.sidecar itself. Used by the index,
+verify and serve tests and by the 100,000-asset bench scenario, where archiving by download
+would take hours.
 """
 
 from __future__ import annotations
