@@ -200,7 +200,7 @@ class Daemon:
                   asyncio.create_task(self._heartbeats(), name="heartbeat")]
         intake += [asyncio.create_task(p.run(), name=f"poll:{n}") for n, p in self.pollers.items()]
         if self.config.index.enabled:  # its own loop and DB connection: never in the workers' way
-            index = IndexLoop(self.config, self.storage, state_path(self.config))
+            index = IndexLoop(self.config, self.storage)
             intake.append(asyncio.create_task(index.run(), name="index"))
         workers = [asyncio.create_task(self._worker(), name=f"download:{i}")
                    for i in range(self.config.download.concurrency)]
