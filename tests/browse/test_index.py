@@ -1,4 +1,4 @@
-"""The index from the state DB (SQLite and PostgreSQL) and from the store, on local disk and moto S3, and the daemon's loop."""
+"""The index from the state DB (SQLite, PostgreSQL) and from the store, local and moto S3; the daemon's loop."""
 
 from __future__ import annotations
 
