@@ -125,7 +125,7 @@ class Daemon:
             async with aiohttp.ClientSession() as api, aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, timeout=timeout, trust_env=False
             ) as downloads:
-                await self.storage.start()
+                await self.storage.start(shared=self.state.backend != "sqlite")
                 await self._check_shared_root()
                 downloader = Downloader(downloads, max_bytes=dl.max_bytes, per_host=dl.per_host,
                                         check_url=guard.check_url)
@@ -200,7 +200,7 @@ class Daemon:
                   asyncio.create_task(self._heartbeats(), name="heartbeat")]
         intake += [asyncio.create_task(p.run(), name=f"poll:{n}") for n, p in self.pollers.items()]
         if self.config.index.enabled:  # its own loop and DB connection: never in the workers' way
-            index = IndexLoop(self.config, self.storage, state_path(self.config))
+            index = IndexLoop(self.config, self.storage)
             intake.append(asyncio.create_task(index.run(), name="index"))
         workers = [asyncio.create_task(self._worker(), name=f"download:{i}")
                    for i in range(self.config.download.concurrency)]

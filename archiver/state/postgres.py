@@ -322,10 +322,10 @@ class PostgresState:
         async with self._conn() as conn:
             await self._run(conn, "UPDATE tasks SET record_due = false WHERE id = %s", (pk,))
 
-    async def records_due(self, limit: int = 100) -> list[Task]:
-        """Failed tasks whose _failed record is not written yet; two daemons writing one write the same bytes."""
-        rows = await self._all("SELECT * FROM tasks WHERE state = 'failed' AND record_due ORDER BY id LIMIT %s",
-                               (limit,))
+    async def records_due(self, before: float, limit: int = 100) -> list[Task]:
+        """Failed tasks, ended before `before`, whose _failed record is not written yet."""
+        rows = await self._all("SELECT * FROM tasks WHERE state = 'failed' AND record_due AND updated_at < %s"
+                               " ORDER BY id LIMIT %s", (before, limit))
         return [task_from_row(r) for r in rows]
 
     # --- assets -------------------------------------------------------------------------
