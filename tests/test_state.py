@@ -261,9 +261,10 @@ async def test_success_archive_retry_and_requeue(opened: Opener) -> None:
 
     # The other asset's URL expired: the task failed. A retry keeps the archived asset and redoes only the other.
     failed = await state.failed(pk, "url_expired", message="403")
-    assert failed.state == State.FAILED and [t.pk for t in await state.records_due()] == [pk]
+    assert failed.state == State.FAILED and [t.pk for t in await state.records_due(time.time() + 1)] == [pk]
+    assert await state.records_due(before=failed.updated_at) == [], "a record due since `before` was handed out"
     await state.record_written(pk)
-    assert await state.records_due() == []
+    assert await state.records_due(time.time() + 1) == []
     await state.retry([pk])
     assert [(a.idx, a.state) for a in await state.assets(pk)] == [(0, "archived")]
     retried = await state.task(pk)
