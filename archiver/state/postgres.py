@@ -306,11 +306,12 @@ class PostgresState:
                  "note": f"{len(status.urls)} result URL(s)"})).fetchone()
             if row is None:
                 raise LeaseLost(f"task #{pk} is now held by another daemon")
-            await self._run(conn, "INSERT INTO assets (task, idx, url, role) SELECT %s, i - 1, u, r FROM"
-                            " unnest(%s::text[], %s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING",
-                            (pk, list(status.urls), list(roles)))
+            # New rows come from RETURNING; the plain SELECT sees only rows a retried task already had.
             assets = [asset_from_row(r) for r in await (await self._run(
-                conn, "SELECT * FROM assets WHERE task = %s ORDER BY idx", (pk,))).fetchall()]
+                conn, "WITH new AS (INSERT INTO assets (task, idx, url, role) SELECT %(pk)s, i - 1, u, r FROM"
+                " unnest(%(urls)s::text[], %(roles)s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING"
+                " RETURNING *) SELECT * FROM new UNION ALL SELECT * FROM assets WHERE task = %(pk)s ORDER BY idx",
+                {"pk": pk, "urls": list(status.urls), "roles": list(roles)})).fetchall()]
             if all(a.state == "archived" for a in assets):  # a retried task archived before: nothing to do
                 row = await (await self._run(conn, "UPDATE tasks SET state = 'archived', owner = NULL WHERE id = %s"
                                              " RETURNING *", (pk,))).fetchone()

@@ -96,3 +96,17 @@ async def test_assets_archived_at_once_end_their_task_exactly_once(
         assert sorted(ends) == [False, False, True]
         assert (await one.task(task.pk)).state == State.ARCHIVED
         assert [h["state"] for h in await one.history(task.pk)].count("archived") == 1
+
+
+async def test_a_retried_success_keeps_its_archived_assets(pair: tuple[PostgresState, PostgresState]) -> None:
+    one, _ = pair
+    await one.add_tasks([TaskRef("kie", "t1")], note="added")
+    [task] = await one.claim(0, ["kie"])
+    await one.succeeded(task.pk, _success(2))
+    await _archive(one, task.pk, 0)
+    await one.failed(task.pk, "download_failed")
+    assert await one.retry([task.pk]) == 1
+    [again] = await one.claim(0, ["kie"])
+    got, pending = await one.succeeded(again.pk, _success(3))
+    assert got.state == State.DOWNLOADING and [a.idx for a in pending] == [1, 2]
+    assert [(a.idx, a.state) for a in await one.assets(task.pk)] == [(0, "archived"), (1, "pending"), (2, "pending")]
