@@ -77,14 +77,18 @@ def _run(cluster: CountingCluster, n: int, tasks: int, base: Path, *, size: int,
         while archived < tasks and time.monotonic() < deadline and all(c.proc.poll() is None for c in children):
             time.sleep(0.1)
             archived = _archived(watch)
-        wall = time.monotonic() - started
+        wall, ended = time.monotonic() - started, time.time()
         for child in children:
             child.proc.send_signal(signal.SIGTERM)
         usages = [child.wait(120) for child in children]
         polls = sum(len(seen) for seen in rig.seen(rig.api_url).values())
+        # From the first byte asked of the CDN: the rate without the daemons' start-up.
+        steady = archived / (ended - min(rig.seen(rig.cdn_url).values(), default=ended - wall))
         kinds = _statements(watch)
+        # Each daemon's "archived KEY (N bytes)" log lines: how evenly the claims shared the work.
+        shares = [sum(" bytes)" in line for line in (rig.dir / f"d{i}" / "daemon.log").open()) for i in range(n)]
     cluster.drop_database(dsn)
-    return _row(n, tasks, size, wall, archived, polls, kinds, usages)
+    return _row(n, tasks, size, wall, archived, polls, kinds, usages, shares, steady)
 
 
 def _daemon(rig: Rig, i: int, ids: list[str], dsn: str, concurrency: int, rps: float) -> Child:
@@ -121,12 +125,13 @@ def _statements(watch: Any) -> list[tuple[str, int]]:
 
 
 def _row(n: int, tasks: int, size: int, wall: float, archived: int, polls: int, kinds: list[tuple[str, int]],
-         usages: list[Usage]) -> Row:
+         usages: list[Usage], shares: list[int], steady: float) -> Row:
     total = sum(calls for _, calls in kinds)
     tx = sum(calls for q, calls in kinds if q in ("BEGIN", "COMMIT", "ROLLBACK"))
     per = max(archived, 1)
-    note = (f"{archived}/{tasks} archived; **{polls / wall:.1f} polls/s**; **{total / per:.1f} statements/asset** "
-            f"({(total - tx) / per:.1f} without BEGIN/COMMIT); daemons' exits {[u.code for u in usages]}")
+    note = (f"{archived}/{tasks} archived; {steady:.1f} assets/s from the first download; **{polls / wall:.1f} "
+            f"polls/s**; **{total / per:.1f} statements/asset** ({(total - tx) / per:.1f} without BEGIN/COMMIT); "
+            f"assets per daemon {shares}; exits {[u.code for u in usages]}")
     print(f"    {n} daemon(s), statements per archived asset by kind:")
     for query, calls in kinds[:KINDS_SHOWN]:
         print(f"      {calls / per:6.2f}  {query[:150]}")
