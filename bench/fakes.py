@@ -7,8 +7,8 @@ Neither keeps content, so each costs little per request: the API answers any tas
 "generating" for `--running-polls` polls (-1: forever), then success; the CDN streams
 `/f/{size}/{name}.{kind}` as deterministic bytes, one reused 1 MiB block at a time, so a
 512 MiB body never sits in memory; `--rate` caps each response (so each connection) at that
-many bytes a second, as a far CDN's per-connection bandwidth would. GET /_bench/log returns what each saw, stamped with
-`time.time()`, which compares across processes on one host.
+many bytes a second, as a far CDN's per-connection bandwidth would. GET /_bench/log returns
+what each saw, stamped with `time.time()`, which compares across processes on one host.
 """
 
 from __future__ import annotations
