@@ -14,6 +14,7 @@ import contextlib
 import json
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +35,7 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 NOW = "extract(epoch FROM clock_timestamp())"  # the database's clock: one clock for every daemon's leases
 LIVE_SQL = "('queued', 'polling', 'downloading')"
 POOL_SIZE = 8
+SLOT_BLOCK = 4  # rate slots a daemon reserves per query (one query per 4 requests, not per request)
 
 
 class PostgresState:
@@ -167,12 +169,13 @@ class PostgresState:
     def bucket(self, key_id: str, rate: float) -> Bucket:
         return SharedBucket(self, key_id, rate)
 
-    async def reserve(self, key_id: str, interval: float) -> float:
-        """The next free slot of this key, across every daemon: seconds to wait for it."""
+    async def reserve(self, key_id: str, interval: float, count: int = 1) -> float:
+        """The next `count` free slots of this key, across every daemon, `interval` apart: seconds
+        until the first (it may be now: 0)."""
         row = await self._one(
-            f"INSERT INTO rate_slots (key_id, next_at) VALUES (%(k)s, {NOW} + %(i)s) ON CONFLICT (key_id) DO UPDATE"
-            f" SET next_at = GREATEST(rate_slots.next_at, {NOW}) + %(i)s RETURNING next_at - %(i)s - {NOW} AS wait",
-            {"k": key_id, "i": interval})
+            f"INSERT INTO rate_slots (key_id, next_at) VALUES (%(k)s, {NOW} + %(span)s) ON CONFLICT (key_id) DO UPDATE"
+            f" SET next_at = GREATEST(rate_slots.next_at, {NOW}) + %(span)s RETURNING next_at - %(span)s - {NOW}"
+            f" AS wait", {"k": key_id, "span": interval * count})
         return max(0.0, float(row["wait"])) if row else 0.0
 
     async def hold(self, key_id: str, seconds: float) -> None:
@@ -251,6 +254,14 @@ class PostgresState:
     async def asset(self, pk: int, idx: int) -> Asset:
         return asset_from_row(await self._one("SELECT * FROM assets WHERE task = %s AND idx = %s", (pk, idx)))
 
+    async def asset_work(self, pk: int, idx: int) -> tuple[Task, Asset, int]:
+        """What archiving one asset needs, in one query: its task, itself, the task's asset count."""
+        row = await self._one("SELECT to_jsonb(t) AS task, to_jsonb(a) AS asset, (SELECT count(*) FROM assets c"
+                              " WHERE c.task = t.id) AS n FROM tasks t JOIN assets a ON a.task = t.id"
+                              " WHERE t.id = %s AND a.idx = %s", (pk, idx))
+        assert row is not None, f"no asset {idx} of task #{pk}"
+        return task_from_row(row["task"]), asset_from_row(row["asset"]), int(row["n"])
+
     async def asset_by_key(self, key: str) -> Asset | None:
         row = await self._one("SELECT * FROM assets WHERE key = %s", (key,))
         return asset_from_row(row) if row else None
@@ -291,33 +302,36 @@ class PostgresState:
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
         now = time.time()
         roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
-        async with self._tx() as conn:
-            # The UPDATE locks the row and checks the holder, as _mine would, in one statement with history.
+        # One statement, so one implicit transaction: the UPDATE locks the row and checks the holder
+        # (as _mine would); a retried task whose assets were all archived before ends at once. New
+        # asset rows come from RETURNING; the plain SELECT sees only rows the task already had.
+        async with self._conn() as conn:
             row = await (await self._run(
-                conn, "WITH t AS (UPDATE tasks SET state = 'downloading', polls = polls + 1, last_error = NULL,"
+                conn, "WITH done AS (SELECT count(*) = %(n)s AS all_done FROM assets WHERE task = %(pk)s"
+                " AND idx < %(n)s AND state = 'archived'),"
+                " t AS (UPDATE tasks SET state = CASE WHEN (SELECT all_done FROM done) THEN 'archived'"
+                " ELSE 'downloading' END, polls = polls + 1, last_error = NULL,"
                 " success_seen_at = %(now)s, updated_at = %(now)s, media = %(media)s, model = %(model)s,"
                 " prompt = %(prompt)s, input = %(input)s, response = %(response)s, task_created_at = %(created)s,"
-                " task_completed_at = %(completed)s, owner = %(owner)s WHERE id = %(pk)s AND (owner IS NULL OR"
-                " owner = %(me)s) RETURNING *), h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s,"
-                " 'downloading', %(note)s FROM t) SELECT * FROM t",
+                " task_completed_at = %(completed)s, owner = CASE WHEN (SELECT all_done FROM done) THEN NULL"
+                " ELSE %(owner)s END WHERE id = %(pk)s AND (owner IS NULL OR owner = %(me)s) RETURNING *),"
+                " h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'downloading', %(note)s FROM t"
+                " UNION ALL SELECT id, %(now)s, 'archived', NULL FROM t WHERE state = 'archived'),"
+                " new AS (INSERT INTO assets (task, idx, url, role) SELECT t.id, i - 1, u, r FROM t,"
+                " unnest(%(urls)s::text[], %(roles)s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING"
+                " RETURNING *)"
+                " SELECT to_jsonb(t) AS task, (SELECT COALESCE(jsonb_agg(to_jsonb(a) ORDER BY a.idx), '[]')"
+                " FROM (SELECT * FROM new UNION ALL SELECT * FROM assets WHERE task = %(pk)s) a) AS assets FROM t",
                 {"now": now, "media": status.media, "model": status.model, "prompt": status.prompt,
                  "input": json.dumps(status.input) if status.input is not None else None,
                  "response": json.dumps(status.response), "created": status.created_at,
                  "completed": status.completed_at, "owner": self.me or None, "pk": pk, "me": self.me,
-                 "note": f"{len(status.urls)} result URL(s)"})).fetchone()
-            if row is None:
-                raise LeaseLost(f"task #{pk} is now held by another daemon")
-            # New rows come from RETURNING; the plain SELECT sees only rows a retried task already had.
-            assets = [asset_from_row(r) for r in await (await self._run(
-                conn, "WITH new AS (INSERT INTO assets (task, idx, url, role) SELECT %(pk)s, i - 1, u, r FROM"
-                " unnest(%(urls)s::text[], %(roles)s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING"
-                " RETURNING *) SELECT * FROM new UNION ALL SELECT * FROM assets WHERE task = %(pk)s ORDER BY idx",
-                {"pk": pk, "urls": list(status.urls), "roles": list(roles)})).fetchall()]
-            if all(a.state == "archived" for a in assets):  # a retried task archived before: nothing to do
-                row = await (await self._run(conn, "UPDATE tasks SET state = 'archived', owner = NULL WHERE id = %s"
-                                             " RETURNING *", (pk,))).fetchone()
-                await self._history(conn, pk, State.ARCHIVED)
-        return task_from_row(row), [a for a in assets if a.state != "archived"]
+                 "note": f"{len(status.urls)} result URL(s)", "n": len(status.urls), "urls": list(status.urls),
+                 "roles": list(roles)})).fetchone()
+        if row is None:
+            raise LeaseLost(f"task #{pk} is now held by another daemon")
+        assets = [asset_from_row(a) for a in row["assets"]]
+        return task_from_row(row["task"]), [a for a in assets if a.state != "archived"]
 
     async def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                      response: Any = None) -> Task:
@@ -435,10 +449,11 @@ class PostgresState:
 
 
 class SharedBucket:
-    """One key's pace across every daemon: each request takes the next slot from a row in the DB.
+    """One key's pace across every daemon: requests take slots from a row in the DB.
 
-    Slots are spaced 1/rate (with the same margin as TokenBucket) on the database's clock.
-    A daemon takes one slot at a time, so a daemon that dies leaves at most one unused.
+    Slots are spaced 1/rate (with the same margin as TokenBucket) on the database's clock. A
+    daemon reserves SLOT_BLOCK slots per query and uses each at its time; a slot whose time
+    has passed is dropped, never used late, so no second ever holds more than the rate.
     """
 
     def __init__(self, state: PostgresState, key_id: str, rate: float) -> None:
@@ -446,14 +461,19 @@ class SharedBucket:
         self.key_id = key_id
         self.interval = SPACING_MARGIN / rate
         self.paused_until = 0.0
+        self.slots: deque[float] = deque()  # reserved, on this process's monotonic clock
         self._lock = asyncio.Lock()
         self._holds: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> None:
         async with self._lock:
             await self.ready()
-            wait = await self.state.reserve(self.key_id, self.interval)
-            if wait > 0:
+            while self.slots and self.slots[0] < time.monotonic():
+                self.slots.popleft()  # its moment passed unused
+            if not self.slots:
+                first = time.monotonic() + await self.state.reserve(self.key_id, self.interval, SLOT_BLOCK)
+                self.slots.extend(first + i * self.interval for i in range(SLOT_BLOCK))
+            if (wait := self.slots.popleft() - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
 
     async def ready(self) -> None:
@@ -463,6 +483,7 @@ class SharedBucket:
     def pause(self, seconds: float) -> None:
         """Hold this daemon at once, and every other one through the slot row (best effort)."""
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        self.slots.clear()  # they fall inside the pause
         job = asyncio.get_running_loop().create_task(self._hold(seconds))
         self._holds.add(job)
         job.add_done_callback(self._holds.discard)

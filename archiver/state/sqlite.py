@@ -279,6 +279,10 @@ class SqliteState:
     async def asset(self, pk: int, idx: int) -> Asset:
         return self._asset(pk, idx)
 
+    async def asset_work(self, pk: int, idx: int) -> tuple[Task, Asset, int]:
+        """What archiving one asset needs: its task, itself, and how many assets the task has."""
+        return self._task(pk), self._asset(pk, idx), await self.asset_count(pk)
+
     async def asset_by_key(self, key: str) -> Asset | None:
         row = self.db.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
         return asset_from_row(row) if row else None
