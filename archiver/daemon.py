@@ -104,6 +104,11 @@ class Daemon:
         self.state = await open_state(self.config, daemon=True)
         try:
             await self._joined()
+        except BaseException:
+            # A start refused after join (a taken port, another archive root) must not look live.
+            with contextlib.suppress(Exception):
+                await self.state.leave()
+            raise
         finally:
             await self.state.close()
 
