@@ -87,8 +87,9 @@ class Fleet:
         assert code == 0, err
         return json.loads(out)
 
-    async def wait_for(self, done: Any, timeout: float = 30) -> dict[str, Any]:
-        """Poll `status --json` until `done(status)` holds; fail if a member died or on timeout."""
+    async def wait_for(self, done: Any, timeout: float = 30, every: float = 0.3) -> dict[str, Any]:
+        """Poll `status --json` every `every` seconds until `done(status)` holds; fail if a member died
+        or on timeout. Each poll starts a Python process: a long wait asks less often."""
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -97,7 +98,7 @@ class Fleet:
             status = json.loads(out) if code == 0 else {}
             if status and done(status):
                 return status
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(every)
         raise AssertionError(f"timed out; last status: {json.dumps(status, indent=1)[-4000:]}\n{self.tails()}")
 
     async def wait_live(self, n: int, timeout: float = 30) -> dict[str, Any]:
