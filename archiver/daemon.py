@@ -399,6 +399,7 @@ class Daemon:
                 self._requeue(pk, idx, STATE_DOWN_RETRY)
             except LeaseLost:
                 log.info("asset %d of task #%d: another daemon holds the task now; letting it go", idx, pk)
+                self.archiver.let_go(pk, idx)
             except Exception:
                 log.exception("unexpected error archiving asset %d of task #%d; it will be retried", idx, pk)
                 self._requeue(pk, idx, REQUEUE_AFTER)

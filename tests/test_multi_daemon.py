@@ -6,6 +6,7 @@ Each daemon has its own state_dir and inbox; they share the DSN and the archive.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -311,3 +312,40 @@ async def test_local_storage_seen_differently_refuses_to_start(tmp_path: Path, p
         await fleet.stop_all()
     assert "storage.local.root: this daemon sees" in fleet[1].log()
     assert [d["pid"] for d in status["daemons"]] == [fleet[0].pid], "the refused daemon is listed as live"
+
+
+async def test_a_paused_daemon_lets_go_of_a_task_another_finished(tmp_path: Path, pg_dsn: str) -> None:
+    """SIGSTOP past the lease mid-download: the other daemon archives the task; the paused one, woken,
+    finishes its download, finds the task is no longer its own and lets it go without a trace."""
+    fake = FakeApis(API_KEY)
+    slow = fake.add(FakeTask("kie", "pause-slow", ["success"], [media_bytes("png", 1_000_000, "p")], slow=6.0))
+    async with serve(fake.app()) as base:
+        fake.base = base
+        fleet = Fleet(tmp_path, 2, kie(base), pg_dsn, ENV, lease="5s")
+        try:
+            await fleet.start()
+            await fleet.wait_live(2)
+            fleet[0].inbox.write_text("kie pause-slow\n")
+            status = await fleet.wait_for(lambda s: s["counts"]["downloading"] == 1)
+            [holder] = [m for m in fleet.members if held_by(status, m.pid) == 1]
+            other = fleet.members[1 - fleet.members.index(holder)]
+            await until(lambda: "pause-slow/0" in fake.cdn_hits, 15, fleet)
+            assert holder.daemon.proc is not None
+            holder.daemon.proc.send_signal(signal.SIGSTOP)
+            try:
+                await fleet.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=40)
+            finally:
+                holder.daemon.proc.send_signal(signal.SIGCONT)
+            # The woken daemon's download ends within the rest of its 6 s; then it must let go.
+            await until(lambda: "letting it go" in holder.log(), 20, fleet)
+            status = await fleet.wait_live(2)
+            code, out, err = await cli(fleet[0].config, "show", "kie", "pause-slow", "--json", env=ENV)
+            assert code == 0, err
+        finally:
+            await fleet.stop_all()
+    assert fake.cdn_hits["pause-slow/0"] == 2 and slow.files
+    assert "pause-slow: archived" in other.log()
+    assert [h["state"] for h in json.loads(out)["history"]] == ["queued", "downloading", "archived"]
+    assert sorted(d["pid"] for d in status["daemons"]) == sorted(m.pid for m in fleet.members)
+    assert archived_files(tmp_path / "archive") == {"pause-slow/00.png": 1, "pause-slow/00.png.json": 1}
+    assert list((holder.home / "state" / "staging").iterdir()) == [], "the paused daemon's download was left"

@@ -46,6 +46,7 @@ class PostgresState:
         self.me = me
         self.lease = lease
         self.host = socket.gethostname()
+        self.pid = 0  # set by join(); a heartbeat that finds our row reaped writes it back with it
         self.inbox = inbox  # this daemon's inbox path: its offset is kept per host and path
         self.statements = 0  # sent to the server, for the benchmark's queries-per-asset figure
 
@@ -104,18 +105,22 @@ class PostgresState:
         await self._run(conn, "INSERT INTO history (task, at, state, reason, note) VALUES (%s, %s, %s, %s, %s)",
                         (pk, time.time(), state.value, reason, note))
 
-    async def _mine(self, conn: Conn, pk: int) -> State:
-        """Lock the task's row; its state, if no other daemon holds it (else LeaseLost)."""
+    async def _mine(self, conn: Conn, pk: int, ended: tuple[State, ...] = (State.ARCHIVED,)) -> State:
+        """Lock the task's row; its state, if no other daemon holds it (else LeaseLost).
+
+        A task nobody holds that is already `ended` was finished by another daemon while our lease
+        had run out (a pause, an outage): a write from us now would undo that.
+        """
         row = await (await self._run(conn, "SELECT state, owner FROM tasks WHERE id = %s FOR UPDATE", (pk,))).fetchone()
         assert row is not None
-        if row["owner"] not in (None, self.me):
-            raise LeaseLost(f"task #{pk} is now held by another daemon")
+        if row["owner"] not in (None, self.me) or (row["owner"] is None and State(row["state"]) in ended):
+            raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
         return State(row["state"])
 
     # --- daemons and leases -------------------------------------------------------------
 
     async def join(self, host: str, pid: int) -> None:
-        self.host = host
+        self.host, self.pid = host, pid
         async with self._tx() as conn:
             await self._run(conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, %s, {NOW},"
                             f" {NOW})", (self.me, host, pid))
@@ -130,9 +135,9 @@ class PostgresState:
                 await self._run(conn, "UPDATE tasks SET owner = NULL WHERE owner = ANY(%s)", (ids,))
                 await self._run(conn, "DELETE FROM health WHERE daemon = ANY(%s)", (ids,))
             row = await (await self._run(
-                conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, 0, {NOW}, {NOW})"
+                conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, %s, {NOW}, {NOW})"
                 f" ON CONFLICT (id) DO UPDATE SET seen_at = {NOW} RETURNING (xmax = 0) AS fresh",
-                (self.me, self.host))).fetchone()
+                (self.me, self.host, self.pid))).fetchone()
         return not (row and row["fresh"])
 
     async def leave(self) -> None:
@@ -274,7 +279,7 @@ class PostgresState:
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
                      running_for: float | None = None) -> None:
         async with self._tx() as conn:
-            was = await self._mine(conn, pk)
+            was = await self._mine(conn, pk, (State.ARCHIVED, State.FAILED))
             await self._run(conn, "UPDATE tasks SET state = 'polling', polls = polls + 1, last_error = %s,"
                             " unknown_since = %s, running_for = COALESCE(%s, running_for), updated_at = %s"
                             " WHERE id = %s", (error, unknown_since, running_for, time.time(), pk))
@@ -285,7 +290,7 @@ class PostgresState:
         now = time.time()
         roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
         async with self._tx() as conn:
-            await self._mine(conn, pk)
+            await self._mine(conn, pk, (State.ARCHIVED, State.FAILED))
             row = await (await self._run(
                 conn, "UPDATE tasks SET state = 'downloading', polls = polls + 1, last_error = NULL,"
                 " success_seen_at = %s, updated_at = %s, media = %s, model = %s, prompt = %s, input = %s,"
