@@ -58,6 +58,26 @@ def assert_archived_once(fake: FakeApis, root: Path, names: list[str]) -> None:
     assert archived_files(root) == {f"{n}/{f}": 1 for n in names for f in ("00.png", "00.png.json")}
 
 
+async def until(check: Any, timeout: float, fleet: Fleet) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        fleet.check_running()
+        assert time.monotonic() < deadline, f"timed out\n{fleet.tails()}"
+        await asyncio.sleep(0.2)
+
+
+async def healthz_until(client: aiohttp.ClientSession, base: str | None, want: int) -> list[str]:
+    """GET /healthz until it answers `want`; its reasons, if any."""
+    deadline = time.monotonic() + 20
+    while True:
+        async with client.get(f"{base}/healthz") as resp:
+            body = await resp.json()
+            if resp.status == want:
+                return list(body.get("reasons", []))
+        assert time.monotonic() < deadline, f"/healthz still answers {resp.status}: {body}"
+        await asyncio.sleep(0.3)
+
+
 async def test_three_daemons_keep_one_keys_rate_limit_together(tmp_path: Path, pg_dsn: str) -> None:
     """4 requests/s for one kie key: three daemons polling 24 tasks as fast as they may stay within it."""
     rate, names = 4.0, [f"rate-{n:02d}" for n in range(24)]
@@ -115,9 +135,10 @@ async def test_a_killed_daemons_tasks_go_to_the_other_after_the_lease(tmp_path: 
             status = await fleet.wait_for(lambda s: s["counts"]["archived"] == 10, timeout=40)
         finally:
             await fleet.stop_all()
-    # daemon0's last heartbeat was at most lease/4 before the kill: its tasks are free lease/4 early at most.
+    # The lease runs from daemon0's last heartbeat, due lease/4 before the kill (later on a loaded
+    # machine): its tasks are free somewhat before kill + lease, never at once (claims run every second).
     taken = first_poll_after(fake, first, killed_at) - killed_at
-    assert 5 - 5 / 4 - 0.5 <= taken <= 5 + 5 / 4 + 5, f"daemon0's tasks were polled again {taken:.1f}s after the kill"
+    assert 2.0 <= taken <= 5 + 5 / 4 + 5, f"daemon0's tasks were polled again {taken:.1f}s after the kill"
     assert sum(status["counts"].values()) == 10
     assert all(f"task_id={n}: archived" in fleet[1].log() for n in first), "daemon1 did not finish daemon0's tasks"
     assert_archived_once(fake, tmp_path / "archive", first + second)
@@ -231,7 +252,7 @@ async def test_status_lists_live_daemons_and_drops_a_dead_one_after_the_lease(tm
     assert status["health"][unauthorised]["state"] == "unauthorised"
     assert not any(name.startswith("kie@") and name != unauthorised for name in status["health"])
     assert all(str(pid) in text for pid in pids), text
-    assert 5 - 5 / 4 - 1 <= gone_after <= 5 + 2, f"listed for {gone_after:.1f}s after the kill"
+    assert 2.0 <= gone_after <= 5 + 5, f"listed for {gone_after:.1f}s after the kill (lease 5s)"
     assert sorted(d["pid"] for d in after["daemons"]) == sorted(pids[:2])
     assert "kie-wrong-key" not in fleet[2].log() and API_KEY not in fleet[0].log()
 
@@ -255,44 +276,25 @@ async def test_the_state_db_down_pauses_work_and_nothing_is_lost(tmp_path: Path,
             async with aiohttp.ClientSession() as client:
                 reasons = await healthz_until(client, member.http, 503)
                 await until(lambda: "state DB does not answer" in member.log(), 15, fleet)
-                await until(lambda: time.monotonic() > fake.cdn_first["down-slow/0"] + slow.slow + 2, 15, fleet)
-                staged = list((member.home / "state" / "staging").glob("*.part"))
-                assert [p.stat().st_size for p in staged] == [len(slow.files[0])], "the download did not finish"
+                staging = member.home / "state" / "staging"
+                # The download finishes into staging, and waits there.
+                await until(lambda: [p.stat().st_size for p in staging.glob("*.part")] == [len(slow.files[0])],
+                            20, fleet)
                 for task in tasks:
                     task.steps = ["success"]
-                asked_while_down = [r for r in fake.requests if r.at > stopped_at + 1]
+                # Down past the lease and past a poll's 5 s pause: polls are tried again, and must wait.
+                await asyncio.sleep(max(0.0, stopped_at + 8 - time.monotonic()))
+                asked_while_down = [r for r in fake.requests if r.at > stopped_at + 2]  # 2 s: a poll in flight
                 private_pg.start()
-                started_at = time.monotonic()
                 status = await fleet.wait_for(lambda s: s["counts"]["archived"] == 5, timeout=40)
                 await healthz_until(client, member.http, 200)
         finally:
             await fleet.stop_all()
     assert any("state DB" in reason for reason in reasons), reasons
     assert asked_while_down == [], "polling went on while the state DB was down"
-    assert started_at - stopped_at > 5, "the outage was too short to prove anything"
     assert "answers again; work resumes" in member.log()
     assert sum(status["counts"].values()) == 5
     assert_archived_once(fake, tmp_path / "archive", [*names, "down-slow"])
-
-
-async def until(check: Any, timeout: float, fleet: Fleet) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        fleet.check_running()
-        assert time.monotonic() < deadline, f"timed out\n{fleet.tails()}"
-        await asyncio.sleep(0.2)
-
-
-async def healthz_until(client: aiohttp.ClientSession, base: str | None, want: int) -> list[str]:
-    """GET /healthz until it answers `want`; its reasons, if any."""
-    deadline = time.monotonic() + 20
-    while True:
-        async with client.get(f"{base}/healthz") as resp:
-            body = await resp.json()
-            if resp.status == want:
-                return list(body.get("reasons", []))
-        assert time.monotonic() < deadline, f"/healthz still answers {resp.status}: {body}"
-        await asyncio.sleep(0.3)
 
 
 async def test_local_storage_seen_differently_refuses_to_start(tmp_path: Path, pg_dsn: str) -> None:
@@ -318,7 +320,7 @@ async def test_a_paused_daemon_lets_go_of_a_task_another_finished(tmp_path: Path
     """SIGSTOP past the lease mid-download: the other daemon archives the task; the paused one, woken,
     finishes its download, finds the task is no longer its own and lets it go without a trace."""
     fake = FakeApis(API_KEY)
-    slow = fake.add(FakeTask("kie", "pause-slow", ["success"], [media_bytes("png", 1_000_000, "p")], slow=6.0))
+    fake.add(FakeTask("kie", "pause-slow", ["success"], [media_bytes("png", 1_000_000, "p")], slow=6.0))
     async with serve(fake.app()) as base:
         fake.base = base
         fleet = Fleet(tmp_path, 2, kie(base), pg_dsn, ENV, lease="5s")
@@ -343,7 +345,7 @@ async def test_a_paused_daemon_lets_go_of_a_task_another_finished(tmp_path: Path
             assert code == 0, err
         finally:
             await fleet.stop_all()
-    assert fake.cdn_hits["pause-slow/0"] == 2 and slow.files
+    assert fake.cdn_hits["pause-slow/0"] == 2, "both daemons downloaded it: the test did not pause mid-download"
     assert "pause-slow: archived" in other.log()
     assert [h["state"] for h in json.loads(out)["history"]] == ["queued", "downloading", "archived"]
     assert sorted(d["pid"] for d in status["daemons"]) == sorted(m.pid for m in fleet.members)
