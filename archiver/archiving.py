@@ -63,6 +63,7 @@ class Archiver:
         self.storage_failing = False
         self.storage_failing_since: float | None = None  # first failed write of the current outage
         self.recorder = recorder or Recorder()
+        self.started = time.time()
 
     async def archive(self, pk: int, idx: int) -> bool:
         """Download one asset and store it with its sidecar; True once archived.
@@ -262,7 +263,8 @@ class Archiver:
 
     async def write_due_records(self) -> None:
         """Write the _failed records a failing store (or a crash) kept from the archive."""
-        for task in await self.state.records_due():
+        # Not the ones failed a moment ago by a running daemon: that daemon is writing their record now.
+        for task in await self.state.records_due(before=max(time.time() - REQUEUE_AFTER, self.started)):
             if not await self._put_record(task):
                 return  # the store is still failing: try again on the next round
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -102,6 +103,11 @@ BAD = {
         "providers:\n  f: {type: fal, api_key: x, app: 'fal-ai/flux dev'}\n", "config: providers.f.app:"),
     "app on another type": (
         "providers:\n  k: {type: kie, api_key: x, app: fal-ai/flux}\n", "config: providers.k.app: only fal entries"),
+    "unknown state backend": (KIE + "state: {backend: mysql}\n", "config: state.backend: 'mysql' is not one of"),
+    "postgres without dsn": (KIE + "state: {backend: postgres}\n", "config: state.dsn: required with"),
+    "dsn with sqlite": (KIE + "state: {dsn: 'postgresql://db/a'}\n", "config: state.dsn: only used with"),
+    "lease too short": (
+        KIE + "state: {backend: postgres, dsn: 'postgresql://db/a', lease: 2s}\n", "config: state.lease: must be"),
 }
 
 
@@ -122,6 +128,14 @@ async def test_check_config_prints_resolved_config_with_secrets_masked(tmp_path:
     assert code == 0, err
     assert "SECRET" not in out and '"api_key": "***"' in out
     assert str(tmp_path / "state") in out
+
+
+async def test_the_state_dsn_is_masked_like_a_key(tmp_path: Path) -> None:
+    text = KIE + "state: {backend: postgres, dsn: 'postgresql://archiver:pw-SECRET@db.example/a', lease: 90s}\n"
+    code, out, err = await cli(write(tmp_path, text), "check-config")
+    assert code == 0, err
+    assert "SECRET" not in out
+    assert json.loads(out[:out.rindex("}") + 1])["state"] == {"backend": "postgres", "dsn": "***", "lease": 90.0}
 
 
 async def test_example_config_is_valid(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from archiver.config import Config
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import SPACING_MARGIN, Bucket
-from archiver.state.pg_schema import VERSION, migrate, schema_version
+from archiver.state.pg_schema import VERSION, migrate, refuse_newer, schema_version
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Daemon, Health, Position, Rejected, Task,
                                     asset_from_row, task_from_row)
 
@@ -63,6 +63,7 @@ class PostgresState:
                 if me:
                     await migrate(conn)
                 elif (found := await schema_version(conn)) != VERSION:
+                    refuse_newer(found)
                     raise ArchiverError(f"state.dsn: the database's archiver schema is version {found}, not "
                                         f"{VERSION}: start `archiver run` once to create or migrate it")
         except BaseException:
@@ -326,10 +327,10 @@ class PostgresState:
         async with self._conn() as conn:
             await self._run(conn, "UPDATE tasks SET record_due = false WHERE id = %s", (pk,))
 
-    async def records_due(self, limit: int = 100) -> list[Task]:
-        """Failed tasks whose _failed record is not written yet; two daemons writing one write the same bytes."""
-        rows = await self._all("SELECT * FROM tasks WHERE state = 'failed' AND record_due ORDER BY id LIMIT %s",
-                               (limit,))
+    async def records_due(self, before: float, limit: int = 100) -> list[Task]:
+        """Failed tasks, ended before `before`, whose _failed record is not written yet."""
+        rows = await self._all("SELECT * FROM tasks WHERE state = 'failed' AND record_due AND updated_at < %s"
+                               " ORDER BY id LIMIT %s", (before, limit))
         return [task_from_row(r) for r in rows]
 
     # --- assets -------------------------------------------------------------------------

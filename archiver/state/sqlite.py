@@ -348,10 +348,10 @@ class SqliteState:
         with self.transaction() as db:
             db.execute("UPDATE tasks SET record_due = 0 WHERE id = ?", (pk,))
 
-    async def records_due(self, limit: int = 100) -> list[Task]:
-        """Failed tasks whose _failed record could not be written yet."""
-        rows = self.db.execute("SELECT * FROM tasks WHERE state = ? AND record_due = 1 ORDER BY id LIMIT ?",
-                               (State.FAILED, limit)).fetchall()
+    async def records_due(self, before: float, limit: int = 100) -> list[Task]:
+        """Failed tasks, ended before `before`, whose _failed record could not be written yet."""
+        rows = self.db.execute("SELECT * FROM tasks WHERE state = ? AND record_due = 1 AND updated_at < ?"
+                               " ORDER BY id LIMIT ?", (State.FAILED, before, limit)).fetchall()
         return [task_from_row(r) for r in rows]
 
     # --- assets -------------------------------------------------------------------------

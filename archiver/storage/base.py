@@ -41,6 +41,9 @@ class Listed:
     modified: float
 
 
+STALE_SHARED = 86400.0  # with other daemons writing, a temp file or upload this old is a crash's litter
+
+
 class Storage(Protocol):
     """Where assets and sidecars end up."""
 
@@ -68,7 +71,9 @@ class Storage(Protocol):
         """
         ...
 
-    async def start(self) -> None:
-        """Prepare the store once at daemon start (create the root, clean stale uploads)."""
+    async def start(self, *, shared: bool = False) -> None:
+        """Prepare the store once at daemon start (create the root, clean stale uploads).
+
+        `shared`: other daemons write here too, so only leftovers older than STALE_SHARED go."""
 
     async def close(self) -> None: ...

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from archiver.errors import AlreadyStored, DiskFull, StorageUnavailable
 from archiver.files import open_off_loop
-from archiver.storage.base import Listed, ObjectInfo
+from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +277,12 @@ class LocalStorage:
         finally:
             f.close()
 
-    async def start(self) -> None:
-        """Create the root and delete temp files a crash left behind (one walk of the tree)."""
-        await asyncio.to_thread(self._start)
+    async def start(self, *, shared: bool = False) -> None:
+        """Create the root and delete temp files a crash left behind (one walk of the tree);
+        with other daemons writing here (shared), only those older than STALE_SHARED."""
+        await asyncio.to_thread(self._start, time.time() - STALE_SHARED if shared else float("inf"))
 
-    def _start(self) -> None:
+    def _start(self, before: float) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -289,10 +290,12 @@ class LocalStorage:
         removed = 0
         for folder, _, files in os.walk(self.root):
             for name in files:
+                path = os.path.join(folder, name)
                 if _TEMP.fullmatch(name):
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(folder, name))
-                        removed += 1
+                        if os.stat(path).st_mtime < before:
+                            os.unlink(path)
+                            removed += 1
         if removed:
             log.info("removed %d stale temp file(s) under %s", removed, self.root)
 

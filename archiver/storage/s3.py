@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import errno
 import hashlib
 import itertools
@@ -28,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.config import S3Config
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
-from archiver.storage.base import Listed, ObjectInfo
+from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
 from archiver.storage.local import check_key
 from archiver.storage.s3parts import PART_SIZE, upload_parts
 
@@ -274,13 +275,15 @@ class S3Storage:
         finally:
             body.close()
 
-    async def start(self) -> None:
-        """Abort multipart uploads under our prefix: at start, any there were left by a crash."""
-        aborted = await self._call("list uploads under", "", self._abort_stale)
+    async def start(self, *, shared: bool = False) -> None:
+        """Abort multipart uploads under our prefix left by a crash: all of them, or with other
+        daemons writing here (shared), those begun more than STALE_SHARED ago."""
+        before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=STALE_SHARED if shared else -60)
+        aborted = await self._call("list uploads under", "", lambda client: self._abort_stale(client, before))
         if aborted:
             log.info("aborted %d stale multipart upload(s) under %s", aborted, self._url(""))
 
-    def _abort_stale(self, client: Any) -> int:
+    def _abort_stale(self, client: Any, before: dt.datetime) -> int:
         aborted = 0
         pages = client.get_paginator("list_multipart_uploads")
         try:
@@ -288,6 +291,8 @@ class S3Storage:
                 for upload in page.get("Uploads", []):
                     if not upload["Key"].startswith(self.prefix):
                         continue  # a store that ignores Prefix must not cost others their uploads
+                    if upload.get("Initiated", before) > before:
+                        continue  # another daemon's upload in progress
                     try:
                         client.abort_multipart_upload(
                             Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])

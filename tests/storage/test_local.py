@@ -119,6 +119,19 @@ async def test_start_removes_stale_temp_files(tmp_path: Path) -> None:
     assert every_file(root) == sorted(p.relative_to(root).as_posix() for p in kept)
 
 
+async def test_a_shared_start_keeps_young_temp_files(tmp_path: Path) -> None:
+    """With other daemons writing here, a young temp file may be one's write in progress."""
+    root = tmp_path / "root"
+    root.mkdir()
+    young, old = root / ".00.png.tmp-0123456789ab", root / ".01.png.tmp-abcdef012345"
+    for path in (young, old):
+        path.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    await LocalStorage(root).start(shared=True)
+    assert every_file(root) == [young.name]
+
+
 async def test_start_creates_root(tmp_path: Path) -> None:
     await LocalStorage(tmp_path / "a/b/root").start()
     assert (tmp_path / "a/b/root").is_dir()

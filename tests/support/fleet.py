@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from archiver.storage.local import MARKER
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.web import free_port
 
@@ -121,7 +122,7 @@ def archived_files(root: Path) -> dict[str, int]:
     found: dict[str, int] = {}
     for path in root.rglob("*"):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and not (rel in ("index.html", ".archiver-root") or rel.startswith("_index/")):
+        if path.is_file() and not (rel in ("index.html", MARKER) or rel.startswith("_index/")):
             name = "/".join(rel.split("/")[-2:])  # {task_id}/{index}.{ext}[.json]
             found[name] = found.get(name, 0) + 1
     return found
