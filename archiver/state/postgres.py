@@ -106,15 +106,15 @@ class PostgresState:
         await self._run(conn, "INSERT INTO history (task, at, state, reason, note) VALUES (%s, %s, %s, %s, %s)",
                         (pk, time.time(), state.value, reason, note))
 
-    async def _mine(self, conn: Conn, pk: int, ended: tuple[State, ...] = (State.ARCHIVED,)) -> State:
+    async def _mine(self, conn: Conn, pk: int) -> State:
         """Lock the task's row; its state, if no other daemon holds it (else LeaseLost).
 
-        A task nobody holds that is already `ended` was finished by another daemon while our lease
-        had run out (a pause, an outage): a write from us now would undo that.
+        An archived task nobody holds was finished by another daemon while our lease had run out
+        (a pause, an outage): a write from us now would undo that.
         """
         row = await (await self._run(conn, "SELECT state, owner FROM tasks WHERE id = %s FOR UPDATE", (pk,))).fetchone()
         assert row is not None
-        if row["owner"] not in (None, self.me) or (row["owner"] is None and State(row["state"]) in ended):
+        if row["owner"] not in (None, self.me) or (row["owner"] is None and row["state"] == State.ARCHIVED.value):
             raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
         return State(row["state"])
 
@@ -224,14 +224,14 @@ class PostgresState:
             return [await self._insert(conn, ref, now, note) for ref in refs]
 
     async def _insert(self, conn: Conn, ref: TaskRef, now: float, note: str | None = None) -> Task | None:
+        # One statement for the task and its history row: each statement is a round trip and server work.
         row = await (await self._run(
-            conn, "INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (provider, task_id) DO NOTHING RETURNING *",
-            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED.value, now, now))).fetchone()
-        if row is None:
-            return None
-        await self._history(conn, row["id"], State.QUEUED, note=note)
-        return task_from_row(row)
+            conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at)"
+            " VALUES (%(p)s, %(t)s, %(l)s, 'queued', %(now)s, %(now)s) ON CONFLICT (provider, task_id) DO NOTHING"
+            " RETURNING *), h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'queued', %(note)s"
+            " FROM t) SELECT * FROM t",
+            {"p": ref.provider, "t": ref.task_id, "l": json.dumps(ref.labels), "now": now, "note": note})).fetchone()
+        return task_from_row(row) if row else None
 
     # --- reads --------------------------------------------------------------------------
 
@@ -279,32 +279,47 @@ class PostgresState:
 
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
                      running_for: float | None = None) -> None:
-        async with self._tx() as conn:
-            was = await self._mine(conn, pk, (State.ARCHIVED, State.FAILED))
-            await self._run(conn, "UPDATE tasks SET state = 'polling', polls = polls + 1, last_error = %s,"
-                            " unknown_since = %s, running_for = COALESCE(%s, running_for), updated_at = %s"
-                            " WHERE id = %s", (error, unknown_since, running_for, time.time(), pk))
-            if was == State.QUEUED:
-                await self._history(conn, pk, State.POLLING)
+        # One statement (the commonest write: every poll of a running task): lock the row, check
+        # the holder, update, and add the history row of a task's first poll. A task nobody holds that
+        # has ended was ended by another daemon while our lease had run out: not ours to write.
+        row = await self._one(
+            "WITH upd AS (UPDATE tasks t SET state = 'polling', polls = t.polls + 1, last_error = %(error)s,"
+            " unknown_since = %(unknown)s, running_for = COALESCE(%(running)s, t.running_for), updated_at = %(now)s"
+            " FROM (SELECT id, state, owner FROM tasks WHERE id = %(pk)s FOR UPDATE) old"
+            f" WHERE t.id = old.id AND (old.owner = %(me)s OR old.owner IS NULL AND old.state IN {LIVE_SQL})"
+            " RETURNING old.state AS was),"
+            " h AS (INSERT INTO history (task, at, state) SELECT %(pk)s, %(now)s, 'polling' FROM upd"
+            " WHERE was = 'queued') SELECT count(*) AS n FROM upd",
+            {"error": error, "unknown": unknown_since, "running": running_for, "now": time.time(), "pk": pk,
+             "me": self.me})
+        if not (row and row["n"]):
+            raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
 
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
         now = time.time()
         roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
         async with self._tx() as conn:
-            await self._mine(conn, pk, (State.ARCHIVED, State.FAILED))
+            # The UPDATE locks the row and checks the holder, as polled() does, in one statement with history.
             row = await (await self._run(
-                conn, "UPDATE tasks SET state = 'downloading', polls = polls + 1, last_error = NULL,"
-                " success_seen_at = %s, updated_at = %s, media = %s, model = %s, prompt = %s, input = %s,"
-                " response = %s, task_created_at = %s, task_completed_at = %s, owner = %s WHERE id = %s RETURNING *",
-                (now, now, status.media, status.model, status.prompt,
-                 json.dumps(status.input) if status.input is not None else None, json.dumps(status.response),
-                 status.created_at, status.completed_at, self.me or None, pk))).fetchone()
-            await self._run(conn, "INSERT INTO assets (task, idx, url, role) SELECT %s, i - 1, u, r FROM"
-                            " unnest(%s::text[], %s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING",
-                            (pk, list(status.urls), list(roles)))
-            await self._history(conn, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
+                conn, "WITH t AS (UPDATE tasks SET state = 'downloading', polls = polls + 1, last_error = NULL,"
+                " success_seen_at = %(now)s, updated_at = %(now)s, media = %(media)s, model = %(model)s,"
+                " prompt = %(prompt)s, input = %(input)s, response = %(response)s, task_created_at = %(created)s,"
+                " task_completed_at = %(completed)s, owner = %(owner)s WHERE id = %(pk)s AND (owner = %(me)s OR"
+                f" owner IS NULL AND state IN {LIVE_SQL}) RETURNING *), h AS (INSERT INTO history (task, at, state,"
+                " note) SELECT id, %(now)s, 'downloading', %(note)s FROM t) SELECT * FROM t",
+                {"now": now, "media": status.media, "model": status.model, "prompt": status.prompt,
+                 "input": json.dumps(status.input) if status.input is not None else None,
+                 "response": json.dumps(status.response), "created": status.created_at,
+                 "completed": status.completed_at, "owner": self.me or None, "pk": pk, "me": self.me,
+                 "note": f"{len(status.urls)} result URL(s)"})).fetchone()
+            if row is None:
+                raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
+            # New rows come from RETURNING; the plain SELECT sees only rows a retried task already had.
             assets = [asset_from_row(r) for r in await (await self._run(
-                conn, "SELECT * FROM assets WHERE task = %s ORDER BY idx", (pk,))).fetchall()]
+                conn, "WITH new AS (INSERT INTO assets (task, idx, url, role) SELECT %(pk)s, i - 1, u, r FROM"
+                " unnest(%(urls)s::text[], %(roles)s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING"
+                " RETURNING *) SELECT * FROM new UNION ALL SELECT * FROM assets WHERE task = %(pk)s ORDER BY idx",
+                {"pk": pk, "urls": list(status.urls), "roles": list(roles)})).fetchall()]
             if all(a.state == "archived" for a in assets):  # a retried task archived before: nothing to do
                 row = await (await self._run(conn, "UPDATE tasks SET state = 'archived', owner = NULL WHERE id = %s"
                                              " RETURNING *", (pk,))).fetchone()
@@ -361,18 +376,20 @@ class PostgresState:
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
                        downloaded_at: float, archived_at: float) -> bool:
         async with self._tx() as conn:
+            # The lock first, in its own statement: the next one's snapshot then sees the other
+            # assets a worker of ours archived meanwhile, so the task's last asset always ends it.
             await self._mine(conn, pk)
-            left = await (await self._run(
-                conn, "WITH done AS (UPDATE assets SET state = 'archived', bytes = %s, sha256 = %s, content_type = %s,"
-                " downloaded_at = %s, archived_at = %s, last_error = NULL WHERE task = %s AND idx = %s)"
-                " SELECT count(*) AS n FROM assets WHERE task = %s AND idx <> %s AND state <> 'archived'",
-                (size, sha256, content_type, downloaded_at, archived_at, pk, idx, pk, idx))).fetchone()
-            if left and left["n"]:
-                return False
-            await self._run(conn, "UPDATE tasks SET state = 'archived', updated_at = %s, owner = NULL WHERE id = %s",
-                            (archived_at, pk))
-            await self._history(conn, pk, State.ARCHIVED)
-            return True
+            row = await (await self._run(
+                conn, "WITH done AS (UPDATE assets SET state = 'archived', bytes = %(size)s, sha256 = %(sha)s,"
+                " content_type = %(ct)s, downloaded_at = %(down)s, archived_at = %(at)s, last_error = NULL"
+                " WHERE task = %(pk)s AND idx = %(idx)s), left_over AS (SELECT count(*) AS n FROM assets"
+                " WHERE task = %(pk)s AND idx <> %(idx)s AND state <> 'archived'),"
+                " fin AS (UPDATE tasks SET state = 'archived', updated_at = %(at)s, owner = NULL WHERE id = %(pk)s"
+                " AND (SELECT n FROM left_over) = 0 RETURNING id), h AS (INSERT INTO history (task, at, state)"
+                " SELECT id, %(now)s, 'archived' FROM fin) SELECT count(*) AS n FROM fin",
+                {"size": size, "sha": sha256, "ct": content_type, "down": downloaded_at, "at": archived_at,
+                 "pk": pk, "idx": idx, "now": time.time()})).fetchone()
+            return bool(row and row["n"])
 
     # --- health and status --------------------------------------------------------------
 

@@ -177,7 +177,10 @@ class SqliteState:
         """Take live tasks of our providers no daemon holds (new, retried, or a previous run's)."""
         marks = ",".join("?" for _ in providers)
         with self.transaction() as db:
-            rows = db.execute(f"UPDATE tasks SET owner = ? WHERE id IN (SELECT id FROM tasks WHERE owner IS NULL"
+            # INDEXED BY: left to itself SQLite walks every live task by (provider, state) once a
+            # second, 2-3 ms at 10,000 waiting tasks; the partial index holds only the free ones.
+            rows = db.execute(f"UPDATE tasks SET owner = ? WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_free"
+                              f" WHERE owner IS NULL"
                               f" AND state IN ('queued', 'polling', 'downloading') AND provider IN ({marks})"
                               f" ORDER BY id LIMIT ?) RETURNING *", (self.me, *providers, CLAIM_BATCH)).fetchall()
         return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
