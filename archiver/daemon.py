@@ -186,9 +186,9 @@ class Daemon:
         await server.start()
         return server
 
-    def _poll_now(self, task: Task) -> bool:
+    async def _poll_now(self, task: Task) -> bool:
         poller = self.pollers.get(task.provider)
-        return poller is not None and poller.poll_now(task.pk)
+        return poller is not None and await poller.poll_now(task.pk)
 
     async def _main(self) -> None:
         await self._claim(start=True)
@@ -243,7 +243,7 @@ class Daemon:
 
         At the start this is the recovery after a stop or a crash: everything unfinished is free.
         """
-        held = sum(len(p.tracked) for p in self.pollers.values()) + self.queue.qsize() + self.busy
+        held = self.queue.qsize() + self.busy  # downloads; the backend counts the waiting tasks we hold
         wanted = set()
         for task in await self.state.claim(held, list(self.pollers)):
             if task.state == State.DOWNLOADING:
@@ -251,7 +251,7 @@ class Daemon:
                 wanted |= {f"{task.pk}-{a.idx}.part" for a in pending}
                 self._downloads_start(task, pending)
             else:
-                self._poll(task)
+                self.pollers[task.provider].wake.set()  # it is in the poll queue now
         if start:  # staged files no claimed asset owns (archived, failed or another daemon's) are litter
             for path in self.staging.iterdir():
                 if path.name.removesuffix(".etag") not in wanted:
@@ -286,14 +286,6 @@ class Daemon:
                     log.error("state: %s; polling pauses, downloads finish into staging", e)
             except Exception:
                 log.exception("state: heartbeat failed; retrying")
-
-    def _poll(self, task: Task) -> None:
-        poller = self.pollers.get(task.provider)
-        if poller is None:
-            log.error("provider=%s task_id=%s: no such provider entry in the config; the task waits",
-                      task.provider, task.task_id, extra=task_fields(task.provider, task.task_id))
-            return
-        poller.add(task)
 
     # --- intake ---------------------------------------------------------------------------
 

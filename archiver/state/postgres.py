@@ -14,7 +14,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -149,10 +149,12 @@ class PostgresState:
                        / GREATEST(1, (SELECT count(*) FROM daemons WHERE seen_at >= {NOW} - %(lease)s)))::bigint AS n
             ), picked AS (
                 SELECT id FROM tasks WHERE owner IS NULL AND state IN {LIVE_SQL} AND provider = ANY(%(providers)s)
-                ORDER BY id LIMIT LEAST(%(batch)s, GREATEST(0, (SELECT n FROM fair) - %(held)s))
+                ORDER BY id DESC LIMIT LEAST(%(batch)s, GREATEST(0, (SELECT n FROM fair) - GREATEST(%(held)s,
+                    (SELECT count(*) FROM tasks WHERE owner = %(me)s AND state IN {LIVE_SQL}))))
                 FOR UPDATE SKIP LOCKED
             )
-            UPDATE tasks SET owner = %(me)s FROM picked WHERE tasks.id = picked.id RETURNING tasks.*""",
+            UPDATE tasks SET owner = %(me)s, next_poll_at = LEAST(next_poll_at, {NOW}) FROM picked
+            WHERE tasks.id = picked.id RETURNING tasks.*""",
             {"lease": self.lease, "providers": list(providers), "batch": CLAIM_BATCH, "held": held, "me": self.me})
         return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
 
@@ -219,9 +221,9 @@ class PostgresState:
 
     async def _insert(self, conn: Conn, ref: TaskRef, now: float, note: str | None = None) -> Task | None:
         row = await (await self._run(
-            conn, "INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (provider, task_id) DO NOTHING RETURNING *",
-            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED.value, now, now))).fetchone()
+            conn, "INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at, next_poll_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (provider, task_id) DO NOTHING RETURNING *",
+            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED.value, now, now, now))).fetchone()
         if row is None:
             return None
         await self._history(conn, row["id"], State.QUEUED, note=note)
@@ -271,13 +273,36 @@ class PostgresState:
 
     # --- polling ------------------------------------------------------------------------
 
+    async def due(self, provider: str, now: float, young_since: float, limit: int,
+                  busy: Collection[int]) -> tuple[list[Task], list[Task]]:
+        live = "provider = %(p)s AND owner = %(me)s AND state IN ('queued', 'polling') AND NOT id = ANY(%(busy)s)"
+        args = {"p": provider, "me": self.me, "busy": list(busy), "now": now, "young": young_since, "n": limit}
+        young = await self._all(f"SELECT * FROM tasks WHERE {live} AND first_seen_at >= %(young)s AND next_poll_at"
+                                f" <= %(now)s ORDER BY next_poll_at LIMIT %(n)s", args)
+        old = await self._all(f"SELECT * FROM tasks WHERE {live} AND next_poll_at <= %(now)s AND first_seen_at"
+                              f" < %(young)s ORDER BY next_poll_at LIMIT %(n)s", args)
+        return [task_from_row(r) for r in young], [task_from_row(r) for r in old]
+
+    async def next_due(self, provider: str, busy: Collection[int]) -> float | None:
+        row = await self._one("SELECT next_poll_at FROM tasks WHERE provider = %s AND owner = %s AND state IN"
+                              " ('queued', 'polling') AND NOT id = ANY(%s) ORDER BY next_poll_at LIMIT 1",
+                              (provider, self.me, list(busy)))
+        return float(row["next_poll_at"]) if row else None
+
+    async def poll_soon(self, pk: int) -> bool:
+        row = await self._one("UPDATE tasks SET next_poll_at = %s WHERE id = %s AND owner = %s AND state IN"
+                              " ('queued', 'polling') RETURNING id", (time.time(), pk, self.me))
+        return row is not None
+
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-                     running_for: float | None = None) -> None:
+                     running_for: float | None = None, next_poll_at: float = 0.0, answered_at: float | None = None,
+                     empty: tuple[int, float | None] = (0, None)) -> None:
         async with self._tx() as conn:
             was = await self._mine(conn, pk)
             await self._run(conn, "UPDATE tasks SET state = 'polling', polls = polls + 1, last_error = %s,"
-                            " unknown_since = %s, running_for = COALESCE(%s, running_for), updated_at = %s"
-                            " WHERE id = %s", (error, unknown_since, running_for, time.time(), pk))
+                            " unknown_since = %s, running_for = COALESCE(%s, running_for), updated_at = %s,"
+                            " next_poll_at = %s, answered_at = %s, empty_polls = %s, empty_since = %s WHERE id = %s",
+                            (error, unknown_since, running_for, time.time(), next_poll_at, answered_at, *empty, pk))
             if was == State.QUEUED:
                 await self._history(conn, pk, State.POLLING)
 
@@ -348,8 +373,9 @@ class PostgresState:
             await self._run(conn, "UPDATE assets SET state = 'pending', last_error = NULL WHERE task = %s AND idx = %s",
                             (pk, idx))
             await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
-                            " first_seen_at = %s, updated_at = %s, unknown_since = NULL, running_for = 0, owner = NULL"
-                            " WHERE id = %s", (now, now, pk))
+                            " first_seen_at = %s, updated_at = %s, unknown_since = NULL, running_for = 0, owner = NULL,"
+                            " next_poll_at = %s, answered_at = NULL, empty_polls = 0, empty_since = NULL"
+                            " WHERE id = %s", (now, now, now, pk))
             await self._history(conn, pk, State.QUEUED, note=note)
 
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
@@ -403,8 +429,9 @@ class PostgresState:
         async with self._tx() as conn:
             for pk in pks:
                 await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
-                                " first_seen_at = %s, updated_at = %s, unknown_since = NULL, owner = NULL"
-                                " WHERE id = %s", (now, now, pk))
+                                " first_seen_at = %s, updated_at = %s, unknown_since = NULL, owner = NULL,"
+                                " next_poll_at = %s, answered_at = NULL, empty_polls = 0, empty_since = NULL"
+                                " WHERE id = %s", (now, now, now, pk))
                 await self._run(conn, "DELETE FROM assets WHERE task = %s AND state <> 'archived'", (pk,))
                 await self._history(conn, pk, State.QUEUED, note="retry")
         return len(pks)

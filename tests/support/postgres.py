@@ -231,3 +231,17 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def set_first_seen(state: Any, provider: str, task_ids: list[str], at: float) -> None:
+    """Set the scene on a simulated clock: these tasks were first seen at `at` (either backend)."""
+    ids = list(task_ids)
+    if state.backend == "sqlite":
+        marks = ",".join("?" for _ in ids)
+        with state.transaction() as db:
+            db.execute(f"UPDATE tasks SET first_seen_at = ?, next_poll_at = ? WHERE provider = ? AND task_id IN"
+                       f" ({marks})", (at, at, provider, *ids))
+        return
+    async with state.pool.connection() as conn:
+        await conn.execute("UPDATE tasks SET first_seen_at = %s, next_poll_at = %s WHERE provider = %s"
+                           " AND task_id = ANY(%s)", (at, at, provider, ids))
