@@ -33,6 +33,7 @@ from archiver.poller import EntryPoller
 from archiver.providers import PROVIDERS
 from archiver.recorder import Recorder
 from archiver.state import Asset, Task, open_state, state_path
+from archiver.state.records import CLAIM_BATCH
 from archiver.state import State as StateStore
 from archiver.storage import open_storage
 from archiver.storage.local import root_id
@@ -238,24 +239,26 @@ class Daemon:
             job.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _claim(self, *, start: bool = False) -> None:
+    async def _claim(self, *, start: bool = False) -> int:
         """Take free live tasks (new, retried, or a dead daemon's) and put them to work.
 
         At the start this is the recovery after a stop or a crash: everything unfinished is free.
         """
         held = self.queue.qsize() + self.busy  # downloads; the backend counts the waiting tasks we hold
         wanted = set()
-        for task in await self.state.claim(held, list(self.pollers)):
+        claimed = await self.state.claim(held, list(self.pollers))
+        for task in claimed:
             if task.state == State.DOWNLOADING:
                 pending = [a for a in await self.state.assets(task.pk) if a.state != "archived"]
                 wanted |= {f"{task.pk}-{a.idx}.part" for a in pending}
                 self._downloads_start(task, pending)
             else:
-                self.pollers[task.provider].wake.set()  # it is in the poll queue now
+                self.pollers[task.provider].renew()  # it is in the poll queue now
         if start:  # staged files no claimed asset owns (archived, failed or another daemon's) are litter
             for path in self.staging.iterdir():
                 if path.name.removesuffix(".etag") not in wanted:
                     path.unlink(missing_ok=True)
+        return len(claimed)
 
     async def _claims(self) -> None:
         while True:
@@ -263,7 +266,8 @@ class Daemon:
                 await asyncio.wait_for(self.claim_soon.wait(), CLAIM_EVERY)
             self.claim_soon.clear()
             try:
-                await self._claim()
+                if await self._claim() >= CLAIM_BATCH:
+                    self.claim_soon.set()  # a backlog: take the next batch at once
             except StateUnavailable:
                 pass  # the heartbeat says it, once per outage
             except Exception:

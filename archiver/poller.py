@@ -12,7 +12,9 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from tenacity import RetryCallState
 from tenacity.wait import wait_exponential, wait_random
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 UNAUTHORISED_PAUSE = 60.0  # a rejected key is retried once a minute until it works
 STATE_DOWN_PAUSE = 5.0  # polling waits this long while the state DB does not answer
 IDLE_LOOK = 30.0  # with nothing due, look again at least this often (tasks claimed meanwhile wake us)
+PREFETCH = 8  # due tasks read per query: a new task waits behind at most this many polls
 _backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
 
 
@@ -58,6 +61,7 @@ class EntryPoller:
         self.recorder = recorder or Recorder()
         self.policy = Policy()
         self.young = young_window(entry.poll_intervals)
+        self.ready: deque[Task] = deque()  # due tasks read ahead, in the policy's order
         self.wake = asyncio.Event()
         self.failures = 0
         self.unauthorised = False
@@ -79,18 +83,24 @@ class EntryPoller:
         if pk not in self.busy and not await self.state.poll_soon(pk):
             return False
         self.hinted.add(pk)
-        self.wake.set()
+        self.renew()
         return True
 
-    def _next_poll(self, task: Task, delay: float | None = None) -> float:
-        """When to ask next: the schedule for the task's age (at once if a callback hinted), never
-        sooner than `delay` or the provider's own per-task limit."""
+    def renew(self) -> None:
+        """New work may be due (claimed, or hinted by a callback): read the queue afresh."""
+        self.ready.clear()
+        self.wake.set()
+
+    def _next_poll(self, task: Task, delay: float | None = None) -> dict[str, Any]:
+        """When to ask next, and in which lane: the schedule for the task's age (at once if a callback
+        hinted), never sooner than `delay` or the provider's own per-task limit."""
         now = time.time()
         normal = 0.0 if task.pk in self.hinted else poll_delay(self.entry.poll_intervals, now - task.first_seen_at,
                                                               self.rng)
         # A provider may cap queries per task (kie's 4o Image and Suno: 3 a second).
         normal = max(normal, getattr(self.provider, "min_poll_interval", 0.0))
-        return now + max(normal, delay or 0.0)
+        at = now + max(normal, delay or 0.0)
+        return {"next_poll_at": at, "lane": 0 if at - task.first_seen_at < self.young else 1}
 
     async def run(self) -> None:
         while True:
@@ -115,10 +125,16 @@ class EntryPoller:
             job.add_done_callback(self.running.discard)
 
     async def _take_due(self) -> list[Task]:
-        now, n = time.time(), self.provider.batch_size
-        young, old = await self.state.due(self.entry.name, now, now - self.young, n, self.busy)
-        batch = self.policy.pick(young, old, n)
-        for task in batch:
+        n = self.provider.batch_size
+        if len(self.ready) < n:
+            young, old = await self.state.due(self.entry.name, time.time(), max(n, PREFETCH), self.busy)
+            self.ready = deque(self.policy.pick(young, old, max(n, PREFETCH)))
+        batch = list[Task]()
+        while self.ready and len(batch) < n:
+            task = self.ready.popleft()
+            if task.pk in self.busy:
+                continue
+            batch.append(task)
             self.busy.add(task.pk)
             if task.pk in self.hinted:
                 self.hinted.discard(task.pk)
@@ -225,8 +241,7 @@ class EntryPoller:
             # An unanswered poll stops the give_up_after clock (answered_at cleared): an outage never fails a task.
             with contextlib.suppress(LeaseLost):
                 await self.state.polled(task.pk, error=message, unknown_since=task.unknown_since,
-                                        next_poll_at=self._next_poll(task, pause),
-                                        empty=(task.empty_polls, task.empty_since))
+                                        empty=(task.empty_polls, task.empty_since), **self._next_poll(task, pause))
 
     async def _healthy(self) -> None:
         if self.failures or self.unauthorised:
@@ -242,7 +257,7 @@ class EntryPoller:
             if now - unknown_since >= self.provider.not_found_grace:
                 await self._fail(task, "not_found", message="the provider does not know this task ID")
                 return
-            await self.state.polled(task.pk, unknown_since=unknown_since, next_poll_at=self._next_poll(task))
+            await self.state.polled(task.pk, unknown_since=unknown_since, **self._next_poll(task))
         elif status.phase == Phase.RUNNING:
             await self._still_running(task, now)
         elif status.phase == Phase.SUCCEEDED and not status.urls:
@@ -261,7 +276,7 @@ class EntryPoller:
             await self._fail(task, "timed_out", message=f"the provider said it was still running for "
                              f"{running_for:.0f}s (give_up_after {self.entry.give_up_after:.0f}s)")
             return
-        await self.state.polled(task.pk, running_for=running_for, answered_at=now, next_poll_at=self._next_poll(task))
+        await self.state.polled(task.pk, running_for=running_for, answered_at=now, **self._next_poll(task))
 
     async def _succeeded_empty(self, task: Task, now: float, status: TaskStatus) -> None:
         """A success without result URLs: URLs can lag a moment, so ask a few more times first."""
@@ -274,8 +289,8 @@ class EntryPoller:
                     self.entry.name, task.task_id, empty, EMPTY_SUCCESS_POLLS + 1,
                     extra={"provider": self.entry.name, "task_id": task.task_id})
         await self.state.polled(task.pk, error="succeeded without a result URL yet; asking again",
-                                next_poll_at=self._next_poll(task, EMPTY_SUCCESS_WAIT / EMPTY_SUCCESS_POLLS + 1),
-                                empty=(empty, since))
+                                empty=(empty, since),
+                                **self._next_poll(task, EMPTY_SUCCESS_WAIT / EMPTY_SUCCESS_POLLS + 1))
 
     async def _fail(self, task: Task, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:

@@ -56,7 +56,7 @@ async def test_a_new_task_keeps_its_schedule_behind_a_backlog_and_no_old_task_st
         await state.ingest([TaskRef("kie", task_id) for task_id in olds], [], Position(0, 0, 0, 0))
         await state.claim(0, ["kie"])
         clock = time.time()
-        await set_first_seen(state, "kie", olds, clock - 3600.0)  # an hour old: every one is in the 60 s step
+        await set_first_seen(state, "kie", olds, clock - 3600.0, lane=1)  # an hour old: in the 60 s step
         policy, young = Policy(), young_window(SCHEDULE)
         polled_at: dict[str, list[float]] = {}
         new_at = clock + 100.0
@@ -65,16 +65,16 @@ async def test_a_new_task_keeps_its_schedule_behind_a_backlog_and_no_old_task_st
             clock += 1 / RATE
             if not added and clock >= new_at:
                 await state.ingest([TaskRef("kie", "new")], [], Position(0, 0, 1, 1))
-                await set_first_seen(state, "kie", ["new"], clock)
+                await set_first_seen(state, "kie", ["new"], clock, lane=0)
                 await state.claim(0, ["kie"])
                 added = True
-            y, o = await state.due("kie", clock, clock - young, 1, ())
+            y, o = await state.due("kie", clock, 1, ())
             [task] = policy.pick(y, o, 1) or [None]
             if task is None:
                 continue
             polled_at.setdefault(task.task_id, []).append(clock)
-            delay = poll_delay(SCHEDULE, clock - task.first_seen_at, rng)
-            await state.polled(task.pk, next_poll_at=clock + delay)
+            at = clock + poll_delay(SCHEDULE, clock - task.first_seen_at, rng)
+            await state.polled(task.pk, next_poll_at=at, lane=0 if at - task.first_seen_at < young else 1)
         gaps = [b - a for a, b in zip(polled_at["new"], polled_at["new"][1:], strict=False)]
         assert polled_at["new"][0] - new_at <= 1.0, "the new task waited behind the backlog"
         assert max(gaps[:8]) <= 3.0 * 1.1 + 1 / RATE, "the new task was not polled every 3 s in its first 30 s"

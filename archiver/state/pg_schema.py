@@ -101,9 +101,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tasks ADD COLUMN next_poll_at DOUBLE PRECISION NOT NULL DEFAULT 0,
         ADD COLUMN answered_at DOUBLE PRECISION, ADD COLUMN empty_polls INTEGER NOT NULL DEFAULT 0,
-        ADD COLUMN empty_since DOUBLE PRECISION;
-    CREATE INDEX tasks_due ON tasks (provider, owner, next_poll_at) WHERE state IN ('queued', 'polling');
-    CREATE INDEX tasks_young ON tasks (provider, owner, first_seen_at) WHERE state IN ('queued', 'polling');
+        ADD COLUMN empty_since DOUBLE PRECISION, ADD COLUMN lane SMALLINT NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_due ON tasks (provider, owner, lane, next_poll_at) WHERE state IN ('queued', 'polling');
     """,
 )
 VERSION = len(MIGRATIONS)

@@ -273,15 +273,14 @@ class PostgresState:
 
     # --- polling ------------------------------------------------------------------------
 
-    async def due(self, provider: str, now: float, young_since: float, limit: int,
+    async def due(self, provider: str, now: float, limit: int,
                   busy: Collection[int]) -> tuple[list[Task], list[Task]]:
-        live = "provider = %(p)s AND owner = %(me)s AND state IN ('queued', 'polling') AND NOT id = ANY(%(busy)s)"
-        args = {"p": provider, "me": self.me, "busy": list(busy), "now": now, "young": young_since, "n": limit}
-        young = await self._all(f"SELECT * FROM tasks WHERE {live} AND first_seen_at >= %(young)s AND next_poll_at"
-                                f" <= %(now)s ORDER BY next_poll_at LIMIT %(n)s", args)
-        old = await self._all(f"SELECT * FROM tasks WHERE {live} AND next_poll_at <= %(now)s AND first_seen_at"
-                              f" < %(young)s ORDER BY next_poll_at LIMIT %(n)s", args)
-        return [task_from_row(r) for r in young], [task_from_row(r) for r in old]
+        lanes = [await self._all("SELECT * FROM tasks WHERE provider = %(p)s AND owner = %(me)s AND lane = %(lane)s"
+                                 " AND state IN ('queued', 'polling') AND next_poll_at <= %(now)s"
+                                 " AND NOT id = ANY(%(busy)s) ORDER BY next_poll_at LIMIT %(n)s",
+                                 {"p": provider, "me": self.me, "lane": lane, "now": now, "busy": list(busy),
+                                  "n": limit}) for lane in (0, 1)]
+        return [task_from_row(r) for r in lanes[0]], [task_from_row(r) for r in lanes[1]]
 
     async def next_due(self, provider: str, busy: Collection[int]) -> float | None:
         row = await self._one("SELECT next_poll_at FROM tasks WHERE provider = %s AND owner = %s AND state IN"
@@ -295,14 +294,17 @@ class PostgresState:
         return row is not None
 
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-                     running_for: float | None = None, next_poll_at: float = 0.0, answered_at: float | None = None,
-                     empty: tuple[int, float | None] = (0, None)) -> None:
+                     running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
+                     answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
         async with self._tx() as conn:
             was = await self._mine(conn, pk)
+            # updated_at is a change of state, not a poll (see SqliteState.polled).
             await self._run(conn, "UPDATE tasks SET state = 'polling', polls = polls + 1, last_error = %s,"
-                            " unknown_since = %s, running_for = COALESCE(%s, running_for), updated_at = %s,"
-                            " next_poll_at = %s, answered_at = %s, empty_polls = %s, empty_since = %s WHERE id = %s",
-                            (error, unknown_since, running_for, time.time(), next_poll_at, answered_at, *empty, pk))
+                            " unknown_since = %s, running_for = COALESCE(%s, running_for), updated_at = CASE WHEN"
+                            " state = 'queued' THEN %s ELSE updated_at END, next_poll_at = %s, lane = %s,"
+                            " answered_at = %s, empty_polls = %s, empty_since = %s WHERE id = %s",
+                            (error, unknown_since, running_for, time.time(), next_poll_at, lane, answered_at, *empty,
+                             pk))
             if was == State.QUEUED:
                 await self._history(conn, pk, State.POLLING)
 
@@ -374,7 +376,7 @@ class PostgresState:
                             (pk, idx))
             await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
                             " first_seen_at = %s, updated_at = %s, unknown_since = NULL, running_for = 0, owner = NULL,"
-                            " next_poll_at = %s, answered_at = NULL, empty_polls = 0, empty_since = NULL"
+                            " next_poll_at = %s, lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL"
                             " WHERE id = %s", (now, now, now, pk))
             await self._history(conn, pk, State.QUEUED, note=note)
 
@@ -430,8 +432,8 @@ class PostgresState:
             for pk in pks:
                 await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
                                 " first_seen_at = %s, updated_at = %s, unknown_since = NULL, owner = NULL,"
-                                " next_poll_at = %s, answered_at = NULL, empty_polls = 0, empty_since = NULL"
-                                " WHERE id = %s", (now, now, now, pk))
+                                " next_poll_at = %s, lane = 0, answered_at = NULL, empty_polls = 0,"
+                                " empty_since = NULL WHERE id = %s", (now, now, now, pk))
                 await self._run(conn, "DELETE FROM assets WHERE task = %s AND state <> 'archived'", (pk,))
                 await self._history(conn, pk, State.QUEUED, note="retry")
         return len(pks)

@@ -117,7 +117,8 @@ class SqliteState:
         for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
                            ("running_for", "REAL NOT NULL DEFAULT 0"), ("owner", "TEXT"),
                            ("next_poll_at", "REAL NOT NULL DEFAULT 0"), ("answered_at", "REAL"),
-                           ("empty_polls", "INTEGER NOT NULL DEFAULT 0"), ("empty_since", "REAL")):
+                           ("empty_polls", "INTEGER NOT NULL DEFAULT 0"), ("empty_since", "REAL"),
+                           ("lane", "INTEGER NOT NULL DEFAULT 0")):
             if name not in columns:
                 self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
         if "role" not in {row[1] for row in self.db.execute("PRAGMA table_info(assets)")}:
@@ -126,10 +127,8 @@ class SqliteState:
         self.db.execute("CREATE INDEX IF NOT EXISTS tasks_free ON tasks (id)"
                         " WHERE owner IS NULL AND state IN ('queued', 'polling', 'downloading')")
         self.db.execute("CREATE INDEX IF NOT EXISTS assets_by_key ON assets (key)")
-        # The poll queue: a daemon's due tasks by time, and its young ones by age (archiver/policy.py).
-        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_due ON tasks (provider, owner, next_poll_at)"
-                        " WHERE state IN ('queued', 'polling')")
-        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_young ON tasks (provider, owner, first_seen_at)"
+        # The poll queue: a daemon's due tasks by lane (young 0, old 1) and time (archiver/policy.py).
+        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_due ON tasks (provider, owner, lane, next_poll_at)"
                         " WHERE state IN ('queued', 'polling')")
 
     async def close(self) -> None:
@@ -309,18 +308,15 @@ class SqliteState:
 
     # --- polling ------------------------------------------------------------------------
 
-    async def due(self, provider: str, now: float, young_since: float, limit: int,
+    async def due(self, provider: str, now: float, limit: int,
                   busy: Collection[int]) -> tuple[list[Task], list[Task]]:
         """This daemon's tasks of `provider` due at `now`, not in `busy`: (young, old), each by due time."""
         skip = ",".join(str(int(pk)) for pk in busy)
-        live = "state IN ('queued', 'polling')"
-        young = self.db.execute(f"SELECT * FROM tasks WHERE provider = ? AND owner = ? AND {live} AND first_seen_at"
-                                f" >= ? AND next_poll_at <= ? AND id NOT IN ({skip}) ORDER BY next_poll_at LIMIT ?",
-                                (provider, self.me, young_since, now, limit)).fetchall()
-        old = self.db.execute(f"SELECT * FROM tasks WHERE provider = ? AND owner = ? AND {live} AND next_poll_at"
-                              f" <= ? AND first_seen_at < ? AND id NOT IN ({skip}) ORDER BY next_poll_at LIMIT ?",
-                              (provider, self.me, now, young_since, limit)).fetchall()
-        return [task_from_row(r) for r in young], [task_from_row(r) for r in old]
+        lanes = [self.db.execute(f"SELECT * FROM tasks WHERE provider = ? AND owner = ? AND lane = ? AND state IN"
+                                 f" ('queued', 'polling') AND next_poll_at <= ? AND id NOT IN ({skip})"
+                                 f" ORDER BY next_poll_at LIMIT ?", (provider, self.me, lane, now, limit)).fetchall()
+                 for lane in (0, 1)]
+        return [task_from_row(r) for r in lanes[0]], [task_from_row(r) for r in lanes[1]]
 
     async def next_due(self, provider: str, busy: Collection[int]) -> float | None:
         """When this daemon's next task of `provider` (not in `busy`) falls due; None if it has none."""
@@ -338,16 +334,20 @@ class SqliteState:
         return cur.rowcount > 0
 
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-                     running_for: float | None = None, next_poll_at: float = 0.0, answered_at: float | None = None,
-                     empty: tuple[int, float | None] = (0, None)) -> None:
-        """Count a poll that left the task running and say when to ask next; the first moves it to polling."""
+                     running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
+                     answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
+        """Count a poll that left the task running and say when (and in which lane) to ask next;
+        the first poll moves it to polling."""
         with self.transaction() as db:
             was = self._mine(db, pk)
+            # updated_at is a change of state, not a poll: it stays, and so does its index entry.
             db.execute("UPDATE tasks SET state = ?, polls = polls + 1, last_error = ?, unknown_since = ?,"
-                       " running_for = COALESCE(?, running_for), updated_at = ?, next_poll_at = ?, answered_at = ?,"
-                       " empty_polls = ?, empty_since = ? WHERE id = ?",
-                       (State.POLLING, error, unknown_since, running_for, time.time(), next_poll_at, answered_at,
-                        *empty, pk))
+                       " running_for = COALESCE(?, running_for), next_poll_at = ?, lane = ?,"
+                       " answered_at = ?, empty_polls = ?, empty_since = ? WHERE id = ?",
+                       (State.POLLING, error, unknown_since, running_for, next_poll_at, lane,
+                        answered_at, *empty, pk))
+            if was == State.QUEUED:
+                db.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (time.time(), pk))
             if was == State.QUEUED:
                 self._history(db, pk, State.POLLING)
 
@@ -418,7 +418,7 @@ class SqliteState:
             db.execute("UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?", (pk, idx))
             db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL, first_seen_at = ?,"
                        " updated_at = ?, unknown_since = NULL, running_for = 0, owner = NULL, next_poll_at = ?,"
-                       " answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
+                       " lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
                        (State.QUEUED, now, now, now, pk))
             self._history(db, pk, State.QUEUED, note=note)
 
@@ -484,7 +484,7 @@ class SqliteState:
             for pk in pks:
                 db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL,"
                            " first_seen_at = ?, updated_at = ?, unknown_since = NULL, owner = NULL, next_poll_at = ?,"
-                           " answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
+                           " lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
                            (State.QUEUED, now, now, now, pk))
                 db.execute("DELETE FROM assets WHERE task = ? AND state != 'archived'", (pk,))
                 self._history(db, pk, State.QUEUED, note="retry")
