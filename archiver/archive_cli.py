@@ -61,7 +61,7 @@ def _done_progress() -> None:
 
 def cmd_index(config: Config, args: argparse.Namespace) -> int:
     db = state_path(config)
-    if not args.from_store and not db.exists():
+    if not args.from_store and config.state.backend == "sqlite" and not db.exists():
         raise ArchiverError(f"no state at {db}: run `archiver index --from-store` to build the index from the store")
     storage = open_storage(config.storage)
     started = time.monotonic()
@@ -69,8 +69,8 @@ def cmd_index(config: Config, args: argparse.Namespace) -> int:
     async def go() -> dict[str, int] | int:
         try:
             if args.rebuild or args.from_store:
-                return await rebuild(config, storage, db, from_store=args.from_store, progress=progress("index:"))
-            loop = IndexLoop(config, storage, db)
+                return await rebuild(config, storage, from_store=args.from_store, progress=progress("index:"))
+            loop = IndexLoop(config, storage)
             try:
                 return await loop.round()
             finally:

@@ -201,7 +201,7 @@ class Daemon:
                   asyncio.create_task(self._heartbeats(), name="heartbeat")]
         intake += [asyncio.create_task(p.run(), name=f"poll:{n}") for n, p in self.pollers.items()]
         if self.config.index.enabled:  # its own loop and DB connection: never in the workers' way
-            index = IndexLoop(self.config, self.storage, state_path(self.config))
+            index = IndexLoop(self.config, self.storage)
             intake.append(asyncio.create_task(index.run(), name="index"))
         workers = [asyncio.create_task(self._worker(), name=f"download:{i}")
                    for i in range(self.config.download.concurrency)]
@@ -254,11 +254,28 @@ class Daemon:
                 self._downloads_start(task, pending)
             else:
                 self.pollers[task.provider].renew()  # it is in the poll queue now
-        if start:  # staged files no claimed asset owns (archived, failed or another daemon's) are litter
-            for path in self.staging.iterdir():
-                if path.name.removesuffix(".etag") not in wanted:
-                    path.unlink(missing_ok=True)
+        if start:
+            await self._sweep_staging(wanted)
         return len(claimed)
+
+    async def _sweep_staging(self, wanted: set[str]) -> None:
+        """Remove staged files no asset waits for any more (archived, failed, retried).
+
+        A file of a task still downloading stays though we did not claim it: on PostgreSQL a killed
+        run's tasks come back to us only when its lease runs out, and their downloads resume then.
+        """
+        for path in self.staging.iterdir():
+            name = path.name.removesuffix(".etag")
+            if name not in wanted and not await self._awaited(name):
+                path.unlink(missing_ok=True)
+
+    async def _awaited(self, staged: str) -> bool:
+        """True if `{pk}-{idx}.part` belongs to an asset of a downloading task, not archived yet."""
+        pk, _, idx = staged.removesuffix(".part").partition("-")
+        if not (staged.endswith(".part") and pk.isdigit() and idx.isdigit()):
+            return False
+        waiting = [a for a in await self.state.assets(int(pk)) if a.idx == int(idx) and a.state != "archived"]
+        return bool(waiting) and (await self.state.task(int(pk))).state == State.DOWNLOADING
 
     async def _claims(self) -> None:
         while True:

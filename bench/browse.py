@@ -2,7 +2,8 @@
 
 The archive is generated straight into a state DB and a local store (tests/support/archive.py),
 then timed: `archiver index --rebuild` (from the state DB), `archiver index --from-store`
-(from the sidecars), the largest day file, and the page's first screen in headless Chromium.
+(from the sidecars), `index --rebuild` from the same rows in PostgreSQL (where Debian's
+server is installed), the largest day file, and the page's first screen in headless Chromium.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from scenarios import PY, Row
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support, shared with the tests
 
-from tests.support.archive import TYPES, generate, write_local  # noqa: E402
+from archiver.config import load_config  # noqa: E402
+from tests.support.archive import TYPES, generate, generate_state, write_local  # noqa: E402
 from tests.support.browser import ARGS, CHROMIUM  # noqa: E402
+from tests.support.postgres import PgCluster, pg_unavailable  # noqa: E402
 
 # The first screen: once the first asset element is in the document, the frame after the next
 # paint (two animation frames on) shows it.
@@ -57,6 +60,10 @@ def _run(folder: Path, assets: int, days: int) -> list[Row]:
                         f"{count:,} assets, {days} days"))
     largest = max((folder / "archive/_index/days").iterdir(), key=lambda p: p.stat().st_size)
     rows[-1].note += f"; largest day file {largest.stat().st_size / 2**20:.2f} MiB ({largest.name})"
+    if pg_unavailable() is None:
+        rows.append(_postgres_rebuild(folder, assets, days, count))
+    else:
+        print(f"  skipped index --rebuild on PostgreSQL: {pg_unavailable()}", flush=True)
     port = free_port()
     server = Child([PY, "-m", "archiver", "-c", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
                    folder / "serve.log")
@@ -69,6 +76,30 @@ def _run(folder: Path, assets: int, days: int) -> list[Row]:
                     f"first day's assets painted {painted * 1000:.0f} ms after navigation start, page idle at "
                     f"{ready * 1000:.0f} ms (median of 5); CPU and RSS are archiver serve's"))
     return rows
+
+
+def _postgres_rebuild(folder: Path, assets: int, days: int, count: int) -> Row:
+    """The same archive's rows in PostgreSQL (a private server); `index --rebuild` from there."""
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        doc = yaml.safe_load((folder / "config.yaml").read_text())
+        doc["state"] = {"backend": "postgres", "dsn": cluster.create_database()}
+        (folder / "config-pg.yaml").write_text(yaml.safe_dump(doc))
+        log = folder / "generate-pg.log"
+        made = Child([PY, __file__, str(folder), str(assets), str(days), "postgres"], log).wait()
+        assert made.code == 0, log.read_text()[-2000:]
+        print(f"  {log.read_text().strip()} in {made.wall:.0f} s", flush=True)
+        before = {p.name: p.read_bytes() for p in (folder / "archive/_index/days").iterdir()}
+        usage = Child([PY, "-m", "archiver", "-c", str(folder / "config-pg.yaml"), "index", "--rebuild"],
+                      folder / "index-pg.log").wait()
+        assert usage.code == 0, (folder / "index-pg.log").read_text()[-2000:]
+        after = {p.name: p.read_bytes() for p in (folder / "archive/_index/days").iterdir()}
+        return Row("7 index --rebuild (PostgreSQL)", usage.wall, None, count / usage.wall, usage.cpu,
+                   usage.peak_rss_mib, f"{count:,} assets, {days} days; day files "
+                   + ("byte for byte as from SQLite" if after == before else "DIFFER from SQLite's"))
+    finally:
+        cluster.cleanup()
 
 
 async def first_screen(url: str, runs: int = 5) -> tuple[float, float]:
@@ -154,14 +185,21 @@ class _Zeros(io.RawIOBase):
 
 
 def main() -> None:
-    """`browse.py FOLDER ASSETS DAYS`: write a generated archive, its state DB and a config into FOLDER."""
+    """`browse.py FOLDER ASSETS DAYS`: write a generated archive, its state DB and a config into FOLDER.
+
+    `browse.py FOLDER ASSETS DAYS postgres`: the same rows into the DB of FOLDER/config-pg.yaml."""
     folder, assets, days = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    tasks = round(assets / (0.96 * 1.75))  # one task in 25 fails; the others hold 1.75 assets on average
+    if sys.argv[4:] == ["postgres"]:
+        made = asyncio.run(generate_state(load_config(folder / "config-pg.yaml", require_secrets=False), tasks, days,
+                                          images=200))
+        print(f"generated {len(made.assets):,} assets into PostgreSQL")
+        return
     providers = {n: {"type": k, "api_key": "bench"} | ({"service": "seedance"} if k == "acedata" else {})
                  for n, k in TYPES.items()}
     (folder / "config.yaml").write_text(yaml.safe_dump({"state_dir": str(folder / "state"), "providers": providers,
                                                         "storage": {"local": {"root": str(folder / "archive")}}}))
     (folder / "state").mkdir()
-    tasks = round(assets / (0.96 * 1.75))  # one task in 25 fails; the others hold 1.75 assets on average
     made = generate(folder / "state/archiver.db", tasks, days, images=200)
     write_local(folder / "archive", made)
     print(f"generated {len(made.assets):,} assets, {len(made.failed):,} failed tasks over {days} days")

@@ -53,6 +53,8 @@ async def test_inbox_to_local_disk(tmp_path: Path, state_backend: StateBackend) 
         daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
         await daemon.start()
         try:
+            # On PostgreSQL a command needs the schema `archiver run` creates: wait until status answers.
+            await daemon.wait_for(lambda s: True)
             for task_id in ("img-one", "img-two", "bad-prompt"):
                 code, _, err = await cli(config, "add", "kie", task_id, "--label", "project=poster", env=env)
                 assert code == 0, err

@@ -1,5 +1,6 @@
-"""End to end: the real daemon keeps the browse index current; the index survives losing the
-state DB (`index --from-store`); `verify` names a corrupted file and `--fix` gets it archived again."""
+"""End to end, on SQLite and PostgreSQL: the real daemon keeps the browse index current; the index
+survives losing the state DB (`index --from-store`); `verify` names a corrupted file and `--fix` gets
+it archived again."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 
 API_KEY = "kie-SECRET-0b5e7c"
@@ -31,7 +33,7 @@ def day_files(archive: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((archive / "_index/days").iterdir())}
 
 
-async def test_index_verify_and_rebuild(tmp_path: Path) -> None:
+async def test_index_verify_and_rebuild(tmp_path: Path, state_backend: StateBackend) -> None:
     fake = FakeApis(API_KEY)
     world(fake)
     archive = tmp_path / "archive"
@@ -39,7 +41,7 @@ async def test_index_verify_and_rebuild(tmp_path: Path) -> None:
         fake.base = base
         config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
             "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
-        }, index={"every": "0.3s"}))
+        }, index={"every": "0.3s"}, **state_backend.config()))
         env = dict(os.environ, KIE_API_KEY=API_KEY)
         (tmp_path / "inbox.txt").write_text("kie poster-1 project=poster\nkie clip-1\nkie refused\n")
         daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
@@ -74,6 +76,13 @@ async def test_index_verify_and_rebuild(tmp_path: Path) -> None:
         assert again["days"] == days["days"] and again["generated_at"] >= days["generated_at"]
         assert not (tmp_path / "state").exists()  # the rebuild needed no state at all
         shutil.move(tmp_path / "state.saved", tmp_path / "state")
+
+        # From the state DB again: the same bytes. On PostgreSQL no SQLite file is asked for.
+        assert (tmp_path / "state/archiver.db").exists() == (state_backend.name == "sqlite")
+        code, out, err = await cli(config, "index", "--rebuild", env=env)
+        assert code == 0, err
+        assert out.startswith("index: 1 day, 3 assets, 1 failed task written from the state DB in ")
+        assert day_files(archive) == written
 
         # A corrupted file is named by verify; --fix has the daemon archive it again.
         video = next(a["key"] for a in doc["assets"] if a["task_id"] == "clip-1")

@@ -20,7 +20,9 @@ from archiver.state import SqliteState
 from tests.support.cdn import FaultCdn, Resource, serve_at
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, Request, media_bytes
+from tests.support.postgres import StateBackend
 from tests.support.servers import serve
+from tests.support.state import health_row
 
 API_KEY = "paths-SECRET-3c1d0e"
 
@@ -74,7 +76,8 @@ async def test_an_expired_url_is_replaced_by_the_providers_fresh_one(tmp_path: P
     assert "gave a fresh one" in (tmp_path / "daemon.log").read_text()
 
 
-async def test_a_store_outage_shows_failing_fails_nothing_and_recovers(tmp_path: Path) -> None:
+async def test_a_store_outage_shows_failing_fails_nothing_and_recovers(tmp_path: Path,
+                                                                       state_backend: StateBackend) -> None:
     fake = FakeApis(API_KEY)
     during = fake.add(FakeTask("kie", "during", ["success"], [media_bytes("png", 9_000, "during")]))
     after = fake.add(FakeTask("kie", "after", ["success"], [media_bytes("png", 9_000, "after")]))
@@ -84,11 +87,11 @@ async def test_a_store_outage_shows_failing_fails_nothing_and_recovers(tmp_path:
     blocker.write_text("a file where the kie folder should be: nothing can be stored under it")
     async with serve(fake.app()) as api:
         fake.base = api
-        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)})
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)}, **state_backend.config())
         await daemon.start()
         append(inbox, "kie during")
-        down = await daemon.wait_for(lambda s: s["health"].get("storage", {}).get("state") == "failing")
-        assert down["health"]["storage"]["message"]
+        down = await daemon.wait_for(lambda s: (health_row(s, "storage") or {}).get("state") == "failing")
+        assert (health_row(down, "storage") or {})["message"]
         await asyncio.sleep(1.0)
         status = await daemon.status()
         assert status["counts"]["downloading"] == 1 and status["counts"]["failed"] == 0
@@ -96,7 +99,7 @@ async def test_a_store_outage_shows_failing_fails_nothing_and_recovers(tmp_path:
         blocker.unlink()
         append(inbox, "kie after")
         up = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1
-                                   and s["health"]["storage"]["state"] == "ok")
+                                   and (health_row(s, "storage") or {}).get("state") == "ok")
         # `during` waits for its next try, 30 s on; a failing store never failed it.
         assert up["counts"]["downloading"] == 1 and up["counts"]["failed"] == 0
         assert await daemon.stop() == 0
@@ -233,7 +236,7 @@ async def test_an_acedata_batch_of_more_than_50_is_split(tmp_path: Path) -> None
     assert sorted(asked) == ids, "an ID was asked twice or never"
 
 
-async def test_retry_failed_keeps_archived_assets(tmp_path: Path) -> None:
+async def test_retry_failed_keeps_archived_assets(tmp_path: Path, state_backend: StateBackend) -> None:
     """One asset archived, the other expired: retry --failed fetches only the missing one."""
     fake, cdn = FakeApis(API_KEY), FaultCdn()
     first, second = media_bytes("png", 8_000, "kept"), media_bytes("png", 8_000, "missing")
@@ -244,7 +247,7 @@ async def test_retry_failed_keeps_archived_assets(tmp_path: Path) -> None:
         cdn.add("missing", Resource(second, script=["500", "403", "ok"]))
         fake.add(FakeTask("kie", "half", ["success"], [first, second], urls=[cdn.url("kept"), cdn.url("missing")]))
         append(tmp_path / "inbox.txt", "kie half")
-        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)})
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)}, **state_backend.config())
         await daemon.start()
         failed = await daemon.wait_for(lambda s: s["counts"]["failed"] == 1)
         assert failed["recent_failures"][0]["reason"] == "url_expired"
@@ -262,7 +265,8 @@ async def test_retry_failed_keeps_archived_assets(tmp_path: Path) -> None:
     assert stored(archive, "kie", "half", 1).read_bytes() == second
 
 
-async def test_burst_exits_once_the_inbox_is_read_and_nothing_is_in_flight(tmp_path: Path) -> None:
+async def test_burst_exits_once_the_inbox_is_read_and_nothing_is_in_flight(tmp_path: Path,
+                                                                            state_backend: StateBackend) -> None:
     fake = FakeApis(API_KEY)
     done = fake.add(FakeTask("kie", "done", ["running", "success"], [media_bytes("png", 4_000, "done")]))
     fake.add(FakeTask("kie", "refused", ["running", "fail"], fail_code="422", fail_msg="prohibited content"))
@@ -270,7 +274,7 @@ async def test_burst_exits_once_the_inbox_is_read_and_nothing_is_in_flight(tmp_p
     async with serve(fake.app()) as api:
         fake.base = api
         append(tmp_path / "inbox.txt", "kie done", "kie refused", "kie slow")
-        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)}, "--burst")
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)}, "--burst", **state_backend.config())
         await daemon.start()
         assert daemon.proc is not None
         await daemon.wait_for(lambda s: s["counts"]["archived"] == 1 and s["counts"]["failed"] == 1)

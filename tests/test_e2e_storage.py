@@ -21,6 +21,7 @@ from typing import Any
 from tests.support.cdn import Canary, FaultCdn, Resource, canary, serve_at
 from tests.support.daemon import DaemonProcess, base_config, write_config
 from tests.support.fakes import PNG, FakeApis, FakeTask, media_bytes
+from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 
 API_KEY = "kie-SECRET-e2e-storage-5eed"
@@ -91,7 +92,7 @@ class Run:
     """One daemon over its own state, inbox and store; its tasks are named `{name}-{case}`."""
 
     def __init__(self, name: str, tmp: Path, api: str, world: dict[str, Case], cdn: FaultCdn,
-                 fake: FakeApis, storage: dict[str, Any]) -> None:
+                 fake: FakeApis, storage: dict[str, Any], **state: Any) -> None:
         self.name, self.tmp, self.world = name, tmp, world
         tmp.mkdir()
         for case, spec in world.items():
@@ -100,7 +101,7 @@ class Run:
                               urls=[cdn.url(self.task_id(case))]))
         doc = base_config(tmp, {"kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": api,
                                         "poll_intervals": ["0.2s"], "requests_per_second": 50}},
-                          storage=storage)
+                          storage=storage, **state)
         doc["download"] = {"allow_addresses": ALLOW, "max_bytes": MAX_BYTES}
         self.config = write_config(tmp / "config.yaml", doc)
         self.daemon = DaemonProcess(self.config, dict(os.environ, KIE_API_KEY=API_KEY), tmp / "daemon.log")
@@ -149,7 +150,8 @@ class Run:
 
 
 async def test_every_cdn_fault_to_local_disk_and_s3(tmp_path: Path, moto_server: str, s3_bucket: str,
-                                                    s3_client: Any) -> None:
+                                                    s3_client: Any, state_backend: StateBackend) -> None:
+    """The S3 daemon keeps its state on either backend; the local one on SQLite (the two share no tasks)."""
     fake, cdn = FakeApis(API_KEY), FaultCdn()
     async with serve(fake.app()) as api, serve_at(cdn.app(), "127.0.0.1") as base, \
             serve_at(cdn.app(), "127.0.0.3") as other, canary("127.0.0.2") as bird:
@@ -159,7 +161,7 @@ async def test_every_cdn_fault_to_local_disk_and_s3(tmp_path: Path, moto_server:
                 {"backend": "local", "local": {"root": str(tmp_path / "local" / "archive")}}),
             Run("s3", tmp_path / "s3", api, cases(other, bird), cdn, fake,
                 {"backend": "s3", "s3": {"bucket": s3_bucket, "prefix": "ai/", "endpoint_url": moto_server,
-                                         "region": "us-east-1"}}),
+                                         "region": "us-east-1"}}, **state_backend.config()),
         ]
         statuses = await asyncio.gather(*(run.run() for run in runs))
     runs[0].check(statuses[0], Archive.local(tmp_path / "local" / "archive"))
@@ -181,7 +183,7 @@ async def test_every_cdn_fault_to_local_disk_and_s3(tmp_path: Path, moto_server:
         assert [h.status for h in cdn.hits_for(run.task_id("expired"))][:2] == [200, 403]
 
 
-async def test_failed_record_waits_for_a_store_that_is_down(tmp_path: Path) -> None:
+async def test_failed_record_waits_for_a_store_that_is_down(tmp_path: Path, state_backend: StateBackend) -> None:
     """A _failed record the store refused is written once the store is back."""
     fake = FakeApis(API_KEY)
     fake.add(FakeTask("kie", "doomed", ["fail"], fail_code="422", fail_msg="prompt contains prohibited content"))
@@ -193,7 +195,7 @@ async def test_failed_record_waits_for_a_store_that_is_down(tmp_path: Path) -> N
         fake.base = base
         config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
             "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
-        }))
+        }, **state_backend.config()))
         (tmp_path / "inbox.txt").write_text("kie doomed\n")
         env = dict(os.environ, KIE_API_KEY=API_KEY)
         daemon = DaemonProcess(config, env, tmp_path / "daemon.log")

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from archiver.state import SqliteState
+from archiver.state import open_state
 from archiver.verify import Verifier, fix
 from tests.browse.conftest import World, make_world
 from tests.support.daemon import cli
+from tests.support.postgres import StateBackend
 
 Raw = tuple[Callable[[str, bytes], None], Callable[[str], None]]
 
@@ -62,7 +63,7 @@ async def damaged(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 async def verify(world: World, **kw: Any) -> Any:
-    state = SqliteState(world.db)
+    state = await open_state(world.config)
     try:
         age = kw.pop("orphan_age", 0.0 if world.config.storage.backend == "s3" else 3600.0)
         return await Verifier(world.storage, world.config.storage.layout, state=state, orphan_age=age, **kw).run()
@@ -104,8 +105,8 @@ async def test_fresh_asset_without_sidecar_is_not_a_problem(tmp_path: Path) -> N
     assert (await verify(world)).problems == []
 
 
-async def test_fix(tmp_path: Path) -> None:
-    world = await make_world(tmp_path, "local", tasks=40)
+async def test_fix(tmp_path: Path, state_backend: StateBackend) -> None:
+    world = await make_world(tmp_path, "local", tasks=40, state=state_backend)
     root = world.config.storage.local.root
     keys = [a["key"] for a in world.made.assets]
     (root / keys[0]).write_bytes(b"damaged")
@@ -113,7 +114,7 @@ async def test_fix(tmp_path: Path) -> None:
     (root / "stray.png").write_bytes(b"x")
     os.utime(root / "stray.png", (0, 0))
     report = await verify(world)
-    state = SqliteState(world.db)
+    state = await open_state(world.config)
     try:
         await fix(report.problems, state, world.config, world.storage)
         notes = {p.key: p.fix for p in report.problems}

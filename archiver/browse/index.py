@@ -1,11 +1,12 @@
 """Keeping the browse index current (design.md §10): the daemon's index loop and `archiver index`.
 
 The archiving code does not report anything here. Each round the loop asks the state DB
-(its own read-only connection, in a thread) for a fingerprint per day — counts, bytes and
-the newest change — and rebuilds only the days whose fingerprint moved. A day file whose
-bytes are unchanged is not written again. Every file is one whole-object put (atomic on
-both backends), so a reader sees the old file or the new one. A failed write is logged
-and its day stays "moved", so the next round tries again; no task ever waits on it.
+(its own read-only connection to SQLite or PostgreSQL, in a thread) for a fingerprint per
+day — counts, bytes and the newest change — and rebuilds only the days whose fingerprint
+moved. A day file whose bytes are unchanged is not written again. Every file is one
+whole-object put (atomic on both storage backends), so a reader sees the old file or the
+new one. A failed write is logged and its day stays "moved", so the next round tries
+again; no task ever waits on it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import logging
 import time
 from collections.abc import Iterator
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from archiver.browse.days import DAYS_KEY, PAGE_KEY, Day, day_key, encode_days
-from archiver.browse.sources import Fingerprint, StateSource, read_store
+from archiver.browse.sources import Fingerprint, StateSource, open_source, read_store
 from archiver.config import Config
 from archiver.errors import TransientError
 from archiver.storage import Storage
@@ -99,10 +99,9 @@ class IndexWriter:
 class IndexLoop:
     """The daemon's index writer: one round every `index.every`, apart from the download workers."""
 
-    def __init__(self, config: Config, storage: Storage, db_path: Path) -> None:
+    def __init__(self, config: Config, storage: Storage) -> None:
         self.config = config
         self.writer = IndexWriter(storage)
-        self.db_path = db_path
         self.known: dict[str, Fingerprint] = {}  # fingerprints of the days the store is current for
         self.source: StateSource | None = None
         self.page_written = False
@@ -124,8 +123,7 @@ class IndexLoop:
     async def round(self) -> int:
         """Rewrite the days that moved since the last round; return how many files were written."""
         if self.source is None:
-            types = {name: entry.type for name, entry in self.config.providers.items()}
-            self.source = StateSource(self.db_path, types)
+            self.source = await asyncio.to_thread(open_source, self.config)
             stored = await self.writer.load_days()
         else:
             stored = {}
@@ -159,7 +157,7 @@ def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
     return {"date": date, "tasks": fp[0], "assets": fp[1], "bytes": fp[2], "failed": fp[3]}
 
 
-async def rebuild(config: Config, storage: Storage, db_path: Path, *, from_store: bool,
+async def rebuild(config: Config, storage: Storage, *, from_store: bool,
                   progress: Any = None) -> dict[str, int]:
     """Rewrite every day file, days.json and index.html, from the state DB or from the store."""
     writer = IndexWriter(storage)
@@ -182,7 +180,7 @@ async def rebuild(config: Config, storage: Storage, db_path: Path, *, from_store
         for n, day in enumerate(days.values(), 1):
             await write(day, n, len(days))
     else:
-        source = StateSource(db_path, {name: entry.type for name, entry in config.providers.items()})
+        source = await asyncio.to_thread(open_source, config)
         try:
             count = len(await asyncio.to_thread(source.fingerprints))
             each = source.each_day()

@@ -1,7 +1,7 @@
 """Where day files come from: the state DB (normal), or the store's sidecars and _failed records.
 
-The state source opens its own read-only SQLite connection and is used from a worker
-thread, so building a day never runs on the daemon's event loop.
+The state source opens its own read-only connection (SQLite here, PostgreSQL in pg_source.py)
+and is used from a worker thread, so building a day never runs on the daemon's event loop.
 """
 
 from __future__ import annotations
@@ -10,29 +10,33 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from archiver.browse.days import Day, asset_entry, day_of_key, failed_entry, key_pattern, utc_day
+from archiver.config import Config
 from archiver.model import utc_iso
 from archiver.naming import failed_key
+from archiver.state import state_path
 from archiver.storage import Storage
 
 log = logging.getLogger(__name__)
 
 # One row per archived asset, with what its sidecar says; `count` is the task's asset rows.
-_ASSETS = """
+ASSETS = """
 SELECT t.provider, t.task_id, t.labels, t.media AS hint, t.model, t.prompt, t.success_seen_at,
        a.idx, a.key, a.bytes, a.sha256, a.content_type, a.archived_at,
        (SELECT COUNT(*) FROM assets c WHERE c.task = t.id) AS count
 FROM assets a JOIN tasks t ON t.id = a.task
 WHERE a.state = 'archived' AND a.key IS NOT NULL {where}
 """
-_FAILED = """
+FAILED = """
 SELECT provider, task_id, labels, reason, code, message, updated_at FROM tasks
 WHERE state = 'failed' {where}
 """
+EACH_ASSET = ASSETS.format(where="") + " ORDER BY COALESCE(t.success_seen_at, a.archived_at)"
+EACH_FAILED = FAILED.format(where="") + " ORDER BY updated_at"
 # Per day: what days.json shows, plus the newest change, so a day is rebuilt only when it moved.
 _FINGERPRINTS = """
 SELECT date(COALESCE(t.success_seen_at, a.archived_at), 'unixepoch') AS day, COUNT(DISTINCT t.id), COUNT(*),
@@ -45,6 +49,7 @@ SELECT date(updated_at, 'unixepoch') AS day, COUNT(*), MAX(updated_at) FROM task
 WHERE state = 'failed' GROUP BY day
 """
 
+Row = Any  # a sqlite3.Row or a psycopg dict row: both are read by column name
 Fingerprint = tuple[int, int, int, int, float, float]  # tasks, assets, bytes, failed, newest asset, newest failure
 
 
@@ -56,6 +61,16 @@ def media_of(content_type: str | None, hint: str | None) -> str:
     if content_type in (None, "application/octet-stream"):
         return hint or "image"
     return "image"
+
+
+def open_source(config: Config) -> StateSource:
+    """The configured backend's state source: blocking (a PostgreSQL connect), so call it in a thread."""
+    types = {name: entry.type for name, entry in config.providers.items()}
+    if config.state.backend == "postgres":
+        from archiver.browse.pg_source import PostgresSource  # psycopg only for those who use it
+
+        return PostgresSource(config.state.dsn.reveal(), types)
+    return StateSource(state_path(config), types)
 
 
 class StateSource:
@@ -70,9 +85,12 @@ class StateSource:
         self.db.close()
 
     def fingerprints(self) -> dict[str, Fingerprint]:
-        assets = {day: (tasks, count, size or 0, newest or 0.0)
-                  for day, tasks, count, size, newest in self.db.execute(_FINGERPRINTS)}
-        failed = {day: (count, newest) for day, count, newest in self.db.execute(_FAILED_FINGERPRINTS)}
+        return self._prints(self.db.execute(_FINGERPRINTS), self.db.execute(_FAILED_FINGERPRINTS))
+
+    def _prints(self, asset_rows: Iterable[Any], failed_rows: Iterable[Any]) -> dict[str, Fingerprint]:
+        assets = {day: (tasks, count, int(size or 0), newest or 0.0)  # int: PostgreSQL sums to a Decimal
+                  for day, tasks, count, size, newest in asset_rows}
+        failed = {day: (count, newest) for day, count, newest in failed_rows}
         prints = {}
         for day in assets.keys() | failed.keys():
             tasks, count, size, newest = assets.get(day, (0, 0, 0, 0.0))
@@ -89,8 +107,10 @@ class StateSource:
 
     def each_day(self) -> Iterator[Day]:
         """Every day in date order, one at a time: memory holds one day, whatever the archive's size."""
-        assets = self.db.execute(_ASSETS.format(where="") + " ORDER BY COALESCE(t.success_seen_at, a.archived_at)")
-        failed = self.db.execute(_FAILED.format(where="") + " ORDER BY updated_at")
+        yield from self._merge(self.db.execute(EACH_ASSET), self.db.execute(EACH_FAILED))
+
+    def _merge(self, assets: Iterator[Row], failed: Iterator[Row]) -> Iterator[Day]:
+        """Days from two row streams, each in time order."""
         a, f = next(assets, None), next(failed, None)
         while a is not None or f is not None:
             date = min(d for d in (a and _asset_day(a), f and utc_day(f["updated_at"])) if d)
@@ -104,16 +124,20 @@ class StateSource:
             yield day
 
     def _days(self, assets_where: str, failed_where: str) -> dict[str, Day]:
+        return self._collect(self.db.execute(ASSETS.format(where=assets_where)),
+                             self.db.execute(FAILED.format(where=failed_where)))
+
+    def _collect(self, asset_rows: Iterable[Row], failed_rows: Iterable[Row]) -> dict[str, Day]:
         days: dict[str, Day] = {}
-        for r in self.db.execute(_ASSETS.format(where=assets_where)):
+        for r in asset_rows:
             date = _asset_day(r)
             days.setdefault(date, Day(date)).assets.append(self._asset(r))
-        for r in self.db.execute(_FAILED.format(where=failed_where)):
+        for r in failed_rows:
             date = utc_day(r["updated_at"])
             days.setdefault(date, Day(date)).failed.append(_failed(r))
         return days
 
-    def _asset(self, r: sqlite3.Row) -> dict[str, Any]:
+    def _asset(self, r: Row) -> dict[str, Any]:
         return asset_entry(
             key=r["key"], sidecar=r["key"] + ".json", provider=r["provider"],
             provider_type=self.types.get(r["provider"]), task_id=r["task_id"], index=r["idx"],
@@ -122,11 +146,11 @@ class StateSource:
             bytes=r["bytes"], sha256=r["sha256"], archived_at=utc_iso(r["archived_at"]))
 
 
-def _asset_day(r: sqlite3.Row) -> str:
+def _asset_day(r: Row) -> str:
     return utc_day(r["success_seen_at"] or r["archived_at"])
 
 
-def _failed(r: sqlite3.Row) -> dict[str, Any]:
+def _failed(r: Row) -> dict[str, Any]:
     return failed_entry(provider=r["provider"], task_id=r["task_id"], reason=r["reason"], provider_code=r["code"],
                         provider_message=r["message"], record=failed_key(r["provider"], r["task_id"]),
                         labels=json.loads(r["labels"]))

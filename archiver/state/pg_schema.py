@@ -117,16 +117,21 @@ async def schema_version(conn: Conn) -> int:
     return int(row["version"]) if row else 0
 
 
+def refuse_newer(found: int) -> None:
+    """A schema a newer archiver made: neither a daemon nor a command of this one may use it."""
+    if found > VERSION:
+        from archiver.errors import ArchiverError
+
+        raise ArchiverError(f"state.dsn: the database's archiver schema is version {found}; this archiver knows"
+                            f" up to {VERSION}: upgrade archiver on this host")
+
+
 async def migrate(conn: Conn, upto: int = VERSION) -> tuple[int, int]:
     """Bring the schema to `upto`; returns (from, to). Safe to run from several daemons at once."""
     async with conn.transaction():
         await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK})")
         found = await schema_version(conn)
-        if found > VERSION:
-            from archiver.errors import ArchiverError
-
-            raise ArchiverError(f"state.dsn: the database's archiver schema is version {found}; this archiver knows"
-                                f" up to {VERSION}: upgrade archiver on this host")
+        refuse_newer(found)
         if found == 0:
             await conn.execute("CREATE TABLE archiver_schema (version INTEGER NOT NULL)")
             await conn.execute("INSERT INTO archiver_schema VALUES (0)")

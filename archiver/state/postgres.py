@@ -26,7 +26,7 @@ from archiver.config import Config
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import SPACING_MARGIN, Bucket
-from archiver.state.pg_schema import VERSION, migrate, schema_version
+from archiver.state.pg_schema import VERSION, migrate, refuse_newer, schema_version
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Daemon, Health, Position, Rejected, Task,
                                     asset_from_row, task_from_row)
 
@@ -62,6 +62,7 @@ class PostgresState:
                 if me:
                     await migrate(conn)
                 elif (found := await schema_version(conn)) != VERSION:
+                    refuse_newer(found)
                     raise ArchiverError(f"state.dsn: the database's archiver schema is version {found}, not "
                                         f"{VERSION}: start `archiver run` once to create or migrate it")
         except BaseException:

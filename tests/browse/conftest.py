@@ -1,4 +1,4 @@
-"""A generated archive on local disk or moto S3, with its state DB and a config that points at it."""
+"""A generated archive on local disk or moto S3, with its state DB (SQLite or PostgreSQL) and a config for it."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 from archiver.config import Config, load_config
 from archiver.state import state_path
 from archiver.storage import Storage, open_storage
-from tests.support.archive import TYPES, Generated, generate, write_storage
+from tests.support.archive import TYPES, Generated, generate_state, write_storage
 from tests.support.daemon import write_config
+from tests.support.postgres import StateBackend
 
 
 @dataclass
@@ -37,10 +38,11 @@ def world_config(tmp: Path, backend: str, s3: dict[str, Any] | None = None, **ex
 
 
 async def make_world(tmp: Path, backend: str, s3: dict[str, Any] | None = None, *, tasks: int = 60, days: int = 3,
-                     video: bytes | None = None, audio: bool = False, start: dt.date = dt.date(2026, 9, 1)) -> World:
-    path = world_config(tmp, backend, s3)
+                     video: bytes | None = None, audio: bool = False, start: dt.date = dt.date(2026, 9, 1),
+                     state: StateBackend | None = None) -> World:
+    path = world_config(tmp, backend, s3, **(state.config() if state else {}))
     config = load_config(path, require_secrets=False)
-    made = generate(state_path(config), tasks, days, video=video, audio=audio, start=start)
+    made = await generate_state(config, tasks, days, video=video, audio=audio, start=start)
     storage = open_storage(config.storage)
     await write_storage(storage, made)
     return World(config, path, storage, made, state_path(config))

@@ -1,4 +1,4 @@
-"""The index from the state DB and from the store, on local disk and moto S3, and the daemon's loop."""
+"""The index from the state DB (SQLite, PostgreSQL) and from the store, local and moto S3; the daemon's loop."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ import time
 from pathlib import Path
 
 from archiver.browse.days import day_key
+import pytest
+
 from archiver.browse.index import IndexLoop, page, rebuild
+from archiver.browse.pg_source import PostgresSource
+from archiver.browse.sources import open_source
+from archiver.config import Config
+from archiver.errors import StateUnavailable
 from archiver.model import Phase, TaskRef, TaskStatus
-from archiver.state import Position, SqliteState
+from archiver.state import Position, SqliteState, open_state
 from tests.browse.conftest import World, make_world
+from tests.support.postgres import PgCluster, StateBackend
 
 
 async def day_files(world: World) -> dict[str, bytes]:
@@ -19,11 +26,11 @@ async def day_files(world: World) -> dict[str, bytes]:
 
 
 async def test_rebuild_from_state_and_from_store_agree(world: World) -> None:
-    result = await rebuild(world.config, world.storage, world.db, from_store=False)
+    result = await rebuild(world.config, world.storage, from_store=False)
     assert result == {"days": 3, "assets": len(world.made.assets), "failed": len(world.made.failed), "unreadable": 0}
     from_state = await day_files(world)
     days_doc = json.loads(await world.storage.get("_index/days.json"))
-    await rebuild(world.config, world.storage, world.db, from_store=True)
+    await rebuild(world.config, world.storage, from_store=True)
     assert await day_files(world) == from_state
     again = json.loads(await world.storage.get("_index/days.json"))
     assert again["days"] == days_doc["days"] and again["schema"] == "archiver.index/1"
@@ -32,7 +39,7 @@ async def test_rebuild_from_state_and_from_store_agree(world: World) -> None:
 
 
 async def test_day_file_shape(world: World) -> None:
-    await rebuild(world.config, world.storage, world.db, from_store=False)
+    await rebuild(world.config, world.storage, from_store=False)
     docs = [json.loads(body) for body in (await day_files(world)).values()]
     assets = [a for d in docs for a in d["assets"]]
     assert {a["key"] for a in assets} == {a["key"] for a in world.made.assets}
@@ -49,9 +56,9 @@ async def test_day_file_shape(world: World) -> None:
     assert failed[0]["reason"] == "content_moderation" and failed[0]["record"].startswith("_failed/")
 
 
-async def archive_one(db: Path, task_id: str) -> str:
-    """Archive one asset today through the state DB's own methods, as the daemon does."""
-    state = SqliteState(db)
+async def archive_one(config: Config, task_id: str) -> str:
+    """Archive one asset today through the State interface, as the daemon does."""
+    state = await open_state(config)
     try:
         [task] = await state.ingest([TaskRef("kie", task_id, {"project": "new"})], [], Position(1, 1, 0, 0))
         await state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=("https://cdn.example/x",), prompt="fresh",
@@ -64,16 +71,16 @@ async def archive_one(db: Path, task_id: str) -> str:
         await state.close()
 
 
-async def test_loop_rewrites_only_touched_days(tmp_path: Path) -> None:
-    world = await make_world(tmp_path, "local")
-    loop = IndexLoop(world.config, world.storage, world.db)
+async def test_loop_rewrites_only_touched_days(tmp_path: Path, state_backend: StateBackend) -> None:
+    world = await make_world(tmp_path, "local", state=state_backend)
+    loop = IndexLoop(world.config, world.storage)
     written = await loop.round()
     assert written == 3 + 1  # three day files, then days.json (index.html is not counted)
     root = world.config.storage.local.root
     before = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert await loop.round() == 0  # nothing changed: nothing written
 
-    key = await archive_one(world.db, "new-task")
+    key = await archive_one(world.config, "new-task")
     assert await loop.round() == 2  # today's day file and days.json
     after = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert {k: v for k, v in after.items() if k in before} == before  # old days untouched (same inode)
@@ -84,14 +91,62 @@ async def test_loop_rewrites_only_touched_days(tmp_path: Path) -> None:
     loop.source.close()
 
 
-async def test_a_new_loop_trusts_an_index_that_is_current(tmp_path: Path) -> None:
+async def test_a_new_loop_trusts_an_index_that_is_current(tmp_path: Path, state_backend: StateBackend) -> None:
     """After a restart, days that days.json already shows as they are cost no writes."""
-    world = await make_world(tmp_path, "local")
-    await rebuild(world.config, world.storage, world.db, from_store=False)
-    loop = IndexLoop(world.config, world.storage, world.db)
+    world = await make_world(tmp_path, "local", state=state_backend)
+    await rebuild(world.config, world.storage, from_store=False)
+    loop = IndexLoop(world.config, world.storage)
     assert await loop.round() == 0
-    await archive_one(world.db, "after-restart")
+    await archive_one(world.config, "after-restart")
     assert await loop.round() == 2
+    assert loop.source is not None
+    loop.source.close()
+
+
+async def test_postgres_and_sqlite_build_the_same_index(tmp_path: Path, pg_dsn: str) -> None:
+    """One generated world in each backend: fingerprints, each day and every file written are equal."""
+    for name in ("sqlite", "postgres"):
+        (tmp_path / name).mkdir()
+    worlds = [await make_world(tmp_path / name, "local", tasks=150, days=5, audio=True, state=StateBackend(name, dsn))
+              for name, dsn in (("sqlite", None), ("postgres", pg_dsn))]
+    sources = [open_source(world.config) for world in worlds]
+    try:
+        assert isinstance(sources[1], PostgresSource) and not isinstance(sources[0], PostgresSource)
+        prints = [source.fingerprints() for source in sources]
+        assert prints[0] == prints[1] and len(prints[0]) == 5
+        for date in prints[0]:
+            assert sources[0].day(date).encode() == sources[1].day(date).encode(), date
+        streamed = [[day.encode() for day in source.each_day()] for source in sources]
+        assert streamed[0] == streamed[1] and len(streamed[0]) == 5
+    finally:
+        for source in sources:
+            source.close()
+    for world in worlds:
+        assert await rebuild(world.config, world.storage, from_store=False) == {
+            "days": 5, "assets": len(world.made.assets), "failed": len(world.made.failed), "unreadable": 0}
+    files = [await day_files(world) for world in worlds]
+    assert files[0] == files[1] and len(files[0]) == 5
+    summaries = [json.loads(await world.storage.get("_index/days.json"))["days"] for world in worlds]
+    assert summaries[0] == summaries[1]
+    for world in worlds:
+        await world.storage.close()
+
+
+async def test_loop_waits_out_a_postgres_server_that_is_down(tmp_path: Path, private_pg: PgCluster) -> None:
+    """A round while the server is down fails as StateUnavailable; the next one reconnects."""
+    private_pg.start()
+    world = await make_world(tmp_path, "local", tasks=20, state=StateBackend("postgres", private_pg.create_database()))
+    loop = IndexLoop(world.config, world.storage)
+    assert await loop.round() == 3 + 1
+    private_pg.stop()
+    with pytest.raises(StateUnavailable, match="does not answer"):
+        await loop.round()
+    private_pg.start()
+    await archive_one(world.config, "after-outage")
+    assert await loop.round() == 2
+    assert loop.source is not None
+    loop.source.close()
+    await world.storage.close()
 
 
 async def test_failed_write_is_retried_next_round(tmp_path: Path) -> None:
@@ -99,7 +154,7 @@ async def test_failed_write_is_retried_next_round(tmp_path: Path) -> None:
     root = world.config.storage.local.root
     (root / "_index").mkdir()
     (root / "_index/days").write_text("a file where a folder must be")  # every day write now fails
-    loop = IndexLoop(world.config, world.storage, world.db)
+    loop = IndexLoop(world.config, world.storage)
     try:
         await loop.round()
         raise AssertionError("the round should have failed")
@@ -114,7 +169,7 @@ async def test_failed_write_is_retried_next_round(tmp_path: Path) -> None:
 async def test_rebuild_empties_a_day_that_lost_everything(tmp_path: Path) -> None:
     """A day listed before but empty now keeps no stale entries, and days.json drops it."""
     world = await make_world(tmp_path, "local", tasks=30)
-    await rebuild(world.config, world.storage, world.db, from_store=False)
+    await rebuild(world.config, world.storage, from_store=False)
     state = SqliteState(world.db)
     try:  # every task of 2026-09-02 put back to work, as `archiver retry` would
         rows = state.db.execute("SELECT id FROM tasks WHERE date(COALESCE(success_seen_at, updated_at),"
@@ -123,7 +178,7 @@ async def test_rebuild_empties_a_day_that_lost_everything(tmp_path: Path) -> Non
         await state.retry([r[0] for r in rows])
     finally:
         await state.close()
-    result = await rebuild(world.config, world.storage, world.db, from_store=False)
+    result = await rebuild(world.config, world.storage, from_store=False)
     assert result["days"] == 2
     assert [d["date"] for d in json.loads(await world.storage.get("_index/days.json"))["days"]] == [
         "2026-09-03", "2026-09-01"]

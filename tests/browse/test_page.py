@@ -32,7 +32,7 @@ async def video_world(tmp_path: Path, browser: Any, request: pytest.FixtureReque
         s3 = {"bucket": request.getfixturevalue("s3_bucket"), "prefix": "ai/", "region": "us-east-1",
               "endpoint_url": request.getfixturevalue("moto_server")}
     world = await make_world(tmp_path, backend, s3, tasks=45, days=3, video=await record_webm(browser), audio=True)
-    await rebuild(world.config, world.storage, world.db, from_store=False)
+    await rebuild(world.config, world.storage, from_store=False)
     return world
 
 

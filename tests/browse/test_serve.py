@@ -18,7 +18,7 @@ from tests.support.servers import serve
 
 @pytest.fixture
 async def served(world: World) -> AsyncIterator[tuple[World, str]]:
-    await rebuild(world.config, world.storage, world.db, from_store=False)
+    await rebuild(world.config, world.storage, from_store=False)
     async with serve(app(world.storage)) as base:
         yield world, base
 
@@ -120,7 +120,7 @@ def test_byte_range() -> None:
 
 async def test_cli_serve(world: World) -> None:
     """The real command serves the page and an asset, and stops cleanly on SIGTERM."""
-    await rebuild(world.config, world.storage, world.db, from_store=False)
+    await rebuild(world.config, world.storage, from_store=False)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "archiver", "-c", str(world.config_path), "serve", "--listen", "127.0.0.1:0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -1,8 +1,9 @@
 """A generated archive: rows in a real state DB and, beside them, assets with their real sidecars.
 
-Rows carry what the daemon writes (tasks, assets, archived/failed states); sidecars and
-_failed records come from archiver.sidecar itself. Used by the index, verify and serve
-tests and by the 100,000-asset bench scenario, where archiving by download would take hours.
+Rows, in SQLite or PostgreSQL, carry what the daemon writes (tasks, assets, archived/failed
+states); sidecars and _failed records come from archiver.sidecar itself. Used by the index,
+verify and serve tests and by the 100,000-asset bench scenario, where archiving by download
+would take hours.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import random
 import struct
 import wave
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archiver.config import DEFAULT_POLL_INTERVALS, ProviderEntry, Secret
+from archiver.config import DEFAULT_POLL_INTERVALS, Config, ProviderEntry, Secret
 from archiver.model import State
 from archiver.naming import failed_key
 from archiver.sidecar import asset_sidecar, failed_record
-from archiver.state import Asset, SqliteState, Task
+from archiver.state import Asset, SqliteState, Task, open_state, state_path
 
 PROMPTS = ["a lighthouse at dusk", "poster for a jazz night", "a red fox in deep snow", "city skyline in rain",
            "a bowl of ramen, studio light", "sailing boat on a calm sea", "portrait of an old fisherman",
@@ -78,9 +81,11 @@ class Generated:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
 
-def generate(db_path: Path, tasks: int, days: int, *, start: dt.date = dt.date(2026, 9, 1), seed: int = 7,
+def generate(db_path: Path | str, tasks: int, days: int, *, start: dt.date = dt.date(2026, 9, 1), seed: int = 7,
              video: bytes | None = None, audio: bool = False, images: int = 40) -> Generated:
     """`tasks` tasks spread over `days` UTC days; one in 25 failed, the rest with 1–3 assets.
+
+    `db_path` is the SQLite file, or a PostgreSQL DSN whose schema exists (see generate_state).
 
     With `video` (a real video's bytes), one task in ten holds that video; with `audio`, one in
     ten holds a short WAV tone.
@@ -88,15 +93,50 @@ def generate(db_path: Path, tasks: int, days: int, *, start: dt.date = dt.date(2
     rng = random.Random(seed)
     pictures = [png(96, 96, i) for i in range(images)]
     made = Generated()
-    state = SqliteState(db_path)
     entry_of = entries()
+    with _rows(db_path) as db:
+        for n in range(tasks):
+            _one(db, made, n, rng, pictures, video, wav() if audio else None, entry_of, start, days)
+    return made
+
+
+async def generate_state(config: Config, tasks: int, days: int, **options: Any) -> Generated:
+    """generate() into the config's state backend; PostgreSQL gets its schema as `archiver run` makes it."""
+    if config.state.backend != "postgres":
+        return generate(state_path(config), tasks, days, **options)
+    await (await open_state(config, daemon=True)).close()  # a daemon's open migrates the schema
+    return generate(config.state.dsn.reveal(), tasks, days, **options)
+
+
+@contextmanager
+def _rows(db: Path | str) -> Iterator[Any]:
+    """One transaction for the generator's inserts: into the SQLite file, or the PostgreSQL DSN `db`."""
+    if isinstance(db, str):
+        import psycopg
+
+        with psycopg.connect(db) as conn:  # commits on a clean exit
+            yield _PgRows(conn)
+        return
+    state = SqliteState(db)
     try:
-        with state.transaction() as db:
-            for n in range(tasks):
-                _one(db, made, n, rng, pictures, video, wav() if audio else None, entry_of, start, days)
+        with state.transaction() as conn:
+            yield conn
     finally:
         state.db.close()
-    return made
+
+
+class _PgRows:
+    """_one's SQLite calls on PostgreSQL: `?` becomes `%s`, and a new task's id comes back by RETURNING."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lastrowid: int | None = None
+
+    def execute(self, sql: str, params: tuple[Any, ...]) -> _PgRows:
+        returning = sql.startswith("INSERT INTO tasks")
+        cursor = self.conn.execute(sql.replace("?", "%s") + (" RETURNING id" if returning else ""), params)
+        self.lastrowid = cursor.fetchone()[0] if returning else None
+        return self
 
 
 def _one(db: Any, made: Generated, n: int, rng: random.Random, pictures: list[bytes], video: bytes | None,
