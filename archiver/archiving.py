@@ -69,7 +69,7 @@ class Archiver:
 
         Trouble is recorded, never raised.
         """
-        task, asset = await self.state.task(pk), await self.state.asset(pk, idx)
+        task, asset, count = await self.state.asset_work(pk, idx)
         if task.state != TaskState.DOWNLOADING or asset.state == "archived":
             self.staged.pop((pk, idx), None)
             return False
@@ -78,7 +78,7 @@ class Archiver:
         started = time.monotonic()
         if (pk, idx) in self.staged and staged.exists():
             fetched, downloaded_at = self.staged[(pk, idx)]
-            return await self._keep(task, asset, staged, fetched, downloaded_at)
+            return await self._keep(task, asset, count, staged, fetched, downloaded_at)
         try:
             fetched = await self._fetch(asset, staged)
         except PermanentError as e:
@@ -103,16 +103,16 @@ class Archiver:
         self.recorder.download("ok", fetched.size, time.monotonic() - started)
         downloaded_at = time.time()
         self.staged[(pk, idx)] = (fetched, downloaded_at)
-        return await self._keep(task, asset, staged, fetched, downloaded_at)
+        return await self._keep(task, asset, count, staged, fetched, downloaded_at)
 
-    async def _keep(self, task: Task, asset: Asset, staged: Path, fetched: Fetched, downloaded_at: float) -> bool:
+    async def _keep(self, task: Task, asset: Asset, count: int, staged: Path, fetched: Fetched,
+                    downloaded_at: float) -> bool:
         """A complete download in staging into the store, then the state DB."""
         pk, idx = task.pk, asset.idx
         fields = task_fields(task.provider, task.task_id, TaskState.DOWNLOADING)
         ext = choose_ext(fetched.head, fetched.content_type, asset.url)
         media = media_for(ext, task.media)
         entry = self.config.providers[task.provider]
-        count = await self.state.asset_count(pk)
         date = dt.datetime.fromtimestamp(task.success_seen_at or downloaded_at, dt.UTC)
         # Commit point: the key is decided once and stored before anything is written under it.
         key = await self.state.set_key(pk, idx, render_key(self.config.storage.layout, KeyFields(

@@ -1,18 +1,20 @@
 """Fake kie API and CDN for the benchmarks, each run as its own process on 127.0.0.1.
 
     python bench/fakes.py api PORT --cdn URL --files 2 --size 2097152 --kind png --running-polls 0
-    python bench/fakes.py cdn PORT
+    python bench/fakes.py cdn PORT [--rate BYTES_PER_S]
 
 Neither keeps content, so each costs little per request: the API answers any task ID with
 "generating" for `--running-polls` polls (-1: forever), then success; the CDN streams
 `/f/{size}/{name}.{kind}` as deterministic bytes, one reused 1 MiB block at a time, so a
-512 MiB body never sits in memory. GET /_bench/log returns what each saw, stamped with
-`time.time()`, which compares across processes on one host.
+512 MiB body never sits in memory; `--rate` caps each response (so each connection) at that
+many bytes a second, as a far CDN's per-connection bandwidth would. GET /_bench/log returns
+what each saw, stamped with `time.time()`, which compares across processes on one host.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import random
@@ -23,6 +25,7 @@ from aiohttp import web
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "mp4": b"\x00\x00\x00\x18ftypmp42"}
 CHUNK = 1 << 20
+PACED_PIECE = 64 * 1024  # a capped response is written in pieces this big, each at its time
 
 
 def result_url(cdn: str, task_id: str, index: int, size: int, kind: str) -> str:
@@ -54,8 +57,10 @@ def api(args: argparse.Namespace) -> web.Application:
     return app
 
 
-def cdn() -> web.Application:
-    """Streams `/f/{size}/{name}` with Content-Length; each body starts with its kind's magic."""
+def cdn(rate: float = 0.0) -> web.Application:
+    """Streams `/f/{size}/{name}` with Content-Length; each body starts with its kind's magic.
+
+    With `rate` > 0 each response sends at most `rate` bytes a second."""
     block = random.Random(0).randbytes(CHUNK)
     first_hit: dict[str, float] = {}
 
@@ -67,10 +72,14 @@ def cdn() -> web.Application:
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         resp.content_length = size
         await resp.prepare(request)
-        chunk, sent = memoryview(prefix + block[len(prefix):]), 0
+        chunk, sent, started = memoryview(prefix + block[len(prefix):]), 0, time.monotonic()
         while sent < size:
-            await resp.write(chunk[: size - sent])
-            sent, chunk = sent + len(chunk[: size - sent]), memoryview(block)
+            piece = chunk[: min(size - sent, PACED_PIECE if rate > 0 else CHUNK)]
+            if rate > 0 and (ahead := sent / rate - (time.monotonic() - started)) > 0:
+                await asyncio.sleep(ahead)
+            await resp.write(piece)
+            sent += len(piece)
+            chunk = chunk[len(piece):] or memoryview(block)
         await resp.write_eof()
         return resp
 
@@ -96,8 +105,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=CHUNK)
     p.add_argument("--kind", default="png")
     p.add_argument("--running-polls", type=int, default=0)
+    p.add_argument("--rate", type=float, default=0.0, help="cdn: bytes a second per response; 0: no cap")
     args = p.parse_args()
-    app = api(args) if args.role == "api" else cdn()
+    app = api(args) if args.role == "api" else cdn(args.rate)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 

@@ -58,13 +58,13 @@ class Rig:
     their CPU never counts as the daemon's. A context manager: it stops them and cleans up."""
 
     def __init__(self, base: Path, profile: Path | None, *, files: int = 1, size: int = MiB,
-                 kind: str = "png", running_polls: int = 0) -> None:
+                 kind: str = "png", running_polls: int = 0, cdn_rate: float = 0.0) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="archiver-bench-", dir=base))
         self.profile, self.children = profile, list[Child]()
         self.env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
         self.storage: dict[str, Any] = {"backend": "local", "local": {"root": str(self.dir / "archive")}}
         fake = [PY, str(HERE / "fakes.py")]
-        self.cdn_url, self.cdn = self._serve("cdn", lambda port: [*fake, "cdn", port])
+        self.cdn_url, self.cdn = self._serve("cdn", lambda port: [*fake, "cdn", port, "--rate", str(cdn_rate)])
         self.api_url, self.api = self._serve("api", lambda port: [
             *fake, "api", port, "--cdn", self.cdn_url, "--files", str(files), "--size", str(size),
             "--kind", kind, "--running-polls", str(running_polls)])

@@ -14,7 +14,12 @@ import contextlib
 import json
 import socket
 import time
+<<<<<<< HEAD
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+=======
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+>>>>>>> main
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,6 +39,7 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 NOW = "extract(epoch FROM clock_timestamp())"  # the database's clock: one clock for every daemon's leases
 LIVE_SQL = "('queued', 'polling', 'downloading')"
 POOL_SIZE = 8
+SLOT_BLOCK = 4  # rate slots a daemon reserves per query (one query per 4 requests, not per request)
 
 
 class PostgresState:
@@ -169,12 +175,13 @@ class PostgresState:
     def bucket(self, key_id: str, rate: float) -> Bucket:
         return SharedBucket(self, key_id, rate)
 
-    async def reserve(self, key_id: str, interval: float) -> float:
-        """The next free slot of this key, across every daemon: seconds to wait for it."""
+    async def reserve(self, key_id: str, interval: float, count: int = 1) -> float:
+        """The next `count` free slots of this key, across every daemon, `interval` apart: seconds
+        until the first (it may be now: 0)."""
         row = await self._one(
-            f"INSERT INTO rate_slots (key_id, next_at) VALUES (%(k)s, {NOW} + %(i)s) ON CONFLICT (key_id) DO UPDATE"
-            f" SET next_at = GREATEST(rate_slots.next_at, {NOW}) + %(i)s RETURNING next_at - %(i)s - {NOW} AS wait",
-            {"k": key_id, "i": interval})
+            f"INSERT INTO rate_slots (key_id, next_at) VALUES (%(k)s, {NOW} + %(span)s) ON CONFLICT (key_id) DO UPDATE"
+            f" SET next_at = GREATEST(rate_slots.next_at, {NOW}) + %(span)s RETURNING next_at - %(span)s - {NOW}"
+            f" AS wait", {"k": key_id, "span": interval * count})
         return max(0.0, float(row["wait"])) if row else 0.0
 
     async def hold(self, key_id: str, seconds: float) -> None:
@@ -221,7 +228,9 @@ class PostgresState:
             return [await self._insert(conn, ref, now, note) for ref in refs]
 
     async def _insert(self, conn: Conn, ref: TaskRef, now: float, note: str | None = None) -> Task | None:
+        # One statement for the task and its history row: each statement is a round trip and server work.
         row = await (await self._run(
+<<<<<<< HEAD
             conn, "INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at, next_poll_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (provider, task_id) DO NOTHING RETURNING *",
             (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED.value, now, now, now))).fetchone()
@@ -229,6 +238,14 @@ class PostgresState:
             return None
         await self._history(conn, row["id"], State.QUEUED, note=note)
         return task_from_row(row)
+=======
+            conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at)"
+            " VALUES (%(p)s, %(t)s, %(l)s, 'queued', %(now)s, %(now)s) ON CONFLICT (provider, task_id) DO NOTHING"
+            " RETURNING *), h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'queued', %(note)s"
+            " FROM t) SELECT * FROM t",
+            {"p": ref.provider, "t": ref.task_id, "l": json.dumps(ref.labels), "now": now, "note": note})).fetchone()
+        return task_from_row(row) if row else None
+>>>>>>> main
 
     # --- reads --------------------------------------------------------------------------
 
@@ -252,6 +269,14 @@ class PostgresState:
 
     async def asset(self, pk: int, idx: int) -> Asset:
         return asset_from_row(await self._one("SELECT * FROM assets WHERE task = %s AND idx = %s", (pk, idx)))
+
+    async def asset_work(self, pk: int, idx: int) -> tuple[Task, Asset, int]:
+        """What archiving one asset needs, in one query: its task, itself, the task's asset count."""
+        row = await self._one("SELECT to_jsonb(t) AS task, to_jsonb(a) AS asset, (SELECT count(*) FROM assets c"
+                              " WHERE c.task = t.id) AS n FROM tasks t JOIN assets a ON a.task = t.id"
+                              " WHERE t.id = %s AND a.idx = %s", (pk, idx))
+        assert row is not None, f"no asset {idx} of task #{pk}"
+        return task_from_row(row["task"]), asset_from_row(row["asset"]), int(row["n"])
 
     async def asset_by_key(self, key: str) -> Asset | None:
         row = await self._one("SELECT * FROM assets WHERE key = %s", (key,))
@@ -295,6 +320,7 @@ class PostgresState:
         return row is not None
 
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
+<<<<<<< HEAD
                      running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
                      answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
         async with self._tx() as conn:
@@ -308,30 +334,56 @@ class PostgresState:
                              pk))
             if was == State.QUEUED:
                 await self._history(conn, pk, State.POLLING)
+=======
+                     running_for: float | None = None) -> None:
+        # One statement (the commonest write: every poll of a running task): lock the row, check
+        # the holder, update, and add the history row of a task's first poll.
+        row = await self._one(
+            "WITH upd AS (UPDATE tasks t SET state = 'polling', polls = t.polls + 1, last_error = %(error)s,"
+            " unknown_since = %(unknown)s, running_for = COALESCE(%(running)s, t.running_for), updated_at = %(now)s"
+            " FROM (SELECT id, state, owner FROM tasks WHERE id = %(pk)s FOR UPDATE) old"
+            " WHERE t.id = old.id AND (old.owner IS NULL OR old.owner = %(me)s) RETURNING old.state AS was),"
+            " h AS (INSERT INTO history (task, at, state) SELECT %(pk)s, %(now)s, 'polling' FROM upd"
+            " WHERE was = 'queued') SELECT count(*) AS n FROM upd",
+            {"error": error, "unknown": unknown_since, "running": running_for, "now": time.time(), "pk": pk,
+             "me": self.me})
+        if not (row and row["n"]):
+            raise LeaseLost(f"task #{pk} is now held by another daemon")
+>>>>>>> main
 
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
         now = time.time()
         roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
-        async with self._tx() as conn:
-            await self._mine(conn, pk)
+        # One statement, so one implicit transaction: the UPDATE locks the row and checks the holder
+        # (as _mine would); a retried task whose assets were all archived before ends at once. New
+        # asset rows come from RETURNING; the plain SELECT sees only rows the task already had.
+        async with self._conn() as conn:
             row = await (await self._run(
-                conn, "UPDATE tasks SET state = 'downloading', polls = polls + 1, last_error = NULL,"
-                " success_seen_at = %s, updated_at = %s, media = %s, model = %s, prompt = %s, input = %s,"
-                " response = %s, task_created_at = %s, task_completed_at = %s, owner = %s WHERE id = %s RETURNING *",
-                (now, now, status.media, status.model, status.prompt,
-                 json.dumps(status.input) if status.input is not None else None, json.dumps(status.response),
-                 status.created_at, status.completed_at, self.me or None, pk))).fetchone()
-            await self._run(conn, "INSERT INTO assets (task, idx, url, role) SELECT %s, i - 1, u, r FROM"
-                            " unnest(%s::text[], %s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING",
-                            (pk, list(status.urls), list(roles)))
-            await self._history(conn, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
-            assets = [asset_from_row(r) for r in await (await self._run(
-                conn, "SELECT * FROM assets WHERE task = %s ORDER BY idx", (pk,))).fetchall()]
-            if all(a.state == "archived" for a in assets):  # a retried task archived before: nothing to do
-                row = await (await self._run(conn, "UPDATE tasks SET state = 'archived', owner = NULL WHERE id = %s"
-                                             " RETURNING *", (pk,))).fetchone()
-                await self._history(conn, pk, State.ARCHIVED)
-        return task_from_row(row), [a for a in assets if a.state != "archived"]
+                conn, "WITH done AS (SELECT count(*) = %(n)s AS all_done FROM assets WHERE task = %(pk)s"
+                " AND idx < %(n)s AND state = 'archived'),"
+                " t AS (UPDATE tasks SET state = CASE WHEN (SELECT all_done FROM done) THEN 'archived'"
+                " ELSE 'downloading' END, polls = polls + 1, last_error = NULL,"
+                " success_seen_at = %(now)s, updated_at = %(now)s, media = %(media)s, model = %(model)s,"
+                " prompt = %(prompt)s, input = %(input)s, response = %(response)s, task_created_at = %(created)s,"
+                " task_completed_at = %(completed)s, owner = CASE WHEN (SELECT all_done FROM done) THEN NULL"
+                " ELSE %(owner)s END WHERE id = %(pk)s AND (owner IS NULL OR owner = %(me)s) RETURNING *),"
+                " h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'downloading', %(note)s FROM t"
+                " UNION ALL SELECT id, %(now)s, 'archived', NULL FROM t WHERE state = 'archived'),"
+                " new AS (INSERT INTO assets (task, idx, url, role) SELECT t.id, i - 1, u, r FROM t,"
+                " unnest(%(urls)s::text[], %(roles)s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING"
+                " RETURNING *)"
+                " SELECT to_jsonb(t) AS task, (SELECT COALESCE(jsonb_agg(to_jsonb(a) ORDER BY a.idx), '[]')"
+                " FROM (SELECT * FROM new UNION ALL SELECT * FROM assets WHERE task = %(pk)s) a) AS assets FROM t",
+                {"now": now, "media": status.media, "model": status.model, "prompt": status.prompt,
+                 "input": json.dumps(status.input) if status.input is not None else None,
+                 "response": json.dumps(status.response), "created": status.created_at,
+                 "completed": status.completed_at, "owner": self.me or None, "pk": pk, "me": self.me,
+                 "note": f"{len(status.urls)} result URL(s)", "n": len(status.urls), "urls": list(status.urls),
+                 "roles": list(roles)})).fetchone()
+        if row is None:
+            raise LeaseLost(f"task #{pk} is now held by another daemon")
+        assets = [asset_from_row(a) for a in row["assets"]]
+        return task_from_row(row["task"]), [a for a in assets if a.state != "archived"]
 
     async def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                      response: Any = None) -> Task:
@@ -384,18 +436,20 @@ class PostgresState:
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
                        downloaded_at: float, archived_at: float) -> bool:
         async with self._tx() as conn:
+            # The lock first, in its own statement: the next one's snapshot then sees the other
+            # assets a worker of ours archived meanwhile, so the task's last asset always ends it.
             await self._mine(conn, pk)
-            left = await (await self._run(
-                conn, "WITH done AS (UPDATE assets SET state = 'archived', bytes = %s, sha256 = %s, content_type = %s,"
-                " downloaded_at = %s, archived_at = %s, last_error = NULL WHERE task = %s AND idx = %s)"
-                " SELECT count(*) AS n FROM assets WHERE task = %s AND idx <> %s AND state <> 'archived'",
-                (size, sha256, content_type, downloaded_at, archived_at, pk, idx, pk, idx))).fetchone()
-            if left and left["n"]:
-                return False
-            await self._run(conn, "UPDATE tasks SET state = 'archived', updated_at = %s, owner = NULL WHERE id = %s",
-                            (archived_at, pk))
-            await self._history(conn, pk, State.ARCHIVED)
-            return True
+            row = await (await self._run(
+                conn, "WITH done AS (UPDATE assets SET state = 'archived', bytes = %(size)s, sha256 = %(sha)s,"
+                " content_type = %(ct)s, downloaded_at = %(down)s, archived_at = %(at)s, last_error = NULL"
+                " WHERE task = %(pk)s AND idx = %(idx)s), left_over AS (SELECT count(*) AS n FROM assets"
+                " WHERE task = %(pk)s AND idx <> %(idx)s AND state <> 'archived'),"
+                " fin AS (UPDATE tasks SET state = 'archived', updated_at = %(at)s, owner = NULL WHERE id = %(pk)s"
+                " AND (SELECT n FROM left_over) = 0 RETURNING id), h AS (INSERT INTO history (task, at, state)"
+                " SELECT id, %(now)s, 'archived' FROM fin) SELECT count(*) AS n FROM fin",
+                {"size": size, "sha": sha256, "ct": content_type, "down": downloaded_at, "at": archived_at,
+                 "pk": pk, "idx": idx, "now": time.time()})).fetchone()
+            return bool(row and row["n"])
 
     # --- health and status --------------------------------------------------------------
 
@@ -449,10 +503,11 @@ class PostgresState:
 
 
 class SharedBucket:
-    """One key's pace across every daemon: each request takes the next slot from a row in the DB.
+    """One key's pace across every daemon: requests take slots from a row in the DB.
 
-    Slots are spaced 1/rate (with the same margin as TokenBucket) on the database's clock.
-    A daemon takes one slot at a time, so a daemon that dies leaves at most one unused.
+    Slots are spaced 1/rate (with the same margin as TokenBucket) on the database's clock. A
+    daemon reserves SLOT_BLOCK slots per query and uses each at its time; a slot whose time
+    has passed is dropped, never used late, so no second ever holds more than the rate.
     """
 
     def __init__(self, state: PostgresState, key_id: str, rate: float) -> None:
@@ -460,14 +515,19 @@ class SharedBucket:
         self.key_id = key_id
         self.interval = SPACING_MARGIN / rate
         self.paused_until = 0.0
+        self.slots: deque[float] = deque()  # reserved, on this process's monotonic clock
         self._lock = asyncio.Lock()
         self._holds: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> None:
         async with self._lock:
             await self.ready()
-            wait = await self.state.reserve(self.key_id, self.interval)
-            if wait > 0:
+            while self.slots and self.slots[0] < time.monotonic():
+                self.slots.popleft()  # its moment passed unused
+            if not self.slots:
+                first = time.monotonic() + await self.state.reserve(self.key_id, self.interval, SLOT_BLOCK)
+                self.slots.extend(first + i * self.interval for i in range(SLOT_BLOCK))
+            if (wait := self.slots.popleft() - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
 
     async def ready(self) -> None:
@@ -477,6 +537,7 @@ class SharedBucket:
     def pause(self, seconds: float) -> None:
         """Hold this daemon at once, and every other one through the slot row (best effort)."""
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        self.slots.clear()  # they fall inside the pause
         job = asyncio.get_running_loop().create_task(self._hold(seconds))
         self._holds.add(job)
         job.add_done_callback(self._holds.discard)

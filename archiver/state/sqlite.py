@@ -185,10 +185,12 @@ class SqliteState:
         with self.transaction() as db:
             # Newest first: after a restart with a backlog, young tasks are polled first (policy.py).
             # A task taken over is asked at once: the pause its last holder was in may be over.
+            # INDEXED BY: left to itself SQLite walks every live task by (provider, state) once a
+            # second, 2-3 ms at 10,000 waiting tasks; the partial index holds only the free ones.
             rows = db.execute(f"UPDATE tasks SET owner = ?, next_poll_at = MIN(next_poll_at, ?) WHERE id IN"
-                              f" (SELECT id FROM tasks WHERE owner IS NULL AND state IN ('queued', 'polling',"
-                              f" 'downloading') AND provider IN ({marks}) ORDER BY id DESC LIMIT ?) RETURNING *",
-                              (self.me, time.time(), *providers, CLAIM_BATCH)).fetchall()
+                              f" (SELECT id FROM tasks INDEXED BY tasks_free WHERE owner IS NULL AND state IN"
+                              f" ('queued', 'polling', 'downloading') AND provider IN ({marks}) ORDER BY id DESC"
+                              f" LIMIT ?) RETURNING *", (self.me, time.time(), *providers, CLAIM_BATCH)).fetchall()
         return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
 
     def bucket(self, key_id: str, rate: float) -> Bucket:
@@ -284,6 +286,10 @@ class SqliteState:
 
     async def asset(self, pk: int, idx: int) -> Asset:
         return self._asset(pk, idx)
+
+    async def asset_work(self, pk: int, idx: int) -> tuple[Task, Asset, int]:
+        """What archiving one asset needs: its task, itself, and how many assets the task has."""
+        return self._task(pk), self._asset(pk, idx), await self.asset_count(pk)
 
     async def asset_by_key(self, key: str) -> Asset | None:
         row = self.db.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
