@@ -14,12 +14,8 @@ import contextlib
 import json
 import socket
 import time
-<<<<<<< HEAD
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
-=======
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
->>>>>>> main
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -230,22 +226,12 @@ class PostgresState:
     async def _insert(self, conn: Conn, ref: TaskRef, now: float, note: str | None = None) -> Task | None:
         # One statement for the task and its history row: each statement is a round trip and server work.
         row = await (await self._run(
-<<<<<<< HEAD
-            conn, "INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at, next_poll_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (provider, task_id) DO NOTHING RETURNING *",
-            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED.value, now, now, now))).fetchone()
-        if row is None:
-            return None
-        await self._history(conn, row["id"], State.QUEUED, note=note)
-        return task_from_row(row)
-=======
-            conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at)"
-            " VALUES (%(p)s, %(t)s, %(l)s, 'queued', %(now)s, %(now)s) ON CONFLICT (provider, task_id) DO NOTHING"
-            " RETURNING *), h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'queued', %(note)s"
-            " FROM t) SELECT * FROM t",
+            conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at,"
+            " next_poll_at) VALUES (%(p)s, %(t)s, %(l)s, 'queued', %(now)s, %(now)s, %(now)s)"
+            " ON CONFLICT (provider, task_id) DO NOTHING RETURNING *), h AS (INSERT INTO history (task, at, state,"
+            " note) SELECT id, %(now)s, 'queued', %(note)s FROM t) SELECT * FROM t",
             {"p": ref.provider, "t": ref.task_id, "l": json.dumps(ref.labels), "now": now, "note": note})).fetchone()
         return task_from_row(row) if row else None
->>>>>>> main
 
     # --- reads --------------------------------------------------------------------------
 
@@ -320,36 +306,26 @@ class PostgresState:
         return row is not None
 
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-<<<<<<< HEAD
                      running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
                      answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
-        async with self._tx() as conn:
-            was = await self._mine(conn, pk)
-            # updated_at is a change of state, not a poll (see SqliteState.polled).
-            await self._run(conn, "UPDATE tasks SET state = 'polling', polls = polls + 1, last_error = %s,"
-                            " unknown_since = %s, running_for = COALESCE(%s, running_for), updated_at = CASE WHEN"
-                            " state = 'queued' THEN %s ELSE updated_at END, next_poll_at = %s, lane = %s,"
-                            " answered_at = %s, empty_polls = %s, empty_since = %s WHERE id = %s",
-                            (error, unknown_since, running_for, time.time(), next_poll_at, lane, answered_at, *empty,
-                             pk))
-            if was == State.QUEUED:
-                await self._history(conn, pk, State.POLLING)
-=======
-                     running_for: float | None = None) -> None:
         # One statement (the commonest write: every poll of a running task): lock the row, check
-        # the holder, update, and add the history row of a task's first poll.
+        # the holder, update, and add the history row of a task's first poll. updated_at is a
+        # change of state, not a poll (see SqliteState.polled).
         row = await self._one(
             "WITH upd AS (UPDATE tasks t SET state = 'polling', polls = t.polls + 1, last_error = %(error)s,"
-            " unknown_since = %(unknown)s, running_for = COALESCE(%(running)s, t.running_for), updated_at = %(now)s"
+            " unknown_since = %(unknown)s, running_for = COALESCE(%(running)s, t.running_for),"
+            " updated_at = CASE WHEN old.state = 'queued' THEN %(now)s ELSE t.updated_at END,"
+            " next_poll_at = %(next)s, lane = %(lane)s, answered_at = %(answered)s, empty_polls = %(empty)s,"
+            " empty_since = %(empty_since)s"
             " FROM (SELECT id, state, owner FROM tasks WHERE id = %(pk)s FOR UPDATE) old"
             " WHERE t.id = old.id AND (old.owner IS NULL OR old.owner = %(me)s) RETURNING old.state AS was),"
             " h AS (INSERT INTO history (task, at, state) SELECT %(pk)s, %(now)s, 'polling' FROM upd"
             " WHERE was = 'queued') SELECT count(*) AS n FROM upd",
             {"error": error, "unknown": unknown_since, "running": running_for, "now": time.time(), "pk": pk,
-             "me": self.me})
+             "me": self.me, "next": next_poll_at, "lane": lane, "answered": answered_at, "empty": empty[0],
+             "empty_since": empty[1]})
         if not (row and row["n"]):
             raise LeaseLost(f"task #{pk} is now held by another daemon")
->>>>>>> main
 
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
         now = time.time()
