@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -71,7 +72,7 @@ class Archiver:
         """
         task, asset, count = await self.state.asset_work(pk, idx)
         if task.state != TaskState.DOWNLOADING or asset.state == "archived":
-            self.staged.pop((pk, idx), None)
+            self.let_go(pk, idx)
             return False
         fields = task_fields(task.provider, task.task_id, TaskState.DOWNLOADING)
         staged = self.staging / f"{pk}-{idx}.part"
@@ -152,6 +153,13 @@ class Archiver:
                      extra=task_fields(task.provider, task.task_id, TaskState.ARCHIVED))
         return True
 
+    def let_go(self, pk: int, idx: int) -> None:
+        """Forget an asset this daemon no longer works on (ended, or another daemon's now), and its staged bytes."""
+        self.staged.pop((pk, idx), None)
+        self.fetch_from.pop((pk, idx), None)
+        self.rounds.pop((pk, idx), None)
+        discard(self.staging / f"{pk}-{idx}.part")
+
     async def _fetch(self, asset: Asset, staged: Path) -> Fetched:
         """The asset's bytes into staging: decoded from a data: URI, or downloaded."""
         if asset.url.startswith("data:"):
@@ -230,7 +238,12 @@ class Archiver:
             info = await self.storage.stat(key)
         except FileNotFoundError:
             return None
-        return (info.checksum or info.sha256) == sha256
+        if (known := info.checksum or info.sha256) is None:  # local disk keeps no digest: read the object
+            digest = hashlib.sha256()
+            async for chunk in self.storage.read(key):
+                digest.update(chunk)
+            known = digest.hexdigest()
+        return known == sha256
 
     async def _retry_later(self, task: Task, asset: Asset, error: str, *, counts: bool) -> None:
         key = (task.pk, asset.idx)

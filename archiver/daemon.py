@@ -105,6 +105,11 @@ class Daemon:
         self.state = await open_state(self.config, daemon=True)
         try:
             await self._joined()
+        except BaseException:
+            # A start refused after join (a taken port, another archive root) must not look live.
+            with contextlib.suppress(Exception):
+                await self.state.leave()
+            raise
         finally:
             await self.state.close()
 
@@ -230,6 +235,7 @@ class Daemon:
             watchdog.cancel()
             self.finished_at_stop = self.finished - before
             with contextlib.suppress(StateUnavailable):
+                await self._sweep_staging(set())
                 self.left_at_stop = await self.state.assets_pending()
                 await self.state.leave()  # other daemons may take our tasks at once
 
@@ -334,10 +340,14 @@ class Daemon:
             await asyncio.sleep(INBOX_TICK)
 
     async def _records(self) -> None:
-        """_failed records the store refused (or a crash cut off) are written again, now and then."""
+        """_failed records the store refused (or a crash cut off) are written again, now and then;
+        staged files of tasks another daemon finished meanwhile go then too."""
         while True:
             try:
                 await self.archiver.write_due_records()
+                await self._sweep_staging({f"{pk}-{idx}.part" for pk, idx in self.working})
+            except StateUnavailable:
+                pass  # the heartbeat says it, once per outage
             except Exception:
                 log.exception("failed records: unexpected error; retrying")
             await asyncio.sleep(REQUEUE_AFTER)
@@ -407,6 +417,7 @@ class Daemon:
                 self._requeue(pk, idx, STATE_DOWN_RETRY)
             except LeaseLost:
                 log.info("asset %d of task #%d: another daemon holds the task now; letting it go", idx, pk)
+                self.archiver.let_go(pk, idx)
             except Exception:
                 log.exception("unexpected error archiving asset %d of task #%d; it will be retried", idx, pk)
                 self._requeue(pk, idx, REQUEUE_AFTER)

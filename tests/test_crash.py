@@ -7,8 +7,6 @@ Prints its seed; run it again with ARCHIVER_CRASH_SEED=<seed> to replay the same
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import random
 import signal
@@ -17,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from archiver.storage.local import MARKER
+from tests.support.crash import check_local, check_s3, world
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from tests.support.fakes import FakeApis
 from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 
@@ -30,21 +28,6 @@ KILLS = 5
 # bounded so that even together they stay well inside the test's own limit.
 BIG_STARTS_WITHIN = 20.0
 LAST_RUN_WITHIN = 75.0
-
-
-def world(fake: FakeApis, rng: random.Random) -> list[str]:
-    """Inbox lines for TASKS tasks over three providers; some downloads are slow."""
-    lines = []
-    for n in range(TASKS):
-        provider_type, entry, where = [("kie", "kie", ""), ("maxapi", "maxapi", ""),
-                                       ("apipod", "pod", "images")][n % 3]
-        files = [media_bytes("png", rng.randrange(1_000, 300_000), f"{n}/{i}") for i in range(1 + n % 2)]
-        slow = rng.choice([0.0, 0.0, 0.0, 0.5, 2.0])
-        fake.add(FakeTask(provider_type, f"t{n:04d}", ["running", "success"], files, where=where, slow=slow))
-        lines.append(f"{entry} t{n:04d} n={n}\n")
-    # One large, slow file that is surely in flight at the first kill, to prove resume.
-    fake.add(FakeTask("kie", "big", ["success"], [media_bytes("mp4", 4_000_000, "big")], slow=4.0))
-    return ["kie big\n", *lines]
 
 
 def config(tmp_path: Path, base: str, storage: dict[str, Any], backend: StateBackend) -> Path:
@@ -76,7 +59,7 @@ async def test_kill_9_then_restart_archives_everything_exactly_once(
     print(f"crash test seed {seed} ({storage['backend']}, {state_backend.name})")
     rng = random.Random(seed)
     fake = FakeApis(API_KEY)
-    lines = world(fake, rng)
+    lines = world(fake, rng, TASKS)
     inbox = tmp_path / "inbox.txt"
     async with serve(fake.app()) as base:
         fake.base = base
@@ -119,41 +102,3 @@ async def big_download_started(fake: FakeApis, daemon: DaemonProcess) -> None:
     while "big/0" not in fake.cdn_hits:
         assert asyncio.get_running_loop().time() < deadline, f"no download of big:\n{daemon.log.read_text()[-3000:]}"
         await asyncio.sleep(0.05)
-
-
-def is_index(key: str) -> bool:
-    """index.html and _index/ are rewritten as days fill up: the one-object-per-key rule is for assets."""
-    return key.removeprefix("ai/") == "index.html" or key.removeprefix("ai/").startswith("_index/")
-
-
-def check_stored(objects: dict[str, bytes], expected: dict[str, list[bytes]]) -> None:
-    """Exactly one asset per expected file, with its sidecar; nothing else but the browse index."""
-    objects = {k: v for k, v in objects.items() if not is_index(k)}
-    want = set()
-    for task_id, files in expected.items():
-        for index, content in enumerate(files):
-            [key] = [k for k in objects if f"/{task_id}/{index:02d}." in k and not k.endswith(".json")]
-            assert objects[key] == content, key
-            sidecar = json.loads(objects[f"{key}.json"])
-            assert sidecar["sha256"] == hashlib.sha256(objects[key]).hexdigest()
-            assert sidecar["key"] == key
-            want |= {key, f"{key}.json"}
-    assert set(objects) == want, f"unexpected objects: {sorted(set(objects) - want)[:5]}"
-
-
-def check_local(root: Path, expected: dict[str, list[bytes]]) -> None:
-    objects = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    objects.pop(MARKER, None)  # the shared-root marker, written with PostgreSQL
-    assert not [k for k in objects if ".tmp" in k or k.rsplit("/", 1)[-1].startswith(".")], "temp file left"
-    check_stored(objects, expected)
-
-
-def check_s3(client: Any, bucket: str, expected: dict[str, list[bytes]]) -> None:
-    versions: dict[str, int] = {}
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        for v in page.get("Versions", []):
-            versions[v["Key"]] = versions.get(v["Key"], 0) + 1
-    assert all(n == 1 for k, n in versions.items() if not is_index(k)), {k: n for k, n in versions.items() if n > 1}
-    assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    objects = {k.removeprefix("ai/"): client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in versions}
-    check_stored(objects, expected)

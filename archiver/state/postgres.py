@@ -48,6 +48,7 @@ class PostgresState:
         self.me = me
         self.lease = lease
         self.host = socket.gethostname()
+        self.pid = 0  # set by join(); a heartbeat that finds our row reaped writes it back with it
         self.inbox = inbox  # this daemon's inbox path: its offset is kept per host and path
         self.statements = 0  # sent to the server, for the benchmark's queries-per-asset figure
 
@@ -108,17 +109,21 @@ class PostgresState:
                         (pk, time.time(), state.value, reason, note))
 
     async def _mine(self, conn: Conn, pk: int) -> State:
-        """Lock the task's row; its state, if no other daemon holds it (else LeaseLost)."""
+        """Lock the task's row; its state, if no other daemon holds it (else LeaseLost).
+
+        An archived task nobody holds was finished by another daemon while our lease had run out
+        (a pause, an outage): a write from us now would undo that.
+        """
         row = await (await self._run(conn, "SELECT state, owner FROM tasks WHERE id = %s FOR UPDATE", (pk,))).fetchone()
         assert row is not None
-        if row["owner"] not in (None, self.me):
-            raise LeaseLost(f"task #{pk} is now held by another daemon")
+        if row["owner"] not in (None, self.me) or (row["owner"] is None and row["state"] == State.ARCHIVED.value):
+            raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
         return State(row["state"])
 
     # --- daemons and leases -------------------------------------------------------------
 
     async def join(self, host: str, pid: int) -> None:
-        self.host = host
+        self.host, self.pid = host, pid
         async with self._tx() as conn:
             await self._run(conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, %s, {NOW},"
                             f" {NOW})", (self.me, host, pid))
@@ -133,9 +138,9 @@ class PostgresState:
                 await self._run(conn, "UPDATE tasks SET owner = NULL WHERE owner = ANY(%s)", (ids,))
                 await self._run(conn, "DELETE FROM health WHERE daemon = ANY(%s)", (ids,))
             row = await (await self._run(
-                conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, 0, {NOW}, {NOW})"
+                conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, %s, {NOW}, {NOW})"
                 f" ON CONFLICT (id) DO UPDATE SET seen_at = {NOW} RETURNING (xmax = 0) AS fresh",
-                (self.me, self.host))).fetchone()
+                (self.me, self.host, self.pid))).fetchone()
         return not (row and row["fresh"])
 
     async def leave(self) -> None:
@@ -309,8 +314,9 @@ class PostgresState:
                      running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
                      answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
         # One statement (the commonest write: every poll of a running task): lock the row, check
-        # the holder, update, and add the history row of a task's first poll. updated_at is a
-        # change of state, not a poll (see SqliteState.polled).
+        # the holder, update, and add the history row of a task's first poll. A task nobody holds that
+        # has ended was ended by another daemon while our lease had run out: not ours to write.
+        # updated_at is a change of state, not a poll (see SqliteState.polled).
         row = await self._one(
             "WITH upd AS (UPDATE tasks t SET state = 'polling', polls = t.polls + 1, last_error = %(error)s,"
             " unknown_since = %(unknown)s, running_for = COALESCE(%(running)s, t.running_for),"
@@ -318,14 +324,15 @@ class PostgresState:
             " next_poll_at = %(next)s, lane = %(lane)s, answered_at = %(answered)s, empty_polls = %(empty)s,"
             " empty_since = %(empty_since)s"
             " FROM (SELECT id, state, owner FROM tasks WHERE id = %(pk)s FOR UPDATE) old"
-            " WHERE t.id = old.id AND (old.owner IS NULL OR old.owner = %(me)s) RETURNING old.state AS was),"
+            f" WHERE t.id = old.id AND (old.owner = %(me)s OR old.owner IS NULL AND old.state IN {LIVE_SQL})"
+            " RETURNING old.state AS was),"
             " h AS (INSERT INTO history (task, at, state) SELECT %(pk)s, %(now)s, 'polling' FROM upd"
             " WHERE was = 'queued') SELECT count(*) AS n FROM upd",
             {"error": error, "unknown": unknown_since, "running": running_for, "now": time.time(), "pk": pk,
              "me": self.me, "next": next_poll_at, "lane": lane, "answered": answered_at, "empty": empty[0],
              "empty_since": empty[1]})
         if not (row and row["n"]):
-            raise LeaseLost(f"task #{pk} is now held by another daemon")
+            raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
 
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
         now = time.time()
@@ -342,7 +349,8 @@ class PostgresState:
                 " success_seen_at = %(now)s, updated_at = %(now)s, media = %(media)s, model = %(model)s,"
                 " prompt = %(prompt)s, input = %(input)s, response = %(response)s, task_created_at = %(created)s,"
                 " task_completed_at = %(completed)s, owner = CASE WHEN (SELECT all_done FROM done) THEN NULL"
-                " ELSE %(owner)s END WHERE id = %(pk)s AND (owner IS NULL OR owner = %(me)s) RETURNING *),"
+                " ELSE %(owner)s END WHERE id = %(pk)s AND (owner = %(me)s OR"
+                f" owner IS NULL AND state IN {LIVE_SQL}) RETURNING *),"
                 " h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'downloading', %(note)s FROM t"
                 " UNION ALL SELECT id, %(now)s, 'archived', NULL FROM t WHERE state = 'archived'),"
                 " new AS (INSERT INTO assets (task, idx, url, role) SELECT t.id, i - 1, u, r FROM t,"
@@ -357,7 +365,7 @@ class PostgresState:
                  "note": f"{len(status.urls)} result URL(s)", "n": len(status.urls), "urls": list(status.urls),
                  "roles": list(roles)})).fetchone()
         if row is None:
-            raise LeaseLost(f"task #{pk} is now held by another daemon")
+            raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
         assets = [asset_from_row(a) for a in row["assets"]]
         return task_from_row(row["task"]), [a for a in assets if a.state != "archived"]
 
