@@ -202,10 +202,13 @@ class Archiver:
         off before a crash, or an asset `verify --fix` put back to work.
         """
         found = await self._stored(key, sha256) if again else None
+        sidecar_there = again and await self.storage.exists(key + ".json")
         if found is not True:
-            await self._put_asset(key, staged, content_type, sha256, replace=found is False)
+            # The sidecar's write (same folder, next) makes the asset's name durable too.
+            await self._put_asset(key, staged, content_type, sha256, replace=found is False,
+                                  sync_folder=sidecar_there)
         archived_at = time.time()
-        if not (again and await self.storage.exists(key + ".json")):
+        if not sidecar_there:
             try:
                 await self.storage.put_bytes(key + ".json", sidecar(archived_at), content_type="application/json",
                                              if_absent=True)
@@ -214,9 +217,11 @@ class Archiver:
                 pass  # another daemon archived the same asset a moment ago: its sidecar stands
         return archived_at
 
-    async def _put_asset(self, key: str, staged: Path, content_type: str, sha256: str, *, replace: bool) -> None:
+    async def _put_asset(self, key: str, staged: Path, content_type: str, sha256: str, *, replace: bool,
+                         sync_folder: bool) -> None:
         try:
-            await self.storage.put_file(key, staged, content_type=content_type, sha256=sha256, if_absent=not replace)
+            await self.storage.put_file(key, staged, content_type=content_type, sha256=sha256, if_absent=not replace,
+                                        sync_folder=sync_folder)
         except AlreadyStored:
             if not await self._stored(key, sha256):
                 # Written meanwhile with other bytes; the next attempt finds it and replaces it.

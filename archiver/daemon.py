@@ -33,6 +33,7 @@ from archiver.poller import EntryPoller
 from archiver.providers import PROVIDERS
 from archiver.recorder import Recorder
 from archiver.state import Asset, Task, open_state, state_path
+from archiver.state.records import CLAIM_BATCH
 from archiver.state import State as StateStore
 from archiver.storage import open_storage
 from archiver.storage.local import root_id
@@ -191,9 +192,9 @@ class Daemon:
         await server.start()
         return server
 
-    def _poll_now(self, task: Task) -> bool:
+    async def _poll_now(self, task: Task) -> bool:
         poller = self.pollers.get(task.provider)
-        return poller is not None and poller.poll_now(task.pk)
+        return poller is not None and await poller.poll_now(task.pk)
 
     async def _main(self) -> None:
         await self._claim(start=True)
@@ -244,22 +245,24 @@ class Daemon:
             job.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _claim(self, *, start: bool = False) -> None:
+    async def _claim(self, *, start: bool = False) -> int:
         """Take free live tasks (new, retried, or a dead daemon's) and put them to work.
 
         At the start this is the recovery after a stop or a crash: everything unfinished is free.
         """
-        held = sum(len(p.tracked) for p in self.pollers.values()) + self.queue.qsize() + self.busy
+        held = self.queue.qsize() + self.busy  # downloads; the backend counts the waiting tasks we hold
         wanted = set()
-        for task in await self.state.claim(held, list(self.pollers)):
+        claimed = await self.state.claim(held, list(self.pollers))
+        for task in claimed:
             if task.state == State.DOWNLOADING:
                 pending = [a for a in await self.state.assets(task.pk) if a.state != "archived"]
                 wanted |= {f"{task.pk}-{a.idx}.part" for a in pending}
                 self._downloads_start(task, pending)
             else:
-                self._poll(task)
+                self.pollers[task.provider].renew()  # it is in the poll queue now
         if start:
             await self._sweep_staging(wanted)
+        return len(claimed)
 
     async def _sweep_staging(self, wanted: set[str]) -> None:
         """Remove staged files no asset waits for any more (archived, failed, retried).
@@ -286,7 +289,8 @@ class Daemon:
                 await asyncio.wait_for(self.claim_soon.wait(), CLAIM_EVERY)
             self.claim_soon.clear()
             try:
-                await self._claim()
+                if await self._claim() >= CLAIM_BATCH:
+                    self.claim_soon.set()  # a backlog: take the next batch at once
             except StateUnavailable:
                 pass  # the heartbeat says it, once per outage
             except Exception:
@@ -309,14 +313,6 @@ class Daemon:
                     log.error("state: %s; polling pauses, downloads finish into staging", e)
             except Exception:
                 log.exception("state: heartbeat failed; retrying")
-
-    def _poll(self, task: Task) -> None:
-        poller = self.pollers.get(task.provider)
-        if poller is None:
-            log.error("provider=%s task_id=%s: no such provider entry in the config; the task waits",
-                      task.provider, task.task_id, extra=task_fields(task.provider, task.task_id))
-            return
-        poller.add(task)
 
     # --- intake ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from archiver.state.records import Position, Rejected
 
 MAX_LINE = 4096
 READ_CHUNK = 1 << 20
+MAX_LINES = 10_000  # one read takes about this many lines: a huge backlog goes in bounded steps
 _LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -142,6 +143,9 @@ class InboxReader:
                 line_no += 1
                 offset += len(raw) + 1
                 self._take(batch, raw.rstrip(b"\r"), line_no)
+                if not final and len(batch.refs) + len(batch.rejects) >= MAX_LINES:
+                    self.position = Position(pos.dev, pos.ino, offset, line_no)  # the rest on the next read
+                    return
         if final and pending:
             # The file was rotated away: its unterminated tail will never be finished.
             line_no += 1

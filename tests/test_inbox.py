@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from archiver import inbox
-from archiver.inbox import InboxReader, parse_line
+from archiver.inbox import MAX_LINES, InboxReader, parse_line
 from archiver.model import TaskRef
 from archiver.state import KEEP_REJECTS, SqliteState
 
@@ -191,3 +191,10 @@ async def test_only_the_newest_rejections_are_kept(tail: Tail) -> None:
     assert len(kept) == KEEP_REJECTS
     assert kept[0]["line_no"] == KEEP_REJECTS + 20 and kept[-1]["line_no"] == 21
     assert all(r["at"] > 0 and r["line"].startswith("nope ") for r in kept)
+
+
+async def test_a_huge_backlog_is_read_in_bounded_steps(tail: Tail) -> None:
+    tail.write("".join(f"kie t{i}\n" for i in range(25_000)))
+    steps = [len(await tail.read()) for _ in range(4)]
+    assert steps == [MAX_LINES, MAX_LINES, 25_000 - 2 * MAX_LINES, 0]
+    assert (await tail.state.counts())["queued"] == 25_000

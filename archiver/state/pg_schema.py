@@ -97,6 +97,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE rate_slots (key_id TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL);
     CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 3: the poll queue lives in the database: when each task is asked next (archiver/policy.py).
+    """
+    ALTER TABLE tasks ADD COLUMN next_poll_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        ADD COLUMN answered_at DOUBLE PRECISION, ADD COLUMN empty_polls INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN empty_since DOUBLE PRECISION, ADD COLUMN lane SMALLINT NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_due ON tasks (provider, owner, lane, next_poll_at) WHERE state IN ('queued', 'polling');
+    """,
 )
 VERSION = len(MIGRATIONS)
 

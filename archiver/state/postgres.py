@@ -15,7 +15,7 @@ import json
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -157,10 +157,12 @@ class PostgresState:
                        / GREATEST(1, (SELECT count(*) FROM daemons WHERE seen_at >= {NOW} - %(lease)s)))::bigint AS n
             ), picked AS (
                 SELECT id FROM tasks WHERE owner IS NULL AND state IN {LIVE_SQL} AND provider = ANY(%(providers)s)
-                ORDER BY id LIMIT LEAST(%(batch)s, GREATEST(0, (SELECT n FROM fair) - %(held)s))
+                ORDER BY id DESC LIMIT LEAST(%(batch)s, GREATEST(0, (SELECT n FROM fair) - GREATEST(%(held)s,
+                    (SELECT count(*) FROM tasks WHERE owner = %(me)s AND state IN {LIVE_SQL}))))
                 FOR UPDATE SKIP LOCKED
             )
-            UPDATE tasks SET owner = %(me)s FROM picked WHERE tasks.id = picked.id RETURNING tasks.*""",
+            UPDATE tasks SET owner = %(me)s, next_poll_at = LEAST(next_poll_at, {NOW}) FROM picked
+            WHERE tasks.id = picked.id RETURNING tasks.*""",
             {"lease": self.lease, "providers": list(providers), "batch": CLAIM_BATCH, "held": held, "me": self.me})
         return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
 
@@ -229,10 +231,10 @@ class PostgresState:
     async def _insert(self, conn: Conn, ref: TaskRef, now: float, note: str | None = None) -> Task | None:
         # One statement for the task and its history row: each statement is a round trip and server work.
         row = await (await self._run(
-            conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at)"
-            " VALUES (%(p)s, %(t)s, %(l)s, 'queued', %(now)s, %(now)s) ON CONFLICT (provider, task_id) DO NOTHING"
-            " RETURNING *), h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'queued', %(note)s"
-            " FROM t) SELECT * FROM t",
+            conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at,"
+            " next_poll_at) VALUES (%(p)s, %(t)s, %(l)s, 'queued', %(now)s, %(now)s, %(now)s)"
+            " ON CONFLICT (provider, task_id) DO NOTHING RETURNING *), h AS (INSERT INTO history (task, at, state,"
+            " note) SELECT id, %(now)s, 'queued', %(note)s FROM t) SELECT * FROM t",
             {"p": ref.provider, "t": ref.task_id, "l": json.dumps(ref.labels), "now": now, "note": note})).fetchone()
         return task_from_row(row) if row else None
 
@@ -288,21 +290,47 @@ class PostgresState:
 
     # --- polling ------------------------------------------------------------------------
 
+    async def due(self, provider: str, now: float, limit: int,
+                  busy: Collection[int]) -> tuple[list[Task], list[Task]]:
+        lanes = [await self._all("SELECT * FROM tasks WHERE provider = %(p)s AND owner = %(me)s AND lane = %(lane)s"
+                                 " AND state IN ('queued', 'polling') AND next_poll_at <= %(now)s"
+                                 " AND NOT id = ANY(%(busy)s) ORDER BY next_poll_at LIMIT %(n)s",
+                                 {"p": provider, "me": self.me, "lane": lane, "now": now, "busy": list(busy),
+                                  "n": limit}) for lane in (0, 1)]
+        return [task_from_row(r) for r in lanes[0]], [task_from_row(r) for r in lanes[1]]
+
+    async def next_due(self, provider: str, busy: Collection[int]) -> float | None:
+        row = await self._one("SELECT next_poll_at FROM tasks WHERE provider = %s AND owner = %s AND state IN"
+                              " ('queued', 'polling') AND NOT id = ANY(%s) ORDER BY next_poll_at LIMIT 1",
+                              (provider, self.me, list(busy)))
+        return float(row["next_poll_at"]) if row else None
+
+    async def poll_soon(self, pk: int) -> bool:
+        row = await self._one("UPDATE tasks SET next_poll_at = %s WHERE id = %s AND owner = %s AND state IN"
+                              " ('queued', 'polling') RETURNING id", (time.time(), pk, self.me))
+        return row is not None
+
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-                     running_for: float | None = None) -> None:
+                     running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
+                     answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
         # One statement (the commonest write: every poll of a running task): lock the row, check
         # the holder, update, and add the history row of a task's first poll. A task nobody holds that
         # has ended was ended by another daemon while our lease had run out: not ours to write.
+        # updated_at is a change of state, not a poll (see SqliteState.polled).
         row = await self._one(
             "WITH upd AS (UPDATE tasks t SET state = 'polling', polls = t.polls + 1, last_error = %(error)s,"
-            " unknown_since = %(unknown)s, running_for = COALESCE(%(running)s, t.running_for), updated_at = %(now)s"
+            " unknown_since = %(unknown)s, running_for = COALESCE(%(running)s, t.running_for),"
+            " updated_at = CASE WHEN old.state = 'queued' THEN %(now)s ELSE t.updated_at END,"
+            " next_poll_at = %(next)s, lane = %(lane)s, answered_at = %(answered)s, empty_polls = %(empty)s,"
+            " empty_since = %(empty_since)s"
             " FROM (SELECT id, state, owner FROM tasks WHERE id = %(pk)s FOR UPDATE) old"
             f" WHERE t.id = old.id AND (old.owner = %(me)s OR old.owner IS NULL AND old.state IN {LIVE_SQL})"
             " RETURNING old.state AS was),"
             " h AS (INSERT INTO history (task, at, state) SELECT %(pk)s, %(now)s, 'polling' FROM upd"
             " WHERE was = 'queued') SELECT count(*) AS n FROM upd",
             {"error": error, "unknown": unknown_since, "running": running_for, "now": time.time(), "pk": pk,
-             "me": self.me})
+             "me": self.me, "next": next_poll_at, "lane": lane, "answered": answered_at, "empty": empty[0],
+             "empty_since": empty[1]})
         if not (row and row["n"]):
             raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
 
@@ -384,8 +412,9 @@ class PostgresState:
             await self._run(conn, "UPDATE assets SET state = 'pending', last_error = NULL WHERE task = %s AND idx = %s",
                             (pk, idx))
             await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
-                            " first_seen_at = %s, updated_at = %s, unknown_since = NULL, running_for = 0, owner = NULL"
-                            " WHERE id = %s", (now, now, pk))
+                            " first_seen_at = %s, updated_at = %s, unknown_since = NULL, running_for = 0, owner = NULL,"
+                            " next_poll_at = %s, lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL"
+                            " WHERE id = %s", (now, now, now, pk))
             await self._history(conn, pk, State.QUEUED, note=note)
 
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
@@ -441,8 +470,9 @@ class PostgresState:
         async with self._tx() as conn:
             for pk in pks:
                 await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
-                                " first_seen_at = %s, updated_at = %s, unknown_since = NULL, owner = NULL"
-                                " WHERE id = %s", (now, now, pk))
+                                " first_seen_at = %s, updated_at = %s, unknown_since = NULL, owner = NULL,"
+                                " next_poll_at = %s, lane = 0, answered_at = NULL, empty_polls = 0,"
+                                " empty_since = NULL WHERE id = %s", (now, now, now, pk))
                 await self._run(conn, "DELETE FROM assets WHERE task = %s AND state <> 'archived'", (pk,))
                 await self._history(conn, pk, State.QUEUED, note="retry")
         return len(pks)

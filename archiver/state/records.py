@@ -54,6 +54,10 @@ class Task:
     updated_at: float
     last_error: str | None = None
     running_for: float = 0.0  # seconds the provider has said "still running" (give_up_after)
+    next_poll_at: float = 0.0  # when the poller asks next (design.md §5's schedule)
+    answered_at: float | None = None  # the last "still running", with no failed poll since
+    empty_polls: int = 0  # successes without a result URL seen so far
+    empty_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def task_from_row(row: Any) -> Task:
         response=json.loads(row["response"]) if row["response"] else None,
         task_created_at=row["task_created_at"], task_completed_at=row["task_completed_at"],
         updated_at=row["updated_at"], last_error=row["last_error"], running_for=row["running_for"],
+        next_poll_at=row["next_poll_at"], answered_at=row["answered_at"], empty_polls=row["empty_polls"],
+        empty_since=row["empty_since"],
     )
 
 

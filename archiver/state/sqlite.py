@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,10 @@ class SqliteState:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
         # Columns added since the first release; an older state DB gains them here.
         for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
-                           ("running_for", "REAL NOT NULL DEFAULT 0"), ("owner", "TEXT")):
+                           ("running_for", "REAL NOT NULL DEFAULT 0"), ("owner", "TEXT"),
+                           ("next_poll_at", "REAL NOT NULL DEFAULT 0"), ("answered_at", "REAL"),
+                           ("empty_polls", "INTEGER NOT NULL DEFAULT 0"), ("empty_since", "REAL"),
+                           ("lane", "INTEGER NOT NULL DEFAULT 0")):
             if name not in columns:
                 self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
         if "role" not in {row[1] for row in self.db.execute("PRAGMA table_info(assets)")}:
@@ -124,6 +127,9 @@ class SqliteState:
         self.db.execute("CREATE INDEX IF NOT EXISTS tasks_free ON tasks (id)"
                         " WHERE owner IS NULL AND state IN ('queued', 'polling', 'downloading')")
         self.db.execute("CREATE INDEX IF NOT EXISTS assets_by_key ON assets (key)")
+        # The poll queue: a daemon's due tasks by lane (young 0, old 1) and time (archiver/policy.py).
+        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_due ON tasks (provider, owner, lane, next_poll_at)"
+                        " WHERE state IN ('queued', 'polling')")
 
     async def close(self) -> None:
         self.db.close()
@@ -177,12 +183,14 @@ class SqliteState:
         """Take live tasks of our providers no daemon holds (new, retried, or a previous run's)."""
         marks = ",".join("?" for _ in providers)
         with self.transaction() as db:
+            # Newest first: after a restart with a backlog, young tasks are polled first (policy.py).
+            # A task taken over is asked at once: the pause its last holder was in may be over.
             # INDEXED BY: left to itself SQLite walks every live task by (provider, state) once a
             # second, 2-3 ms at 10,000 waiting tasks; the partial index holds only the free ones.
-            rows = db.execute(f"UPDATE tasks SET owner = ? WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_free"
-                              f" WHERE owner IS NULL"
-                              f" AND state IN ('queued', 'polling', 'downloading') AND provider IN ({marks})"
-                              f" ORDER BY id LIMIT ?) RETURNING *", (self.me, *providers, CLAIM_BATCH)).fetchall()
+            rows = db.execute(f"UPDATE tasks SET owner = ?, next_poll_at = MIN(next_poll_at, ?) WHERE id IN"
+                              f" (SELECT id FROM tasks INDEXED BY tasks_free WHERE owner IS NULL AND state IN"
+                              f" ('queued', 'polling', 'downloading') AND provider IN ({marks}) ORDER BY id DESC"
+                              f" LIMIT ?) RETURNING *", (self.me, time.time(), *providers, CLAIM_BATCH)).fetchall()
         return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
 
     def bucket(self, key_id: str, rate: float) -> Bucket:
@@ -235,8 +243,8 @@ class SqliteState:
         """Queue one new task, held by no daemon yet; None if it is known already."""
         cur = db.execute(
             "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now))
+            " updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now, now))
         if not cur.rowcount:
             return None
         pk = int(cur.lastrowid or 0)
@@ -306,14 +314,46 @@ class SqliteState:
 
     # --- polling ------------------------------------------------------------------------
 
+    async def due(self, provider: str, now: float, limit: int,
+                  busy: Collection[int]) -> tuple[list[Task], list[Task]]:
+        """This daemon's tasks of `provider` due at `now`, not in `busy`: (young, old), each by due time."""
+        skip = ",".join(str(int(pk)) for pk in busy)
+        lanes = [self.db.execute(f"SELECT * FROM tasks WHERE provider = ? AND owner = ? AND lane = ? AND state IN"
+                                 f" ('queued', 'polling') AND next_poll_at <= ? AND id NOT IN ({skip})"
+                                 f" ORDER BY next_poll_at LIMIT ?", (provider, self.me, lane, now, limit)).fetchall()
+                 for lane in (0, 1)]
+        return [task_from_row(r) for r in lanes[0]], [task_from_row(r) for r in lanes[1]]
+
+    async def next_due(self, provider: str, busy: Collection[int]) -> float | None:
+        """When this daemon's next task of `provider` (not in `busy`) falls due; None if it has none."""
+        skip = ",".join(str(int(pk)) for pk in busy)
+        row = self.db.execute(f"SELECT next_poll_at FROM tasks WHERE provider = ? AND owner = ? AND state IN"
+                              f" ('queued', 'polling') AND id NOT IN ({skip}) ORDER BY next_poll_at LIMIT 1",
+                              (provider, self.me)).fetchone()
+        return float(row[0]) if row else None
+
+    async def poll_soon(self, pk: int) -> bool:
+        """Make one of this daemon's waiting tasks due now (a callback); False if it holds no such task."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE tasks SET next_poll_at = ? WHERE id = ? AND owner = ? AND state IN"
+                             " ('queued', 'polling')", (time.time(), pk, self.me))
+        return cur.rowcount > 0
+
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-                     running_for: float | None = None) -> None:
-        """Count a poll that left the task running; the first one moves it to polling."""
+                     running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
+                     answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
+        """Count a poll that left the task running and say when (and in which lane) to ask next;
+        the first poll moves it to polling."""
         with self.transaction() as db:
             was = self._mine(db, pk)
+            # updated_at is a change of state, not a poll: it stays, and so does its index entry.
             db.execute("UPDATE tasks SET state = ?, polls = polls + 1, last_error = ?, unknown_since = ?,"
-                       " running_for = COALESCE(?, running_for), updated_at = ? WHERE id = ?",
-                       (State.POLLING, error, unknown_since, running_for, time.time(), pk))
+                       " running_for = COALESCE(?, running_for), next_poll_at = ?, lane = ?,"
+                       " answered_at = ?, empty_polls = ?, empty_since = ? WHERE id = ?",
+                       (State.POLLING, error, unknown_since, running_for, next_poll_at, lane,
+                        answered_at, *empty, pk))
+            if was == State.QUEUED:
+                db.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (time.time(), pk))
             if was == State.QUEUED:
                 self._history(db, pk, State.POLLING)
 
@@ -383,8 +423,9 @@ class SqliteState:
         with self.transaction() as db:
             db.execute("UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?", (pk, idx))
             db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL, first_seen_at = ?,"
-                       " updated_at = ?, unknown_since = NULL, running_for = 0, owner = NULL WHERE id = ?",
-                       (State.QUEUED, now, now, pk))
+                       " updated_at = ?, unknown_since = NULL, running_for = 0, owner = NULL, next_poll_at = ?,"
+                       " lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
+                       (State.QUEUED, now, now, now, pk))
             self._history(db, pk, State.QUEUED, note=note)
 
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
@@ -448,8 +489,9 @@ class SqliteState:
         with self.transaction() as db:
             for pk in pks:
                 db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL,"
-                           " first_seen_at = ?, updated_at = ?, unknown_since = NULL, owner = NULL WHERE id = ?",
-                           (State.QUEUED, now, now, pk))
+                           " first_seen_at = ?, updated_at = ?, unknown_since = NULL, owner = NULL, next_poll_at = ?,"
+                           " lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
+                           (State.QUEUED, now, now, now, pk))
                 db.execute("DELETE FROM assets WHERE task = ? AND state != 'archived'", (pk,))
                 self._history(db, pk, State.QUEUED, note="retry")
         return len(pks)

@@ -48,8 +48,11 @@ class Storage(Protocol):
     """Where assets and sidecars end up."""
 
     async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str,
-                       if_absent: bool = False) -> None:
-        """Store the file at `source` under `key`; `source` may be moved there (local disk)."""
+                       if_absent: bool = False, sync_folder: bool = True) -> None:
+        """Store the file at `source` under `key`; `source` may be moved there (local disk).
+
+        `sync_folder=False`: the caller writes another key into the same folder next, whose
+        write makes both names durable (local disk fsyncs the folder once, not twice)."""
 
     async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
         """Store small content (a sidecar, a _failed record) under `key`."""

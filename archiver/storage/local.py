@@ -83,15 +83,16 @@ class LocalStorage:
         return self.root.joinpath(*check_key(key))
 
     async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str,
-                       if_absent: bool = False) -> None:
+                       if_absent: bool = False, sync_folder: bool = True) -> None:
         """Move `source` to `key` (copy and verify it when it lives on another file system).
 
         On AlreadyStored `source` stays where it was.
         """
         path = self._path(key)
-        await asyncio.to_thread(self._put_file, key, path, Path(source), sha256.lower(), if_absent)
+        await asyncio.to_thread(self._put_file, key, path, Path(source), sha256.lower(), if_absent, sync_folder)
 
-    def _put_file(self, key: str, path: Path, source: Path, sha256: str, if_absent: bool) -> None:
+    def _put_file(self, key: str, path: Path, source: Path, sha256: str, if_absent: bool,
+                  sync_folder: bool) -> None:
         tmp = _temp_name(path)
         try:
             _makedirs(path.parent)
@@ -113,7 +114,8 @@ class LocalStorage:
                 os.close(fd)
             # Publish last: a final name never holds a partial file.
             self._publish(key, tmp, path, if_absent)
-            _fsync_dir(path.parent)
+            if sync_folder:
+                _fsync_dir(path.parent)
         except AlreadyStored:
             # The staged file goes back: the caller still holds what it downloaded.
             try:

@@ -129,7 +129,7 @@ class S3Storage:
         return await asyncio.to_thread(run)
 
     async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str,
-                       if_absent: bool = False) -> None:
+                       if_absent: bool = False, sync_folder: bool = True) -> None:
         """Upload `source` (multipart from 64 MiB), then confirm size and sha256 with HEAD."""
         name = self._name(key)
         sha256 = sha256.lower()

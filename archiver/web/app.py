@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ class Hooks:
     """What the server asks of the daemon."""
 
     queue: Callable[[Task], None]  # start polling a task just stored
-    poll_now: Callable[[Task], bool]  # poll a tracked task at once; False if it is not being polled
+    poll_now: Callable[[Task], Awaitable[bool]]  # poll a waiting task at once; False if this daemon does not hold it
     store_failing_since: Callable[[], float | None]  # first failed write of a store outage, or None
 
 
@@ -256,7 +256,7 @@ class WebServer:
                 log.info("provider=%s task_id=%s: adopted from a callback", name, task_id, extra=fields)
                 self.hooks.queue(new)
             return "queued"
-        if self.hooks.poll_now(task):
+        if await self.hooks.poll_now(task):
             log.info("provider=%s task_id=%s: callback: polling now", name, task_id, extra=fields)
             return "polling"
         return "ignored"

@@ -14,7 +14,9 @@ import pytest
 from archiver.errors import KeyRejected, ProviderUnavailable
 from archiver.model import Phase
 from archiver.pacing import ProviderHttp, TokenBucket
-from archiver.poller import EntryPoller, Tracked
+from archiver.model import State
+from archiver.poller import EntryPoller
+from archiver.state import Task
 from archiver.providers.kie import Kie
 from archiver.providers.kie_products import local_time
 from tests.support.providers import API_KEY, entry
@@ -62,10 +64,10 @@ def test_per_task_limits_and_grace() -> None:
 def test_the_poller_never_polls_a_task_faster_than_its_limit() -> None:
     fast = entry("kie", "http://127.0.0.1:9", api="suno", poll_intervals=((0.01, float("inf")),))
     poller = EntryPoller(fast, Kie(fast), None, None, lambda t, a: None, None, random.Random(1))  # type: ignore[arg-type]
-    poller.tracked[1] = Tracked("t1", time.time(), None)
+    task = Task(1, "kie", "t1", {}, State.POLLING, time.time(), 0, None, None, None, None, None, None, None, None,
+                None, None, None, None, time.time())
     before = time.time()
-    poller._later(1)
-    assert poller.heap[0][0] - before >= 1 / 3
+    assert poller._next_poll(task)["next_poll_at"] - before >= 1 / 3
 
 
 @pytest.mark.parametrize(("raw", "iso"), [

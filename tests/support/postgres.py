@@ -231,3 +231,17 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def set_first_seen(state: Any, provider: str, task_ids: list[str], at: float, lane: int) -> None:
+    """Set the scene on a simulated clock: these tasks were first seen (and due) at `at`, in `lane`."""
+    ids = list(task_ids)
+    if state.backend == "sqlite":
+        marks = ",".join("?" for _ in ids)
+        with state.transaction() as db:
+            db.execute(f"UPDATE tasks SET first_seen_at = ?, next_poll_at = ?, lane = ? WHERE provider = ?"
+                       f" AND task_id IN ({marks})", (at, at, lane, provider, *ids))
+        return
+    async with state.pool.connection() as conn:
+        await conn.execute("UPDATE tasks SET first_seen_at = %s, next_poll_at = %s, lane = %s WHERE provider = %s"
+                           " AND task_id = ANY(%s)", (at, at, lane, provider, ids))
