@@ -285,8 +285,11 @@ class Daemon:
 
     async def _claims(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as the
+            # event is set, and a stop during a backlog's claims then never ended (seen).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.claim_soon.wait(), CLAIM_EVERY)
+                async with asyncio.timeout(CLAIM_EVERY):
+                    await self.claim_soon.wait()
             self.claim_soon.clear()
             try:
                 if await self._claim() >= CLAIM_BATCH:
@@ -399,7 +402,8 @@ class Daemon:
                 await asyncio.sleep(min(wait, 1.0))
                 continue
             try:
-                pk, idx = await asyncio.wait_for(self.queue.get(), 0.5)
+                async with asyncio.timeout(0.5):  # not wait_for: see _claims
+                    pk, idx = await self.queue.get()
             except TimeoutError:
                 continue
             if (pk, idx) in self.working:

@@ -151,7 +151,8 @@ class EntryPoller:
             return
         wait = IDLE_LOOK if due is None else min(IDLE_LOOK, max(0.0, due - time.time()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), wait)
+            async with asyncio.timeout(wait):  # not wait_for, which can swallow a cancel on 3.11
+                await self.wake.wait()
 
     def _state_down(self, e: StateUnavailable) -> None:
         # Nothing was recorded: the tasks are simply asked again once the state DB is back.

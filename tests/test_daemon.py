@@ -9,6 +9,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+from archiver.state.records import CLAIM_BATCH
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.servers import serve
@@ -161,6 +162,23 @@ async def test_sigterm_finishes_what_it_can_and_the_rest_resumes(tmp_path: Path)
     about_tasks = [line for line in lines if line.get("task_id") == "long"]
     assert {"provider", "task_id", "state", "message", "level", "time"} <= set(about_tasks[0])
     assert any(line.get("state") == "archived" for line in about_tasks)
+
+
+async def test_sigterm_while_a_backlog_is_claimed_batch_after_batch_stops_the_daemon(tmp_path: Path) -> None:
+    """The claims of a big inbox go on at once while a batch comes back full; a stop then once hung for good."""
+    backlog = 3 * CLAIM_BATCH
+    async with serve(FakeApis(API_KEY).app()) as base:
+        config = kie_config(tmp_path, base)
+        (tmp_path / "inbox.txt").write_text("".join(f"kie b{i:05d}\n" for i in range(backlog)))
+        daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
+        await daemon.start()
+
+        async def queued() -> None:
+            while f"task_id=b{backlog - 1:05d}: queued" not in daemon.log.read_text():
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(queued(), 60)
+        assert await daemon.stop(timeout=30) == 0, daemon.log.read_text()[-2000:]
 
 
 async def test_retry_puts_a_failed_task_back_while_the_daemon_runs(tmp_path: Path) -> None:
