@@ -8,6 +8,7 @@ PostgreSQL schema versions, an older SQLite file) skips on the other, saying why
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -99,6 +100,18 @@ async def test_an_older_sqlite_db_gains_the_role_column(tmp_path: Path, state_ba
         assert [a.role for a in assets] == ["result"]
     finally:
         await state.close()
+
+
+def test_openers_of_a_new_sqlite_db_at_once_all_succeed(tmp_path: Path) -> None:
+    # A CLI `status` racing a starting daemon once failed with "duplicate column name" (CI).
+    def open_close(path: Path) -> None:
+        SqliteState(path).db.close()
+
+    for attempt in range(20):
+        path = tmp_path / f"{attempt}.db"
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for opened in [pool.submit(open_close, path) for _ in range(4)]:
+                opened.result()
 
 
 async def test_a_task_is_known_once_whichever_door(opened: Opener) -> None:

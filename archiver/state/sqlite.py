@@ -91,6 +91,32 @@ END;
 CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (provider, state, first_seen_at);
 """
 
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL; on a new file that races another opener the switch fails at once, so retry."""
+    for _ in range(100):  # the busy timeout does not cover it
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            time.sleep(0.05)
+    db.execute("PRAGMA journal_mode = WAL")
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Columns added since the first release; an older state DB gains them here."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+    for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
+                       ("running_for", "REAL NOT NULL DEFAULT 0"), ("owner", "TEXT"),
+                       ("next_poll_at", "REAL NOT NULL DEFAULT 0"), ("answered_at", "REAL"),
+                       ("empty_polls", "INTEGER NOT NULL DEFAULT 0"), ("empty_since", "REAL"),
+                       ("lane", "INTEGER NOT NULL DEFAULT 0")):
+        if name not in columns:
+            db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
+    if "role" not in {row[1] for row in db.execute("PRAGMA table_info(assets)")}:
+        db.execute("ALTER TABLE assets ADD COLUMN role TEXT")  # from before roles
+
 
 class SqliteState:
     """The state database in one SQLite file; every write is one transaction."""
@@ -103,7 +129,7 @@ class SqliteState:
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA busy_timeout = 30000")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        _use_wal(self.db)
         # NORMAL in WAL mode survives a process crash (kill -9); only power loss can
         # drop the last commits, and the inbox offset rolls back with them.
         self.db.execute("PRAGMA synchronous = NORMAL")
@@ -112,17 +138,10 @@ class SqliteState:
             # A state DB from before the counts were kept: count once, then triggers keep them.
             self.db.executescript(f"BEGIN IMMEDIATE; {COUNTS}; INSERT OR IGNORE INTO task_counts"
                                   " SELECT state, COUNT(*) FROM tasks GROUP BY state; COMMIT;")
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
-        # Columns added since the first release; an older state DB gains them here.
-        for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
-                           ("running_for", "REAL NOT NULL DEFAULT 0"), ("owner", "TEXT"),
-                           ("next_poll_at", "REAL NOT NULL DEFAULT 0"), ("answered_at", "REAL"),
-                           ("empty_polls", "INTEGER NOT NULL DEFAULT 0"), ("empty_since", "REAL"),
-                           ("lane", "INTEGER NOT NULL DEFAULT 0")):
-            if name not in columns:
-                self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
-        if "role" not in {row[1] for row in self.db.execute("PRAGMA table_info(assets)")}:
-            self.db.execute("ALTER TABLE assets ADD COLUMN role TEXT")  # from before roles
+        # A CLI and a starting daemon may open a new file at once: the check and the ALTERs
+        # go in one write transaction, or both add the same column and one of them fails.
+        with self.transaction() as db:
+            _add_columns(db)
         # Live tasks no daemon holds: what a claim looks at, whatever the number of ended tasks.
         self.db.execute("CREATE INDEX IF NOT EXISTS tasks_free ON tasks (id)"
                         " WHERE owner IS NULL AND state IN ('queued', 'polling', 'downloading')")
