@@ -20,7 +20,7 @@ from archiver.archiving import MAX_ROUNDS, REQUEUE_AFTER, Archiver
 from archiver.config import Config, load_config
 from archiver.download import Downloader
 from archiver.model import Phase, State, TaskRef, TaskStatus
-from archiver.state import Position, SqliteState
+from archiver.state import SqliteState
 from archiver.storage import open_storage
 from tests.support.cdn import FaultCdn, Resource, serve_at
 from tests.support.daemon import base_config, write_config
@@ -37,7 +37,8 @@ class Scene:
 
     async def succeeded(self, task_id: str, *names: str) -> int:
         """A task whose provider answered success with the CDN's files `names`; its pk."""
-        [task] = await self.state.ingest([TaskRef("kie", task_id)], [], Position(0, 0, 0, 0))
+        [task] = await self.state.add_tasks([TaskRef("kie", task_id)], note="test")
+        assert task is not None
         await self.state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=tuple(self.cdn.url(n) for n in names)))
         return task.pk
 

@@ -94,7 +94,8 @@ async def test_an_older_sqlite_db_gains_the_role_column(tmp_path: Path, state_ba
     old.close()
     state = SqliteState(path)
     try:
-        [task] = await state.ingest([TaskRef("suno", "t1")], [], Position(0, 0, 0, 0))
+        [task] = await state.add_tasks([TaskRef("suno", "t1")], note="test")
+        assert task is not None
         _, assets = await state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=("https://a/1.mp3",),
                                                               roles=("result",)))
         assert [a.role for a in assets] == ["result"]
@@ -118,7 +119,7 @@ async def test_a_task_is_known_once_whichever_door(opened: Opener) -> None:
     state = await opened()
     new = await state.ingest([TaskRef("kie", "a", {"p": "1"}), TaskRef("kie", "b"), TaskRef("kie", "a")], [],
                              Position(1, 2, 30, 3))
-    assert [(t.task_id, t.labels, t.state) for t in new] == [("a", {"p": "1"}, State.QUEUED), ("b", {}, State.QUEUED)]
+    assert new == [TaskRef("kie", "a", {"p": "1"}), TaskRef("kie", "b")]
     added = await state.add_tasks([TaskRef("kie", "a", {"p": "2"}), TaskRef("kie", "c"), TaskRef("other", "a")],
                                   note="cli")
     assert [t and (t.provider, t.task_id) for t in added] == [None, ("kie", "c"), ("other", "a")]
@@ -127,6 +128,8 @@ async def test_a_task_is_known_once_whichever_door(opened: Opener) -> None:
     a = await state.find("kie", "a")
     assert a is not None and a.labels == {"p": "1"}, "a second sighting changed the first one's labels"
     assert [h["state"] for h in await state.history(a.pk)] == ["queued"]
+    c = await state.find("kie", "c")
+    assert c is not None and [(h["state"], h["note"]) for h in await state.history(c.pk)] == [("queued", "cli")]
     assert await state.find("kie", "nope") is None
 
 

@@ -29,7 +29,7 @@ from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import SPACING_MARGIN, Bucket
 from archiver.state.pg_schema import VERSION, migrate, refuse_newer, schema_version
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Daemon, Health, Position, Rejected, Task,
-                                    asset_from_row, task_from_row)
+                                    asset_from_row, per_ref, task_from_row)
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 NOW = "extract(epoch FROM clock_timestamp())"  # the database's clock: one clock for every daemon's leases
@@ -206,11 +206,13 @@ class PostgresState:
                               (self.host, self.inbox))
         return Position(row["dev"], row["ino"], row["offset"], row["line_no"]) if row else None
 
-    async def ingest(self, refs: Sequence[TaskRef], rejects: Sequence[Rejected], position: Position) -> list[Task]:
+    async def ingest(self, refs: Sequence[TaskRef], rejects: Sequence[Rejected],
+                     position: Position) -> list[TaskRef]:
         """New tasks, rejected lines and this inbox's position in one transaction (see SqliteState.ingest)."""
         now = time.time()
         async with self._tx() as conn:
-            new = [task for ref in refs if (task := await self._insert(conn, ref, now)) is not None]
+            rows = per_ref(refs, await self._insert(conn, refs, now))
+            new = [ref for ref, row in zip(refs, rows, strict=True) if row]
             for r in rejects:
                 await self._run(conn, "INSERT INTO rejects (at, line_no, reason, line) VALUES (%s, %s, %s, %s)",
                                 (now, r.line_no, r.reason, r.line))
@@ -224,19 +226,23 @@ class PostgresState:
         return new
 
     async def add_tasks(self, refs: Sequence[TaskRef], note: str) -> list[Task | None]:
-        now = time.time()
         async with self._tx() as conn:
-            return [await self._insert(conn, ref, now, note) for ref in refs]
+            rows = per_ref(refs, await self._insert(conn, refs, time.time(), note))
+        return [task_from_row(row) if row else None for row in rows]
 
-    async def _insert(self, conn: Conn, ref: TaskRef, now: float, note: str | None = None) -> Task | None:
-        # One statement for the task and its history row: each statement is a round trip and server work.
-        row = await (await self._run(
+    async def _insert(self, conn: Conn, refs: Sequence[TaskRef], now: float, note: str | None = None) -> list[Any]:
+        """Queue the tasks not known yet; returns their rows."""
+        if not refs:
+            return []
+        # One statement for the whole batch, tasks and history rows: each statement is a round trip.
+        return await (await self._run(
             conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at,"
-            " next_poll_at) VALUES (%(p)s, %(t)s, %(l)s, 'queued', %(now)s, %(now)s, %(now)s)"
+            " next_poll_at) SELECT p, t, l, 'queued', %(now)s, %(now)s, %(now)s FROM unnest(%(p)s::text[],"
+            " %(t)s::text[], %(l)s::text[]) WITH ORDINALITY AS u (p, t, l, n) ORDER BY n"
             " ON CONFLICT (provider, task_id) DO NOTHING RETURNING *), h AS (INSERT INTO history (task, at, state,"
             " note) SELECT id, %(now)s, 'queued', %(note)s FROM t) SELECT * FROM t",
-            {"p": ref.provider, "t": ref.task_id, "l": json.dumps(ref.labels), "now": now, "note": note})).fetchone()
-        return task_from_row(row) if row else None
+            {"p": [r.provider for r in refs], "t": [r.task_id for r in refs],
+             "l": [json.dumps(r.labels) for r in refs], "now": now, "note": note})).fetchall()
 
     # --- reads --------------------------------------------------------------------------
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from archiver.model import State
+from archiver.model import State, TaskRef
 
 KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
 LIVE = (State.QUEUED, State.POLLING, State.DOWNLOADING)  # a daemon holds a lease on these
@@ -94,6 +95,12 @@ class Health:
     state: str
     message: str | None
     at: float  # when the current state began
+
+
+def per_ref(refs: Sequence[TaskRef], rows: Iterable[Any]) -> list[Any]:
+    """Each ref's newly inserted row, or None where the task was known already (or came earlier in `refs`)."""
+    made = {(row["provider"], row["task_id"]): row for row in rows}
+    return [made.pop((ref.provider, ref.task_id), None) for ref in refs]
 
 
 def task_from_row(row: Any) -> Task:

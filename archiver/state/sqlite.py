@@ -19,7 +19,7 @@ from archiver.errors import LeaseLost
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import Bucket, TokenBucket
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Daemon, Health, Position, Rejected, Task,
-                                    asset_from_row, task_from_row)
+                                    asset_from_row, per_ref, task_from_row)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -90,6 +90,8 @@ CREATE TRIGGER IF NOT EXISTS task_counts_delete AFTER DELETE ON tasks BEGIN
 END;
 CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (provider, state, first_seen_at);
 """
+
+
 
 def _use_wal(db: sqlite3.Connection) -> None:
     """Switch to WAL; on a new file that races another opener the switch fails at once, so retry."""
@@ -231,44 +233,46 @@ class SqliteState:
         row = self.db.execute("SELECT dev, ino, offset, line_no FROM inbox WHERE id = 1").fetchone()
         return Position(*row) if row else None
 
-    async def ingest(self, refs: Sequence[TaskRef], rejects: Sequence[Rejected], position: Position) -> list[Task]:
-        """Store new tasks, rejected lines and the new inbox position in one transaction.
+    async def ingest(self, refs: Sequence[TaskRef], rejects: Sequence[Rejected],
+                     position: Position) -> list[TaskRef]:
+        """Store new tasks, rejected lines and the new inbox position in one transaction; returns the new refs.
 
         Commit point: the offset moves only together with the tasks its lines produced,
         so a crash either keeps both or re-reads the lines; a task already known is ignored.
         """
         now = time.time()
         with self.transaction() as db:
-            new = [pk for ref in refs if (pk := self._insert(db, ref, now)) is not None]
+            new = [ref for ref, row in zip(refs, per_ref(refs, self._insert(db, refs, now)), strict=True) if row]
             db.executemany("INSERT INTO rejects (at, line_no, reason, line) VALUES (?, ?, ?, ?)",
                            [(now, r.line_no, r.reason, r.line) for r in rejects])
             if rejects:
                 db.execute("DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?", (KEEP_REJECTS,))
             db.execute("INSERT OR REPLACE INTO inbox (id, dev, ino, offset, line_no) VALUES (1, ?, ?, ?, ?)",
                        (position.dev, position.ino, position.offset, position.line_no))
-        return [self._task(pk) for pk in new]
+        return new
 
     async def add_tasks(self, refs: Sequence[TaskRef], note: str) -> list[Task | None]:
         """Store tasks handed over by HTTP or the CLI; per ref, the new Task or None if it was known.
 
         Commit point: one transaction for the batch, done before the caller is answered.
         """
-        now = time.time()
         with self.transaction() as db:
-            pks = [self._insert(db, ref, now, note=note) for ref in refs]
-        return [self._task(pk) if pk is not None else None for pk in pks]
+            rows = per_ref(refs, self._insert(db, refs, time.time(), note))
+        return [task_from_row(row) if row else None for row in rows]
 
-    def _insert(self, db: sqlite3.Connection, ref: TaskRef, now: float, note: str | None = None) -> int | None:
-        """Queue one new task, held by no daemon yet; None if it is known already."""
-        cur = db.execute(
+    def _insert(self, db: sqlite3.Connection, refs: Sequence[TaskRef], now: float,
+                note: str | None = None) -> list[sqlite3.Row]:
+        """Queue the tasks not known yet, held by no daemon; returns their rows."""
+        last = db.execute("SELECT COALESCE(MAX(id), 0) FROM tasks").fetchone()[0]
+        db.executemany(
             "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
             " updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now, now))
-        if not cur.rowcount:
-            return None
-        pk = int(cur.lastrowid or 0)
-        self._history(db, pk, State.QUEUED, note=note)
-        return pk
+            [(ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now, now) for ref in refs])
+        # A new rowid is above every rowid in the table, and this transaction holds the write lock:
+        # the rows past `last` are exactly the ones just inserted.
+        db.execute("INSERT INTO history (task, at, state, note) SELECT id, ?, ?, ? FROM tasks WHERE id > ?",
+                   (now, State.QUEUED, note, last))
+        return db.execute("SELECT * FROM tasks WHERE id > ? ORDER BY id", (last,)).fetchall()
 
     # --- reads --------------------------------------------------------------------------
 

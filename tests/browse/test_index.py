@@ -16,7 +16,7 @@ from archiver.browse.sources import open_source
 from archiver.config import Config
 from archiver.errors import StateUnavailable
 from archiver.model import Phase, TaskRef, TaskStatus
-from archiver.state import Position, SqliteState, open_state
+from archiver.state import SqliteState, open_state
 from tests.browse.conftest import World, make_world
 from tests.support.postgres import PgCluster, StateBackend
 
@@ -60,7 +60,8 @@ async def archive_one(config: Config, task_id: str) -> str:
     """Archive one asset today through the State interface, as the daemon does."""
     state = await open_state(config)
     try:
-        [task] = await state.ingest([TaskRef("kie", task_id, {"project": "new"})], [], Position(1, 1, 0, 0))
+        [task] = await state.add_tasks([TaskRef("kie", task_id, {"project": "new"})], note="test")
+        assert task is not None
         await state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=("https://cdn.example/x",), prompt="fresh",
                                             model="seedream-4.5"))
         key = await state.set_key(task.pk, 0, f"kie/{time.strftime('%Y/%m/%d', time.gmtime())}/{task_id}/00.png")

@@ -47,8 +47,10 @@ async def _archive(state: PostgresState, pk: int, idx: int) -> bool:
 
 async def test_a_task_s_way_leaves_one_history_row_per_state(pair: tuple[PostgresState, PostgresState]) -> None:
     one, _ = pair
-    [task] = await one.ingest([TaskRef("kie", "t1", {"k": "v"})], [], Position(1, 2, 3, 1))
-    assert task.state == State.QUEUED and task.labels == {"k": "v"}
+    ref = TaskRef("kie", "t1", {"k": "v"})
+    assert await one.ingest([ref], [], Position(1, 2, 3, 1)) == [ref]
+    task = await one.find("kie", "t1")
+    assert task is not None and task.state == State.QUEUED and task.labels == {"k": "v"}
     assert await one.ingest([TaskRef("kie", "t1")], [], Position(1, 2, 9, 2)) == []  # known: no new row
     [claimed] = await one.claim(0, ["kie"])
     await one.polled(claimed.pk, running_for=1.0)
