@@ -74,7 +74,8 @@ class S3Storage:
         with self._lock:
             if self._client_obj is None:
                 # "when_required" sends no checksum header at all, for stores that reject them.
-                checksums: Literal["when_supported", "when_required"] = "when_supported" if self.config.checksum else "when_required"
+                checksums: Literal["when_supported", "when_required"] = (
+                    "when_supported" if self.config.checksum else "when_required")
                 self._client_obj = boto3.session.Session().client(
                     "s3",
                     endpoint_url=self.config.endpoint_url,
