@@ -1,10 +1,11 @@
 """Fake kie API and CDN for the benchmarks, each run as its own process on 127.0.0.1.
 
-    python bench/fakes.py api PORT --cdn URL --files 2 --size 2097152 --kind png --running-polls 0
+    python bench/fakes.py api PORT --cdn URL --files 2 --size 2097152 --kind png --running-polls 0 [--finish-after S]
     python bench/fakes.py cdn PORT [--rate BYTES_PER_S]
 
 Neither keeps content, so each costs little per request: the API answers any task ID with
-"generating" for `--running-polls` polls (-1: forever), then success; the CDN streams
+"generating" for `--running-polls` polls (-1: forever), then success, except that a task
+named `late-<epoch ms>` (its append time) finishes `--finish-after` seconds after that; the CDN streams
 `/f/{size}/{name}.{kind}` as deterministic bytes, one reused 1 MiB block at a time, so a
 512 MiB body never sits in memory; `--rate` caps each response (so each connection) at that
 many bytes a second, as a far CDN's per-connection bandwidth would. GET /_bench/log returns
@@ -18,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import time
 from typing import Any
 
@@ -26,6 +28,7 @@ from aiohttp import web
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "mp4": b"\x00\x00\x00\x18ftypmp42"}
 CHUNK = 1 << 20
 PACED_PIECE = 64 * 1024  # a capped response is written in pieces this big, each at its time
+LATE = re.compile(r"late-(\d+)")
 
 
 def result_url(cdn: str, task_id: str, index: int, size: int, kind: str) -> str:
@@ -41,6 +44,8 @@ def api(args: argparse.Namespace) -> web.Application:
         task_id = request.query.get("taskId", "")
         seen = polls.setdefault(task_id, [])
         running = args.running_polls < 0 or len(seen) < args.running_polls
+        if late := LATE.fullmatch(task_id):
+            running = time.time() < int(late[1]) / 1000 + args.finish_after
         urls = [result_url(args.cdn, task_id, i, args.size, args.kind) for i in range(args.files)]
         state = "generating" if running else "success"
         data = {"taskId": task_id, "model": "bench-image", "state": state,
@@ -105,6 +110,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=CHUNK)
     p.add_argument("--kind", default="png")
     p.add_argument("--running-polls", type=int, default=0)
+    p.add_argument("--finish-after", type=float, default=60.0, help="api: seconds a late-<epoch ms> task runs")
     p.add_argument("--rate", type=float, default=0.0, help="cdn: bytes a second per response; 0: no cap")
     args = p.parse_args()
     app = api(args) if args.role == "api" else cdn(args.rate)

@@ -129,13 +129,15 @@ class Rig:
 
 
 def throughput(name: str, plan: Plan, base: Path, profile: Path | None, *, rps: float, s3: bool = False,
-               curl: bool = True) -> list[Row]:
-    """The daemon in --burst on tasks that succeed at their first poll, then curl on the same URLs."""
+               curl: bool = True, config: dict[str, Any] | None = None) -> list[Row]:
+    """The daemon in --burst on tasks that succeed at their first poll, then curl on the same URLs.
+
+    `config` adds top-level sections to the daemon's config (e.g. `state` for PostgreSQL)."""
     with Rig(base, profile, files=plan.files, size=plan.size, kind=plan.kind) as rig:
         helpers = [rig.cdn, *([rig.use_s3()] if s3 else [])]
         ids = [f"t{i:05d}" for i in range(plan.tasks)]
         before, busy = [c.cpu() for c in helpers], busy_seconds()
-        usage = rig.daemon(rps, ids, "--burst").wait()
+        usage = rig.daemon(rps, ids, "--burst", config=config).wait()
         spent = [c.cpu() - b for c, b in zip(helpers, before, strict=True)]
         others = busy_seconds() - busy - usage.cpu - sum(spent)
         counts = (rig.status() or {}).get("counts", {})
@@ -148,7 +150,7 @@ def throughput(name: str, plan: Plan, base: Path, profile: Path | None, *, rps: 
         shutil.rmtree(rig.dir / "archive", ignore_errors=True)
         if curl and not s3:
             urls = [result_url(rig.cdn_url, t, i, plan.size, plan.kind) for t in ids for i in range(plan.files)]
-            row, alone = _curl(rig.dir, urls, plan, name)
+            row, alone = curl_parallel(rig.dir, urls, plan, name)
             rows.append(row)
             # Same bytes, so the throughput ratio is the inverse ratio of wall times.
             rows[0].note = (f"**{row.wall / rows[0].wall:.2f}× curl + sha256sum**, {alone / rows[0].wall:.2f}× "
@@ -156,7 +158,7 @@ def throughput(name: str, plan: Plan, base: Path, profile: Path | None, *, rps: 
         return rows
 
 
-def _curl(work: Path, urls: list[str], plan: Plan, name: str) -> tuple[Row, float]:
+def curl_parallel(work: Path, urls: list[str], plan: Plan, name: str) -> tuple[Row, float]:
     """curl --parallel to disk, then sha256sum of every file: timed together; also curl's own time."""
     (work / "curl").mkdir()
     paths = [str(work / "curl" / f"{i:06d}.{plan.kind}") for i in range(len(urls))]
