@@ -15,7 +15,8 @@ import random
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -216,18 +217,14 @@ class Daemon:
         try:
             await self.stopping.wait()
         finally:
-            for job in intake:
-                job.cancel()
-            await asyncio.gather(*intake, return_exceptions=True)
+            await _cancel(intake)
             # Polls in flight get a moment to record their answer; one held back by a
             # paused provider is cancelled and simply asked again on the next start.
             deadline = time.monotonic() + self.config.shutdown_grace
             polls = [job for poller in self.pollers.values() for job in poller.running]
             if polls:
                 await asyncio.wait(polls, timeout=min(POLL_DRAIN, self.config.shutdown_grace))
-            for job in polls:
-                job.cancel()
-            await asyncio.gather(*polls, return_exceptions=True)
+            await _cancel(polls)
             reader.close()
             # Downloads in flight may finish within the grace period; the rest resume next start.
             before = self.finished
@@ -241,9 +238,7 @@ class Daemon:
 
     async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
         _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - time.monotonic()))
-        for job in pending:
-            job.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await _cancel(pending)
 
     async def _claim(self, *, start: bool = False) -> int:
         """Take free live tasks (new, retried, or a dead daemon's) and put them to work.
@@ -439,3 +434,15 @@ class Daemon:
     async def _refresh_url(self, provider: str, task_id: str, url: str) -> str | None:
         poller = self.pollers.get(provider)
         return await poller.refresh_url(task_id, url) if poller else None
+
+
+async def _cancel(jobs: Collection[asyncio.Task[Any]]) -> None:
+    """Cancel the jobs and wait for them, cancelling again those a cancel missed.
+
+    On Python 3.11 asyncio.wait_for (psycopg_pool waits with it) can swallow a cancel; a loop that
+    lost it ran on, and the stop waited forever (seen with 100,000 tasks just taken in on PostgreSQL)."""
+    pending = set(jobs)
+    while pending:
+        for job in pending:
+            job.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)

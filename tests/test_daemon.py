@@ -9,6 +9,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+from archiver import daemon as daemon_module
 from archiver.state.records import CLAIM_BATCH
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
@@ -235,3 +236,24 @@ async def test_entries_on_one_key_share_its_rate_limit(tmp_path: Path) -> None:
         assert 5 <= len(in_window) <= int(window / 1.05) + 2, (key, [round(t - times[0], 2) for t in times])
     entries = {r.entry for r in fake.requests if r.key == shared}
     assert entries == {"acedata:seedream", "acedata:seedance"}
+
+
+async def test_a_stop_ends_a_job_that_swallowed_its_cancel() -> None:
+    # Python 3.11's asyncio.wait_for (psycopg_pool waits with it) can lose a cancel; the loop then runs on.
+    lost = 0
+
+    async def loop_that_loses_one_cancel() -> None:
+        nonlocal lost
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost += 1
+
+    job = asyncio.create_task(loop_that_loses_one_cancel())
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):
+        await daemon_module._cancel([job])
+    assert job.cancelled() and lost == 1
