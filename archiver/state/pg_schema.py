@@ -104,6 +104,39 @@ MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN empty_since DOUBLE PRECISION, ADD COLUMN lane SMALLINT NOT NULL DEFAULT 0;
     CREATE INDEX tasks_due ON tasks (provider, owner, lane, next_poll_at) WHERE state IN ('queued', 'polling');
     """,
+    # 4: the counts once per statement, not per row: an intake batch of 10,000 tasks spent 70 % of its
+    # time in the row trigger and held the 'queued' row's lock while it did. The count rows are
+    # updated in state order, so two transactions never take them in opposite orders.
+    """
+    DROP TRIGGER task_counts_rows ON tasks;
+    DROP TRIGGER task_counts_state ON tasks;
+    DROP FUNCTION archiver_count_tasks();
+    CREATE FUNCTION archiver_count_tasks() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO task_counts (state, n) SELECT state, count(*) FROM new_rows GROUP BY state ORDER BY state
+                ON CONFLICT (state) DO UPDATE SET n = task_counts.n + excluded.n;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO task_counts (state, n) SELECT state, -count(*) FROM old_rows GROUP BY state ORDER BY state
+                ON CONFLICT (state) DO UPDATE SET n = task_counts.n + excluded.n;
+        ELSE
+            INSERT INTO task_counts (state, n)
+                SELECT state, sum(d) FROM (
+                    SELECT o.state, -1 AS d FROM old_rows o JOIN new_rows n USING (id) WHERE o.state <> n.state
+                    UNION ALL
+                    SELECT n.state, 1 FROM old_rows o JOIN new_rows n USING (id) WHERE o.state <> n.state
+                ) moved GROUP BY state ORDER BY state
+                ON CONFLICT (state) DO UPDATE SET n = task_counts.n + excluded.n;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION archiver_count_tasks();
+    CREATE TRIGGER task_counts_update AFTER UPDATE ON tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION archiver_count_tasks();
+    CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION archiver_count_tasks();
+    """,
 )
 VERSION = len(MIGRATIONS)
 
