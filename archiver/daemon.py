@@ -318,8 +318,9 @@ class Daemon:
         checked = time.time()
         while True:
             now = time.time()
+            more = False
             try:
-                await self._read_inbox(reader)
+                more = await self._read_inbox(reader)
                 if now - checked >= 1.0:
                     # kept_counts: constant cost; a GROUP BY here held the loop 11 ms a second at 100k tasks.
                     counts = await self.state.kept_counts()
@@ -335,7 +336,7 @@ class Daemon:
             with contextlib.suppress(StateUnavailable):
                 if self.burst and await self._idle():
                     self.stop()
-            await asyncio.sleep(INBOX_TICK)
+            await asyncio.sleep(0 if more else INBOX_TICK)  # a backlog is read batch after batch
 
     async def _records(self) -> None:
         """_failed records the store refused (or a crash cut off) are written again, now and then;
@@ -350,10 +351,11 @@ class Daemon:
                 log.exception("failed records: unexpected error; retrying")
             await asyncio.sleep(REQUEUE_AFTER)
 
-    async def _read_inbox(self, reader: InboxReader) -> None:
+    async def _read_inbox(self, reader: InboxReader) -> bool:
+        """Store what the inbox holds now, one batch; True if more lines wait."""
         batch = reader.read()
         if batch.position is None or (batch.position == reader.saved and not batch.rejects):
-            return
+            return False
         for bad in batch.rejects:
             log.error("inbox line %d rejected: %s", bad.line_no, bad.reason, extra={"reason": "bad_line"})
         try:
@@ -370,6 +372,7 @@ class Daemon:
                      extra=task_fields(task.provider, task.task_id, State.QUEUED))
         if new:
             self.claim_soon.set()
+        return batch.full
 
     async def _idle(self) -> bool:
         counts = await self.state.kept_counts()

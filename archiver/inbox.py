@@ -85,6 +85,11 @@ class Batch:
     rejects: list[Rejected] = field(default_factory=list)
     position: Position | None = None
 
+    @property
+    def full(self) -> bool:
+        """The read stopped at MAX_LINES: more lines wait in the file."""
+        return len(self.refs) + len(self.rejects) >= MAX_LINES
+
 
 class InboxReader:
     """Tails one inbox path from a stored position."""
@@ -143,7 +148,7 @@ class InboxReader:
                 line_no += 1
                 offset += len(raw) + 1
                 self._take(batch, raw.rstrip(b"\r"), line_no)
-                if not final and len(batch.refs) + len(batch.rejects) >= MAX_LINES:
+                if not final and batch.full:
                     self.position = Position(pos.dev, pos.ino, offset, line_no)  # the rest on the next read
                     return
         if final and pending:
