@@ -84,24 +84,28 @@ class Backend:
     def server_cpu(self) -> float:
         return self.cluster.server_cpu() if self.cluster else 0.0
 
-    def count(self, rig: Rig, config: dict[str, Any], where: str = "TRUE") -> int:
-        """Tasks in the state DB (0 until the daemon has made it), read as the daemon wrote them."""
-        query = f"SELECT count(*) FROM tasks WHERE {where}"
+    def count(self, rig: Rig, config: dict[str, Any], state: str | None = None) -> int:
+        """Tasks in the state DB (in `state`, or all), 0 until the daemon has made it.
+
+        Read from the counts the triggers keep: a count(*) of 100,000 rows ten times a second would
+        take CPU from the daemon being measured."""
+        query = "SELECT COALESCE(SUM(n), 0) FROM task_counts" + (" WHERE state = ?" if state else "")
+        args = (state,) if state else ()
         if not config:
             path = rig.dir / "state" / "archiver.db"
             if not path.exists():
                 return 0
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
                 try:
-                    return int(db.execute(query).fetchone()[0])
+                    return int(db.execute(query, args).fetchone()[0])
                 except sqlite3.OperationalError:  # the schema is not there yet
                     return 0
         import psycopg
 
         with psycopg.connect(config["state"]["dsn"], autocommit=True) as conn:
-            if conn.execute("SELECT to_regclass('tasks')").fetchone()[0] is None:  # type: ignore[index]
+            if conn.execute("SELECT to_regclass('task_counts')").fetchone()[0] is None:  # type: ignore[index]
                 return 0
-            return int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+            return int(conn.execute(query.replace("?", "%s"), args).fetchone()[0])  # type: ignore[index]
 
 
 def targets(base: Path, *, quick: bool, backends: tuple[str, ...] = ("sqlite", "postgres")) -> list[Result]:
@@ -221,7 +225,7 @@ def small_files(backend: Backend, base: Path, quick: bool) -> list[Result]:
                     shutil.rmtree(rig.dir / folder, ignore_errors=True)
                 subprocess.run(["sync"], check=True)
                 usage = rig.daemon(1000.0, ids, "--burst", config=state).wait()
-                done = backend.count(rig, state, "state = 'archived'")
+                done = backend.count(rig, state, "archived")
             shutil.rmtree(rig.dir / "archive", ignore_errors=True)
             subprocess.run(["sync"], check=True)
             _, alone = curl_parallel(rig.dir, urls, plan, "small")
