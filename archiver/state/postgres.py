@@ -228,10 +228,12 @@ class PostgresState:
     async def add_tasks(self, refs: Sequence[TaskRef], note: str) -> list[Task | None]:
         async with self._tx() as conn:
             rows = per_ref(refs, await self._insert(conn, refs, time.time(), note))
-        return [task_from_row(row) if row else None for row in rows]
+            made = {r["id"]: task_from_row(r) for r in await (await self._run(
+                conn, "SELECT * FROM tasks WHERE id = ANY(%s)", ([r["id"] for r in rows if r],))).fetchall()}
+        return [made[row["id"]] if row else None for row in rows]
 
     async def _insert(self, conn: Conn, refs: Sequence[TaskRef], now: float, note: str | None = None) -> list[Any]:
-        """Queue the tasks not known yet; returns their rows."""
+        """Queue the tasks not known yet; returns their id, provider and task_id (see SqliteState._insert)."""
         if not refs:
             return []
         # One statement for the whole batch, tasks and history rows: each statement is a round trip.
@@ -239,8 +241,9 @@ class PostgresState:
             conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at,"
             " next_poll_at) SELECT p, t, l, 'queued', %(now)s, %(now)s, %(now)s FROM unnest(%(p)s::text[],"
             " %(t)s::text[], %(l)s::text[]) WITH ORDINALITY AS u (p, t, l, n) ORDER BY n"
-            " ON CONFLICT (provider, task_id) DO NOTHING RETURNING *), h AS (INSERT INTO history (task, at, state,"
-            " note) SELECT id, %(now)s, 'queued', %(note)s FROM t) SELECT * FROM t",
+            " ON CONFLICT (provider, task_id) DO NOTHING RETURNING id, provider, task_id),"
+            " h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'queued', %(note)s FROM t)"
+            " SELECT * FROM t",
             {"p": [r.provider for r in refs], "t": [r.task_id for r in refs],
              "l": [json.dumps(r.labels) for r in refs], "now": now, "note": note})).fetchall()
 
