@@ -120,12 +120,15 @@ MIGRATIONS: tuple[str, ...] = (
             INSERT INTO task_counts (state, n) SELECT state, -count(*) FROM old_rows GROUP BY state ORDER BY state
                 ON CONFLICT (state) DO UPDATE SET n = task_counts.n + excluded.n;
         ELSE
+            -- Per state, rows after minus rows before: no join (the planner takes a transition
+            -- table for one row, and a nested loop over 2,000 took 3 s), and no lock on a count
+            -- row for the many updates that move no task between states.
             INSERT INTO task_counts (state, n)
                 SELECT state, sum(d) FROM (
-                    SELECT o.state, -1 AS d FROM old_rows o JOIN new_rows n USING (id) WHERE o.state <> n.state
+                    SELECT state, -count(*) AS d FROM old_rows GROUP BY state
                     UNION ALL
-                    SELECT n.state, 1 FROM old_rows o JOIN new_rows n USING (id) WHERE o.state <> n.state
-                ) moved GROUP BY state ORDER BY state
+                    SELECT state, count(*) FROM new_rows GROUP BY state
+                ) moved GROUP BY state HAVING sum(d) <> 0 ORDER BY state
                 ON CONFLICT (state) DO UPDATE SET n = task_counts.n + excluded.n;
         END IF;
         RETURN NULL;
