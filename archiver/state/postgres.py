@@ -151,6 +151,11 @@ class PostgresState:
 
     async def claim(self, held: int, providers: Sequence[str]) -> list[Task]:
         """Free live tasks of our providers, up to our fair share: live tasks over live daemons."""
+        # Asked every second: when nothing is free (the usual case) the partial index tasks_free
+        # says so at once, and the share's count of our own tasks (50 ms at 100,000) is not made.
+        if not await self._one(f"SELECT 1 AS free FROM tasks WHERE owner IS NULL AND state IN {LIVE_SQL}"
+                               " AND provider = ANY(%s) LIMIT 1", (list(providers),)):
+            return []
         rows = await self._all(
             f"""WITH fair AS (
                 SELECT CEIL((SELECT COALESCE(SUM(n), 0) FROM task_counts WHERE state IN {LIVE_SQL})::float8
