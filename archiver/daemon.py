@@ -86,6 +86,7 @@ class Daemon:
         self.disk_was_full = False
         self.claim_soon = asyncio.Event()  # new tasks were stored: claim them now, not within CLAIM_EVERY
         self.working: set[tuple[int, int]] = set()  # assets a worker is on; never two workers on one
+        self.idle: set[asyncio.Task[None]] = set()  # workers waiting for an asset: a stop ends them at once
         self.state_down_since: float | None = None
         self.notifier = Notifier.from_env()
         self.recorder = Recorder()  # counts nothing unless the HTTP server (and /metrics) is on
@@ -237,6 +238,8 @@ class Daemon:
                 await self.state.leave()  # other daemons may take our tasks at once
 
     async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
+        for job in self.idle:
+            job.cancel()  # nothing in hand: waiting out its queue timeout would only delay the stop
         _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - time.monotonic()))
         await _cancel(pending)
 
@@ -399,11 +402,16 @@ class Daemon:
             if (wait := self.paused_until - time.monotonic()) > 0:
                 await asyncio.sleep(min(wait, 1.0))
                 continue
+            me = asyncio.current_task()
+            assert me is not None
+            self.idle.add(me)
             try:
                 async with asyncio.timeout(0.5):  # not wait_for: see _claims
                     pk, idx = await self.queue.get()
             except TimeoutError:
                 continue
+            finally:
+                self.idle.discard(me)
             if (pk, idx) in self.working:
                 continue  # claimed again after a lost lease while a worker is on it
             self.busy += 1

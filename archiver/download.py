@@ -198,8 +198,7 @@ class Downloader:
         size = await self._stream(resp, dest, append, size, hasher, where)
         if total is not None and size != total:
             raise DownloadInterrupted(f"{where}: body ended at {size} of {total} bytes")
-        head = await asyncio.to_thread(_head, dest)
-        await asyncio.to_thread(resume.clear)
+        head = await asyncio.to_thread(_finish, resume)
         return Fetched(dest, size, hasher.hexdigest(), resp.headers.get("Content-Type"), head)
 
     async def _stream(self, resp: aiohttp.ClientResponse, dest: Path, append: bool, size: int,
@@ -238,6 +237,13 @@ def _absorb(file: BinaryIO, hasher: Any, chunks: list[bytes], close: bool = Fals
     finally:
         if close:
             file.close()
+
+
+def _finish(resume: _Resume) -> bytes:
+    """The complete file's first bytes (to tell its type); its resume note goes. One thread hop."""
+    head = _head(resume.dest)
+    resume.clear()
+    return head
 
 
 def _range_start(resp: aiohttp.ClientResponse) -> int | None:

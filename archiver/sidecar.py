@@ -6,6 +6,7 @@ applies to every provider's parameters and answers before they reach the archive
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -79,6 +80,7 @@ _SECRET_WORDS = {"key", "keys", "token", "tokens", "secret", "secrets", "authori
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few field names, in every sidecar
 def is_secret_field(name: str) -> bool:
     """Callback and webhook URLs, and fields named like *token*, *secret*, *key*, authorization."""
     squashed = re.sub(r"[^a-z]", "", name.lower())

@@ -431,7 +431,9 @@ class SqliteState:
     async def set_key(self, pk: int, idx: int, key: str) -> str:
         """Store the asset's key unless one is stored already; return the stored one."""
         with self.transaction() as db:
-            db.execute("UPDATE assets SET key = ? WHERE task = ? AND idx = ? AND key IS NULL", (key, pk, idx))
+            if db.execute("UPDATE assets SET key = ? WHERE task = ? AND idx = ? AND key IS NULL",
+                          (key, pk, idx)).rowcount:
+                return key
         return str(self._asset(pk, idx).key)
 
     async def set_url(self, pk: int, idx: int, url: str) -> None:
