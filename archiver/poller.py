@@ -34,6 +34,7 @@ UNAUTHORISED_PAUSE = 60.0  # a rejected key is retried once a minute until it wo
 STATE_DOWN_PAUSE = 5.0  # polling waits this long while the state DB does not answer
 IDLE_LOOK = 30.0  # with nothing due, look again at least this often (tasks claimed meanwhile wake us)
 PREFETCH = 8  # due tasks read per query: a new task waits behind at most this many polls
+AGE_EVERY = 10.0  # how often tasks filed young but past the young window move to the old lane
 _backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
 
 
@@ -61,6 +62,7 @@ class EntryPoller:
         self.recorder = recorder or Recorder()
         self.policy = Policy()
         self.young = young_window(entry.poll_intervals)
+        self.aged_at = 0.0  # monotonic: when never-polled tasks past the young window last moved to the old lane
         self.ready: deque[Task] = deque()  # due tasks read ahead, in the policy's order
         self.wake = asyncio.Event()
         self.failures = 0
@@ -127,6 +129,11 @@ class EntryPoller:
     async def _take_due(self) -> list[Task]:
         n = self.provider.batch_size
         if len(self.ready) < n:
+            if self.young and time.monotonic() - self.aged_at >= AGE_EVERY:
+                # A backlog too big for the rate keeps its never-polled tasks filed young; without
+                # this, a task added later waited behind all of them, whatever their age.
+                self.aged_at = time.monotonic()
+                await self.state.age(self.entry.name, time.time() - self.young)
             young, old = await self.state.due(self.entry.name, time.time(), max(n, PREFETCH), self.busy)
             self.ready = deque(self.policy.pick(young, old, max(n, PREFETCH)))
         batch = list[Task]()

@@ -85,3 +85,29 @@ async def test_a_new_task_keeps_its_schedule_behind_a_backlog_and_no_old_task_st
         assert worst <= 1200 / (RATE / OLD_SHARE) + 1.0, f"an old task waited {worst:.0f}s between polls"
     finally:
         await state.close()
+
+
+async def test_a_backlog_never_polled_ages_into_the_old_lane(tmp_path: Path, state_backend: StateBackend) -> None:
+    """10,000 tasks filed young at intake and never polled (the rate cannot reach them) are old once
+    past the young window; `age`, which the poller runs every AGE_EVERY, moves them, so a task added
+    later goes first instead of behind all of them."""
+    state = await _state(tmp_path, state_backend)
+    try:
+        backlog = [f"b-{i}" for i in range(10_000)]
+        await state.ingest([TaskRef("kie", task_id) for task_id in backlog], [], Position(0, 0, 0, 0))
+        await state.ingest([TaskRef("kie", "new")], [], Position(0, 0, 1, 1))
+        while await state.claim(0, ["kie"]):
+            pass  # in batches
+        clock = time.time()
+        young = young_window(SCHEDULE)
+        await set_first_seen(state, "kie", backlog, clock - young - 60.0, lane=0)  # 16 min old, never polled
+        await set_first_seen(state, "kie", ["new"], clock - 5.0, lane=0)
+        y, _ = await state.due("kie", clock, 8, ())
+        assert "new" not in [t.task_id for t in y], "the scene: the new task is behind the backlog"
+        assert await state.age("kie", clock - young) == 10_000
+        assert await state.age("kie", clock - young) == 0
+        y, o = await state.due("kie", clock, 8, ())
+        assert [t.task_id for t in y] == ["new"] and len(o) == 8
+        assert Policy().pick(y, o, 1)[0].task_id == "new"
+    finally:
+        await state.close()

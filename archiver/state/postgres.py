@@ -319,6 +319,14 @@ class PostgresState:
                               (provider, self.me, list(busy)))
         return float(row["next_poll_at"]) if row else None
 
+    async def age(self, provider: str, before: float) -> int:
+        """Move this daemon's waiting tasks of `provider` first seen before `before` to the old lane."""
+        async with self._conn() as conn:
+            cur = await self._run(conn, "UPDATE tasks SET lane = 1 WHERE provider = %s AND owner = %s AND lane = 0"
+                                  " AND state IN ('queued', 'polling') AND first_seen_at < %s",
+                                  (provider, self.me, before))
+            return cur.rowcount
+
     async def poll_soon(self, pk: int) -> bool:
         row = await self._one("UPDATE tasks SET next_poll_at = %s WHERE id = %s AND owner = %s AND state IN"
                               " ('queued', 'polling') RETURNING id", (time.time(), pk, self.me))

@@ -357,6 +357,12 @@ class SqliteState:
                               (provider, self.me)).fetchone()
         return float(row[0]) if row else None
 
+    async def age(self, provider: str, before: float) -> int:
+        """Move this daemon's waiting tasks of `provider` first seen before `before` to the old lane."""
+        with self.transaction() as db:
+            return db.execute("UPDATE tasks SET lane = 1 WHERE provider = ? AND owner = ? AND lane = 0 AND state IN"
+                              " ('queued', 'polling') AND first_seen_at < ?", (provider, self.me, before)).rowcount
+
     async def poll_soon(self, pk: int) -> bool:
         """Make one of this daemon's waiting tasks due now (a callback); False if it holds no such task."""
         with self.transaction() as db:
