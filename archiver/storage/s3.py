@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import boto3
+import botocore.session
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -31,6 +32,7 @@ from archiver.config import S3Config
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
 from archiver.storage.local import check_key
+from archiver.storage.s3models import lean_loader
 from archiver.storage.s3parts import PART_SIZE, upload_parts
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,9 @@ class S3Storage:
                 # "when_required" sends no checksum header at all, for stores that reject them.
                 checksums: Literal["when_supported", "when_required"] = (
                     "when_supported" if self.config.checksum else "when_required")
-                self._client_obj = boto3.session.Session().client(
+                session = botocore.session.Session()
+                session.register_component("data_loader", lean_loader(session.get_config_variable("data_path")))
+                self._client_obj = boto3.session.Session(botocore_session=session).client(
                     "s3",
                     endpoint_url=self.config.endpoint_url,
                     region_name=self.config.region,
