@@ -288,3 +288,12 @@ def test_models_load_as_plain_dicts_with_documentation_emptied() -> None:
     assert type(model) is dict
     put = model["operations"]["PutObject"]
     assert put["documentation"] == "" and put["http"]["method"] == "PUT"
+
+
+async def test_failed_managed_upload_is_storage_unavailable(moto_server: str, tmp_path: Path) -> None:
+    """boto3's upload_file wraps the store's refusal in its own exception: ours comes out."""
+    storage = S3Storage(config("no-such-bucket", moto_server), multipart_threshold=SMALL)
+    source, digest = staged(tmp_path, b"x" * (SMALL + 1))
+    with pytest.raises(StorageUnavailable, match="upload s3://no-such-bucket/v.mp4: .*NoSuchBucket"):
+        await storage.put_file("v.mp4", source, content_type="video/mp4", sha256=digest)
+    await storage.close()
