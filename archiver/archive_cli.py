@@ -12,12 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from archiver.browse.index import IndexLoop, rebuild
-from archiver.browse.serve import DEFAULT_LISTEN, serve
+from archiver.browse import DEFAULT_LISTEN
 from archiver.config import Config
 from archiver.errors import ArchiverError, ConfigError
 from archiver.state import open_state, state_path
 from archiver.storage import open_storage
-from archiver.verify import Verifier, fix
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -97,6 +96,8 @@ def _n(count: int, word: str) -> str:
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    from archiver.verify import Verifier, fix  # imported here, as serve is: `archiver run` needs neither
+
     if args.since is not None:
         try:
             args.since = dt.date.fromisoformat(args.since).isoformat()
@@ -135,6 +136,8 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from archiver.browse.serve import serve  # aiohttp's server costs `archiver run` 2 MiB it never uses
+
     try:
         asyncio.run(serve(open_storage(config.storage), args.listen))
     except OSError as e:

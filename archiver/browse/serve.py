@@ -16,13 +16,13 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from archiver.browse import DEFAULT_LISTEN
 from archiver.browse.days import PAGE_KEY
 from archiver.errors import ConfigError, StorageUnavailable
 from archiver.storage import Storage
 from archiver.storage.local import check_key
 
 log = logging.getLogger(__name__)
-DEFAULT_LISTEN = "127.0.0.1:8780"
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _NO_CACHE = (PAGE_KEY, "_index/")  # the index changes in place; assets never do
 

@@ -1,4 +1,4 @@
-"""Storage in an S3 bucket or an S3-compatible store, through boto3 run off the event loop.
+"""Storage in an S3 bucket or an S3-compatible store, through botocore run off the event loop.
 
 botocore and boto3 exceptions stop here: a missing key becomes FileNotFoundError, a
 failed `If-None-Match: *` AlreadyStored, and anything else StorageUnavailable, once
@@ -21,9 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import boto3
-from boto3.exceptions import Boto3Error
-from boto3.s3.transfer import TransferConfig
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -31,6 +29,7 @@ from archiver.config import S3Config
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
 from archiver.storage.local import check_key
+from archiver.storage.s3models import lean_loader
 from archiver.storage.s3parts import PART_SIZE, upload_parts
 
 log = logging.getLogger(__name__)
@@ -62,21 +61,22 @@ class S3Storage:
         self.prefix = f"{prefix}/" if prefix else ""  # "archive" and "archive/" mean the same
         self._retries = retries
         self._threshold = multipart_threshold
-        # 16 MiB parts and 4 threads: about 64 MiB of buffers per upload, whatever the file size.
-        self._transfer = TransferConfig(multipart_threshold=multipart_threshold,
-                                        multipart_chunksize=PART_SIZE, max_concurrency=4)
         self._conditional = True  # until the store refuses If-None-Match: then check-then-write
         self._client_obj: Any = None
         self._lock = threading.Lock()
 
     def _client(self) -> Any:
-        """The boto3 client, made on first use in a worker thread: credentials may need I/O."""
+        """The botocore client, made on first use in a worker thread: credentials may need I/O.
+
+        botocore's own, not boto3's: boto3 (2 MiB) is imported only for a large upload."""
         with self._lock:
             if self._client_obj is None:
                 # "when_required" sends no checksum header at all, for stores that reject them.
                 checksums: Literal["when_supported", "when_required"] = (
                     "when_supported" if self.config.checksum else "when_required")
-                self._client_obj = boto3.session.Session().client(
+                session = botocore.session.Session()
+                session.register_component("data_loader", lean_loader(session.get_config_variable("data_path")))
+                self._client_obj = session.create_client(
                     "s3",
                     endpoint_url=self.config.endpoint_url,
                     region_name=self.config.region,
@@ -122,10 +122,8 @@ class S3Storage:
                 if status == 501 or (status == 400 and code in _NO_CONDITIONAL):
                     raise _Refused(message) from e
                 raise StorageUnavailable(message) from e
-            except (BotoCoreError, Boto3Error) as e:
-                raise StorageUnavailable(
-                    f"s3: {what} {self._url(key)}: {e}; check that storage.s3.endpoint_url "
-                    "is reachable and credentials are set") from e
+            except BotoCoreError as e:
+                raise self._unreachable(what, key, e) from e
 
         return await asyncio.to_thread(run)
 
@@ -156,11 +154,25 @@ class S3Storage:
                 if condition:  # upload_file cannot send If-None-Match on the completion
                     upload_parts(client, self.bucket, name, source, extra, condition)
                 else:
-                    client.upload_file(str(source), self.bucket, name, ExtraArgs=extra, Config=self._transfer)
+                    self._managed_upload(client, key, name, source, extra)
 
             # A large upload looks first: no need to send gigabytes to learn that the key is taken.
             await self._write("upload", key, upload, if_absent, look_first=True)
         await self._confirm(key, size, sha256)
+
+    def _managed_upload(self, client: Any, key: str, name: str, source: Path, extra: dict[str, Any]) -> None:
+        """boto3's upload_file (parallel parts, retried each), run on our botocore client."""
+        from boto3.exceptions import Boto3Error
+        from boto3.s3.transfer import S3Transfer, TransferConfig
+
+        # 16 MiB parts and 4 threads: about 64 MiB of buffers per upload, whatever the file size.
+        config = TransferConfig(multipart_threshold=self._threshold, multipart_chunksize=PART_SIZE, max_concurrency=4)
+        try:
+            # boto3-stubs type `config` as botocore's Config; boto3's own upload_file passes this one.
+            with S3Transfer(client, config) as transfer:  # type: ignore[arg-type]
+                transfer.upload_file(str(source), self.bucket, name, extra_args=extra)
+        except Boto3Error as e:
+            raise self._unreachable("upload", key, e) from e
 
     async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
         """One PUT of small content (a sidecar); with a checksum the store verifies the body."""
@@ -203,6 +215,10 @@ class S3Storage:
                 if attempt >= self._retries:
                     raise
                 await asyncio.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.1 * 2**attempt))
+
+    def _unreachable(self, what: str, key: str, error: Exception) -> StorageUnavailable:
+        return StorageUnavailable(f"s3: {what} {self._url(key)}: {error}; check that storage.s3.endpoint_url "
+                                  "is reachable and credentials are set")
 
     def _already(self, key: str) -> AlreadyStored:
         return AlreadyStored(f"s3: {self._url(key)} already holds an object; it was left as it is", key)

@@ -8,7 +8,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 PART_SIZE = 16 * 1024**2
@@ -37,6 +36,6 @@ def upload_parts(client: Any, bucket: str, name: str, source: Path, extra: dict[
         client.complete_multipart_upload(MultipartUpload={"Parts": parts}, **ids, **complete)
     except BaseException:
         # Parts of an upload never completed cost storage until aborted; start() catches the rest.
-        with contextlib.suppress(ClientError, BotoCoreError, Boto3Error):
+        with contextlib.suppress(ClientError, BotoCoreError):
             client.abort_multipart_upload(**ids)
         raise

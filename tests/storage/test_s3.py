@@ -18,6 +18,7 @@ from archiver.config import LocalConfig, S3Config, StorageConfig
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage import open_storage
 from archiver.storage.s3 import MULTIPART_THRESHOLD, S3Storage
+from archiver.storage.s3models import lean_loader
 from archiver.storage.s3parts import PART_SIZE, upload_parts
 from tests.support.s3proxy import S3Proxy
 from tests.support.servers import serve
@@ -280,3 +281,19 @@ async def test_conflict_on_completion_starts_over(s3_client: Any, s3_bucket: str
     assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
     body = s3_client.get_object(Bucket=s3_bucket, Key="v.mp4")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == digest
+
+
+def test_models_load_as_plain_dicts_with_documentation_emptied() -> None:
+    model = lean_loader(None).load_service_model("s3", "service-2")
+    assert type(model) is dict
+    put = model["operations"]["PutObject"]
+    assert put["documentation"] == "" and put["http"]["method"] == "PUT"
+
+
+async def test_failed_managed_upload_is_storage_unavailable(moto_server: str, tmp_path: Path) -> None:
+    """boto3's upload_file wraps the store's refusal in its own exception: ours comes out."""
+    storage = S3Storage(config("no-such-bucket", moto_server), multipart_threshold=SMALL)
+    source, digest = staged(tmp_path, b"x" * (SMALL + 1))
+    with pytest.raises(StorageUnavailable, match="upload s3://no-such-bucket/v.mp4: .*NoSuchBucket"):
+        await storage.put_file("v.mp4", source, content_type="video/mp4", sha256=digest)
+    await storage.close()
