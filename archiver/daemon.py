@@ -451,7 +451,7 @@ async def _cancel(jobs: Collection[asyncio.Task[Any]]) -> None:
     """Cancel the jobs and wait for them, cancelling again those a cancel missed.
 
     On Python 3.11 asyncio.wait_for (psycopg_pool waits with it) can swallow a cancel; a loop that
-    lost it ran on, and the stop waited forever (seen with 100,000 tasks just taken in on PostgreSQL)."""
+    lost it would run on, and the stop would wait for it forever."""
     pending = set(jobs)
     while pending:
         for job in pending:
