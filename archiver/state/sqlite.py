@@ -92,7 +92,6 @@ CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (provider, state, first_seen_at
 """
 
 
-
 def _use_wal(db: sqlite3.Connection) -> None:
     """Switch to WAL; on a new file that races another opener the switch fails at once, so retry."""
     for _ in range(100):  # the busy timeout does not cover it
