@@ -251,13 +251,13 @@ class Daemon:
         held = self.queue.qsize() + self.busy  # downloads; the backend counts the waiting tasks we hold
         wanted = set()
         claimed = await self.state.claim(held, list(self.pollers))
-        for task in claimed:
-            if task.state == State.DOWNLOADING:
-                pending = [a for a in await self.state.assets(task.pk) if a.state != "archived"]
-                wanted |= {f"{task.pk}-{a.idx}.part" for a in pending}
-                self._downloads_start(task, pending)
+        for one in claimed:
+            if one.state == State.DOWNLOADING:
+                pending = [a for a in await self.state.assets(one.pk) if a.state != "archived"]
+                wanted |= {f"{one.pk}-{a.idx}.part" for a in pending}
+                self._downloads_start(await self.state.task(one.pk), pending)
             else:
-                self.pollers[task.provider].renew()  # it is in the poll queue now
+                self.pollers[one.provider].renew()  # it is in the poll queue now
         if start:
             await self._sweep_staging(wanted)
         return len(claimed)

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from archiver.errors import ArchiverError, LeaseLost
 from archiver.model import Phase, State, TaskRef, TaskStatus
 from archiver.pacing import Bucket
-from archiver.state import Position, Rejected, SqliteState, open_state, pg_schema
+from archiver.state import Claimed, Position, Rejected, SqliteState, open_state, pg_schema
 from archiver.state.base import State as StateApi
 from tests.support.postgres import StateBackend
 from tests.support.state import daemon_state, only, state_config
@@ -163,7 +163,7 @@ async def test_claim_takes_free_live_tasks_and_not_another_daemons(opened: Opene
     await queue(a, "elsewhere", provider="other")
     await a.failed(pks[3], "provider_failed")
     claimed = await a.claim(0, ["kie"])
-    assert [t.pk for t in claimed] == pks[:3]
+    assert claimed == [Claimed(pk, "kie", State.QUEUED) for pk in pks[:3]]
     [me] = [d for d in await a.daemons() if d.id == a.me]
     assert me.holds == {"queued": 3}
     b = await opened(pid=2, join=False)  # joining a SQLite file would end a's run

@@ -28,7 +28,7 @@ from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import SPACING_MARGIN, Bucket
 from archiver.state.pg_schema import VERSION, migrate, refuse_newer, schema_version
-from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Daemon, Health, Position, Rejected, Task,
+from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Position, Rejected, Task,
                                     asset_from_row, per_ref, task_from_row)
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -149,7 +149,7 @@ class PostgresState:
             await self._run(conn, "DELETE FROM health WHERE daemon = %s", (self.me,))
             await self._run(conn, "DELETE FROM daemons WHERE id = %s", (self.me,))
 
-    async def claim(self, held: int, providers: Sequence[str]) -> list[Task]:
+    async def claim(self, held: int, providers: Sequence[str]) -> list[Claimed]:
         """Free live tasks of our providers, up to our fair share: live tasks over live daemons."""
         # Asked every second: when nothing is free (the usual case) the partial index tasks_free
         # says so at once, and the share's count of our own tasks (50 ms at 100,000) is not made.
@@ -167,9 +167,9 @@ class PostgresState:
                 FOR UPDATE SKIP LOCKED
             )
             UPDATE tasks SET owner = %(me)s, next_poll_at = LEAST(next_poll_at, {NOW}) FROM picked
-            WHERE tasks.id = picked.id RETURNING tasks.*""",
+            WHERE tasks.id = picked.id RETURNING tasks.id, tasks.provider, tasks.state""",
             {"lease": self.lease, "providers": list(providers), "batch": CLAIM_BATCH, "held": held, "me": self.me})
-        return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
+        return sorted((Claimed(r["id"], r["provider"], State(r["state"])) for r in rows), key=lambda c: c.pk)
 
     async def daemons(self) -> list[Daemon]:
         rows = await self._all("SELECT * FROM daemons ORDER BY started_at")

@@ -62,6 +62,15 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """A task a claim took: enough to route it. A claim takes up to CLAIM_BATCH, so whole rows would weigh."""
+
+    pk: int
+    provider: str
+    state: State
+
+
+@dataclass(frozen=True)
 class Asset:
     task: int
     idx: int

@@ -18,7 +18,7 @@ from typing import Any
 from archiver.errors import LeaseLost
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import Bucket, TokenBucket
-from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Daemon, Health, Position, Rejected, Task,
+from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Position, Rejected, Task,
                                     asset_from_row, per_ref, task_from_row)
 
 SCHEMA = """
@@ -199,7 +199,7 @@ class SqliteState:
             db.execute("UPDATE tasks SET owner = NULL WHERE owner = ?", (self.me,))
             db.execute("DELETE FROM daemons WHERE id = ?", (self.me,))
 
-    async def claim(self, held: int, providers: Sequence[str]) -> list[Task]:
+    async def claim(self, held: int, providers: Sequence[str]) -> list[Claimed]:
         """Take live tasks of our providers no daemon holds (new, retried, or a previous run's)."""
         marks = ",".join("?" for _ in providers)
         with self.transaction() as db:
@@ -210,8 +210,9 @@ class SqliteState:
             rows = db.execute(f"UPDATE tasks SET owner = ?, next_poll_at = MIN(next_poll_at, ?) WHERE id IN"
                               f" (SELECT id FROM tasks INDEXED BY tasks_free WHERE owner IS NULL AND state IN"
                               f" ('queued', 'polling', 'downloading') AND provider IN ({marks}) ORDER BY id DESC"
-                              f" LIMIT ?) RETURNING *", (self.me, time.time(), *providers, CLAIM_BATCH)).fetchall()
-        return sorted((task_from_row(r) for r in rows), key=lambda t: t.pk)
+                              f" LIMIT ?) RETURNING id, provider, state",
+                              (self.me, time.time(), *providers, CLAIM_BATCH)).fetchall()
+        return sorted((Claimed(r[0], r[1], State(r[2])) for r in rows), key=lambda c: c.pk)
 
     def bucket(self, key_id: str, rate: float) -> Bucket:
         """One daemon: the key's pace is kept in this process."""
