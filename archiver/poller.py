@@ -23,7 +23,7 @@ from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, LeaseLost, RateLimited, StateUnavailable, TransientError
 from archiver.model import Phase, TaskStatus
 from archiver.pacing import ProviderHttp, poll_delay
-from archiver.policy import Policy, young_window
+from archiver.policy import Policy, lane_at, step_ends
 from archiver.providers.base import Provider
 from archiver.recorder import Recorder
 from archiver.state import Asset, State, Task
@@ -34,7 +34,7 @@ UNAUTHORISED_PAUSE = 60.0  # a rejected key is retried once a minute until it wo
 STATE_DOWN_PAUSE = 5.0  # polling waits this long while the state DB does not answer
 IDLE_LOOK = 30.0  # with nothing due, look again at least this often (tasks claimed meanwhile wake us)
 PREFETCH = 8  # due tasks read per query: a new task waits behind at most this many polls
-AGE_EVERY = 10.0  # how often tasks filed young but past the young window move to the old lane
+AGE_EVERY = 10.0  # how often waiting tasks move on to the lane of their age
 _backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
 
 
@@ -61,8 +61,8 @@ class EntryPoller:
         self.rng = rng
         self.recorder = recorder or Recorder()
         self.policy = Policy()
-        self.young = young_window(entry.poll_intervals)
-        self.aged_at = 0.0  # monotonic: when never-polled tasks past the young window last moved to the old lane
+        self.ends = step_ends(entry.poll_intervals)  # lane k: step k of the schedule; the last lane is old
+        self.aged_at = 0.0  # monotonic: when waiting tasks last moved on to the lane of their age
         self.ready: deque[Task] = deque()  # due tasks read ahead, in the policy's order
         self.wake = asyncio.Event()
         self.failures = 0
@@ -102,7 +102,7 @@ class EntryPoller:
         # A provider may cap queries per task (kie's 4o Image and Suno: 3 a second).
         normal = max(normal, getattr(self.provider, "min_poll_interval", 0.0))
         at = now + max(normal, delay or 0.0)
-        return {"next_poll_at": at, "lane": 0 if at - task.first_seen_at < self.young else 1}
+        return {"next_poll_at": at, "lane": lane_at(self.ends, at - task.first_seen_at)}
 
     async def run(self) -> None:
         while True:
@@ -129,13 +129,13 @@ class EntryPoller:
     async def _take_due(self) -> list[Task]:
         n = self.provider.batch_size
         if len(self.ready) < n:
-            if self.young and time.monotonic() - self.aged_at >= AGE_EVERY:
-                # A backlog too big for the rate keeps its never-polled tasks filed young; without
-                # this, a task added later waited behind all of them, whatever their age.
+            if self.ends and time.monotonic() - self.aged_at >= AGE_EVERY:
+                # A backlog too big for the rate keeps its unpolled tasks in the lane they were filed
+                # in; without this, a task added later waited behind all of them, whatever their age.
                 self.aged_at = time.monotonic()
-                await self.state.age(self.entry.name, time.time() - self.young)
-            young, old = await self.state.due(self.entry.name, time.time(), max(n, PREFETCH), self.busy)
-            self.ready = deque(self.policy.pick(young, old, max(n, PREFETCH)))
+                await self.state.age(self.entry.name, time.time(), self.ends)
+            lanes = await self.state.due(self.entry.name, time.time(), max(n, PREFETCH), self.busy, len(self.ends) + 1)
+            self.ready = deque(self.policy.pick(lanes, max(n, PREFETCH)))
         batch = list[Task]()
         while self.ready and len(batch) < n:
             task = self.ready.popleft()

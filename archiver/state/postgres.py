@@ -27,6 +27,7 @@ from archiver.config import Config
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import SPACING_MARGIN, Bucket
+from archiver.state.base import lane_case
 from archiver.state.pg_schema import VERSION, migrate, refuse_newer, schema_version
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Position, Rejected, Task,
                                     asset_from_row, per_ref, task_from_row)
@@ -304,14 +305,18 @@ class PostgresState:
 
     # --- polling ------------------------------------------------------------------------
 
-    async def due(self, provider: str, now: float, limit: int,
-                  busy: Collection[int]) -> tuple[list[Task], list[Task]]:
-        lanes = [await self._all("SELECT * FROM tasks WHERE provider = %(p)s AND owner = %(me)s AND lane = %(lane)s"
-                                 " AND state IN ('queued', 'polling') AND next_poll_at <= %(now)s"
-                                 " AND NOT id = ANY(%(busy)s) ORDER BY next_poll_at LIMIT %(n)s",
-                                 {"p": provider, "me": self.me, "lane": lane, "now": now, "busy": list(busy),
-                                  "n": limit}) for lane in (0, 1)]
-        return [task_from_row(r) for r in lanes[0]], [task_from_row(r) for r in lanes[1]]
+    async def due(self, provider: str, now: float, limit: int, busy: Collection[int],
+                  lanes: int) -> list[list[Task]]:
+        # One statement for every lane: a round trip each would cost more than the reads.
+        rows = await self._all(" UNION ALL ".join(
+            f"(SELECT * FROM tasks WHERE provider = %(p)s AND owner = %(me)s AND lane = {lane} AND state IN"
+            f" ('queued', 'polling') AND next_poll_at <= %(now)s AND NOT id = ANY(%(busy)s)"
+            f" ORDER BY next_poll_at LIMIT %(n)s)" for lane in range(lanes)),
+            {"p": provider, "me": self.me, "now": now, "busy": list(busy), "n": limit})
+        found: list[list[Task]] = [[] for _ in range(lanes)]
+        for row in rows:
+            found[row["lane"]].append(task_from_row(row))
+        return [sorted(lane, key=lambda t: t.next_poll_at) for lane in found]
 
     async def next_due(self, provider: str, busy: Collection[int]) -> float | None:
         row = await self._one("SELECT next_poll_at FROM tasks WHERE provider = %s AND owner = %s AND state IN"
@@ -319,13 +324,17 @@ class PostgresState:
                               (provider, self.me, list(busy)))
         return float(row["next_poll_at"]) if row else None
 
-    async def age(self, provider: str, before: float) -> int:
-        """Move this daemon's waiting tasks of `provider` first seen before `before` to the old lane."""
-        async with self._conn() as conn:
-            cur = await self._run(conn, "UPDATE tasks SET lane = 1 WHERE provider = %s AND owner = %s AND lane = 0"
-                                  " AND state IN ('queued', 'polling') AND first_seen_at < %s",
-                                  (provider, self.me, before))
-            return cur.rowcount
+    async def age(self, provider: str, now: float, ends: Sequence[float]) -> int:
+        lane, at = lane_case(ends, now, "%s")
+        async with self._tx() as conn:
+            # A lane past the last is left by a schedule with more steps (a changed config): it is old now.
+            moved = (await self._run(conn, "UPDATE tasks SET lane = %s WHERE provider = %s AND owner = %s AND lane > %s"
+                                     " AND state IN ('queued', 'polling')",
+                                     (len(ends), provider, self.me, len(ends)))).rowcount
+            return moved + (await self._run(
+                conn, f"UPDATE tasks SET lane = {lane} WHERE provider = %s AND owner = %s AND lane < %s AND state IN"
+                f" ('queued', 'polling') AND first_seen_at <= %s AND lane < {lane}",
+                (*at, provider, self.me, len(ends), now - ends[0], *at))).rowcount
 
     async def poll_soon(self, pk: int) -> bool:
         row = await self._one("UPDATE tasks SET next_poll_at = %s WHERE id = %s AND owner = %s AND state IN"

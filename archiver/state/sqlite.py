@@ -18,6 +18,7 @@ from typing import Any
 from archiver.errors import LeaseLost
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import Bucket, TokenBucket
+from archiver.state.base import lane_case
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Position, Rejected, Task,
                                     asset_from_row, per_ref, task_from_row)
 
@@ -147,7 +148,7 @@ class SqliteState:
         self.db.execute("CREATE INDEX IF NOT EXISTS tasks_free ON tasks (id)"
                         " WHERE owner IS NULL AND state IN ('queued', 'polling', 'downloading')")
         self.db.execute("CREATE INDEX IF NOT EXISTS assets_by_key ON assets (key)")
-        # The poll queue: a daemon's due tasks by lane (young 0, old 1) and time (archiver/policy.py).
+        # The poll queue: a daemon's due tasks by lane (its schedule step) and time (archiver/policy.py).
         self.db.execute("CREATE INDEX IF NOT EXISTS tasks_due ON tasks (provider, owner, lane, next_poll_at)"
                         " WHERE state IN ('queued', 'polling')")
 
@@ -339,15 +340,14 @@ class SqliteState:
 
     # --- polling ------------------------------------------------------------------------
 
-    async def due(self, provider: str, now: float, limit: int,
-                  busy: Collection[int]) -> tuple[list[Task], list[Task]]:
-        """This daemon's tasks of `provider` due at `now`, not in `busy`: (young, old), each by due time."""
+    async def due(self, provider: str, now: float, limit: int, busy: Collection[int],
+                  lanes: int) -> list[list[Task]]:
+        """This daemon's tasks of `provider` due at `now`, not in `busy`: up to `limit` per lane, by due time."""
         skip = ",".join(str(int(pk)) for pk in busy)
-        lanes = [self.db.execute(f"SELECT * FROM tasks WHERE provider = ? AND owner = ? AND lane = ? AND state IN"
-                                 f" ('queued', 'polling') AND next_poll_at <= ? AND id NOT IN ({skip})"
-                                 f" ORDER BY next_poll_at LIMIT ?", (provider, self.me, lane, now, limit)).fetchall()
-                 for lane in (0, 1)]
-        return [task_from_row(r) for r in lanes[0]], [task_from_row(r) for r in lanes[1]]
+        return [[task_from_row(r) for r in self.db.execute(
+            f"SELECT * FROM tasks WHERE provider = ? AND owner = ? AND lane = ? AND state IN ('queued', 'polling')"
+            f" AND next_poll_at <= ? AND id NOT IN ({skip}) ORDER BY next_poll_at LIMIT ?",
+            (provider, self.me, lane, now, limit))] for lane in range(lanes)]
 
     async def next_due(self, provider: str, busy: Collection[int]) -> float | None:
         """When this daemon's next task of `provider` (not in `busy`) falls due; None if it has none."""
@@ -357,11 +357,17 @@ class SqliteState:
                               (provider, self.me)).fetchone()
         return float(row[0]) if row else None
 
-    async def age(self, provider: str, before: float) -> int:
-        """Move this daemon's waiting tasks of `provider` first seen before `before` to the old lane."""
+    async def age(self, provider: str, now: float, ends: Sequence[float]) -> int:
+        """Move this daemon's waiting tasks of `provider` on to the lane of their age (policy.lane_at)."""
+        lane, at = lane_case(ends, now, "?")
         with self.transaction() as db:
-            return db.execute("UPDATE tasks SET lane = 1 WHERE provider = ? AND owner = ? AND lane = 0 AND state IN"
-                              " ('queued', 'polling') AND first_seen_at < ?", (provider, self.me, before)).rowcount
+            # A lane past the last is left by a schedule with more steps (a changed config): it is old now.
+            moved = db.execute("UPDATE tasks SET lane = ? WHERE provider = ? AND owner = ? AND lane > ? AND state IN"
+                               " ('queued', 'polling')", (len(ends), provider, self.me, len(ends))).rowcount
+            return moved + db.execute(
+                f"UPDATE tasks SET lane = {lane} WHERE provider = ? AND owner = ? AND lane < ? AND state IN"
+                f" ('queued', 'polling') AND first_seen_at <= ? AND lane < {lane}",
+                (*at, provider, self.me, len(ends), now - ends[0], *at)).rowcount
 
     async def poll_soon(self, pk: int) -> bool:
         """Make one of this daemon's waiting tasks due now (a callback); False if it holds no such task."""
