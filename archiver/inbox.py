@@ -19,7 +19,7 @@ from archiver.state.records import Position, Rejected
 
 MAX_LINE = 4096
 READ_CHUNK = 1 << 20
-MAX_LINES = 10_000  # one read takes about this many lines: a huge backlog goes in bounded steps
+MAX_LINES = 2_000  # one read takes about this many lines: a huge backlog goes in bounded steps of bounded memory
 _LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
