@@ -94,19 +94,21 @@ class Daemon:
     async def run(self) -> None:
         # One daemon per state_dir on either backend: its staging area is its own.
         lock = DaemonLock(state_path(self.config))
-        lock.acquire()
+        last = lock.acquire()
         try:
-            await self._run()
+            await self._run(lock, last.daemon if last else "")
         finally:
             lock.release()
         log.info("stopped: %d downloads finished, %d resume on next start", self.finished_at_stop,
                  self.left_at_stop)
 
-    async def _run(self) -> None:
+    async def _run(self, lock: DaemonLock, predecessor: str) -> None:
+        """Run as the successor of `predecessor`, the daemon ID the lock last named (gone, as we hold it)."""
         self.staging.mkdir(parents=True, exist_ok=True)
         self.state = await open_state(self.config, daemon=True)
+        lock.name(self.state.me)
         try:
-            await self._joined()
+            await self._joined(predecessor)
         except BaseException:
             # A start refused after join (a taken port, another archive root) must not look live.
             with contextlib.suppress(Exception):
@@ -115,8 +117,8 @@ class Daemon:
         finally:
             await self.state.close()
 
-    async def _joined(self) -> None:
-        await self.state.join(socket.gethostname(), os.getpid())
+    async def _joined(self, predecessor: str) -> None:
+        await self.state.join(socket.gethostname(), os.getpid(), predecessor)
         if self.config.http is not None:
             from archiver.web.metrics import Metrics  # prometheus_client only when http is on
 

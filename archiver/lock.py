@@ -1,8 +1,8 @@
 """One daemon per SQLite state DB: an flock held for the daemon's life, and what `status` reads of it.
 
-The lock file sits beside the state DB and holds the holder's pid and start time as JSON.
-The kernel drops the lock when the process dies, however it dies, so a stale file never
-blocks a start.
+The lock file sits beside the state DB and holds the holder's pid, start time and daemon ID
+as JSON. The kernel drops the lock when the process dies, however it dies, so a stale file
+never blocks a start, and whoever takes the lock knows the daemon it names is gone.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from archiver.errors import AlreadyRunning
@@ -25,6 +25,7 @@ class Holder:
 
     pid: int
     started_at: float
+    daemon: str = ""  # its ID in the state DB, once it has one
 
 
 def lock_path(db: Path) -> Path:
@@ -37,9 +38,10 @@ class DaemonLock:
     def __init__(self, db: Path) -> None:
         self.db = db
         self.fd: int | None = None
+        self.me = Holder(os.getpid(), time.time())
 
-    def acquire(self) -> Holder:
-        """Take the lock or raise AlreadyRunning naming the holder."""
+    def acquire(self) -> Holder | None:
+        """Take the lock or raise AlreadyRunning naming the holder; returns the last holder, now gone."""
         self.db.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path(self.db), os.O_RDWR | os.O_CREAT, 0o644)
         for attempt in range(TRIES):
@@ -53,11 +55,17 @@ class DaemonLock:
                     pid = holder.pid if holder else "?"
                     raise AlreadyRunning(f"another archiver (pid {pid}) is running on {self.db}") from None
                 time.sleep(0.1)
-        me = Holder(os.getpid(), time.time())
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": me.pid, "started_at": me.started_at}).encode(), 0)
+        last = _read(fd)
         self.fd = fd
-        return me
+        self.name("")
+        return last
+
+    def name(self, daemon: str) -> None:
+        """Write who holds the lock: this process, known in the state DB as `daemon`."""
+        assert self.fd is not None
+        self.me = Holder(self.me.pid, self.me.started_at, daemon)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(asdict(self.me)).encode(), 0)
 
     def release(self) -> None:
         if self.fd is not None:
@@ -85,6 +93,6 @@ def running(db: Path) -> Holder | None:
 def _read(fd: int) -> Holder | None:
     try:
         doc = json.loads(os.pread(fd, 4096, 0) or b"null")
-        return Holder(int(doc["pid"]), float(doc["started_at"]))
+        return Holder(int(doc["pid"]), float(doc["started_at"]), str(doc.get("daemon", "")))
     except (ValueError, TypeError, KeyError):
         return None  # the holder is between truncating and writing the file

@@ -144,6 +144,34 @@ async def test_a_killed_daemons_tasks_go_to_the_other_after_the_lease(tmp_path: 
     assert_archived_once(fake, tmp_path / "archive", first + second)
 
 
+async def test_a_daemon_killed_and_started_again_takes_its_tasks_back_at_once(tmp_path: Path, pg_dsn: str) -> None:
+    """kill -9, then a start on the same state_dir: the lock file names the dead run's daemon ID, so its
+    tasks are free at once, not after the lease (60 s), and it is no longer listed."""
+    names = [f"again-{n}" for n in range(4)]
+    fake = FakeApis(API_KEY)
+    tasks = add_tasks(fake, names, ["running"])
+    async with serve(fake.app()) as base:
+        fake.base = base
+        fleet = Fleet(tmp_path, 1, kie(base, poll="1s"), pg_dsn, ENV, lease="60s")
+        try:
+            await fleet.start()
+            fleet[0].inbox.write_text(lines(names))
+            await fleet.wait_for(lambda s: held_by(s, fleet[0].pid) == len(names))
+            assert await fleet.stop(0, signal.SIGKILL) == -signal.SIGKILL
+            await fleet.start(0)
+            started_at = time.monotonic()
+            status = await fleet.wait_for(lambda s: held_by(s, fleet[0].pid) == len(names), timeout=30)
+            assert [d["pid"] for d in status["daemons"]] == [fleet[0].pid], "the killed run is still listed"
+            for task in tasks:
+                task.steps = ["success"]
+            await fleet.wait_for(lambda s: s["counts"]["archived"] == len(names), timeout=30)
+        finally:
+            await fleet.stop_all()
+    taken = first_poll_after(fake, names, started_at) - started_at
+    assert taken < 10, f"the tasks waited {taken:.1f}s after the restart (lease 60s)"
+    assert_archived_once(fake, tmp_path / "archive", names)
+
+
 async def test_a_stopped_daemon_hands_its_tasks_over_at_once(tmp_path: Path, pg_dsn: str) -> None:
     """SIGTERM: the daemon lets its tasks go as it leaves; the other takes them long before the lease."""
     first, second = [f"term-a{n}" for n in range(4)], [f"term-b{n}" for n in range(4)]

@@ -123,9 +123,11 @@ class PostgresState:
 
     # --- daemons and leases -------------------------------------------------------------
 
-    async def join(self, host: str, pid: int) -> None:
+    async def join(self, host: str, pid: int, predecessor: str = "") -> None:
         self.host, self.pid = host, pid
         async with self._tx() as conn:
+            if predecessor:  # a restart on the same state_dir need not wait out the dead run's lease
+                await self._forget(conn, [predecessor])
             await self._run(conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, %s, {NOW},"
                             f" {NOW})", (self.me, host, pid))
 
@@ -135,9 +137,7 @@ class PostgresState:
             dead = await (await self._run(conn, f"DELETE FROM daemons WHERE seen_at < {NOW} - %s AND id <> %s"
                                           " RETURNING id", (self.lease, self.me))).fetchall()
             if dead:
-                ids = [d["id"] for d in dead]
-                await self._run(conn, "UPDATE tasks SET owner = NULL WHERE owner = ANY(%s)", (ids,))
-                await self._run(conn, "DELETE FROM health WHERE daemon = ANY(%s)", (ids,))
+                await self._forget(conn, [d["id"] for d in dead])
             row = await (await self._run(
                 conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, %s, {NOW}, {NOW})"
                 f" ON CONFLICT (id) DO UPDATE SET seen_at = {NOW} RETURNING (xmax = 0) AS fresh",
@@ -146,9 +146,13 @@ class PostgresState:
 
     async def leave(self) -> None:
         async with self._tx() as conn:
-            await self._run(conn, "UPDATE tasks SET owner = NULL WHERE owner = %s", (self.me,))
-            await self._run(conn, "DELETE FROM health WHERE daemon = %s", (self.me,))
-            await self._run(conn, "DELETE FROM daemons WHERE id = %s", (self.me,))
+            await self._forget(conn, [self.me])
+
+    async def _forget(self, conn: Conn, ids: list[str]) -> None:
+        """These daemons are gone: their tasks are free, their rows and health rows go."""
+        await self._run(conn, "UPDATE tasks SET owner = NULL WHERE owner = ANY(%s)", (ids,))
+        await self._run(conn, "DELETE FROM health WHERE daemon = ANY(%s)", (ids,))
+        await self._run(conn, "DELETE FROM daemons WHERE id = ANY(%s)", (ids,))
 
     async def claim(self, held: int, providers: Sequence[str]) -> list[Claimed]:
         """Free live tasks of our providers, up to our fair share: live tasks over live daemons."""

@@ -179,7 +179,7 @@ class SqliteState:
 
     # --- daemons and leases: one daemon per file (lock.py), so its leases never run out -
 
-    async def join(self, host: str, pid: int) -> None:
+    async def join(self, host: str, pid: int, predecessor: str = "") -> None:
         """Start as the only daemon: whatever a previous run held is free again."""
         now = time.time()
         with self.transaction() as db:
