@@ -33,7 +33,8 @@ LAST_RUN_WITHIN = 75.0
 def config(tmp_path: Path, base: str, storage: dict[str, Any], backend: StateBackend) -> Path:
     fast = {"base_url": base, "api_key": "${CRASH_KEY}", "poll_intervals": ["0.2s"],
             "requests_per_second": 60}
-    # On PostgreSQL the next run takes a killed daemon's tasks once its lease runs out: the shortest one.
+    # On PostgreSQL the next run takes a killed run's tasks at once (its lock file names it), but
+    # a kill before the lock file was named leaves them to the lease: the shortest one.
     return write_config(tmp_path / "config.yaml", base_config(tmp_path, {
         "kie": {"type": "kie", **fast},
         "maxapi": {"type": "maxapi", **fast},
