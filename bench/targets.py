@@ -30,7 +30,7 @@ from scenarios import PY, MiB, Plan, Rig, curl_parallel, throughput
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support, shared with the tests
 
-from tests.support.postgres import PgCluster, _children, pg_unavailable  # noqa: E402
+from tests.support.postgres import PgCluster, pg_unavailable  # noqa: E402
 
 WAITING = (1_000, 10_000, 100_000)
 RSS_GOAL, FLAT_KIB = 64.0, 0.1  # MiB at any size; KiB more per waiting task, from 1k to 100k
@@ -57,9 +57,8 @@ class DurableCluster(PgCluster):
 
     def server_cpu(self) -> float:
         """CPU seconds of the postmaster's children (the backends): the server's share of the work."""
-        assert self._proc is not None
         total = 0.0
-        for pid in _children(self._proc.pid):
+        for pid in self.backends():
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 total += cpu_seconds(pid)
         return total

@@ -139,13 +139,18 @@ class PgCluster:
             self._proc.wait(timeout=30)
         self._proc = None
 
+    def backends(self) -> list[int]:
+        """The pids of the server's processes but the postmaster: its children."""
+        assert self._proc is not None
+        return _children(self._proc.pid)
+
     def kill(self) -> None:
         """SIGKILL the server and all its backends, as a crash would; start() recovers."""
         if self._proc is None:
             return
         # Stopped first, the postmaster forks no backend between the listing and the kill.
         self._proc.send_signal(signal.SIGSTOP)
-        children = _children(self._proc.pid)
+        children = self.backends()
         self._proc.kill()
         self._proc.wait(timeout=30)
         for pid in children:
