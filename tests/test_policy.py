@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 from archiver.config import load_config
+from archiver.model import State as TaskState
 from archiver.model import TaskRef
 from archiver.pacing import poll_delay
 from archiver.poller import AGE_EVERY
@@ -150,5 +151,21 @@ async def test_waiting_tasks_age_into_the_lane_of_their_step(tmp_path: Path, sta
         everything = await state.due("kie", clock, 20_000, (), LANES)
         assert "stray" in [t.task_id for t in everything[-1]]
         assert Policy().pick(lanes, 1)[0].task_id == "new"
+    finally:
+        await state.close()
+
+
+async def test_a_task_a_callback_hinted_goes_before_an_old_backlog(tmp_path: Path, state_backend: StateBackend) -> None:
+    """An old task whose callback came (poll_soon) is asked next, not after the old tasks due longer."""
+    state = await _state(tmp_path, state_backend)
+    try:
+        olds = [f"old-{i}" for i in range(1000)]
+        await state.ingest([TaskRef("kie", task_id) for task_id in olds], [], Position(0, 0, 0, 0))
+        await state.claim(0, ["kie"])
+        clock = time.time()
+        await set_first_seen(state, "kie", olds, clock - 3600.0, lane=LANES - 1)
+        [hinted] = [t for t in await state.tasks_in([TaskState.QUEUED]) if t.task_id == "old-999"]
+        assert await state.poll_soon(hinted.pk)
+        assert Policy().pick(await state.due("kie", time.time(), 8, (), LANES), 1)[0].task_id == "old-999"
     finally:
         await state.close()

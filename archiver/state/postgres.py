@@ -341,7 +341,7 @@ class PostgresState:
                 (*at, provider, self.me, len(ends), now - ends[0], *at))).rowcount
 
     async def poll_soon(self, pk: int) -> bool:
-        row = await self._one("UPDATE tasks SET next_poll_at = %s WHERE id = %s AND owner = %s AND state IN"
+        row = await self._one("UPDATE tasks SET next_poll_at = %s, lane = 0 WHERE id = %s AND owner = %s AND state IN"
                               " ('queued', 'polling') RETURNING id", (time.time(), pk, self.me))
         return row is not None
 

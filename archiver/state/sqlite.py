@@ -370,9 +370,10 @@ class SqliteState:
                 (*at, provider, self.me, len(ends), now - ends[0], *at)).rowcount
 
     async def poll_soon(self, pk: int) -> bool:
-        """Make one of this daemon's waiting tasks due now (a callback); False if it holds no such task."""
+        """Make one of this daemon's waiting tasks due now, in the first lane (a callback said it ended);
+        False if it holds no such task."""
         with self.transaction() as db:
-            cur = db.execute("UPDATE tasks SET next_poll_at = ? WHERE id = ? AND owner = ? AND state IN"
+            cur = db.execute("UPDATE tasks SET next_poll_at = ?, lane = 0 WHERE id = ? AND owner = ? AND state IN"
                              " ('queued', 'polling')", (time.time(), pk, self.me))
         return cur.rowcount > 0
 
