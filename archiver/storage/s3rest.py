@@ -1,28 +1,28 @@
 """S3's REST API as S3Storage speaks it: signed requests on an aiohttp session, with retries.
 
-botocore resolves the credentials (its whole provider chain) and signs (SigV4); the payload
-hash we sign is one we know already, so no body is read twice. Errors come out as S3Error
-(the store answered no) or Unreachable (no answer, or no credentials, after the retries).
+Requests are signed here (SigV4, `sign`), with a payload hash we know already, so no body is
+read twice. Credentials in the environment are read here too; any other source goes through
+botocore's provider chain (files, SSO, instance metadata…), imported only then: botocore is
+5 MiB of a daemon's memory. Errors come out as S3Error (the store answered no) or
+Unreachable (no answer, or no credentials, after the retries).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
+import hmac
 import os
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import EnvProvider
-from botocore.exceptions import BotoCoreError
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -97,11 +97,44 @@ class Body:
             file.close()
 
 
-class _Signer(S3SigV4Auth):
-    """SigV4 for S3, signing the payload hash the request carries instead of reading its body."""
+@dataclass(frozen=True)
+class Keys:
+    """One set of AWS credentials (botocore's frozen credentials have the same fields)."""
 
-    def payload(self, request: Any) -> str:
-        return str(request.context["payload_sha256"])
+    access_key: str
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+
+
+def sign(method: str, url: URL, headers: dict[str, str], payload_sha256: str, keys: Keys, region: str,
+         now: dt.datetime) -> dict[str, str]:
+    """`headers` with Host, the date, the payload hash and the SigV4 Authorization for S3 added.
+
+    S3's canonical request takes the path as sent (encoded once, not normalised) and the
+    query's `k=v` pairs, encoded as they are in `url`, sorted; every header sent is signed.
+    """
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    host = url.raw_host or ""
+    host = f"[{host}]" if ":" in host else host
+    headers = headers | {"Host": host if url.is_default_port() else f"{host}:{url.port}",
+                         "x-amz-date": stamp, "x-amz-content-sha256": payload_sha256}
+    if keys.token:
+        headers["x-amz-security-token"] = keys.token
+    signed = sorted((name.lower(), " ".join(value.split())) for name, value in headers.items())
+    names = ";".join(name for name, _ in signed)
+    pairs = url.raw_query_string.split("&") if url.raw_query_string else []
+    query = "&".join(sorted(pair if "=" in pair else pair + "=" for pair in pairs))
+    canonical = "\n".join([method, url.raw_path, query, "".join(f"{n}:{v}\n" for n, v in signed), names,
+                           payload_sha256])
+    scope = f"{stamp[:8]}/{region}/s3/aws4_request"
+    text_to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = ("AWS4" + keys.secret_key).encode()
+    for part in (stamp[:8], region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, text_to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={keys.access_key}/{scope}, "
+                                f"SignedHeaders={names}, Signature={signature}")
+    return headers
 
 
 class Client:
@@ -114,7 +147,7 @@ class Client:
         self.retries = retries
         self._session: aiohttp.ClientSession | None = None
         self._credentials: Any = None
-        self._region = config.region
+        self._region = ""  # the config's, or the environment's: known once started
         self._ready = asyncio.Lock()
 
     async def send(self, method: str, name: str, query: dict[str, str] | None = None, *,
@@ -164,7 +197,7 @@ class Client:
     async def _start(self) -> aiohttp.ClientSession:
         async with self._ready:
             if self._session is None:
-                self._credentials, self._region = await asyncio.to_thread(_credentials, self._region)
+                self._credentials, self._region = await asyncio.to_thread(_credentials, self.config.region)
                 self._session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=32),
                     timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
@@ -172,17 +205,16 @@ class Client:
             return self._session
 
     async def _sign(self, method: str, url: URL, headers: dict[str, str], body: Body | None) -> dict[str, str]:
-        credentials = self._credentials
-        if credentials.refresh_needed() if hasattr(credentials, "refresh_needed") else False:
-            frozen = await asyncio.to_thread(credentials.get_frozen_credentials)  # may ask a service
-        else:
-            frozen = credentials.get_frozen_credentials()
-        request = AWSRequest(method, str(url), headers=headers)
-        request.context["payload_sha256"] = body.sha256 if body else EMPTY_SHA256
+        keys = self._credentials
+        if not isinstance(keys, Keys):  # botocore's, perhaps refreshable
+            if keys.refresh_needed() if hasattr(keys, "refresh_needed") else False:
+                keys = await asyncio.to_thread(keys.get_frozen_credentials)  # may ask a service
+            else:
+                keys = keys.get_frozen_credentials()
         if body:
-            request.headers["Content-Length"] = str(body.length)
-        _Signer(frozen, "s3", self._region).add_auth(request)
-        return dict(request.headers.items())
+            headers = headers | {"Content-Length": str(body.length)}
+        return sign(method, url, headers, body.sha256 if body else EMPTY_SHA256, keys, self._region,
+                    dt.datetime.now(dt.UTC))
 
     def _url(self, name: str, query: dict[str, str] | None) -> URL:
         """Path-style on a custom endpoint (S3-compatible stores serve it reliably); on AWS the
@@ -208,16 +240,20 @@ class Client:
 
 
 def _credentials(region: str | None) -> tuple[Any, str]:
-    """botocore's credentials chain and the region (files, maybe a service: run in a thread).
+    """The credentials and the region (files, maybe a service: run in a thread).
 
-    The chain's first link, the environment, is tried without a botocore Session when the
-    region is known too: a Session imports botocore's client modules (3 MiB)."""
+    Keys in the environment come first, as in botocore's chain; when they and the region are
+    there, botocore is not imported. Expiring ones (AWS_CREDENTIAL_EXPIRATION) are botocore's."""
     region = region or os.environ.get("AWS_DEFAULT_REGION")
-    try:
-        if region and (found := EnvProvider().load()) is not None:
-            return found, region
-        import botocore.session
+    env = os.environ
+    if region and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and \
+            not env.get("AWS_CREDENTIAL_EXPIRATION"):
+        token = env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN")
+        return Keys(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], token), region
+    import botocore.session
+    from botocore.exceptions import BotoCoreError
 
+    try:
         session = botocore.session.Session()
         credentials = session.get_credentials()
     except BotoCoreError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import logging
 import socket
@@ -12,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from archiver.config import LocalConfig, S3Config, StorageConfig
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage import open_storage
 from archiver.storage.s3 import MULTIPART_THRESHOLD, PART_SIZE, S3Storage
-from archiver.storage.s3rest import S3Error
+from archiver.storage.s3rest import Keys, S3Error, sign
 from tests.support.s3proxy import S3Proxy
 from tests.support.servers import serve
 
@@ -308,3 +310,38 @@ async def test_signatures_are_checked_on_the_way(s3_bucket: str, moto_server: st
         with pytest.raises(StorageUnavailable, match="SignatureDoesNotMatch"):
             await storage.put_bytes("k.json", b"{}", content_type="application/json")
         await storage.close()
+
+
+@pytest.mark.parametrize("source", ["file", "session token"])
+async def test_credentials_beyond_plain_keys(s3_bucket: str, moto_server: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    """Keys from a credentials file (botocore's provider chain) or with a session token in the
+    environment: requests still go up signed as the store checks them."""
+    if source == "file":
+        (tmp_path / "credentials").write_text("[default]\naws_access_key_id = testing\n"
+                                              "aws_secret_access_key = testing\n")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    else:
+        monkeypatch.setenv("AWS_SESSION_TOKEN", "a-token")
+    proxy = S3Proxy(moto_server)
+    async with serve(proxy.app()) as url:
+        storage = S3Storage(config(s3_bucket, url), retries=0)
+        await storage.put_bytes("k.json", b"{}", content_type="application/json")
+        assert await storage.get("k.json") == b"{}"
+        await storage.close()
+    assert proxy.tokens == ([None, None] if source == "file" else ["a-token", "a-token"])
+
+
+def test_signature_matches_aws_documented_example() -> None:
+    """AWS's own SigV4 example for S3 (GET /test.txt with a Range, in the "Signature
+    Calculations for the Authorization Header" page): the same Authorization, to the digit."""
+    headers = sign("GET", URL("https://examplebucket.s3.amazonaws.com/test.txt", encoded=True),
+                   {"Range": "bytes=0-9"}, hashlib.sha256(b"").hexdigest(),
+                   Keys("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "us-east-1",
+                   dt.datetime(2013, 5, 24, tzinfo=dt.UTC))
+    assert headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")

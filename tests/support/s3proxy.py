@@ -30,6 +30,7 @@ class S3Proxy:
     refuse: tuple[int, str] | None = None
     conflicts: int = 0
     seen: list[tuple[str, str, bool]] = field(default_factory=list)
+    tokens: list[str | None] = field(default_factory=list)  # each request's session token
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
@@ -40,6 +41,7 @@ class S3Proxy:
         conditional = "If-None-Match" in request.headers
         self.seen.append((request.method, request.path_qs, conditional))
         body = await request.read()
+        self.tokens.append(request.headers.get("X-Amz-Security-Token"))
         if not _signed(request, body):
             return _error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match")
         if conditional and self.refuse:
