@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -148,6 +149,7 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
         self._credentials: Any = None
         self._region = ""  # the config's, or the environment's: known once started
+        self._proxy: str | None = None
         self._ready = asyncio.Lock()
 
     async def send(self, method: str, name: str, query: dict[str, str] | None = None, *,
@@ -180,7 +182,7 @@ class Client:
                 # names this host.
                 resp = await session.request(method, url, data=body.payload() if body else None,
                                              headers=await self._sign(method, url, headers or {}, body),
-                                             allow_redirects=False)
+                                             allow_redirects=False, proxy=self._proxy)
             except NETWORK_ERRORS as e:
                 error = Unreachable(f"{type(e).__name__}: {e}")
             else:
@@ -198,6 +200,7 @@ class Client:
         async with self._ready:
             if self._session is None:
                 self._credentials, self._region = await asyncio.to_thread(_credentials, self.config.region)
+                self._proxy = _proxy(self._url("", None))
                 self._session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=32),
                     timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
@@ -261,6 +264,14 @@ def _credentials(region: str | None) -> tuple[Any, str]:
     if credentials is None:
         raise Unreachable("Unable to locate credentials")
     return credentials, region or session.get_config_variable("region") or "us-east-1"
+
+
+def _proxy(url: URL) -> str | None:
+    """The proxy that HTTPS_PROXY / HTTP_PROXY name for the store, unless NO_PROXY excludes it
+    (as botocore did); the session itself ignores the environment (no .netrc per request)."""
+    if url.host and proxy_bypass(url.host):
+        return None
+    return getproxies().get(url.scheme)
 
 
 async def _error(resp: aiohttp.ClientResponse) -> S3Error:

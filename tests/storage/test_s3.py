@@ -345,3 +345,20 @@ def test_signature_matches_aws_documented_example() -> None:
         "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
         "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
         "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+
+
+async def test_proxy_from_the_environment(s3_client: Any, s3_bucket: str, moto_server: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured as botocore honoured it: every request goes through the proxy."""
+    proxy = S3Proxy(moto_server)
+    async with serve(proxy.app()) as url:
+        monkeypatch.setenv("HTTP_PROXY", url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        storage = S3Storage(config(s3_bucket, moto_server), retries=0)
+        await storage.put_bytes("k.json", b"{}", content_type="application/json")
+        assert (await storage.stat("k.json")).size == 2
+        await storage.close()
+    assert [(method, path) for method, path, _ in proxy.seen] == [
+        ("PUT", f"/{s3_bucket}/k.json"), ("HEAD", f"/{s3_bucket}/k.json")]
+    assert s3_client.get_object(Bucket=s3_bucket, Key="k.json")["Body"].read() == b"{}"

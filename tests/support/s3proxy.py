@@ -73,7 +73,8 @@ def _signed(request: web.Request, body: bytes) -> bool:
         return False
     region = fields["Credential"].split("/")[2]
     names = fields["SignedHeaders"].split(";")
-    wire = AWSRequest(request.method, f"http://{request.host}{request.raw_path}",
+    # rel_url: a request to a forward proxy carries the absolute URL.
+    wire = AWSRequest(request.method, f"http://{request.host}{request.rel_url.raw_path_qs}",
                       headers={name: request.headers.get(name, "") for name in names})
     wire.context["timestamp"] = request.headers["X-Amz-Date"]
     signer = S3SigV4Auth(Credentials("testing", "testing"), "s3", region)
