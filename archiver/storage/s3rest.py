@@ -167,7 +167,10 @@ class Client:
     async def xml(self, method: str, name: str, query: dict[str, str] | None = None, *,
                   headers: dict[str, str] | None = None, body: Body | None = None) -> ET.Element:
         reply = await self.send(method, name, query, headers=headers, body=body)
-        return ET.fromstring(reply.body)
+        try:
+            return ET.fromstring(reply.body)
+        except ET.ParseError as e:  # not an S3 store at that URL, or a proxy's page
+            raise S3Error(reply.status, "InvalidReply", f"not S3's XML ({e})") from None
 
     async def open(self, method: str, name: str, query: dict[str, str] | None = None, *,
                    headers: dict[str, str] | None = None, body: Body | None = None) -> aiohttp.ClientResponse:

@@ -21,7 +21,7 @@ from archiver.storage import open_storage
 from archiver.storage.s3 import MULTIPART_THRESHOLD, PART_SIZE, S3Storage
 from archiver.storage.s3rest import Keys, S3Error, sign
 from tests.support.s3proxy import S3Proxy
-from tests.support.servers import serve
+from tests.support.servers import canned, serve
 
 PNG = "image/png"
 
@@ -362,3 +362,12 @@ async def test_proxy_from_the_environment(s3_client: Any, s3_bucket: str, moto_s
     assert [(method, path) for method, path, _ in proxy.seen] == [
         ("PUT", f"/{s3_bucket}/k.json"), ("HEAD", f"/{s3_bucket}/k.json")]
     assert s3_client.get_object(Bucket=s3_bucket, Key="k.json")["Body"].read() == b"{}"
+
+
+async def test_a_reply_that_is_not_s3s_xml_is_storage_unavailable(aws_env: None) -> None:
+    """An endpoint_url that is not an S3 store (a web page answers): ours, not a parse error."""
+    async with serve(canned(200, b"<html><body>hello")) as url:
+        storage = S3Storage(config("bucket", url), retries=0)
+        with pytest.raises(StorageUnavailable, match="InvalidReply"):
+            await storage.start()
+        await storage.close()
