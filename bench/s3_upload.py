@@ -1,5 +1,5 @@
-"""One large file into S3 (moto, its own process): `put_file` as today (boto3's upload_file,
-4 threads) against `if_absent=True` (our own parts, one at a time). Prints wall seconds,
+"""One large file into S3 (moto, its own process): `put_file` without a condition against
+`if_absent=True` (a HEAD first, then the same parts, one at a time). Prints wall seconds,
 MB/s and each uploader's peak RSS; run: .venv/bin/python bench/s3_upload.py [--size MIB]
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
                 digest.update(block)
         print(f"{opts.size} MiB file, moto on 127.0.0.1:{port}")
         print(f"{'mode':<28}{'wall s':>8}{'MB/s':>8}{'RSS before MiB':>16}{'peak RSS MiB':>14}")
-        for n, (mode, if_absent) in enumerate((("upload_file (today)", False), ("if_absent (own parts)", True))):
+        for n, (mode, if_absent) in enumerate((("unconditional", False), ("if_absent", True))):
             out = folder / f"child-{n}.log"
             child = Child([PY, __file__, "--child", endpoint, str(source), f"k{n}.mp4", str(if_absent),
                            digest.hexdigest()], out, env)

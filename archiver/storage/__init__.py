@@ -15,7 +15,7 @@ def open_storage(config: StorageConfig) -> Storage:
     if config.backend == "local":
         return LocalStorage(config.local.root)
     if config.backend == "s3":
-        # Imported here: boto3 costs ~13 MiB of memory that a local archive never needs.
+        # Imported here: a local archive never needs the S3 modules.
         from archiver.storage.s3 import S3Storage
 
         return S3Storage(config.s3)

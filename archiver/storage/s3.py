@@ -1,14 +1,18 @@
-"""Storage in an S3 bucket or an S3-compatible store, through botocore run off the event loop.
+"""Storage in an S3 bucket or an S3-compatible store: S3's REST calls sent with aiohttp.
 
-botocore and boto3 exceptions stop here: a missing key becomes FileNotFoundError, a
-failed `If-None-Match: *` AlreadyStored, and anything else StorageUnavailable, once
-botocore's own retries have given up.
+botocore is kept for what it does better than we would, the credentials chain (environment,
+files, SSO, instance metadata…) and SigV4 signing; its client, service models and endpoint
+rules are never loaded (about 13 MiB of a daemon's memory). The REST side is in s3rest.py.
+
+Errors stop here: a missing key becomes FileNotFoundError, a failed `If-None-Match: *`
+AlreadyStored, and anything else StorageUnavailable, once our own retries have given up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import errno
 import hashlib
@@ -16,26 +20,22 @@ import itertools
 import logging
 import os
 import random
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import botocore.session
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import TypeVar
+from urllib.parse import unquote_plus
 
 from archiver.config import S3Config
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
 from archiver.storage.local import check_key
-from archiver.storage.s3models import lean_loader
-from archiver.storage.s3parts import PART_SIZE, upload_parts
+from archiver.storage.s3rest import NETWORK_ERRORS, Body, Client, Reply, S3Error, Unreachable, find, find_all, text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MULTIPART_THRESHOLD = 64 * 1024**2
+PART_SIZE = 16 * 1024**2
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 # How a store without conditional writes answers `If-None-Match: *` (when it does not ignore it).
 _NO_CONDITIONAL = {"NotImplemented", "NotSupported"}
@@ -45,10 +45,10 @@ _NO_LISTING = {"NotImplemented", "AccessDenied", "MethodNotAllowed"}
 
 
 class S3Storage:
-    """Keys live under `config.prefix` in `config.bucket`; each boto3 call runs in a thread.
+    """Keys live under `config.prefix` in `config.bucket`.
 
-    `retries` is how many times botocore retries an unreachable store, a 5xx or SlowDown
-    (standard mode, with backoff) before we raise StorageUnavailable.
+    `retries` is how many times a request is retried after an unreachable store, a 5xx or
+    SlowDown (with backoff, as botocore's standard mode) before we raise StorageUnavailable.
     """
 
     def __init__(self, config: S3Config, *, retries: int = 5,
@@ -59,39 +59,10 @@ class S3Storage:
         self.bucket: str = config.bucket
         prefix = config.prefix.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""  # "archive" and "archive/" mean the same
-        self._retries = retries
         self._threshold = multipart_threshold
         self._conditional = True  # until the store refuses If-None-Match: then check-then-write
-        self._client_obj: Any = None
-        self._lock = threading.Lock()
-
-    def _client(self) -> Any:
-        """The botocore client, made on first use in a worker thread: credentials may need I/O.
-
-        botocore's own, not boto3's: boto3 (2 MiB) is imported only for a large upload."""
-        with self._lock:
-            if self._client_obj is None:
-                # "when_required" sends no checksum header at all, for stores that reject them.
-                checksums: Literal["when_supported", "when_required"] = (
-                    "when_supported" if self.config.checksum else "when_required")
-                session = botocore.session.Session()
-                session.register_component("data_loader", lean_loader(session.get_config_variable("data_path")))
-                self._client_obj = session.create_client(
-                    "s3",
-                    endpoint_url=self.config.endpoint_url,
-                    region_name=self.config.region,
-                    config=Config(
-                        retries={"mode": "standard", "total_max_attempts": self._retries + 1},
-                        connect_timeout=10,
-                        read_timeout=60,
-                        max_pool_connections=32,
-                        request_checksum_calculation=checksums,
-                        response_checksum_validation=checksums,
-                        # S3-compatible stores (MinIO, R2, Ceph) reliably serve path-style URLs.
-                        s3={"addressing_style": "path"} if self.config.endpoint_url else None,
-                    ),
-                )
-            return self._client_obj
+        self._retries = retries
+        self._client = Client(config, retries=retries)
 
     def _name(self, key: str) -> str:
         check_key(key)
@@ -100,32 +71,26 @@ class S3Storage:
     def _url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
-    async def _call(self, what: str, key: str, fn: Callable[[Any], T]) -> T:
-        """Run `fn(client)` in a thread, translating botocore's exceptions into ours."""
-
-        def run() -> T:
-            try:
-                return fn(self._client())
-            except ClientError as e:
-                error = e.response.get("Error", {})
-                code = str(error.get("Code", "?"))
-                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if code in _MISSING:
-                    raise FileNotFoundError(errno.ENOENT, "no such key in the bucket", key) from e
-                if status == 412 or code == "PreconditionFailed":
-                    # Our If-None-Match: * is the only precondition any call of ours sends.
-                    raise self._already(key) from None
-                message = (f"s3: {what} {self._url(key)}: {code} {error.get('Message', '')}; check the "
-                           "bucket, its region and the credentials' permissions")
-                if status == 409 or code == "ConditionalRequestConflict":
-                    raise _Conflict(message) from e
-                if status == 501 or (status == 400 and code in _NO_CONDITIONAL):
-                    raise _Refused(message) from e
-                raise StorageUnavailable(message) from e
-            except BotoCoreError as e:
-                raise self._unreachable(what, key, e) from e
-
-        return await asyncio.to_thread(run)
+    async def _call(self, what: str, key: str, call: Awaitable[T]) -> T:
+        """Await `call`, translating the store's errors into ours."""
+        try:
+            return await call
+        except S3Error as e:
+            if e.code in _MISSING:
+                raise FileNotFoundError(errno.ENOENT, "no such key in the bucket", key) from e
+            if e.status == 412 or e.code == "PreconditionFailed":
+                # Our If-None-Match: * is the only precondition any call of ours sends.
+                raise self._already(key) from None
+            message = (f"s3: {what} {self._url(key)}: {e.code} {e.message}; check the "
+                       "bucket, its region and the credentials' permissions")
+            if e.status == 409 or e.code == "ConditionalRequestConflict":
+                raise _Conflict(message) from e
+            if e.status == 501 or (e.status == 400 and e.code in _NO_CONDITIONAL):
+                raise _Refused(message) from e
+            raise StorageUnavailable(message) from e
+        except Unreachable as e:
+            raise StorageUnavailable(f"s3: {what} {self._url(key)}: {e}; check that storage.s3.endpoint_url "
+                                     "is reachable and credentials are set") from e
 
     async def put_file(self, key: str, source: Path, *, content_type: str, sha256: str,
                        if_absent: bool = False, sync_folder: bool = True) -> None:
@@ -135,76 +100,75 @@ class S3Storage:
         digest = bytes.fromhex(sha256)  # a malformed digest fails here, before any upload
         # Stat errors are the caller's staging problem and travel as OSError.
         size = (await asyncio.to_thread(os.stat, source)).st_size
-        extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
-        if self.config.checksum:
-            extra["ChecksumAlgorithm"] = "SHA256"
-            if size < self._threshold:
-                # One PUT: the store checks the whole object against our digest.
-                extra["ChecksumSHA256"] = base64.b64encode(digest).decode()
-            # Multipart: S3 has no whole-object SHA-256, so botocore sends one per part.
+        headers = {"Content-Type": content_type, "x-amz-meta-sha256": sha256}
         if size < self._threshold:
-            # One plain PUT: upload_file would start a transfer manager and its threads.
-            def put(client: Any, condition: dict[str, str]) -> None:
-                with open(source, "rb") as body:
-                    client.put_object(Bucket=self.bucket, Key=name, Body=body, **extra, **condition)
-
-            await self._write("put", key, put, if_absent)
+            if self.config.checksum:
+                # One PUT: the store checks the whole object against our digest.
+                headers |= _checksum(digest)
+            # The payload hash we sign is the digest the download computed: no second read.
+            body = Body.file(source, 0, size, sha256)
+            await self._write("put", key, lambda condition: self._client.put(
+                name, body, headers | condition), if_absent)
         else:
-            def upload(client: Any, condition: dict[str, str]) -> None:
-                if condition:  # upload_file cannot send If-None-Match on the completion
-                    upload_parts(client, self.bucket, name, source, extra, condition)
-                else:
-                    self._managed_upload(client, key, name, source, extra)
-
             # A large upload looks first: no need to send gigabytes to learn that the key is taken.
-            await self._write("upload", key, upload, if_absent, look_first=True)
+            await self._write("upload", key, lambda condition: self._upload_parts(
+                name, source, size, headers, condition), if_absent, look_first=True)
         await self._confirm(key, size, sha256)
 
-    def _managed_upload(self, client: Any, key: str, name: str, source: Path, extra: dict[str, Any]) -> None:
-        """boto3's upload_file (parallel parts, retried each), run on our botocore client."""
-        from boto3.exceptions import Boto3Error
-        from boto3.s3.transfer import S3Transfer, TransferConfig
-
-        # 16 MiB parts and 4 threads: about 64 MiB of buffers per upload, whatever the file size.
-        config = TransferConfig(multipart_threshold=self._threshold, multipart_chunksize=PART_SIZE, max_concurrency=4)
+    async def _upload_parts(self, name: str, source: Path, size: int, headers: dict[str, str],
+                            complete: dict[str, str]) -> None:
+        """A multipart upload, parts of PART_SIZE streamed from disk one at a time; `complete`
+        holds the completion's condition (If-None-Match). Aborted on any failure."""
+        if self.config.checksum:
+            # S3 has no whole-object SHA-256 for multipart uploads: each part carries its own.
+            headers = headers | {"x-amz-checksum-algorithm": "SHA256"}
+        upload = text(find(await self._client.xml("POST", name, {"uploads": ""}, headers=headers), "UploadId"))
         try:
-            # boto3-stubs type `config` as botocore's Config; boto3's own upload_file passes this one.
-            with S3Transfer(client, config) as transfer:  # type: ignore[arg-type]
-                transfer.upload_file(str(source), self.bucket, name, extra_args=extra)
-        except Boto3Error as e:
-            raise self._unreachable("upload", key, e) from e
+            parts = []
+            for number, start in enumerate(range(0, size, PART_SIZE), 1):
+                length = min(PART_SIZE, size - start)
+                part_sha = await asyncio.to_thread(_hash_range, source, start, length)
+                extra = _checksum(bytes.fromhex(part_sha)) if self.config.checksum else {}
+                reply = await self._client.send("PUT", name, {"partNumber": str(number), "uploadId": upload},
+                                                headers=extra, body=Body.file(source, start, length, part_sha))
+                parts.append((number, reply.headers["ETag"], extra.get("x-amz-checksum-sha256")))
+            await self._client.xml("POST", name, {"uploadId": upload}, headers=complete,
+                                   body=Body.data_of(_completion(parts)))
+        except BaseException:
+            # Parts of an upload never completed cost storage until aborted; start() catches the rest.
+            await _quietly(self._client.send("DELETE", name, {"uploadId": upload}))
+            raise
 
     async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
         """One PUT of small content (a sidecar); with a checksum the store verifies the body."""
         name = self._name(key)
         digest = hashlib.sha256(data).digest()
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": name, "Body": data,
-                                "ContentType": content_type, "Metadata": {"sha256": digest.hex()}}
+        headers = {"Content-Type": content_type, "x-amz-meta-sha256": digest.hex()}
         if self.config.checksum:
-            args["ChecksumAlgorithm"] = "SHA256"
-            args["ChecksumSHA256"] = base64.b64encode(digest).decode()
-        await self._write("put", key, lambda c, condition: c.put_object(**args, **condition), if_absent)
+            headers |= _checksum(digest)
+        body = Body.data_of(data, digest.hex())
+        await self._write("put", key, lambda condition: self._client.put(name, body, headers | condition), if_absent)
 
-    async def _write(self, what: str, key: str, write: Callable[[Any, dict[str, str]], None],
+    async def _write(self, what: str, key: str, write: Callable[[dict[str, str]], Awaitable[object]],
                      if_absent: bool, *, look_first: bool = False) -> None:
-        """Run `write(client, condition)`; with `if_absent` only where `key` holds no object.
+        """Run `write(condition)`; with `if_absent` only where `key` holds no object.
 
-        `condition` is IfNoneMatch="*" while the store honours it. A 409 (another conditional
+        `condition` is If-None-Match: * while the store honours it. A 409 (another conditional
         write to the key in flight) is retried with backoff, `retries` times; the retry then
         meets that write's object (AlreadyStored) or, if it failed, writes ours.
         """
         if not if_absent:
-            await self._call(what, key, lambda c: write(c, {}))
+            await self._call(what, key, write({}))
             return
         for attempt in itertools.count():
             if (look_first or not self._conditional) and await self.exists(key):
                 raise self._already(key)
             if not self._conditional:
                 # Check-then-write: two daemons between the HEAD and the PUT both write.
-                await self._call(what, key, lambda c: write(c, {}))
+                await self._call(what, key, write({}))
                 return
             try:
-                await self._call(what, key, lambda c: write(c, {"IfNoneMatch": "*"}))
+                await self._call(what, key, write({"If-None-Match": "*"}))
                 return
             except _Refused as e:
                 self._conditional = False
@@ -215,10 +179,6 @@ class S3Storage:
                 if attempt >= self._retries:
                     raise
                 await asyncio.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.1 * 2**attempt))
-
-    def _unreachable(self, what: str, key: str, error: Exception) -> StorageUnavailable:
-        return StorageUnavailable(f"s3: {what} {self._url(key)}: {error}; check that storage.s3.endpoint_url "
-                                  "is reachable and credentials are set")
 
     def _already(self, key: str) -> AlreadyStored:
         return AlreadyStored(f"s3: {self._url(key)} already holds an object; it was left as it is", key)
@@ -235,14 +195,14 @@ class S3Storage:
                 f"{size} bytes with sha256 {sha256}; the write will be retried")
 
     async def get(self, key: str) -> bytes:
+        """The whole object; checked against the store's own SHA-256 when it has one."""
         name = self._name(key)
-
-        def read(client: Any) -> bytes:
-            body = client.get_object(Bucket=self.bucket, Key=name)["Body"]
-            with body:
-                return bytes(body.read())
-
-        return await self._call("get", key, read)
+        reply = await self._call("get", key, self._client.send(
+            "GET", name, headers={"x-amz-checksum-mode": "ENABLED"}))
+        checksum = _whole_checksum(reply)
+        if checksum is not None and hashlib.sha256(reply.body).hexdigest() != checksum:
+            raise StorageUnavailable(f"s3: get {self._url(key)}: the body does not match the store's checksum")
+        return reply.body
 
     async def exists(self, key: str) -> bool:
         try:
@@ -254,81 +214,85 @@ class S3Storage:
     async def stat(self, key: str) -> ObjectInfo:
         """Size, our sha256 metadata (None for objects we did not write), type and checksum."""
         name = self._name(key)
-        head = await self._call("head", key, lambda c: c.head_object(
-            Bucket=self.bucket, Key=name, ChecksumMode="ENABLED"))
-        sha256 = head.get("Metadata", {}).get("sha256")
-        checksum = head.get("ChecksumSHA256")
-        # A multipart object's checksum is a digest of part digests ("…-N"): not the file's.
-        whole = bool(checksum) and "-" not in checksum and head.get("ChecksumType") != "COMPOSITE"
-        return ObjectInfo(size=int(head["ContentLength"]), sha256=sha256,
-                          content_type=head.get("ContentType"),
-                          checksum=base64.b64decode(checksum).hex() if whole else None)
+        reply = await self._call("head", key, self._client.send(
+            "HEAD", name, headers={"x-amz-checksum-mode": "ENABLED"}))
+        return ObjectInfo(size=int(reply.headers["Content-Length"]), sha256=reply.headers.get("x-amz-meta-sha256"),
+                          content_type=reply.headers.get("Content-Type"), checksum=_whole_checksum(reply))
 
     async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
-        """One page of ListObjectsV2 (up to 1,000 keys) per thread hop."""
+        """One page of ListObjectsV2 (up to 1,000 keys) per request."""
         if prefix:
             check_key(prefix.rstrip("/") or "x")
-        pages = iter(await self._call("list", prefix, lambda c: c.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix)))
-        while page := await self._call("list", prefix, lambda c: next(pages, None)):
-            for obj in page.get("Contents", []):
-                key = obj["Key"].removeprefix(self.prefix)
+        # Keys come URL-encoded: XML cannot carry every character a key may hold.
+        query = {"list-type": "2", "prefix": self.prefix + prefix, "encoding-type": "url"}
+        while True:
+            page = await self._call("list", prefix, self._client.xml("GET", "", query))
+            for obj in find_all(page, "Contents"):
+                key = unquote_plus(text(find(obj, "Key"))).removeprefix(self.prefix)
                 if key and not key.endswith("/"):
-                    yield Listed(key, int(obj["Size"]), obj["LastModified"].timestamp())
+                    modified = dt.datetime.fromisoformat(text(find(obj, "LastModified")))
+                    yield Listed(key, int(text(find(obj, "Size"))), modified.timestamp())
+            token = find(page, "NextContinuationToken")
+            if text(find(page, "IsTruncated")) != "true" or token is None:
+                return
+            query = query | {"continuation-token": text(token)}
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
-        """A ranged GET streamed in 256 KiB pieces, one thread hop each: memory stays flat."""
+        """A ranged GET streamed in pieces of at most 256 KiB: memory stays flat."""
         name = self._name(key)
         if end is not None and end <= start:
             await self.stat(key)  # nothing to send, but a missing key is still an error
             return
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": name}
+        headers = {}
         if start or end is not None:
-            args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        body = (await self._call("get", key, lambda c: c.get_object(**args)))["Body"]
-        try:
-            while chunk := await self._call("get", key, lambda c: body.read(_READ_CHUNK)):
-                yield chunk
-        finally:
-            body.close()
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        async with await self._call("get", key, self._client.open("GET", name, headers=headers)) as resp:
+            try:
+                async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+                    yield chunk
+            except NETWORK_ERRORS as e:
+                raise StorageUnavailable(f"s3: get {self._url(key)}: {type(e).__name__} while reading") from e
 
     async def start(self, *, shared: bool = False) -> None:
         """Abort multipart uploads under our prefix left by a crash: all of them, or with other
         daemons writing here (shared), those begun more than STALE_SHARED ago."""
         before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=STALE_SHARED if shared else -60)
-        aborted = await self._call("list uploads under", "", lambda client: self._abort_stale(client, before))
+        aborted = await self._call("list uploads under", "", self._abort_stale(before))
         if aborted:
             log.info("aborted %d stale multipart upload(s) under %s", aborted, self._url(""))
 
-    def _abort_stale(self, client: Any, before: dt.datetime) -> int:
+    async def _abort_stale(self, before: dt.datetime) -> int:
         aborted = 0
-        pages = client.get_paginator("list_multipart_uploads")
+        query = {"uploads": "", "prefix": self.prefix, "encoding-type": "url"}
         try:
-            for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
-                for upload in page.get("Uploads", []):
-                    if not upload["Key"].startswith(self.prefix):
+            while True:
+                page = await self._client.xml("GET", "", query)
+                for upload in find_all(page, "Upload"):
+                    key = unquote_plus(text(find(upload, "Key")))
+                    if not key.startswith(self.prefix):
                         continue  # a store that ignores Prefix must not cost others their uploads
-                    if upload.get("Initiated", before) > before:
+                    initiated = find(upload, "Initiated")
+                    if initiated is not None and dt.datetime.fromisoformat(text(initiated)) > before:
                         continue  # another daemon's upload in progress
                     try:
-                        client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                        await self._client.send("DELETE", key, {"uploadId": text(find(upload, "UploadId"))})
                         aborted += 1
-                    except ClientError as e:
-                        if e.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    except S3Error as e:
+                        if e.code != "NoSuchUpload":
                             raise
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            if code not in _NO_LISTING:
+                if text(find(page, "IsTruncated")) != "true":
+                    return aborted
+                query = query | {"key-marker": unquote_plus(text(find(page, "NextKeyMarker"))),
+                                 "upload-id-marker": text(find(page, "NextUploadIdMarker"))}
+        except S3Error as e:
+            if e.code not in _NO_LISTING:
                 raise
             log.warning("cannot list multipart uploads in %s (%s); stale ones are left to "
-                        "the bucket's lifecycle rules", self._url(""), code)
+                        "the bucket's lifecycle rules", self._url(""), e.code)
         return aborted
 
     async def close(self) -> None:
-        client, self._client_obj = self._client_obj, None
-        if client is not None:
-            await asyncio.to_thread(client.close)
+        await self._client.close()
 
 
 class _Conflict(StorageUnavailable):
@@ -337,3 +301,42 @@ class _Conflict(StorageUnavailable):
 
 class _Refused(StorageUnavailable):
     """501 (or 400 NotImplemented): the store does not implement a header we sent."""
+
+
+def _checksum(digest: bytes) -> dict[str, str]:
+    """The headers that make the store check a body against its SHA-256."""
+    return {"x-amz-sdk-checksum-algorithm": "SHA256", "x-amz-checksum-sha256": base64.b64encode(digest).decode()}
+
+
+def _whole_checksum(reply: Reply) -> str | None:
+    """The store's SHA-256 of the whole object, hex; None for none or a multipart one."""
+    checksum = reply.headers.get("x-amz-checksum-sha256")
+    # A multipart object's checksum is a digest of part digests ("…-N"): not the file's.
+    if not checksum or "-" in checksum or reply.headers.get("x-amz-checksum-type") == "COMPOSITE":
+        return None
+    return base64.b64decode(checksum).hex()
+
+
+def _completion(parts: list[tuple[int, str, str | None]]) -> bytes:
+    """CompleteMultipartUpload's XML body."""
+    from xml.sax.saxutils import escape
+
+    items = "".join(f"<Part><PartNumber>{number}</PartNumber><ETag>{escape(etag)}</ETag>"
+                    + (f"<ChecksumSHA256>{checksum}</ChecksumSHA256>" if checksum else "") + "</Part>"
+                    for number, etag, checksum in parts)
+    return f'<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{items}</CompleteMultipartUpload>'.encode()
+
+
+def _hash_range(path: Path, start: int, length: int) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(start)
+        while length > 0 and (block := f.read(min(length, 1 << 20))):
+            hasher.update(block)
+            length -= len(block)
+    return hasher.hexdigest()
+
+
+async def _quietly(call: Awaitable[object]) -> None:
+    with contextlib.suppress(S3Error, Unreachable):
+        await call

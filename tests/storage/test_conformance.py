@@ -14,6 +14,8 @@ from archiver.config import S3Config
 from archiver.errors import AlreadyStored
 from archiver.storage import LocalStorage, Storage
 from archiver.storage.s3 import S3Storage
+from tests.support.s3proxy import S3Proxy
+from tests.support.servers import serve
 
 PNG = "image/png"
 
@@ -51,12 +53,16 @@ def _s3(client: Any, bucket: str, endpoint: str) -> Backend:
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "local":
         b = _local(tmp_path / "archive")
-    else:
-        b = _s3(request.getfixturevalue("s3_client"), request.getfixturevalue("s3_bucket"),
-                request.getfixturevalue("moto_server"))
-    await b.storage.start()
-    yield b
-    await b.storage.close()
+        await b.storage.start()
+        yield b
+        await b.storage.close()
+        return
+    # moto checks no signature: the proxy does, on every request as it arrives.
+    async with serve(S3Proxy(request.getfixturevalue("moto_server")).app()) as url:
+        b = _s3(request.getfixturevalue("s3_client"), request.getfixturevalue("s3_bucket"), url)
+        await b.storage.start()
+        yield b
+        await b.storage.close()
 
 
 def staged(tmp_path: Path, data: bytes) -> tuple[Path, str]:

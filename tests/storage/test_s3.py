@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import logging
 import socket
@@ -12,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from yarl import URL
 
 from archiver.config import LocalConfig, S3Config, StorageConfig
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage import open_storage
-from archiver.storage.s3 import MULTIPART_THRESHOLD, S3Storage
-from archiver.storage.s3models import lean_loader
-from archiver.storage.s3parts import PART_SIZE, upload_parts
+from archiver.storage.s3 import MULTIPART_THRESHOLD, PART_SIZE, S3Storage
+from archiver.storage.s3rest import Keys, S3Error, sign
 from tests.support.s3proxy import S3Proxy
-from tests.support.servers import serve
+from tests.support.servers import canned, serve
 
 PNG = "image/png"
 
@@ -66,6 +66,7 @@ async def test_checksum_off_still_uploads(s3_client: Any, s3_bucket: str, moto_s
     await storage.put_file("00.png", source, content_type=PNG, sha256=digest)
     await storage.put_bytes("00.png.json", b"{}", content_type="application/json")
     assert (await storage.stat("00.png")).sha256 == digest
+    await storage.close()
     for key in ("00.png", "00.png.json"):
         reply = head(s3_client, s3_bucket, key)
         assert not [k for k in reply if k.startswith("Checksum")], reply
@@ -98,7 +99,9 @@ async def test_start_aborts_stale_uploads_under_prefix(s3_client: Any, s3_bucket
                                                        moto_server: str) -> None:
     s3_client.create_multipart_upload(Bucket=s3_bucket, Key="pre/kie/00.mp4")
     s3_client.create_multipart_upload(Bucket=s3_bucket, Key="other/00.mp4")
-    await S3Storage(config(s3_bucket, moto_server, prefix="pre")).start()
+    storage = S3Storage(config(s3_bucket, moto_server, prefix="pre"))
+    await storage.start()
+    await storage.close()
     left = s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
     assert [u["Key"] for u in left] == ["other/00.mp4"]
 
@@ -109,6 +112,7 @@ async def test_missing_bucket_is_storage_unavailable(moto_server: str, tmp_path:
         await storage.start()
     with pytest.raises(StorageUnavailable):
         await storage.put_bytes("k.json", b"{}", content_type="application/json")
+    await storage.close()
 
 
 async def test_unreachable_store_fails_fast(aws_env: None, tmp_path: Path) -> None:
@@ -185,16 +189,20 @@ async def test_conditional_multipart_upload(s3_client: Any, s3_bucket: str, moto
     await storage.close()
 
 
-def test_completion_honours_if_none_match(s3_client: Any, s3_bucket: str, tmp_path: Path) -> None:
+async def test_completion_honours_if_none_match(s3_client: Any, s3_bucket: str, moto_server: str,
+                                               tmp_path: Path) -> None:
     """The store, not our HEAD, has the last word: a completion onto a taken key fails 412
     (moto 5.2 checks If-None-Match in CompleteMultipartUpload), and the upload is aborted."""
     s3_client.put_object(Bucket=s3_bucket, Key="taken.mp4", Body=b"already here")
     source = tmp_path / "big.mp4"
     marked_file(source, PART_SIZE + 10, b"mark")
-    with pytest.raises(ClientError) as caught:
-        upload_parts(s3_client, s3_bucket, "taken.mp4", source, {"ContentType": "video/mp4"},
-                     {"IfNoneMatch": "*"})
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    storage = S3Storage(config(s3_bucket, moto_server))
+    # The parts step alone, as if another writer took the key after put_file's HEAD.
+    with pytest.raises(S3Error) as caught:
+        await storage._upload_parts("taken.mp4", source, PART_SIZE + 10, {"Content-Type": "video/mp4"},
+                                    {"If-None-Match": "*"})
+    await storage.close()
+    assert caught.value.status == 412
     assert s3_client.get_object(Bucket=s3_bucket, Key="taken.mp4")["Body"].read() == b"already here"
     assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
@@ -283,17 +291,83 @@ async def test_conflict_on_completion_starts_over(s3_client: Any, s3_bucket: str
     assert hashlib.sha256(body).hexdigest() == digest
 
 
-def test_models_load_as_plain_dicts_with_documentation_emptied() -> None:
-    model = lean_loader(None).load_service_model("s3", "service-2")
-    assert type(model) is dict
-    put = model["operations"]["PutObject"]
-    assert put["documentation"] == "" and put["http"]["method"] == "PUT"
-
-
-async def test_failed_managed_upload_is_storage_unavailable(moto_server: str, tmp_path: Path) -> None:
-    """boto3's upload_file wraps the store's refusal in its own exception: ours comes out."""
+async def test_failed_multipart_upload_is_storage_unavailable(moto_server: str, tmp_path: Path) -> None:
+    """A refusal of the multipart upload's first step comes out as ours, naming the store's code."""
     storage = S3Storage(config("no-such-bucket", moto_server), multipart_threshold=SMALL)
     source, digest = staged(tmp_path, b"x" * (SMALL + 1))
     with pytest.raises(StorageUnavailable, match="upload s3://no-such-bucket/v.mp4: .*NoSuchBucket"):
         await storage.put_file("v.mp4", source, content_type="video/mp4", sha256=digest)
     await storage.close()
+
+
+async def test_signatures_are_checked_on_the_way(s3_bucket: str, moto_server: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy (which the conformance suite runs behind) refuses a request signed with another
+    secret, as AWS would: its check is real, so the suite's passing means our signatures are."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    async with serve(S3Proxy(moto_server).app()) as url:
+        storage = S3Storage(config(s3_bucket, url), retries=0)
+        with pytest.raises(StorageUnavailable, match="SignatureDoesNotMatch"):
+            await storage.put_bytes("k.json", b"{}", content_type="application/json")
+        await storage.close()
+
+
+@pytest.mark.parametrize("source", ["file", "session token"])
+async def test_credentials_beyond_plain_keys(s3_bucket: str, moto_server: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    """Keys from a credentials file (botocore's provider chain) or with a session token in the
+    environment: requests still go up signed as the store checks them."""
+    if source == "file":
+        (tmp_path / "credentials").write_text("[default]\naws_access_key_id = testing\n"
+                                              "aws_secret_access_key = testing\n")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    else:
+        monkeypatch.setenv("AWS_SESSION_TOKEN", "a-token")
+    proxy = S3Proxy(moto_server)
+    async with serve(proxy.app()) as url:
+        storage = S3Storage(config(s3_bucket, url), retries=0)
+        await storage.put_bytes("k.json", b"{}", content_type="application/json")
+        assert await storage.get("k.json") == b"{}"
+        await storage.close()
+    assert proxy.tokens == ([None, None] if source == "file" else ["a-token", "a-token"])
+
+
+def test_signature_matches_aws_documented_example() -> None:
+    """AWS's own SigV4 example for S3 (GET /test.txt with a Range, in the "Signature
+    Calculations for the Authorization Header" page): the same Authorization, to the digit."""
+    headers = sign("GET", URL("https://examplebucket.s3.amazonaws.com/test.txt", encoded=True),
+                   {"Range": "bytes=0-9"}, hashlib.sha256(b"").hexdigest(),
+                   Keys("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "us-east-1",
+                   dt.datetime(2013, 5, 24, tzinfo=dt.UTC))
+    assert headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+
+
+async def test_proxy_from_the_environment(s3_client: Any, s3_bucket: str, moto_server: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured as botocore honoured it: every request goes through the proxy."""
+    proxy = S3Proxy(moto_server)
+    async with serve(proxy.app()) as url:
+        monkeypatch.setenv("HTTP_PROXY", url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        storage = S3Storage(config(s3_bucket, moto_server), retries=0)
+        await storage.put_bytes("k.json", b"{}", content_type="application/json")
+        assert (await storage.stat("k.json")).size == 2
+        await storage.close()
+    assert [(method, path) for method, path, _ in proxy.seen] == [
+        ("PUT", f"/{s3_bucket}/k.json"), ("HEAD", f"/{s3_bucket}/k.json")]
+    assert s3_client.get_object(Bucket=s3_bucket, Key="k.json")["Body"].read() == b"{}"
+
+
+async def test_a_reply_that_is_not_s3s_xml_is_storage_unavailable(aws_env: None) -> None:
+    """An endpoint_url that is not an S3 store (a web page answers): ours, not a parse error."""
+    async with serve(canned(200, b"<html><body>hello")) as url:
+        storage = S3Storage(config("bucket", url), retries=0)
+        with pytest.raises(StorageUnavailable, match="InvalidReply"):
+            await storage.start()
+        await storage.close()
