@@ -1,8 +1,8 @@
 """Storage in an S3 bucket or an S3-compatible store: S3's REST calls sent with aiohttp.
 
-botocore is kept for what it does better than we would, the credentials chain (environment,
-files, SSO, instance metadata…) and SigV4 signing; its client, service models and endpoint
-rules are never loaded (about 13 MiB of a daemon's memory). The REST side is in s3rest.py.
+The requests, their SigV4 signatures and retries are in s3rest.py; botocore is imported only
+for credentials that are not in the environment (files, SSO, instance metadata…). Its client,
+models and signer cost a daemon about 20 MiB, over issue 14's 64 MiB (bench/RESULTS.md).
 
 Errors stop here: a missing key becomes FileNotFoundError, a failed `If-None-Match: *`
 AlreadyStored, and anything else StorageUnavailable, once our own retries have given up.
