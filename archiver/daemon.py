@@ -226,6 +226,9 @@ class Daemon:
             if polls:
                 await asyncio.wait(polls, timeout=min(POLL_DRAIN, self.config.shutdown_grace))
             await _cancel(polls)
+            for poller in self.pollers.values():
+                with contextlib.suppress(StateUnavailable):
+                    await poller.flush()  # the answers not written yet; unwritten, they are only asked again
             reader.close()
             # Downloads in flight may finish within the grace period; the rest resume next start.
             before = self.finished

@@ -7,6 +7,7 @@ the token bucket grants. No wall-clock timing is asserted.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 from archiver.config import load_config
 from archiver.model import TaskRef
 from archiver.pacing import poll_delay
+from archiver.poller import AGE_EVERY, EntryPoller
 from archiver.policy import OLD_SHARE, Policy, young_window
+from archiver.providers.kie import Kie
 from archiver.state import Position, State, open_state
 from tests.support.daemon import base_config, write_config
 from tests.support.postgres import StateBackend, set_first_seen
@@ -109,5 +112,33 @@ async def test_a_backlog_never_polled_ages_into_the_old_lane(tmp_path: Path, sta
         y, o = await state.due("kie", clock, 8, ())
         assert [t.task_id for t in y] == ["new"] and len(o) == 8
         assert Policy().pick(y, o, 1)[0].task_id == "new"
+    finally:
+        await state.close()
+
+
+async def test_the_poller_looks_for_aged_tasks_less_often_while_it_finds_none(
+        tmp_path: Path, state_backend: StateBackend) -> None:
+    """A look for never-polled tasks past the young window reads the whole young lane: one that moves
+    nothing doubles the wait before the next (AGE_EVERY, 2 × AGE_EVERY, …); new work brings it back."""
+    config = load_config(write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+        "kie": {"type": "kie", "api_key": "k", "base_url": "http://127.0.0.1:9",
+                "poll_intervals": ["1s until 2s", "5s"]}}, **state_backend.config())))
+    state = await open_state(config, daemon=True)
+    await state.join("test-host", 1)
+    entry = config.providers["kie"]
+    poller = EntryPoller(entry, Kie(entry), None, state, lambda t, a: None, None, random.Random(1))  # type: ignore[arg-type]
+    try:
+        await state.ingest([TaskRef("kie", f"b-{i}") for i in range(20)], [], Position(0, 0, 0, 0))
+        await state.claim(0, ["kie"])
+        assert len(await poller._take_due()) == 1  # looked: nothing past the 2 s young window yet
+        await asyncio.sleep(AGE_EVERY + 0.5)  # the backlog is past it now
+        poller.ready.clear()
+        await poller._take_due()
+        young, old = await state.due("kie", time.time(), 100, ())
+        assert (len(young), old) == (20, []), "looked again before twice AGE_EVERY"
+        poller.renew()  # a claim: new work
+        await poller._take_due()
+        young, old = await state.due("kie", time.time(), 100, ())
+        assert (young, len(old)) == ([], 20)
     finally:
         await state.close()
