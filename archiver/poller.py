@@ -1,8 +1,9 @@
 """One provider entry's poller: due tasks from the state DB, served in batches within the rate limit.
 
 The state DB is the queue: each task's `next_poll_at` says when it is asked next, so memory
-holds only the polls in flight, whatever the number of waiting tasks. When more is due than
-the rate limit allows, archiver/policy.py decides what goes first.
+holds only the polls in flight and the answers not written yet (WRITE_AFTER), whatever the
+number of waiting tasks. When more is due than the rate limit allows, archiver/policy.py
+decides what goes first.
 """
 
 from __future__ import annotations
