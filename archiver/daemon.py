@@ -135,7 +135,7 @@ class Daemon:
             async with aiohttp.ClientSession() as api, aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, timeout=timeout, trust_env=False
             ) as downloads:
-                await self.storage.start(shared=self.state.backend != "sqlite")
+                await self.storage.start(shared=await self._not_alone())
                 await self._check_shared_root()
                 downloader = Downloader(downloads, max_bytes=dl.max_bytes, per_host=dl.per_host,
                                         check_url=guard.check_url)
@@ -152,6 +152,11 @@ class Daemon:
                         await web.close()
         finally:
             await self.storage.close()
+
+    async def _not_alone(self) -> bool:
+        """Whether another daemon shares our state DB, and may be writing to the archive now. A killed
+        run of ours is not one: join() removed it. Alone, the archive's temp files are all litter."""
+        return any(d.id != self.state.me for d in await self.state.daemons())
 
     async def _check_shared_root(self) -> None:
         """Daemons sharing state and a local archive must all see one folder: the same path and the
@@ -228,6 +233,9 @@ class Daemon:
             if polls:
                 await asyncio.wait(polls, timeout=min(POLL_DRAIN, self.config.shutdown_grace))
             await _cancel(polls)
+            for poller in self.pollers.values():
+                with contextlib.suppress(StateUnavailable):
+                    await poller.flush()  # the answers not written yet; unwritten, they are only asked again
             reader.close()
             # Downloads in flight may finish within the grace period; the rest resume next start.
             before = self.finished

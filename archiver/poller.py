@@ -1,8 +1,9 @@
 """One provider entry's poller: due tasks from the state DB, served in batches within the rate limit.
 
 The state DB is the queue: each task's `next_poll_at` says when it is asked next, so memory
-holds only the polls in flight, whatever the number of waiting tasks. When more is due than
-the rate limit allows, archiver/policy.py decides what goes first.
+holds only the polls in flight and the answers not written yet (WRITE_AFTER), whatever the
+number of waiting tasks. When more is due than the rate limit allows, archiver/policy.py
+decides what goes first.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from archiver.pacing import ProviderHttp, poll_delay
 from archiver.policy import Policy, lane_at, step_ends
 from archiver.providers.base import Provider
 from archiver.recorder import Recorder
-from archiver.state import Asset, State, Task
+from archiver.state import Asset, Polled, State, Task
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ STATE_DOWN_PAUSE = 5.0  # polling waits this long while the state DB does not an
 IDLE_LOOK = 30.0  # with nothing due, look again at least this often (tasks claimed meanwhile wake us)
 PREFETCH = 8  # due tasks read per query: a new task waits behind at most this many polls
 AGE_EVERY = 10.0  # how often waiting tasks move on to the lane of their age
+# Answers that leave a task waiting are written together, before the queue is read again or within
+# WRITE_AFTER seconds: one statement (one commit, one round trip) for many polls. A write lost in a
+# crash only means those tasks are asked again.
+WRITE_AFTER = 1.0
 _backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
 
 
@@ -72,6 +77,9 @@ class EntryPoller:
         self.slots = asyncio.Semaphore(in_flight)
         self.running: set[asyncio.Task[None]] = set()
         self.busy: set[int] = set()  # tasks with a poll in flight
+        self.unwritten: dict[int, tuple[str, Polled]] = {}  # answered, not written yet: pk → (task_id, write)
+        self.unwritten_since = 0.0  # monotonic: when the oldest of them was answered
+        self._writing = asyncio.Lock()
         self.hinted: set[int] = set()  # a callback asked for a fresh answer; no poll has started since
         self.serving: set[int] = set()  # hinted tasks whose poll is in flight
 
@@ -82,6 +90,8 @@ class EntryPoller:
         then asked once more right after it. A hinted poll refused by a 429 or 5xx is asked
         again when the pause ends, not at the task's next scheduled time.
         """
+        if pk in self.unwritten:
+            await self.flush()  # else the pending write would put back the time poll_soon sets
         if pk not in self.busy and not await self.state.poll_soon(pk):
             return False
         self.hinted.add(pk)
@@ -92,6 +102,41 @@ class EntryPoller:
         """New work may be due (claimed, or hinted by a callback): read the queue afresh."""
         self.ready.clear()
         self.wake.set()
+
+    def _unsettled(self) -> set[int]:
+        """Tasks the state DB must not hand out as due: polls in flight, answers not written yet."""
+        return self.busy | self.unwritten.keys()
+
+    def _answered(self, task: Task, **write: Any) -> None:
+        """Queue the write of a poll that left the task waiting (see WRITE_AFTER)."""
+        if not self.unwritten:
+            self.unwritten_since = time.monotonic()
+        self.unwritten[task.pk] = (task.task_id, Polled(task.pk, time.time(), **write))
+
+    async def flush(self) -> None:
+        """Write the answers not written yet, in one statement; a task another daemon now holds is let go.
+
+        Raises StateUnavailable (nothing written: those tasks are asked again once the DB is back)."""
+        async with self._writing:
+            writes = dict(self.unwritten)
+            if not writes:
+                return
+            try:
+                lost = await self.state.polled_many([w for _, w in writes.values()])
+            except Exception as e:
+                if isinstance(e, StateUnavailable):
+                    raise
+                log.exception("provider=%s: unexpected error while recording polls; tasks will be polled again",
+                              self.entry.name)
+                self.paused_until = time.monotonic() + STATE_DOWN_PAUSE  # not a hot loop on the same due tasks
+                lost = set()
+            finally:
+                for pk in writes:
+                    del self.unwritten[pk]
+            for pk in lost:
+                task_id = writes[pk][0]
+                log.info("provider=%s task_id=%s: another daemon holds this task now; letting it go",
+                         self.entry.name, task_id, extra={"provider": self.entry.name, "task_id": task_id})
 
     def _next_poll(self, task: Task, delay: float | None = None) -> dict[str, Any]:
         """When to ask next, and in which lane: the schedule for the task's age (at once if a callback
@@ -113,6 +158,8 @@ class EntryPoller:
             # (acedata) collects every task that fell due while we waited for the token.
             await self.http.bucket.ready()
             try:
+                if self.unwritten and time.monotonic() - self.unwritten_since >= WRITE_AFTER:
+                    await self.flush()
                 batch = await self._take_due()
             except StateUnavailable as e:
                 self.slots.release()
@@ -129,12 +176,14 @@ class EntryPoller:
     async def _take_due(self) -> list[Task]:
         n = self.provider.batch_size
         if len(self.ready) < n:
+            await self.flush()  # the queue read next must see every answer so far
             if self.ends and time.monotonic() - self.aged_at >= AGE_EVERY:
                 # A backlog too big for the rate keeps its unpolled tasks in the lane they were filed
                 # in; without this, a task added later waited behind all of them, whatever their age.
                 self.aged_at = time.monotonic()
                 await self.state.age(self.entry.name, time.time(), self.ends)
-            lanes = await self.state.due(self.entry.name, time.time(), max(n, PREFETCH), self.busy, len(self.ends) + 1)
+            lanes = await self.state.due(self.entry.name, time.time(), max(n, PREFETCH), self._unsettled(),
+                                         len(self.ends) + 1)
             self.ready = deque(self.policy.pick(lanes, max(n, PREFETCH)))
         batch = list[Task]()
         while self.ready and len(batch) < n:
@@ -152,7 +201,8 @@ class EntryPoller:
         """Sleep until this entry's next task falls due, new work arrives, or IDLE_LOOK passes."""
         self.wake.clear()
         try:
-            due = await self.state.next_due(self.entry.name, self.busy)
+            await self.flush()
+            due = await self.state.next_due(self.entry.name, self._unsettled())
         except StateUnavailable as e:
             self._state_down(e)
             return
@@ -247,9 +297,9 @@ class EntryPoller:
             if task.pk in self.serving:
                 self.hinted.add(task.pk)  # the callback's poll got no answer: ask again after the pause
             # An unanswered poll stops the give_up_after clock (answered_at cleared): an outage never fails a task.
-            with contextlib.suppress(LeaseLost):
-                await self.state.polled(task.pk, error=message, unknown_since=task.unknown_since,
-                                        empty=(task.empty_polls, task.empty_since), **self._next_poll(task, pause))
+            self._answered(task, error=message, unknown_since=task.unknown_since,
+                           empty=(task.empty_polls, task.empty_since), **self._next_poll(task, pause))
+        await self.flush()  # at once: the pause may be long, and the run loop waits it out
 
     async def _healthy(self) -> None:
         if self.failures or self.unauthorised:
@@ -265,7 +315,7 @@ class EntryPoller:
             if now - unknown_since >= self.provider.not_found_grace:
                 await self._fail(task, "not_found", message="the provider does not know this task ID")
                 return
-            await self.state.polled(task.pk, unknown_since=unknown_since, **self._next_poll(task))
+            self._answered(task, unknown_since=unknown_since, **self._next_poll(task))
         elif status.phase == Phase.RUNNING:
             await self._still_running(task, now)
         elif status.phase == Phase.SUCCEEDED and not status.urls:
@@ -284,7 +334,7 @@ class EntryPoller:
             await self._fail(task, "timed_out", message=f"the provider said it was still running for "
                              f"{running_for:.0f}s (give_up_after {self.entry.give_up_after:.0f}s)")
             return
-        await self.state.polled(task.pk, running_for=running_for, answered_at=now, **self._next_poll(task))
+        self._answered(task, running_for=running_for, answered_at=now, **self._next_poll(task))
 
     async def _succeeded_empty(self, task: Task, now: float, status: TaskStatus) -> None:
         """A success without result URLs: URLs can lag a moment, so ask a few more times first."""
@@ -296,9 +346,8 @@ class EntryPoller:
         log.warning("provider=%s task_id=%s: succeeded without a result URL; asking again (%d of %d)",
                     self.entry.name, task.task_id, empty, EMPTY_SUCCESS_POLLS + 1,
                     extra={"provider": self.entry.name, "task_id": task.task_id})
-        await self.state.polled(task.pk, error="succeeded without a result URL yet; asking again",
-                                empty=(empty, since),
-                                **self._next_poll(task, EMPTY_SUCCESS_WAIT / EMPTY_SUCCESS_POLLS + 1))
+        self._answered(task, error="succeeded without a result URL yet; asking again", empty=(empty, since),
+                       **self._next_poll(task, EMPTY_SUCCESS_WAIT / EMPTY_SUCCESS_POLLS + 1))
 
     async def _fail(self, task: Task, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:

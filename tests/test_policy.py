@@ -169,3 +169,4 @@ async def test_a_task_a_callback_hinted_goes_before_an_old_backlog(tmp_path: Pat
         assert Policy().pick(await state.due("kie", time.time(), 8, (), LANES), 1)[0].task_id == "old-999"
     finally:
         await state.close()
+

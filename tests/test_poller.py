@@ -1,5 +1,5 @@
-"""The poller's rules end to end: give_up_after counts only answered time, and a success
-without result URLs is asked about again before it ends provider_failed."""
+"""The poller's rules end to end: give_up_after counts only answered time, a success without result
+URLs is asked about again before it ends provider_failed, and answers written later keep the schedule."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from archiver.config import load_config
+from archiver.state import open_state
 from tests.support.daemon import DaemonProcess, base_config, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 
 API_KEY = "key-SECRET-9011"
@@ -65,3 +68,36 @@ async def test_outages_never_time_out_and_empty_successes_are_asked_again(tmp_pa
         assert len(asked) == (5 if task_id == "never-urls" else 4)
         record = json.loads(next((tmp_path / "archive" / "_failed").rglob(f"{task_id}.json")).read_text())
         assert record["reason"] == "provider_failed" and record["provider_response"] is not None
+
+
+@pytest.mark.timeout(90)
+async def test_answers_written_later_never_bring_a_task_back_early_and_a_stop_writes_them(
+        tmp_path: Path, state_backend: StateBackend) -> None:
+    """Answers that leave a task running are written several at a time (poller.WRITE_AFTER); until then the
+    task is not handed out again, so each keeps its schedule, and a stop writes what is still unwritten."""
+    fake = FakeApis(API_KEY)
+    ids = [f"run-{i}" for i in range(6)]
+    for task_id in ids:
+        fake.add(FakeTask("kie", task_id, ["running"]))
+    env = dict(os.environ, TEST_API_KEY=API_KEY)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        kie = {"type": "kie", "base_url": base, "api_key": API_KEY, "poll_intervals": ["1s"]}
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {"kie": kie}, **state_backend.config()))
+        (tmp_path / "inbox.txt").write_text("".join(f"kie {task_id}\n" for task_id in ids))
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        try:
+            await daemon.wait_for(lambda _: all(fake.tasks[("kie", t)].polls >= 4 for t in ids), timeout=60)
+        finally:
+            assert await daemon.stop() == 0
+    state = await open_state(load_config(config))
+    try:
+        for task_id in ids:
+            asked = [r.at for r in fake.requests_for("kie") if r.path.endswith(f"={task_id}")]
+            gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
+            assert min(gaps) >= 0.9 - 0.05, f"{task_id} was asked again before its next poll was due: {gaps}"
+            task = await state.find("kie", task_id)
+            assert task is not None and task.polls == len(asked), "an answer was not written, or twice"
+    finally:
+        await state.close()

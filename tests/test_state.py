@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from archiver.errors import ArchiverError, LeaseLost
 from archiver.model import Phase, State, TaskRef, TaskStatus
 from archiver.pacing import Bucket
-from archiver.state import Claimed, Position, Rejected, SqliteState, open_state, pg_schema
+from archiver.state import Claimed, Polled, Position, Rejected, SqliteState, open_state, pg_schema
 from archiver.state.base import State as StateApi
 from tests.support.postgres import StateBackend
 from tests.support.state import daemon_state, only, state_config
@@ -236,6 +236,36 @@ async def test_a_write_to_a_task_another_daemon_holds_raises_lease_lost(opened: 
         [(State.QUEUED, 0), (State.DOWNLOADING, 1), (State.QUEUED, 0)]
     assert [a.state for a in await holder.assets(done)] == ["pending", "pending"]
     assert await archive_asset(holder, done, 0) is False
+
+
+async def test_several_polls_written_at_once_are_each_counted_and_scheduled(opened: Opener) -> None:
+    """polled_many: what polled does for one task, for each; a first poll's history row and updated_at carry
+    the answer's time; a task another daemon holds is left as it was and named."""
+    holder = await opened()
+    first, again = await queue(holder, "first", "again")
+    await holder.claim(0, ["kie"])
+    other = await opened(pid=2, join=False)
+    [theirs] = await queue(other, "theirs")
+    assert [t.pk for t in await other.claim(0, ["kie"])] == [theirs]
+    await holder.polled(again, running_for=1.0)
+    before = await holder.task(again)
+    at = time.time() + 5  # the answers' time, not the write's
+    lost = await holder.polled_many([
+        Polled(first, at, next_poll_at=at + 30, lane=1, error="slow", running_for=2.0, answered_at=at),
+        Polled(again, at + 1, next_poll_at=at + 60, empty=(1, at)),
+        Polled(theirs, at, next_poll_at=at + 30)])
+    assert lost == {theirs}
+    one, two, not_ours = [await holder.task(pk) for pk in (first, again, theirs)]
+    assert (one.state, one.polls, one.last_error, one.running_for, one.next_poll_at, one.answered_at,
+            one.updated_at) == (State.POLLING, 1, "slow", 2.0, at + 30, at, at)
+    assert (two.polls, two.running_for, two.next_poll_at, two.empty_polls, two.empty_since, two.updated_at) == \
+        (2, 1.0, at + 60, 1, at, before.updated_at), "a later poll moved updated_at or lost running_for"
+    assert (not_ours.state, not_ours.polls) == (State.QUEUED, 0)
+    assert [(h["state"], h["at"]) for h in await holder.history(first)][1:] == [("polling", at)]
+    assert [h["state"] for h in await holder.history(again)] == ["queued", "polling"]
+    assert [h["state"] for h in await holder.history(theirs)] == ["queued"]
+    assert await holder.polled_many([]) == set()
+    assert (await holder.kept_counts())["polling"] == 2
 
 
 async def test_counts_follow_every_transition(opened: Opener) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 from archiver.config import Config
 from archiver.errors import StateUnavailable
 from archiver.state.base import State
-from archiver.state.records import KEEP_REJECTS, Asset, Claimed, Daemon, Health, Position, Rejected, Task
+from archiver.state.records import KEEP_REJECTS, Asset, Claimed, Daemon, Health, Polled, Position, Rejected, Task
 from archiver.state.sqlite import SqliteState
 
-__all__ = ["KEEP_REJECTS", "STATE_ERRORS", "Asset", "Claimed", "Daemon", "Health", "Position", "Rejected",
+__all__ = ["KEEP_REJECTS", "STATE_ERRORS", "Asset", "Claimed", "Daemon", "Health", "Polled", "Position", "Rejected",
            "SqliteState", "State", "Task", "open_state", "state_path"]
 
 # What a state call raises when the database cannot serve it: callers answer 503 or wait.

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from archiver.model import State as TaskState
 from archiver.model import TaskRef, TaskStatus
 from archiver.pacing import Bucket
-from archiver.state.records import Asset, Claimed, Daemon, Health, Position, Rejected, Task
+from archiver.state.records import Asset, Claimed, Daemon, Health, Polled, Position, Rejected, Task
 
 
 class State(Protocol):
@@ -62,6 +62,8 @@ class State(Protocol):
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
                      running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
                      answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None: ...
+    # Several polls in one write; returns the pks not written because another daemon holds them.
+    async def polled_many(self, polls: Sequence[Polled]) -> set[int]: ...
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]: ...
     async def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
                      response: Any = None) -> Task: ...

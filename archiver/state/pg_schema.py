@@ -140,6 +140,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks REFERENCING OLD TABLE AS old_rows
         FOR EACH STATEMENT EXECUTE FUNCTION archiver_count_tasks();
     """,
+    # 5: a lane per schedule step; aging finds each lane's tasks past its step without reading the lane.
+    """
+    CREATE INDEX tasks_aging ON tasks (provider, owner, lane, first_seen_at) WHERE state IN ('queued', 'polling');
+    """,
 )
 VERSION = len(MIGRATIONS)
 

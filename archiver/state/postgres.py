@@ -29,14 +29,14 @@ from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import SPACING_MARGIN, Bucket
 from archiver.state.base import lane_case
 from archiver.state.pg_schema import VERSION, migrate, refuse_newer, schema_version
-from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Position, Rejected, Task,
-                                    asset_from_row, per_ref, task_from_row)
+from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Polled, Position,
+                                    Rejected, Task, asset_from_row, per_ref, task_from_row)
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 NOW = "extract(epoch FROM clock_timestamp())"  # the database's clock: one clock for every daemon's leases
 LIVE_SQL = "('queued', 'polling', 'downloading')"
 POOL_SIZE = 8
-SLOT_BLOCK = 4  # rate slots a daemon reserves per query (one query per 4 requests, not per request)
+SLOT_SPAN = 1.0  # a daemon reserves this many seconds of a key's rate slots per query (at least one slot)
 
 
 class PostgresState:
@@ -335,10 +335,12 @@ class PostgresState:
             moved = (await self._run(conn, "UPDATE tasks SET lane = %s WHERE provider = %s AND owner = %s AND lane > %s"
                                      " AND state IN ('queued', 'polling')",
                                      (len(ends), provider, self.me, len(ends)))).rowcount
-            return moved + (await self._run(
-                conn, f"UPDATE tasks SET lane = {lane} WHERE provider = %s AND owner = %s AND lane < %s AND state IN"
-                f" ('queued', 'polling') AND first_seen_at <= %s AND lane < {lane}",
-                (*at, provider, self.me, len(ends), now - ends[0], *at))).rowcount
+            for k, end in enumerate(ends):  # lane by lane: tasks_aging finds just those past the step
+                moved += (await self._run(
+                    conn, f"UPDATE tasks SET lane = {lane} WHERE provider = %s AND owner = %s AND lane = %s"
+                    f" AND state IN ('queued', 'polling') AND first_seen_at <= %s",
+                    (*at, provider, self.me, k, now - end))).rowcount
+            return moved
 
     async def poll_soon(self, pk: int) -> bool:
         row = await self._one("UPDATE tasks SET next_poll_at = %s, lane = 0 WHERE id = %s AND owner = %s AND state IN"
@@ -348,26 +350,40 @@ class PostgresState:
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
                      running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
                      answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
-        # One statement (the commonest write: every poll of a running task): lock the row, check
-        # the holder, update, and add the history row of a task's first poll. A task nobody holds that
-        # has ended was ended by another daemon while our lease had run out: not ours to write.
-        # updated_at is a change of state, not a poll (see SqliteState.polled).
-        row = await self._one(
-            "WITH upd AS (UPDATE tasks t SET state = 'polling', polls = t.polls + 1, last_error = %(error)s,"
-            " unknown_since = %(unknown)s, running_for = COALESCE(%(running)s, t.running_for),"
-            " updated_at = CASE WHEN old.state = 'queued' THEN %(now)s ELSE t.updated_at END,"
-            " next_poll_at = %(next)s, lane = %(lane)s, answered_at = %(answered)s, empty_polls = %(empty)s,"
-            " empty_since = %(empty_since)s"
-            " FROM (SELECT id, state, owner FROM tasks WHERE id = %(pk)s FOR UPDATE) old"
-            f" WHERE t.id = old.id AND (old.owner = %(me)s OR old.owner IS NULL AND old.state IN {LIVE_SQL})"
-            " RETURNING old.state AS was),"
-            " h AS (INSERT INTO history (task, at, state) SELECT %(pk)s, %(now)s, 'polling' FROM upd"
-            " WHERE was = 'queued') SELECT count(*) AS n FROM upd",
-            {"error": error, "unknown": unknown_since, "running": running_for, "now": time.time(), "pk": pk,
-             "me": self.me, "next": next_poll_at, "lane": lane, "answered": answered_at, "empty": empty[0],
-             "empty_since": empty[1]})
-        if not (row and row["n"]):
+        if await self.polled_many([Polled(pk, time.time(), next_poll_at, lane, error, unknown_since, running_for,
+                                          answered_at, empty)]):
             raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
+
+    async def polled_many(self, polls: Sequence[Polled]) -> set[int]:
+        """See SqliteState.polled_many; each task at most once per call."""
+        if not polls:
+            return set()
+        # One statement for the lot (the commonest write: every poll of a running task): lock the rows
+        # in id order (two daemons never wait on each other in a circle), check the holder, update, and
+        # add the history row of each task's first poll. A task nobody holds that has ended was ended by
+        # another daemon while our lease had run out: not ours to write.
+        # updated_at is a change of state, not a poll (see SqliteState.polled_many).
+        rows = await self._all(
+            "WITH v AS (SELECT * FROM unnest(%(pk)s::bigint[], %(at)s::float8[], %(next)s::float8[],"
+            " %(lane)s::smallint[], %(error)s::text[], %(unknown)s::float8[], %(running)s::float8[],"
+            " %(answered)s::float8[], %(empty)s::int[], %(empty_since)s::float8[])"
+            " AS v (pk, at, next, lane, error, unknown, running, answered, empty, empty_since)),"
+            " old AS (SELECT id, state, owner FROM tasks WHERE id = ANY(%(pk)s) ORDER BY id FOR UPDATE),"
+            " upd AS (UPDATE tasks t SET state = 'polling', polls = t.polls + 1, last_error = v.error,"
+            " unknown_since = v.unknown, running_for = COALESCE(v.running, t.running_for),"
+            " updated_at = CASE WHEN old.state = 'queued' THEN v.at ELSE t.updated_at END,"
+            " next_poll_at = v.next, lane = v.lane, answered_at = v.answered, empty_polls = v.empty,"
+            " empty_since = v.empty_since FROM old JOIN v ON v.pk = old.id"
+            f" WHERE t.id = old.id AND (old.owner = %(me)s OR old.owner IS NULL AND old.state IN {LIVE_SQL})"
+            " RETURNING t.id, old.state AS was, v.at),"
+            " h AS (INSERT INTO history (task, at, state) SELECT id, at, 'polling' FROM upd WHERE was = 'queued')"
+            " SELECT id FROM upd",
+            {"pk": [p.pk for p in polls], "at": [p.at for p in polls], "next": [p.next_poll_at for p in polls],
+             "lane": [p.lane for p in polls], "error": [p.error for p in polls],
+             "unknown": [p.unknown_since for p in polls], "running": [p.running_for for p in polls],
+             "answered": [p.answered_at for p in polls], "empty": [p.empty[0] for p in polls],
+             "empty_since": [p.empty[1] for p in polls], "me": self.me})
+        return {p.pk for p in polls} - {r["id"] for r in rows}
 
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
         now = time.time()
@@ -525,14 +541,16 @@ class SharedBucket:
     """One key's pace across every daemon: requests take slots from a row in the DB.
 
     Slots are spaced 1/rate (with the same margin as TokenBucket) on the database's clock. A
-    daemon reserves SLOT_BLOCK slots per query and uses each at its time; a slot whose time
-    has passed is dropped, never used late, so no second ever holds more than the rate.
+    daemon reserves SLOT_SPAN's worth of slots per query (a query per second, not per request)
+    and uses each at its time; a slot whose time has passed is dropped, never used late, so no
+    second ever holds more than the rate.
     """
 
     def __init__(self, state: PostgresState, key_id: str, rate: float) -> None:
         self.state = state
         self.key_id = key_id
         self.interval = SPACING_MARGIN / rate
+        self.block = max(1, int(SLOT_SPAN / self.interval))
         self.paused_until = 0.0
         self.slots: deque[float] = deque()  # reserved, on this process's monotonic clock
         self._lock = asyncio.Lock()
@@ -544,8 +562,8 @@ class SharedBucket:
             while self.slots and self.slots[0] < time.monotonic():
                 self.slots.popleft()  # its moment passed unused
             if not self.slots:
-                first = time.monotonic() + await self.state.reserve(self.key_id, self.interval, SLOT_BLOCK)
-                self.slots.extend(first + i * self.interval for i in range(SLOT_BLOCK))
+                first = time.monotonic() + await self.state.reserve(self.key_id, self.interval, self.block)
+                self.slots.extend(first + i * self.interval for i in range(self.block))
             if (wait := self.slots.popleft() - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
 

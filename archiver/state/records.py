@@ -71,6 +71,21 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Polled:
+    """One poll that left its task waiting: counted, and when (and in which lane) to ask next."""
+
+    pk: int
+    at: float  # when the answer came; a first poll's history row and updated_at carry it
+    next_poll_at: float = 0.0
+    lane: int = 0
+    error: str | None = None
+    unknown_since: float | None = None
+    running_for: float | None = None  # None keeps the stored value
+    answered_at: float | None = None
+    empty: tuple[int, float | None] = (0, None)  # successes without a result URL so far, and since when
+
+
+@dataclass(frozen=True)
 class Asset:
     task: int
     idx: int

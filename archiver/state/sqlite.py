@@ -19,8 +19,8 @@ from archiver.errors import LeaseLost
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import Bucket, TokenBucket
 from archiver.state.base import lane_case
-from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Position, Rejected, Task,
-                                    asset_from_row, per_ref, task_from_row)
+from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Polled, Position,
+                                    Rejected, Task, asset_from_row, per_ref, task_from_row)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -150,6 +150,9 @@ class SqliteState:
         self.db.execute("CREATE INDEX IF NOT EXISTS assets_by_key ON assets (key)")
         # The poll queue: a daemon's due tasks by lane (its schedule step) and time (archiver/policy.py).
         self.db.execute("CREATE INDEX IF NOT EXISTS tasks_due ON tasks (provider, owner, lane, next_poll_at)"
+                        " WHERE state IN ('queued', 'polling')")
+        # Aging: each lane's tasks past its step's end, found without reading the rest of the lane.
+        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_aging ON tasks (provider, owner, lane, first_seen_at)"
                         " WHERE state IN ('queued', 'polling')")
 
     async def close(self) -> None:
@@ -364,10 +367,11 @@ class SqliteState:
             # A lane past the last is left by a schedule with more steps (a changed config): it is old now.
             moved = db.execute("UPDATE tasks SET lane = ? WHERE provider = ? AND owner = ? AND lane > ? AND state IN"
                                " ('queued', 'polling')", (len(ends), provider, self.me, len(ends))).rowcount
-            return moved + db.execute(
-                f"UPDATE tasks SET lane = {lane} WHERE provider = ? AND owner = ? AND lane < ? AND state IN"
-                f" ('queued', 'polling') AND first_seen_at <= ? AND lane < {lane}",
-                (*at, provider, self.me, len(ends), now - ends[0], *at)).rowcount
+            for k, end in enumerate(ends):  # lane by lane: tasks_aging finds just those past the step
+                moved += db.execute(f"UPDATE tasks SET lane = {lane} WHERE provider = ? AND owner = ? AND lane = ?"
+                                    f" AND state IN ('queued', 'polling') AND first_seen_at <= ?",
+                                    (*at, provider, self.me, k, now - end)).rowcount
+            return moved
 
     async def poll_soon(self, pk: int) -> bool:
         """Make one of this daemon's waiting tasks due now, in the first lane (a callback said it ended);
@@ -380,20 +384,31 @@ class SqliteState:
     async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
                      running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
                      answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
-        """Count a poll that left the task running and say when (and in which lane) to ask next;
-        the first poll moves it to polling."""
+        """Count one poll that left the task running (see polled_many); LeaseLost if another daemon holds it."""
+        if await self.polled_many([Polled(pk, time.time(), next_poll_at, lane, error, unknown_since, running_for,
+                                          answered_at, empty)]):
+            raise LeaseLost(f"task #{pk} is now held by another daemon")
+
+    async def polled_many(self, polls: Sequence[Polled]) -> set[int]:
+        """Count polls that left their tasks running and say when (and in which lane) to ask each next;
+        a first poll moves its task to polling. One transaction; returns the tasks another daemon holds."""
+        lost = set()
         with self.transaction() as db:
-            was = self._mine(db, pk)
-            # updated_at is a change of state, not a poll: it stays, and so does its index entry.
-            db.execute("UPDATE tasks SET state = ?, polls = polls + 1, last_error = ?, unknown_since = ?,"
-                       " running_for = COALESCE(?, running_for), next_poll_at = ?, lane = ?,"
-                       " answered_at = ?, empty_polls = ?, empty_since = ? WHERE id = ?",
-                       (State.POLLING, error, unknown_since, running_for, next_poll_at, lane,
-                        answered_at, *empty, pk))
-            if was == State.QUEUED:
-                db.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (time.time(), pk))
-            if was == State.QUEUED:
-                self._history(db, pk, State.POLLING)
+            for p in polls:
+                row = db.execute("SELECT state, owner FROM tasks WHERE id = ?", (p.pk,)).fetchone()
+                if row["owner"] not in (None, self.me):
+                    lost.add(p.pk)
+                    continue
+                # updated_at is a change of state, not a poll: only a first poll moves it.
+                db.execute("UPDATE tasks SET state = ?, polls = polls + 1, last_error = ?, unknown_since = ?,"
+                           " running_for = COALESCE(?, running_for), next_poll_at = ?, lane = ?,"
+                           " answered_at = ?, empty_polls = ?, empty_since = ?,"
+                           " updated_at = CASE WHEN state = ? THEN ? ELSE updated_at END WHERE id = ?",
+                           (State.POLLING, p.error, p.unknown_since, p.running_for, p.next_poll_at, p.lane,
+                            p.answered_at, *p.empty, State.QUEUED, p.at, p.pk))
+                if row["state"] == State.QUEUED:
+                    db.execute("INSERT INTO history (task, at, state) VALUES (?, ?, ?)", (p.pk, p.at, State.POLLING))
+        return lost
 
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
         """Record success and its result URLs as assets; the task and the assets still to archive."""
