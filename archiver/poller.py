@@ -123,9 +123,9 @@ class EntryPoller:
                 return
             try:
                 lost = await self.state.polled_many([w for _, w in writes.values()])
-            except Exception as e:
-                if isinstance(e, StateUnavailable):
-                    raise
+            except StateUnavailable:
+                raise
+            except Exception:
                 log.exception("provider=%s: unexpected error while recording polls; tasks will be polled again",
                               self.entry.name)
                 self.paused_until = time.monotonic() + STATE_DOWN_PAUSE  # not a hot loop on the same due tasks
