@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from archiver import __version__, archive_cli, inbox, logs, malloc
+from archiver import __version__, archive_cli, inbox, logs
 from archiver.config import Config, describe, load_config
 from archiver.daemon import Daemon
 from archiver.errors import ArchiverError, ConfigError
@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     logs.setup(args.log_format)
-    malloc.tune()  # before the worker threads start, so that they share the capped arenas
     asyncio.run(Daemon(config, burst=args.burst).run())
     return 0
 

@@ -1,6 +1,10 @@
 """Benchmarks: how fast and how lean archiver is, measured against curl. See the README, "Benchmarks".
 
     python bench/run.py [--scenario N ...] [--quick] [--rps R] [--dir /tmp] [--profile DIR] [--backend B]
+    python bench/run.py --against REV [--scenario 1|2|4 ...] [--quick] [--rounds 3]
+
+`--against REV` runs the throughput scenarios (default: 2) on this tree and on REV, interleaved,
+and exits 1 when this tree is more than 10 % slower than REV on any of them.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import datetime as dt
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +34,17 @@ TARGETS = ("throughput ≥ 0.8× curl (1, 2); peak RSS ≤ 100 MiB (1-6); waitin
 SEVERAL_RPS = 50.0  # scenario 9's kie rate, shared by its daemons: above the 2 polls × ~12 assets/s it needs
 
 
+PLANS = {  # the throughput scenarios: their name and plan, quick or full size
+    1: lambda quick: ("1 large files", Plan(8, 1, (64 if quick else 512) * MiB, "mp4")),
+    2: lambda quick: ("2 many small files", Plan(200 if quick else 1000, 2, 2 * MiB, "png")),
+    4: lambda quick: ("4 S3 (moto)", Plan(200 if quick else 1000, 2, 2 * MiB, "png")),
+}
+
+
 def scenario(n: int, a: argparse.Namespace, curl: bool) -> list[Row]:
     where = (a.dir, a.profile)
-    if n in (1, 2, 4):
-        plan = {1: Plan(8, 1, (64 if a.quick else 512) * MiB, "mp4"),
-                2: Plan(200 if a.quick else 1000, 2, 2 * MiB, "png")}[min(n, 2)]
-        name = {1: "1 large files", 2: "2 many small files", 4: "4 S3 (moto)"}[n]
+    if n in PLANS:
+        name, plan = PLANS[n](a.quick)
         return throughput(name, plan, *where, rps=a.rps, s3=n == 4, curl=curl)
     if n == 3:
         seconds, warmup = (30.0, 10.0) if a.quick else (120.0, 15.0)
@@ -100,11 +110,15 @@ def main() -> int:
     p.add_argument("--profile", type=Path, help="run the daemon under py-spy, raw profiles into this folder")
     p.add_argument("--backend", action="append", choices=("sqlite", "postgres"),
                    help="scenario 10's state backends (repeatable); default both")
+    p.add_argument("--against", metavar="REV", help="compare with this git revision (scenarios 1, 2, 4)")
+    p.add_argument("--rounds", type=int, default=3, help="with --against: runs of each tree (median taken)")
     args = p.parse_args()
     for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
         del os.environ[name]  # everything is on 127.0.0.1: no proxy for us, curl, boto3 or the daemon
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
+    if args.against:
+        return against(args)
     curl = curl_ok()
     print(f"{machine()}\ncommand: {' '.join(sys.argv)}\ntargets: {TARGETS}\n", flush=True)
     rows: list[Row] = []
@@ -123,6 +137,26 @@ def main() -> int:
     for raw in sorted(args.profile.glob("*.txt")) if args.profile else []:
         print(f"\nprofile {raw}:\n{profile_summary(raw)}")
     return 0
+
+
+def against(a: argparse.Namespace) -> int:
+    from against import build, compare
+
+    print(f"{machine()}\ncommand: {' '.join(sys.argv)}\n", flush=True)
+    theirs = build(a.against, a.dir)
+    print(f"built {a.against} ({theirs.label}) in {Path(theirs.python).parents[2]}", flush=True)
+    same = True
+    try:
+        for n in a.scenario or [2]:
+            if n not in PLANS:
+                raise SystemExit(f"--against runs scenarios {sorted(PLANS)}, not {n}")
+            name, plan = PLANS[n](a.quick)
+            print(f"scenario {n}: machine {wait_quiet():.0%} busy before it", flush=True)
+            same &= compare(name, plan, theirs, a.dir, rps=a.rps, rounds=a.rounds, s3=n == 4)
+    finally:
+        shutil.rmtree(Path(theirs.python).parents[2], ignore_errors=True)
+    print("\n" + ("not slower" if same else f"SLOWER than {a.against} by more than 10 %"))
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class Rig:
     def __init__(self, base: Path, profile: Path | None, *, files: int = 1, size: int = MiB,
                  kind: str = "png", running_polls: int = 0, cdn_rate: float = 0.0) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="archiver-bench-", dir=base))
-        self.profile, self.children = profile, list[Child]()
+        self.profile, self.children, self.python = profile, list[Child](), PY
         self.env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
         self.storage: dict[str, Any] = {"backend": "local", "local": {"root": str(self.dir / "archive")}}
         fake = [PY, str(HERE / "fakes.py")]
@@ -95,17 +96,20 @@ class Rig:
                                                 "region": "us-east-1"}}
         return moto
 
-    def daemon(self, rps: float | None, inbox: list[str], *extra: str, config: dict[str, Any] | None = None) -> Child:
+    def daemon(self, rps: float | None, inbox: list[str], *extra: str, config: dict[str, Any] | None = None,
+               python: str = PY) -> Child:
         """Write the config and inbox, then start `archiver run`; rps None keeps kie's default.
 
-        `config` adds top-level sections (e.g. `http`) to the generated config."""
+        `config` adds top-level sections (e.g. `http`) to the generated config; `python` is the
+        interpreter whose archiver runs (another tree's, for `--against`)."""
         kie = {"type": "kie", "api_key": "bench", "base_url": self.api_url}
         doc = {"state_dir": str(self.dir / "state"), "inbox": {"path": str(self.dir / "inbox.txt")},
                "providers": {"kie": kie | ({"requests_per_second": rps} if rps else {})},
                "download": {"allow_addresses": ["127.0.0.0/8"]}, "storage": self.storage} | (config or {})
         (self.dir / "config.yaml").write_text(yaml.safe_dump(doc))
         (self.dir / "inbox.txt").write_text("".join(f"kie {task_id}\n" for task_id in inbox))
-        argv = [PY, "-m", "archiver", "run", "-c", str(self.dir / "config.yaml"), *extra]
+        self.python = python
+        argv = [python, "-m", "archiver", "run", "-c", str(self.dir / "config.yaml"), *extra]
         if self.profile:  # attaching is refused here, so py-spy starts the daemon
             spy = shutil.which("py-spy", path=f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}")
             argv = [spy or "py-spy", "record", "--threads", "--nonblocking", "--format", "raw", "-r", "200",
@@ -120,7 +124,7 @@ class Rig:
         return int(Path(f"/proc/{daemon.pid}/task/{daemon.pid}/children").read_text().split()[0])
 
     def status(self) -> dict[str, Any] | None:
-        done = subprocess.run([PY, "-m", "archiver", "-c", str(self.dir / "config.yaml"), "status", "--json"],
+        done = subprocess.run([self.python, "-m", "archiver", "-c", str(self.dir / "config.yaml"), "status", "--json"],
                               capture_output=True, env=self.env, check=False)
         return json.loads(done.stdout) if done.returncode == 0 else None
 
@@ -156,6 +160,11 @@ def throughput(name: str, plan: Plan, base: Path, profile: Path | None, *, rps: 
             # Same bytes, so the throughput ratio is the inverse ratio of wall times.
             rows[0].note = (f"**{row.wall / rows[0].wall:.2f}× curl + sha256sum**, {alone / rows[0].wall:.2f}× "
                             "curl alone; " + rows[0].note)
+        if not s3:
+            floor = disk_alone(rig.dir / "disk", plan)
+            rows.append(plan.row(f"{name}: the disk alone", Usage(floor, 0.0, 0.0, 0), "same bytes and folders, "
+                                 f"fsynced, {CONCURRENCY} writers, no network, no hashing"))
+            rows[0].note = f"**{floor / rows[0].wall:.2f}× the disk alone**; " + rows[0].note
         return rows
 
 
@@ -175,6 +184,46 @@ def curl_parallel(work: Path, urls: list[str], plan: Plan, name: str) -> tuple[R
     note = f"curl {got.wall:.1f} s + sha256sum {sums.wall:.1f} s; CDN + others {others:.1f} CPU s"
     note += "" if ok else "; FAILED, see curl.log"
     return plan.row(f"{name}: curl + sha256sum", both, note), got.wall
+
+
+def disk_alone(folder: Path, plan: Plan, writers: int = CONCURRENCY) -> float:
+    """Seconds to write the plan's bytes in the archive's shape with no network and no hashing: a
+    folder per task, each asset and a small sidecar written and fsynced, then the folder, `writers`
+    at a time. What an archiver that keeps every fsync needs at least (curl's files stay unsynced).
+
+    The bytes are one 1 MiB block written again and again: the bench's own peak RSS becomes the
+    floor of every child's ru_maxrss (fork + exec carry it over), so it must stay small."""
+    block, sidecar = os.urandom(min(plan.size, MiB)), b"{}" * 256
+
+    def put(path: Path, size: int, body: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for at in range(0, size, len(body)):
+                os.write(fd, memoryview(body)[:size - at])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def task(n: int) -> None:
+        home = folder / f"t{n:05d}"
+        home.mkdir()
+        for i in range(plan.files):
+            put(home / f"{i}.{plan.kind}", plan.size, block)
+            put(home / f"{i}.{plan.kind}.json", len(sidecar), sidecar)
+        fd = os.open(home, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    folder.mkdir()
+    subprocess.run(["sync"], check=True)
+    start = time.monotonic()
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(task, range(plan.tasks)))
+    took = time.monotonic() - start
+    shutil.rmtree(folder)
+    return took
 
 
 def waiting(tasks: int, base: Path, profile: Path | None, *, seconds: float, warmup: float) -> Row:

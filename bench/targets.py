@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -21,14 +20,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fakes import result_url
 from measure import cpu_seconds, rss_mib
-from scenarios import PY, MiB, Plan, Rig, curl_parallel, throughput
+from scenarios import PY, MiB, Plan, Rig, curl_parallel, disk_alone, throughput
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support, shared with the tests
 
@@ -234,7 +232,7 @@ def small_files(backend: Backend, base: Path, quick: bool) -> list[Result]:
             shutil.rmtree(rig.dir / "archive", ignore_errors=True)
             subprocess.run(["sync"], check=True)
             _, alone = curl_parallel(rig.dir, urls, plan, "small")
-            disk = _disk_floor(rig.dir / "floor", len(urls), plan.size)
+            disk = disk_alone(rig.dir / "floor", plan)
             daemon_s.append(usage.wall)
             curl_s.append(alone)
             disk_s.append(disk)
@@ -245,33 +243,6 @@ def small_files(backend: Backend, base: Path, quick: bool) -> list[Result]:
     return [Result(f"small files ({plan.tasks} tasks × 2 × 2 MiB, local disk) against curl alone", backend.name,
                    f"{curl / ours:.2f}× (medians of 3: archiver {ours:.2f} s, curl {curl:.2f} s; the bytes written and "
                    f"fsynced alone, 16 at a time: {disk:.2f} s)", "≥ 1.0×", curl / ours >= 1.0)]
-
-
-def _disk_floor(folder: Path, files: int, size: int) -> float:
-    """Seconds to write `files` files of `size` bytes, 16 at a time as the daemon's downloads go,
-    each fsynced, then the folder: what an archiver that keeps every fsync needs at least (curl's
-    files stay unsynced)."""
-    folder.mkdir()
-    data = os.urandom(size)
-
-    def write(path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    subprocess.run(["sync"], check=True)
-    start = time.monotonic()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(write, (folder / f"{i}.bin" for i in range(files))))
-    fd = os.open(folder, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-    took = time.monotonic() - start
-    shutil.rmtree(folder)
-    return took
 
 
 def s3_memory(backend: Backend, base: Path, quick: bool) -> list[Result]:
