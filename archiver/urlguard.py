@@ -111,12 +111,13 @@ def _literal(host: str) -> str | None:
 
 
 class GuardedResolver(AbstractResolver):
-    """aiohttp's default resolver, keeping only the addresses the guard accepts."""
+    """aiohttp's default resolver (or `inner`), keeping only the addresses the guard accepts."""
 
-    def __init__(self, guard: UrlGuard) -> None:
+    def __init__(self, guard: UrlGuard, inner: AbstractResolver | None = None) -> None:
         self._guard = guard
-        # Built on first use: the default resolvers want a running loop.
-        self._inner: AbstractResolver | None = None
+        # The default is built on first use: the default resolvers want a running loop.
+        # Tests pass a resolver whose names they control: no machine's hosts file is the same.
+        self._inner = inner
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -142,10 +143,11 @@ class GuardedResolver(AbstractResolver):
             await self._inner.close()
 
 
-def guarded_connector(guard: UrlGuard, limit: int, limit_per_host: int) -> aiohttp.TCPConnector:
-    """A TCPConnector whose every name lookup goes through GuardedResolver."""
+def guarded_connector(guard: UrlGuard, limit: int, limit_per_host: int,
+                      resolver: AbstractResolver | None = None) -> aiohttp.TCPConnector:
+    """A TCPConnector whose every name lookup goes through GuardedResolver (around `resolver`)."""
     return aiohttp.TCPConnector(
-        resolver=GuardedResolver(guard), limit=limit, limit_per_host=limit_per_host
+        resolver=GuardedResolver(guard, resolver), limit=limit, limit_per_host=limit_per_host
     )
 
 

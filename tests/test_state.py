@@ -84,8 +84,8 @@ async def test_asset_roles_are_kept(opened: Opener) -> None:
     assert [a.role for a in assets] == [None]
 
 
+@only("sqlite", "a PostgreSQL DB gains columns by numbered migrations (tested below)")
 async def test_an_older_sqlite_db_gains_the_role_column(tmp_path: Path, state_backend: StateBackend) -> None:
-    only(state_backend, "sqlite", "a PostgreSQL DB gains columns by numbered migrations (tested below)")
     path = tmp_path / "archiver.db"
     old = sqlite3.connect(path)  # the assets table as it was before roles
     old.execute("CREATE TABLE assets (task INTEGER NOT NULL, idx INTEGER NOT NULL, url TEXT NOT NULL, key TEXT,"
@@ -146,8 +146,8 @@ async def test_the_inbox_position_round_trips_and_survives_a_restart(opened: Ope
         [(7, "unknown provider", "nope t1")]
 
 
+@only("postgres", "a SQLite state file has one inbox")
 async def test_each_inbox_path_keeps_its_own_position(opened: Opener, state_backend: StateBackend) -> None:
-    only(state_backend, "postgres", "a SQLite state file has one inbox")
     one, two = await opened(inbox="one.txt"), await opened(pid=2, inbox="two.txt")
     await one.ingest([TaskRef("kie", "a")], [], Position(1, 1, 100, 2))
     assert await two.inbox_position() is None
@@ -174,8 +174,8 @@ async def test_claim_takes_free_live_tasks_and_not_another_daemons(opened: Opene
     assert await a.claim(3, ["kie"]) == []
 
 
+@only("postgres", ONE_DAEMON)
 async def test_claims_share_the_live_tasks_fairly(opened: Opener, state_backend: StateBackend) -> None:
-    only(state_backend, "postgres", ONE_DAEMON)
     a, b = await opened(), await opened(pid=2)
     await queue(a, *(f"t{n}" for n in range(12)))
     assert len(await a.claim(2, ["kie"])) == 4, "the share is 12 tasks / 2 daemons, less the 2 held"
@@ -368,8 +368,8 @@ async def pg_connect(dsn: str) -> pg_schema.Conn:
     return await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
 
 
+@only("postgres", "the SQLite file gains columns in place (test above)")
 async def test_a_version_1_database_is_migrated_with_its_tasks(opened: Opener, state_backend: StateBackend) -> None:
-    only(state_backend, "postgres", "the SQLite file gains columns in place (test above)")
     assert state_backend.dsn is not None
     async with await pg_connect(state_backend.dsn) as conn:
         assert await pg_schema.migrate(conn, upto=1) == (0, 1)
@@ -384,14 +384,14 @@ async def test_a_version_1_database_is_migrated_with_its_tasks(opened: Opener, s
     assert (await state.counts())["polling"] == 1
 
 
+@only("postgres", "a SQLite file is created by whoever opens it first")
 async def test_a_cli_refuses_a_database_no_daemon_has_set_up(tmp_path: Path, state_backend: StateBackend) -> None:
-    only(state_backend, "postgres", "a SQLite file is created by whoever opens it first")
     with pytest.raises(ArchiverError, match="archiver run"):
         await open_state(state_config(tmp_path, state_backend), daemon=False)
 
 
+@only("postgres", "the SQLite file has no schema version")
 async def test_a_newer_schema_is_refused(tmp_path: Path, state_backend: StateBackend) -> None:
-    only(state_backend, "postgres", "the SQLite file has no schema version")
     assert state_backend.dsn is not None
     async with await pg_connect(state_backend.dsn) as conn:
         await pg_schema.migrate(conn)

@@ -1,14 +1,13 @@
 """The SSRF guard end to end through Downloader: a redirect to a refused address is never dialled.
 
 The CDN is allowed (127.0.0.1/32); a canary listens on 127.0.0.2, which is not, and counts
-every connection it accepts. Every address here is in 127.0.0.0/8, so even a broken guard
-dials nothing beyond this host.
+every connection it accepts. Every address here is in 127.0.0.0/8 or ::1, so even a broken
+guard dials nothing beyond this host. Names resolve through a resolver the test controls
+(tests/support/names.py), never through this machine's hosts file.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from archiver.errors import DownloadInterrupted, UnsafeUrl
 from archiver.urlguard import UrlGuard, guarded_connector
 from tests.support.cdn import Canary, FaultCdn, Resource, canary, serve_at
 from tests.support.fakes import media_bytes
+from tests.support.names import HostsResolver
 
 BODY = media_bytes("png", 10_000, "guard")
 
@@ -38,9 +38,10 @@ async def bird() -> AsyncIterator[Canary]:
         yield seen
 
 
-async def fetch(url: str, dest: Path, allow: list[str]) -> Fetched:
+async def fetch(url: str, dest: Path, allow: list[str], names: HostsResolver | None = None) -> Fetched:
+    """Download through the guard; names resolve through `names` when given, else the system's resolver."""
     guard = UrlGuard(allow)
-    async with aiohttp.ClientSession(connector=guarded_connector(guard, 4, 2), auto_decompress=False,
+    async with aiohttp.ClientSession(connector=guarded_connector(guard, 4, 2, names), auto_decompress=False,
                                      timeout=aiohttp.ClientTimeout(total=10), trust_env=False) as session:
         downloader = Downloader(session, max_bytes=10**6, per_host=2, check_url=guard.check_url,
                                 attempts=2, max_wait=0.05)
@@ -100,28 +101,34 @@ async def test_allowed_redirect_to_another_address_is_followed(cdn: FaultCdn, tm
     assert cdn.hits_for("a")[0].host == other.removeprefix("http://")
 
 
-def _localhost_only_in_127_8() -> bool:
-    """localhost resolves, to 127.0.0.1 among others, and to nothing outside 127.0.0.0/8."""
-    try:
-        infos = socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    addrs = {info[4][0] for info in infos}
-    loop8 = ipaddress.ip_network("127.0.0.0/8")
-    return "127.0.0.1" in addrs and all(
-        ipaddress.ip_address(a).version == 4 and ipaddress.ip_address(a) in loop8 for a in addrs)
+# Resolved as Debian's /etc/hosts resolves localhost: an IPv4 and an IPv6 loopback address.
+CDN_NAME = "assets.cdn.test"
+LOOPBACKS = {CDN_NAME: ["127.0.0.1", "::1"]}
 
 
 async def test_name_of_a_refused_address_is_refused_at_connect(tmp_path: Path) -> None:
-    """A hop to `localhost` passes check_url (a name); the resolver refuses 127.0.0.1 at dial time."""
-    if not _localhost_only_in_127_8():
-        pytest.skip("localhost here does not resolve only into 127.0.0.0/8")
+    """A hop to a name passes check_url (a name); the resolver refuses its addresses at dial time."""
+    names = HostsResolver(LOOPBACKS)
     cdn = FaultCdn()
     async with serve_at(cdn.app(), "127.0.0.2") as base, canary("127.0.0.1") as bird:
         cdn.base = base
         port = bird.base.rsplit(":", 1)[1]
-        cdn.add("a", Resource(BODY, location=f"http://localhost:{port}/x?sig=SIGNED-x"))
+        cdn.add("a", Resource(BODY, location=f"http://{CDN_NAME}:{port}/x?sig=SIGNED-x"))
         with pytest.raises(UnsafeUrl) as info:
-            await fetch(cdn.url("a"), tmp_path / "a.part", ["127.0.0.2/32"])
+            await fetch(cdn.url("a"), tmp_path / "a.part", ["127.0.0.2/32"], names)
     assert "SIGNED-" not in str(info.value)
+    assert names.asked == [CDN_NAME], "the hop was refused before its name was looked up"
     assert len(cdn.hits) == 1 and bird.connections == []
+
+
+async def test_name_of_an_allowed_address_is_dialled(tmp_path: Path) -> None:
+    """The control: with 127.0.0.1 allowed the same hop by name reaches the canary, and ::1 is never tried."""
+    names = HostsResolver(LOOPBACKS)
+    cdn = FaultCdn()
+    async with serve_at(cdn.app(), "127.0.0.2") as base, canary("127.0.0.1") as bird:
+        cdn.base = base
+        port = bird.base.rsplit(":", 1)[1]
+        cdn.add("a", Resource(BODY, location=f"http://{CDN_NAME}:{port}/x"))
+        with pytest.raises(DownloadInterrupted):  # the canary hangs up without answering
+            await fetch(cdn.url("a"), tmp_path / "a.part", ["127.0.0.1/32", "127.0.0.2/32"], names)
+    assert bird.connections, "the allowed address of the name was never dialled"

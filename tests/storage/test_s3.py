@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage import open_storage
 from archiver.storage.s3 import MULTIPART_THRESHOLD, PART_SIZE, S3Storage
 from archiver.storage.s3rest import Keys, S3Error, sign
-from tests.support.s3proxy import S3Proxy
+from tests.support.s3proxy import Fault, S3Proxy
 from tests.support.servers import canned, serve
 
 PNG = "image/png"
@@ -371,3 +372,55 @@ async def test_a_reply_that_is_not_s3s_xml_is_storage_unavailable(aws_env: None)
         with pytest.raises(StorageUnavailable, match="InvalidReply"):
             await storage.start()
         await storage.close()
+
+
+# A store having a bad day: each fault is retried, and the object ends up whole. Through the
+# Storage interface only, so these hold for whichever S3 client S3Storage is built on.
+FAULTS = ["503 SlowDown", "500 InternalError", "reset"]
+
+
+def whole(client: Any, bucket: str, key: str) -> str:
+    """The sha256 of the object as the store serves it."""
+    return hashlib.sha256(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_a_fault_on_a_single_put_is_retried(s3_client: Any, s3_bucket: str, moto_server: str,
+                                                  tmp_path: Path, fault: str) -> None:
+    """Under the multipart threshold: one PUT, its first try answered with `fault` (a reset
+    comes a megabyte into the body)."""
+    source, digest = staged(tmp_path, os.urandom(3 * 1024**2))
+    proxy = S3Proxy(moto_server, script=[Fault("PutObject", fault)])
+    async with serve(proxy.app()) as url:
+        storage = S3Storage(config(s3_bucket, url), multipart_threshold=SMALL)
+        await storage.put_file("v/00.mp4", source, content_type="video/mp4", sha256=digest, if_absent=True)
+        await storage.close()
+    assert proxy.script[0].played, "the fault was never played: the test proves nothing"
+    puts = [path for op, path in proxy.operations if op == "PutObject"]
+    assert puts == [f"/{s3_bucket}/v/00.mp4"] * 2, "the PUT was not sent again, once"
+    assert whole(s3_client, s3_bucket, "v/00.mp4") == digest
+
+
+async def test_faults_in_a_multipart_upload_are_retried(s3_client: Any, s3_bucket: str, moto_server: str,
+                                                        tmp_path: Path) -> None:
+    """Every step of a multipart upload meets a fault once; each step is tried again, the
+    upload is not started over, and the object is whole."""
+    source = tmp_path / "big.mp4"
+    digest = marked_file(source, PART_SIZE + SMALL + 7, b"big")
+    script = [Fault("CreateMultipartUpload", "503 SlowDown"), Fault("UploadPart", "reset", part=1),
+              Fault("UploadPart", "500 InternalError", part=2), Fault("CompleteMultipartUpload", "503 SlowDown")]
+    proxy = S3Proxy(moto_server, script=script)
+    async with serve(proxy.app()) as url:
+        storage = S3Storage(config(s3_bucket, url), multipart_threshold=SMALL)
+        await storage.put_file("v/00.mp4", source, content_type="video/mp4", sha256=digest, if_absent=True)
+        await storage.close()
+    assert [f.played != "" for f in script] == [True] * 4, [f.played for f in script]
+    sent = [op for op, _ in proxy.operations]
+    assert sent.count("CreateMultipartUpload") == 2, "the upload was started over, or not retried"
+    assert sent.count("UploadPart") == 4 and sent.count("CompleteMultipartUpload") == 2, sent
+    assert "AbortMultipartUpload" not in sent, sent
+    parts = sorted(URL(path).query["partNumber"] for op, path in proxy.operations if op == "UploadPart")
+    assert parts == ["1", "1", "2", "2"]
+    assert parts_of(head(s3_client, s3_bucket, "v/00.mp4")) == 2
+    assert whole(s3_client, s3_bucket, "v/00.mp4") == digest
+    assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

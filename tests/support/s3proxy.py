@@ -1,7 +1,14 @@
 """A reverse proxy in front of moto that plays an S3-compatible store with other manners:
 one that refuses `If-None-Match` (as stores without conditional writes do), or one where
-another writer's conditional write is in flight (409 ConditionalRequestConflict). It checks
-every request's SigV4 signature as AWS does, which moto does not (403 SignatureDoesNotMatch)."""
+another writer's conditional write is in flight (409 ConditionalRequestConflict), or one
+having a bad day: a `script` of faults, each played once on the first request of its S3
+operation (and part number) that comes along. It checks every request's SigV4 signature as
+AWS does, which moto does not (403 SignatureDoesNotMatch).
+
+Faults: "503 SlowDown" and "500 InternalError" answer with that error once the body is in, as
+S3 does; "reset" reads part of the body, then resets the connection (RST) mid-upload.
+Recipe: `S3Proxy(moto, script=[Fault("UploadPart", "reset", part=1), Fault("PutObject", "503 SlowDown")])`.
+"""
 
 from __future__ import annotations
 
@@ -16,21 +23,60 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.support.cdn import _reset as reset_connection  # the fake CDN's RST
+
 # Hop-by-hop, or set again by aiohttp from the body it sends.
 _DROP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+RESET_AFTER = 1024**2  # body bytes a "reset" takes in before the RST (at most half the body)
+_ANSWERS = {"503 SlowDown": (503, "Please reduce your request rate."),
+            "500 InternalError": (500, "We encountered an internal error. Please try again.")}
+
+
+@dataclass
+class Fault:
+    """Played once, on the first request for S3 operation `operation` (and part `part`)."""
+
+    operation: str  # PutObject, UploadPart, CreateMultipartUpload, CompleteMultipartUpload, HeadObject…
+    answer: str  # "503 SlowDown", "500 InternalError" or "reset"
+    part: int | None = None  # UploadPart only: which part number
+    played: str = ""  # the request (method and path_qs) it was played on, once it was
+
+    def __post_init__(self) -> None:
+        assert self.answer in _ANSWERS or self.answer == "reset", self.answer
+
+    def matches(self, operation: str, request: web.Request) -> bool:
+        if self.played or operation != self.operation:
+            return False
+        return self.part is None or request.query.get("partNumber") == str(self.part)
+
+
+def operation_of(request: web.Request) -> str:
+    """The S3 operation a request is, by method and query (those the tests script)."""
+    query, method = request.query, request.method
+    if method == "PUT":
+        return "UploadPart" if "partNumber" in query else "PutObject"
+    if method == "POST":
+        return "CreateMultipartUpload" if "uploads" in query else "CompleteMultipartUpload"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    return {"HEAD": "HeadObject", "GET": "GetObject"}.get(method, method)
 
 
 @dataclass
 class S3Proxy:
     """`refuse`: the (status, code) answered to every request carrying If-None-Match.
-    `conflicts`: how many conditional requests get a 409 first. `seen` logs each request as
-    (method, path_qs, whether it carried If-None-Match)."""
+    `conflicts`: how many conditional requests get a 409 first. `script`: faults to play (see
+    Fault). `seen` logs each request as (method, path_qs, whether it carried If-None-Match)."""
 
     upstream: str
     refuse: tuple[int, str] | None = None
     conflicts: int = 0
     seen: list[tuple[str, str, bool]] = field(default_factory=list)
     tokens: list[str | None] = field(default_factory=list)  # each request's session token
+    script: list[Fault] = field(default_factory=list)
+    operations: list[tuple[str, str]] = field(default_factory=list)  # (operation, path_qs) of each request
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
@@ -40,6 +86,12 @@ class S3Proxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         conditional = "If-None-Match" in request.headers
         self.seen.append((request.method, request.path_qs, conditional))
+        operation = operation_of(request)
+        self.operations.append((operation, request.path_qs))
+        fault = next((f for f in self.script if f.matches(operation, request)), None)
+        if fault is not None:
+            fault.played = f"{request.method} {request.path_qs}"
+            return await _play(fault, request)
         body = await request.read()
         self.tokens.append(request.headers.get("X-Amz-Security-Token"))
         if not _signed(request, body):
@@ -61,6 +113,16 @@ class S3Proxy:
             if request.method == "HEAD" and "Content-Length" in reply.headers:
                 kept["Content-Length"] = reply.headers["Content-Length"]  # the object's, not this body's
             return web.Response(status=reply.status, body=body, headers=kept)
+
+
+async def _play(fault: Fault, request: web.Request) -> web.Response:
+    if fault.answer == "reset":
+        await request.content.read(min(RESET_AFTER, (request.content_length or 0) // 2))
+        reset_connection(request)
+        return web.Response()  # never sent: the connection is gone
+    await request.read()  # S3 answers once the body is in: the client sees the error, not a broken pipe
+    status, message = _ANSWERS[fault.answer]
+    return _error(status, fault.answer.split()[1], message)
 
 
 def _signed(request: web.Request, body: bytes) -> bool:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.support.ci import cannot_run
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.web import API_KEY, NO_DAC, TOKEN, kie_entry, web_daemon
@@ -147,7 +147,8 @@ async def test_healthz_is_503_while_the_state_dir_is_read_only(tmp_path: Path) -
     state.mkdir()
     prefix = NO_DAC if os.geteuid() == 0 else []
     if prefix and await (await asyncio.create_subprocess_exec(*prefix, "true")).wait():
-        pytest.skip("root, and setpriv cannot drop CAP_DAC_OVERRIDE here: a read-only dir would not stop us")
+        cannot_run("the read-only state dir test",
+                   "root, and setpriv cannot drop CAP_DAC_OVERRIDE here: a read-only dir would not stop us")
     async with web_daemon(tmp_path, FakeApis(API_KEY), prefix=prefix) as web:
         assert (await web.get("/healthz"))[0] == 200
         state.chmod(0o555)
