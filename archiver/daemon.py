@@ -214,6 +214,7 @@ class Daemon:
                   asyncio.create_task(self._claims(), name="claims"),
                   asyncio.create_task(self._heartbeats(), name="heartbeat")]
         intake += [asyncio.create_task(p.run(), name=f"poll:{n}") for n, p in self.pollers.items()]
+        index = None
         if self.config.index.enabled:  # its own loop and DB connection: never in the workers' way
             index = IndexLoop(self.config, self.storage)
             intake.append(asyncio.create_task(index.run(), name="index"))
@@ -246,6 +247,8 @@ class Daemon:
                 await self._sweep_staging(set())
                 self.left_at_stop = await self.state.assets_pending()
                 await self.state.leave()  # other daemons may take our tasks at once
+            if index is not None and self.burst:
+                await index.last_round()
 
     async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
         for job in self.idle:

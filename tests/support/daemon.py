@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,20 @@ class DaemonProcess:
             await asyncio.sleep(0.3)
         raise AssertionError(f"timed out; last status: {json.dumps(status, indent=1)}\n"
                              f"log tail:\n{self.log.read_text()[-3000:]}")
+
+
+@contextlib.asynccontextmanager
+async def serve_process(config: Path, env: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """`archiver serve --listen 127.0.0.1:0` as a child process; yields its base URL; SIGTERM ends it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archiver", "-c", str(config), "serve", "--listen", "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env or dict(os.environ))
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert "http://127.0.0.1:" in line, line
+        yield next(w for w in line.split() if w.startswith("http://")).rstrip("/")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)
