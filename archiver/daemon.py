@@ -24,6 +24,7 @@ from archiver.archiving import REQUEUE_AFTER, Archiver
 from archiver.browse.index import IndexLoop
 from archiver.config import Config
 from archiver.download import Downloader
+from archiver.files import private_dir
 from archiver.inbox import InboxReader
 from archiver.lock import DaemonLock
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
@@ -104,7 +105,7 @@ class Daemon:
 
     async def _run(self, lock: DaemonLock, predecessor: str) -> None:
         """Run as the successor of `predecessor`, the daemon ID the lock last named (gone, as we hold it)."""
-        self.staging.mkdir(parents=True, exist_ok=True)
+        private_dir(self.staging)
         self.state = await open_state(self.config, daemon=True)
         lock.name(self.state.me)
         try:

@@ -1,8 +1,10 @@
-"""Opening files off the event loop without leaking one when the caller is cancelled."""
+"""Opening files off the event loop without leaking one when the caller is cancelled; the state
+folder's private modes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -29,3 +31,21 @@ def _open(path: Path | str, mode: str, opener: Opener | None) -> BinaryIO:
 def _close_opened(job: asyncio.Future[BinaryIO]) -> None:
     if not job.cancelled() and job.exception() is None:
         job.result().close()
+
+
+# The state folder holds raw provider answers (callback tokens among them): only its owner reads
+# it, whatever the umask. A folder or file that exists keeps the mode it has.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(folder: Path) -> None:
+    """Create `folder` 0700 (missing parents as the umask says) if it does not exist."""
+    folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty and 0600 if it does not exist, in a private folder; SQLite then gives
+    its -wal, -shm and -journal files the same mode."""
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
