@@ -46,7 +46,7 @@ async def test_disk_full_pauses_downloads_and_fails_nothing(tmp_path: Path, tiny
         }))
         daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
         await daemon.start()
-        await daemon.wait_for(lambda s: True, timeout=15)
+        await daemon.wait_running(timeout=15)
         filler = tiny_staging / "filler"
         filler.write_bytes(b"\0" * 1_800_000)  # written after start: startup cleanup would remove it
         (tmp_path / "inbox.txt").write_text("kie waiting\nkie video\n")

@@ -68,9 +68,20 @@ class DaemonProcess:
         return json.loads(out)
 
     async def _status_if_any(self) -> dict[str, Any] | None:
-        """None until the daemon has created its state."""
+        """None while status fails (on PostgreSQL, until `run` made the schema); before the first
+        run on SQLite, an empty status."""
         code, out, _ = await cli(self.config, "status", "--json", env=self.env)
         return json.loads(out) if code == 0 else None
+
+    async def wait_running(self, timeout: float = 30) -> None:
+        """Until the log says the daemon is at work (its start-up, staging cleanup included, is over)."""
+        deadline = time.monotonic() + timeout
+        while "archiver running:" not in (self.log.read_text() if self.log.exists() else ""):
+            if self.proc and self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not running after {timeout}s; log tail:\n{self.log.read_text()[-3000:]}")
+            await asyncio.sleep(0.1)
 
     async def wait_for(self, done: Any, timeout: float = 30) -> dict[str, Any]:
         """Poll `status --json` until `done(status)` holds; fail with the last status if not.
