@@ -21,10 +21,12 @@ from archiver.errors import ArchiverError, ConfigError
 from archiver.lock import Holder, running
 from archiver.model import ENDED, TaskRef, utc_iso, valid_task_id
 from archiver.model import State as TaskState
-from archiver.state import KEEP_REJECTS, Health, State, Task, open_state, state_path
+from archiver.state import KEEP_REJECTS, Health, SqliteState, State, Task, open_state, state_path
 from archiver.state import Daemon as DaemonRow
+from archiver.state.sqlite import MEMORY
 
 CONFIG_PLACES = ("./config.yaml", "/etc/archiver/config.yaml")
+INBOX_SHOWN = 20  # inbox lines not read yet that status lists
 
 
 def find_config(given: str | None) -> Path:
@@ -134,13 +136,21 @@ async def _add(config: Config, ref: TaskRef) -> Task | None:
         return await state.find(ref.provider, ref.task_id) if new is None else None
 
 
+def no_state_yet(config: Config) -> bool:
+    """SQLite, and no state DB file: the daemon has not run with this config yet."""
+    return config.state.backend == "sqlite" and not state_path(config).exists()
+
+
 @contextlib.asynccontextmanager
-async def _state(config: Config) -> AsyncIterator[State]:
-    """The state DB for one command; a SQLite file must exist already."""
-    path = state_path(config)
-    if config.state.backend == "sqlite" and not path.exists():
-        raise ArchiverError(f"no state at {path}: the daemon has not run with this config yet")
-    state = await open_state(config)
+async def _state(config: Config, *, empty_ok: bool = False) -> AsyncIterator[State]:
+    """The state DB for one command. Without a SQLite file yet: an empty state in memory if
+    `empty_ok` (status and show read nothing, and create no file for it), else an error."""
+    if no_state_yet(config):
+        if not empty_ok:
+            raise ArchiverError(f"no state at {state_path(config)}: the daemon has not run with this config yet")
+        state: State = SqliteState(Path(MEMORY))
+    else:
+        state = await open_state(config)
     try:
         yield state
     finally:
@@ -161,9 +171,11 @@ def _daemon(holder: Holder | None) -> dict[str, Any]:
             "uptime_seconds": round(time.time() - holder.started_at)}
 
 
-async def status_report(state: State, holder: Holder | None, lease: float) -> dict[str, Any]:
+async def status_report(state: State, holder: Holder | None, lease: float,
+                        config: Config | None = None) -> dict[str, Any]:
     """`status --json`. A daemon is live while its heartbeat is younger than the lease; health rows
-    of no live daemon, or from before the running daemon's start, are stale."""
+    of no live daemon, or from before the running daemon's start, are stale. With `config`, the
+    inbox lines the daemon has not read yet too."""
     in_flight = await state.recent((TaskState.POLLING, TaskState.DOWNLOADING, TaskState.QUEUED), 50,
                                    by="first_seen_at")
     now = time.time()
@@ -185,7 +197,18 @@ async def status_report(state: State, holder: Holder | None, lease: float) -> di
                                            "stale": (h.at < started) if state.backend == "sqlite"
                                            else h.daemon not in live}
                    for h in await state.health()},
+        "inbox": await inbox_report(state, config) if config else {"path": None, "unread_bytes": 0, "unread": []},
     }
+
+
+async def inbox_report(state: State, config: Config, limit: int | None = INBOX_SHOWN) -> dict[str, Any]:
+    """The first `limit` task lines after the stored inbox position, and the bytes not read yet."""
+    found, left = await asyncio.to_thread(inbox.unread, config.inbox.path, await state.inbox_position(),
+                                          config.providers.keys(), config.inbox.default_provider, limit)
+    return {"path": str(config.inbox.path), "unread_bytes": left, "unread": [
+        {"line": u.line_no, "text": u.text, "provider": u.ref and u.ref.provider,
+         "task_id": u.ref and u.ref.task_id, "labels": u.ref.labels if u.ref else {}, "error": u.error}
+        for u in found]}
 
 
 def _health_name(h: Health, live: dict[str, DaemonRow]) -> str:
@@ -197,8 +220,8 @@ def _health_name(h: Health, live: dict[str, DaemonRow]) -> str:
 
 
 async def _status(config: Config) -> dict[str, Any]:
-    async with _state(config) as state:
-        return await status_report(state, running(state_path(config)), config.state.lease)
+    async with _state(config, empty_ok=True) as state:
+        return await status_report(state, running(state_path(config)), config.state.lease, config)
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -206,6 +229,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
+    if no_state_yet(config):
+        print(f"state: none yet at {state_path(config)} (the daemon has not run with this config)")
     print(status_text(report))
     return 0
 
@@ -232,6 +257,11 @@ def status_text(report: dict[str, Any]) -> str:
         for t in report["recent_failures"]])
     lines += _section("rejected inbox lines (newest first)", [
         f"{r['at']} line {r['line']}: {r['reason']}: {_clip(r['text'], 80)}" for r in report["rejected_lines"]])
+    unread = report["inbox"]["unread"]
+    more = [f"… ({report['inbox']['unread_bytes']:,} bytes not read in all)"] if len(unread) >= INBOX_SHOWN else []
+    lines += _section("inbox lines not read yet (oldest first)", [
+        f"line {u['line']}: {_clip(u['text'], 80)}" + (f"  (to be rejected: {u['error']})" if u["error"] else "")
+        for u in unread] + more)
     return "\n".join(lines)
 
 
@@ -272,10 +302,10 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _show(config: Config, provider: str, task_id: str) -> dict[str, Any]:
-    async with _state(config) as state:
+    async with _state(config, empty_ok=True) as state:
         task = await state.find(provider, task_id)
         if task is None:
-            raise ArchiverError(f"no task {provider} {task_id} (add it with: archiver add {provider} {task_id})")
+            return await _in_inbox(state, config, provider, task_id)
         return _task_brief(task) | {
             "model": task.model,
             "history": [{"at": utc_iso(h["at"]), "state": h["state"], "reason": h["reason"],
@@ -285,7 +315,20 @@ async def _show(config: Config, provider: str, task_id: str) -> dict[str, Any]:
         }
 
 
+async def _in_inbox(state: State, config: Config, provider: str, task_id: str) -> dict[str, Any]:
+    """A task the state DB does not know, from the inbox lines the daemon has not read yet."""
+    for u in (await inbox_report(state, config, None))["unread"]:
+        if (u["provider"], u["task_id"]) == (provider, task_id):
+            return {"provider": provider, "task_id": task_id, "state": "inbox", "reason": None, "code": None,
+                    "message": None, "polls": 0, "last_error": None, "labels": u["labels"], "first_seen_at": None,
+                    "model": None, "history": [], "assets": [], "inbox_line": u["line"]}
+    raise ArchiverError(f"no task {provider} {task_id} (add it with: archiver add {provider} {task_id})")
+
+
 def show_text(doc: dict[str, Any]) -> str:
+    if doc["state"] == "inbox":
+        return (f"{doc['provider']} {doc['task_id']}: in the inbox (line {doc['inbox_line']}), not read by the "
+                "daemon yet\nlabels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-"))
     lines = [f"{doc['provider']} {doc['task_id']}: {doc['state']}"
              + (f" ({doc['reason']}: {doc['message'] or ''})" if doc["reason"] else ""),
              "labels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-"),

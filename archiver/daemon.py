@@ -24,6 +24,7 @@ from archiver.archiving import REQUEUE_AFTER, Archiver
 from archiver.browse.index import IndexLoop
 from archiver.config import Config
 from archiver.download import Downloader
+from archiver.files import private_dir
 from archiver.inbox import InboxReader
 from archiver.lock import DaemonLock
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
@@ -104,7 +105,7 @@ class Daemon:
 
     async def _run(self, lock: DaemonLock, predecessor: str) -> None:
         """Run as the successor of `predecessor`, the daemon ID the lock last named (gone, as we hold it)."""
-        self.staging.mkdir(parents=True, exist_ok=True)
+        private_dir(self.staging)
         self.state = await open_state(self.config, daemon=True)
         lock.name(self.state.me)
         try:
@@ -214,6 +215,7 @@ class Daemon:
                   asyncio.create_task(self._claims(), name="claims"),
                   asyncio.create_task(self._heartbeats(), name="heartbeat")]
         intake += [asyncio.create_task(p.run(), name=f"poll:{n}") for n, p in self.pollers.items()]
+        index = None
         if self.config.index.enabled:  # its own loop and DB connection: never in the workers' way
             index = IndexLoop(self.config, self.storage)
             intake.append(asyncio.create_task(index.run(), name="index"))
@@ -246,6 +248,8 @@ class Daemon:
                 await self._sweep_staging(set())
                 self.left_at_stop = await self.state.assets_pending()
                 await self.state.leave()  # other daemons may take our tasks at once
+            if index is not None and self.burst:
+                await index.last_round()
 
     async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
         for job in self.idle:

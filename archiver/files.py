@@ -1,16 +1,21 @@
-"""Opening files off the event loop without leaking one when the caller is cancelled."""
+"""Opening files off the event loop without leaking one when the caller is cancelled; the state
+folder's private modes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
+Opener = Callable[[str, int], int]
 
-async def open_off_loop(path: Path, mode: str) -> BinaryIO:
-    """open() in binary `mode` in a thread; a file that opens after its caller was cancelled is
-    closed, not leaked."""
-    job = asyncio.ensure_future(asyncio.to_thread(_open, path, mode))
+
+async def open_off_loop(path: Path | str, mode: str, opener: Opener | None = None) -> BinaryIO:
+    """open() in binary `mode` (with open()'s `opener`) in a thread; a file that opens after its
+    caller was cancelled is closed, not leaked."""
+    job = asyncio.ensure_future(asyncio.to_thread(_open, path, mode, opener))
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
@@ -18,11 +23,29 @@ async def open_off_loop(path: Path, mode: str) -> BinaryIO:
         raise
 
 
-def _open(path: Path, mode: str) -> BinaryIO:
+def _open(path: Path | str, mode: str, opener: Opener | None) -> BinaryIO:
     assert "b" in mode
-    return cast(BinaryIO, open(path, mode))  # noqa: SIM115 - the caller closes it
+    return cast(BinaryIO, open(path, mode, opener=opener))  # noqa: SIM115 - the caller closes it
 
 
 def _close_opened(job: asyncio.Future[BinaryIO]) -> None:
     if not job.cancelled() and job.exception() is None:
         job.result().close()
+
+
+# The state folder holds raw provider answers (callback tokens among them): only its owner reads
+# it, whatever the umask. A folder or file that exists keeps the mode it has.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(folder: Path) -> None:
+    """Create `folder` 0700 (missing parents as the umask says) if it does not exist."""
+    folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty and 0600 if it does not exist, in a private folder; SQLite then gives
+    its -wal, -shm and -journal files the same mode."""
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))

@@ -168,6 +168,49 @@ class InboxReader:
             batch.refs.append(ref)
 
 
+@dataclass(frozen=True)
+class Unread:
+    """A task line the daemon has not read yet; `ref` is None for a line it will reject (`error`)."""
+
+    line_no: int
+    text: str
+    ref: TaskRef | None
+    error: str | None
+
+
+def unread(path: Path, position: Position | None, providers: Collection[str], default_provider: str | None,
+           limit: int | None) -> tuple[list[Unread], int]:
+    """The first `limit` task lines after `position` (what the state DB holds), and the bytes left.
+
+    As the daemon reads: another file at the path (rotated) or a shorter one (truncated)
+    starts at 0, and a line not finished yet is not one. Blank and # lines are left out.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return [], 0
+    found: list[Unread] = []
+    with f:
+        st = os.fstat(f.fileno())
+        offset = line_no = 0
+        if position and (position.dev, position.ino) == (st.st_dev, st.st_ino) and position.offset <= st.st_size:
+            offset, line_no = position.offset, position.line_no
+        f.seek(offset)
+        for raw in f:
+            if not raw.endswith(b"\n") or (limit is not None and len(found) >= limit):
+                break
+            line_no += 1
+            line = raw.rstrip(b"\r\n")
+            try:
+                ref = parse_line(line, providers, default_provider)
+            except BadLine as e:
+                found.append(Unread(line_no, line[:200].decode("utf-8", "replace"), None, str(e)))
+                continue
+            if ref is not None:
+                found.append(Unread(line_no, line.decode("utf-8", "replace").strip(), ref, None))
+    return found, st.st_size - offset
+
+
 def append(path: Path, line: str) -> None:
     """Append one whole line with a single write on an O_APPEND descriptor."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")

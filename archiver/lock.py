@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from archiver.errors import AlreadyRunning
+from archiver.files import PRIVATE_FILE, private_dir
 
 TRIES = 3  # `status` holds a shared lock for an instant: a start that meets it looks again
 
@@ -42,8 +43,8 @@ class DaemonLock:
 
     def acquire(self) -> Holder | None:
         """Take the lock or raise AlreadyRunning naming the holder; returns the last holder, now gone."""
-        self.db.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path(self.db), os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.db.parent)
+        fd = os.open(lock_path(self.db), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
         for attempt in range(TRIES):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -115,8 +115,10 @@ async def test_the_cli_beside_a_running_daemon(tmp_path: Path) -> None:
     assert "wrongkey: unauthorised" in out and "stale: from before the daemon's start" in out
     code, out, _ = await cli(config, "status", "--json", env=env)
     report = json.loads(out)
+    assert set(report) == STATUS_KEYS
     assert report["daemon"] == {"running": False}
     assert report["health"]["wrongkey"]["stale"] is True
+    assert report["inbox"]["unread"] == []  # the daemon read every line
 
 
 @pytest.mark.parametrize("args,message", [
@@ -160,3 +162,44 @@ async def test_version_and_help_for_every_command_and_option(tmp_path: Path) -> 
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
     for action in top._actions:
         assert action.help, action.dest
+
+
+STATUS_KEYS = {"backend", "daemon", "daemons", "counts", "in_flight", "recent_failures", "rejected_lines", "health",
+               "inbox"}
+
+
+async def test_status_and_show_before_the_first_run(tmp_path: Path) -> None:
+    """After `add`, before any daemon: an empty state, the inbox lines not read yet, no state DB made."""
+    config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {"kie": {"type": "kie", "api_key": "x"}}))
+    for args in (["kie", "first-1", "--label", "project=poster"], ["kie", "second-2"]):
+        code, out, err = await cli(config, "add", *args)
+        assert code == 0 and out.startswith("queued"), err
+    with (tmp_path / "inbox.txt").open("a") as f:
+        f.write("# a comment\nnope bad-1\nkie half-writ")  # the last line is not finished yet
+
+    code, out, err = await cli(config, "status")
+    assert code == 0, err
+    assert out.splitlines()[:3] == [
+        f"state: none yet at {tmp_path / 'state' / 'archiver.db'} (the daemon has not run with this config)",
+        "daemon: not running", "tasks: queued 0  polling 0  downloading 0  archived 0  failed 0"]
+    assert out.splitlines()[3:] == [
+        "inbox lines not read yet (oldest first):", "  line 1: kie first-1 project=poster", "  line 2: kie second-2",
+        "  line 4: nope bad-1  (to be rejected: unknown provider 'nope' (configured: kie))"]
+
+    code, out, err = await cli(config, "status", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report) == STATUS_KEYS
+    assert report["daemon"] == {"running": False} and report["in_flight"] == [] and report["health"] == {}
+    assert report["inbox"]["unread"][0] == {"line": 1, "text": "kie first-1 project=poster", "provider": "kie",
+                                            "task_id": "first-1", "labels": {"project": "poster"}, "error": None}
+    assert report["inbox"]["unread_bytes"] == (tmp_path / "inbox.txt").stat().st_size
+
+    code, out, err = await cli(config, "show", "kie", "first-1")
+    assert (code, out) == (0, "kie first-1: in the inbox (line 1), not read by the daemon yet\n"
+                              "labels: project=poster\n"), err
+    code, out, err = await cli(config, "show", "kie", "second-2", "--json")
+    assert code == 0 and json.loads(out)["state"] == "inbox" and json.loads(out)["inbox_line"] == 2, err
+    code, _, err = await cli(config, "show", "kie", "half-writ")
+    assert code == 1 and "no task kie half-writ (add it with: archiver add kie half-writ)" in err
+    assert not (tmp_path / "state").exists(), "status or show made a state DB"

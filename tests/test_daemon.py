@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -122,8 +123,8 @@ async def test_sd_notify_ready_watchdog_status_stopping(tmp_path: Path) -> None:
 
 async def test_status_before_first_run_says_so(tmp_path: Path) -> None:
     config = kie_config(tmp_path, "http://127.0.0.1:9")
-    code, _, err = await cli(config, "status")
-    assert code == 1 and "has not run" in err
+    code, out, err = await cli(config, "status")
+    assert code == 0 and "the daemon has not run" in out.splitlines()[0], err
 
 
 async def test_sigterm_finishes_what_it_can_and_the_rest_resumes(tmp_path: Path) -> None:
@@ -257,3 +258,33 @@ async def test_a_stop_ends_a_job_that_swallowed_its_cancel() -> None:
     async with asyncio.timeout(10):
         await daemon_module._cancel([job])
     assert job.cancelled() and lost == 1
+
+
+async def test_the_state_folder_is_private_under_umask_022(tmp_path: Path) -> None:
+    """The state DB holds raw provider answers: its folder is 0700 and every file the state code
+    makes there 0600 (the DB, its -wal and -shm, the lock), under a umask that would give 0644.
+    The archive keeps the umask's modes: it is there to be served."""
+    fake = FakeApis(API_KEY)
+    add_tasks(fake, "private-1")
+    env = dict(os.environ, KIE_API_KEY=API_KEY)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = kie_config(tmp_path, base)
+        (tmp_path / "inbox.txt").write_text("kie private-1\n")
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        umask = os.umask(0o022)  # the daemon inherits it
+        try:
+            await daemon.start()
+        finally:
+            os.umask(umask)
+        try:
+            await daemon.wait_for(lambda s: s["counts"]["archived"] == 1)
+            state = tmp_path / "state"
+            modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in state.iterdir()}
+        finally:
+            assert await daemon.stop() == 0
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert modes == {"archiver.db": 0o600, "archiver.db-wal": 0o600, "archiver.db-shm": 0o600,
+                     "archiver.db.lock": 0o600, "staging": 0o700}, {k: oct(v) for k, v in modes.items()}
+    [asset] = [p for p in (tmp_path / "archive").rglob("00.png")]
+    assert stat.S_IMODE(os.stat(asset).st_mode) == 0o644

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 from tests.support.daemon import DaemonProcess, base_config, write_config
@@ -20,14 +19,6 @@ from tests.support.servers import serve
 
 API_KEY = "disk-SECRET"
 DEV_FULL = Path("/dev/full")
-
-
-async def running(daemon: DaemonProcess, timeout: float = 15) -> None:
-    """Wait for the log's `archiver running`: the start's staging cleanup is over by then."""
-    deadline = time.monotonic() + timeout
-    while "archiver running" not in daemon.log.read_text():
-        assert time.monotonic() < deadline, daemon.log.read_text()[-3000:]
-        await asyncio.sleep(0.1)
 
 
 async def test_disk_full_pauses_downloads_and_fails_nothing(tmp_path: Path) -> None:
@@ -41,7 +32,7 @@ async def test_disk_full_pauses_downloads_and_fails_nothing(tmp_path: Path) -> N
         }))
         daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
         await daemon.start()
-        await running(daemon)
+        await daemon.wait_running(timeout=15)
         # Made after the start's staging cleanup, which would remove it; the video is the first task (pk 1).
         staged = tmp_path / "state" / "staging" / "1-0.part"
         staged.symlink_to(DEV_FULL)

@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from archiver.state import SqliteState
 from tests.support.cdn import FaultCdn, Resource, serve_at
-from tests.support.daemon import DaemonProcess, base_config, cli, write_config
+from tests.support.daemon import DaemonProcess, base_config, cli, serve_process, write_config
 from tests.support.fakes import FakeApis, FakeTask, Request, media_bytes
 from tests.support.postgres import StateBackend
 from tests.support.servers import serve
@@ -284,5 +286,24 @@ async def test_burst_exits_once_the_inbox_is_read_and_nothing_is_in_flight(tmp_p
         assert await asyncio.wait_for(daemon.proc.wait(), 20) == 0
     status = await daemon.status()
     assert status["counts"] == {"queued": 0, "polling": 0, "downloading": 0, "archived": 2, "failed": 1}
+    keys = set()
     for task in (done, slow):
-        assert stored(tmp_path / "archive", "kie", task.task_id).read_bytes() == task.files[0]
+        path = stored(tmp_path / "archive", "kie", task.task_id)
+        assert path.read_bytes() == task.files[0]
+        keys.add(path.relative_to(tmp_path / "archive").as_posix())
+    # The run wrote the index of what it archived before it returned (index.every is 60 s):
+    # the gallery `serve` shows lists both assets and the failure.
+    async with serve_process(daemon.config) as base, aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/") as r:
+            assert r.status == 200 and r.content_type == "text/html"
+        async with http.get(f"{base}/_index/days.json") as r:
+            assert r.status == 200
+            [day] = (await r.json())["days"]
+        assert (day["tasks"], day["failed"]) == (2, 1), day
+        async with http.get(f"{base}/_index/days/{day['date']}.json") as r:
+            doc = await r.json()
+        assert {a["key"] for a in doc["assets"]} == keys
+        assert [f["task_id"] for f in doc["failed"]] == ["refused"]
+        for key in keys:
+            async with http.get(f"{base}/{key}") as r:
+                assert r.status == 200

@@ -199,3 +199,30 @@ async def test_a_huge_backlog_is_read_in_bounded_steps(tail: Tail) -> None:
     steps = [len(await tail.read()) for _ in range(4)]
     assert steps == [MAX_LINES, MAX_LINES, 500, 0]
     assert (await tail.state.counts())["queued"] == lines
+
+
+def test_unread_starts_where_the_reader_would(tmp_path: Path) -> None:
+    """What status lists as not read yet is what the reader takes next: after the stored position,
+    from 0 in a rotated or truncated file, whole lines only, and at most `limit` of them."""
+    path = tmp_path / "in.txt"
+    path.write_text("kie a\nkie b x=y\n\n# note\nkie c\nkie d")
+    reader = InboxReader(path, None, ["kie"], None)
+    reader.read()
+    reader.close()
+    position = reader.position
+    path.write_text("kie a\nkie b x=y\n\n# note\nkie c\nkie d\nnope e\nkie f\n")
+    found, left = inbox.unread(path, position, ["kie"], None, None)
+    assert [(u.line_no, u.text, u.ref, u.error) for u in found] == [
+        (6, "kie d", TaskRef("kie", "d"), None),
+        (7, "nope e", None, "unknown provider 'nope' (configured: kie)"),
+        (8, "kie f", TaskRef("kie", "f"), None)]
+    assert left == path.stat().st_size - position.offset
+    assert [u.line_no for u in inbox.unread(path, position, ["kie"], None, 1)[0]] == [6]
+    assert [u.line_no for u in inbox.unread(path, None, ["kie"], None, None)[0]] == [1, 2, 5, 6, 7, 8]
+    path.write_text("kie z\n")  # truncated below the position
+    assert [u.text for u in inbox.unread(path, position, ["kie"], None, None)[0]] == ["kie z"]
+    (tmp_path / "new.txt").write_text("kie a\nkie b x=y\n\n# note\nkie c\nkie d\n")
+    os.rename(tmp_path / "new.txt", path)  # rotated: another file (inode), read from its start
+    assert [u.line_no for u in inbox.unread(path, position, ["kie"], None, None)[0]] == [1, 2, 5, 6]
+    path.unlink()
+    assert inbox.unread(path, position, ["kie"], None, None) == ([], 0)

@@ -117,8 +117,23 @@ class IndexLoop:
                               exc_info=not isinstance(e, (TransientError, OSError)))
                 await asyncio.sleep(self.config.index.every)
         finally:
-            if self.source is not None:
-                self.source.close()
+            self.close()
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None  # a later round opens it again
+
+    async def last_round(self) -> None:
+        """One round more as a `--burst` run ends: what it archived is in the index when it returns,
+        not a whole `index.every` later (by then the process is gone)."""
+        try:
+            await self.round()
+        except Exception as e:
+            log.error("index: %s; `archiver index` writes it", e,
+                      exc_info=not isinstance(e, (TransientError, OSError)))
+        finally:
+            self.close()
 
     async def round(self) -> int:
         """Rewrite the days that moved since the last round; return how many files were written."""

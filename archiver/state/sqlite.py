@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from archiver.errors import LeaseLost
+from archiver.files import private_file
 from archiver.model import State, TaskRef, TaskStatus
 from archiver.pacing import Bucket, TokenBucket
 from archiver.state.base import lane_case
@@ -120,6 +121,9 @@ def _add_columns(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE assets ADD COLUMN role TEXT")  # from before roles
 
 
+MEMORY = ":memory:"  # an empty state DB in memory: what status and show read before the first run
+
+
 class SqliteState:
     """The state database in one SQLite file; every write is one transaction."""
 
@@ -127,7 +131,8 @@ class SqliteState:
 
     def __init__(self, path: Path, me: str = "") -> None:
         self.me = me  # this daemon's ID in `tasks.owner`; a CLI process owns nothing
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != MEMORY:
+            private_file(path)  # before SQLite makes it 0644: it holds raw provider answers
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA busy_timeout = 30000")

@@ -40,6 +40,9 @@ _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EN
 # In the root: the archive's ID, so that daemons sharing it can prove they see the same folder.
 MARKER = ".archiver-root"
 _MARKER_ID = re.compile(r"[0-9a-f]{32}")
+# Reads go down the tree one folder at a time and refuse a symlink at every step.
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def check_key(key: str) -> list[str]:
@@ -201,17 +204,57 @@ class LocalStorage:
         except OSError as e:
             raise write_error(e, key, self.root) from e
 
-    async def get(self, key: str) -> bytes:
-        path = self._path(key)
-        return await asyncio.to_thread(self._read, key, path)
+    def _open_object(self, key: str) -> int:
+        """A read-only descriptor on the regular file `key`, reached without following a symlink
+        anywhere below the root: a link planted in the archive (to /etc/passwd, to the state
+        folder) is no object, so serve, verify and the index never read through one.
 
-    def _read(self, key: str, path: Path) -> bytes:
+        The marker file is no object either. Missing, a folder, a FIFO: FileNotFoundError.
+        """
+        parts = check_key(key)
+        if key == MARKER:
+            raise _missing(key)
+        # The root itself may be a symlink (a mount elsewhere): that one the admin chose.
         try:
-            return path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             raise _missing(key) from None
         except OSError as e:
             raise _read_error(e, key, self.root) from e
+        try:
+            for part in parts[:-1]:
+                inner = os.open(part, _DIR_NOFOLLOW, dir_fd=folder)
+                os.close(folder)
+                folder = inner
+            # O_NONBLOCK: opening a FIFO must not hang; a regular file ignores it.
+            fd = os.open(parts[-1], _FILE_NOFOLLOW, dir_fd=folder)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise _missing(key) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # a symlink where O_NOFOLLOW met it
+                raise _missing(key) from None
+            raise _read_error(e, key, self.root) from e
+        finally:
+            os.close(folder)
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as e:
+            os.close(fd)
+            raise _read_error(e, key, self.root) from e
+        if not stat.S_ISREG(mode):  # a folder is not an object, as on S3
+            os.close(fd)
+            raise _missing(key)
+        return fd
+
+    async def get(self, key: str) -> bytes:
+        return await asyncio.to_thread(self._read, key)
+
+    def _read(self, key: str) -> bytes:
+        with open(self._open_object(key), "rb") as f:
+            try:
+                return f.read()
+            except OSError as e:
+                raise _read_error(e, key, self.root) from e
 
     async def exists(self, key: str) -> bool:
         try:
@@ -221,19 +264,15 @@ class LocalStorage:
         return True
 
     async def stat(self, key: str) -> ObjectInfo:
-        path = self._path(key)
-        return await asyncio.to_thread(self._stat, key, path)
+        return await asyncio.to_thread(self._stat, key)
 
-    def _stat(self, key: str, path: Path) -> ObjectInfo:
+    def _stat(self, key: str) -> ObjectInfo:
+        fd = self._open_object(key)
         try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise _missing(key) from None
-        except OSError as e:
-            raise _read_error(e, key, self.root) from e
-        if not stat.S_ISREG(st.st_mode):  # a folder is not an object, as on S3
-            raise _missing(key)
-        return ObjectInfo(size=st.st_size, content_type=guess_type(key))
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        return ObjectInfo(size=size, content_type=guess_type(key))
 
     async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
         """Walk the folder that holds `prefix`, a batch of entries per thread hop."""
@@ -244,6 +283,12 @@ class LocalStorage:
                 yield item
 
     def _walk(self, folder: Path, prefix: str) -> Iterator[Listed]:
+        """os.walk descends no symlinked folder; lstat lists no symlinked file; and a prefix
+        whose folder is reached through a symlink lists nothing, as reads find nothing there."""
+        if folder != self.root:
+            real_root = os.path.realpath(self.root)
+            if os.path.realpath(folder) != os.path.join(real_root, os.path.relpath(folder, self.root)):
+                return
         for path, _, files in os.walk(folder):
             for name in files:
                 full = os.path.join(path, name)
@@ -251,18 +296,13 @@ class LocalStorage:
                 if _TEMP.fullmatch(name) or key == MARKER or not key.startswith(prefix):
                     continue
                 with contextlib.suppress(FileNotFoundError):
-                    st = os.stat(full)
+                    st = os.lstat(full)
                     if stat.S_ISREG(st.st_mode):
                         yield Listed(key, st.st_size, st.st_mtime)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
-        path = self._path(key)
-        try:
-            f = await open_off_loop(path, "rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise _missing(key) from None
-        except OSError as e:
-            raise _read_error(e, key, self.root) from e
+        check_key(key)
+        f = await open_off_loop(key, "rb", opener=lambda _key, _flags: self._open_object(key))
         try:
             await asyncio.to_thread(f.seek, start)
             left = None if end is None else max(0, end - start)

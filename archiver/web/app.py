@@ -135,7 +135,8 @@ class WebServer:
         from archiver.lock import running
 
         try:
-            report = await status_report(self.state, running(state_path(self.config)), self.config.state.lease)
+            report = await status_report(self.state, running(state_path(self.config)), self.config.state.lease,
+                                         self.config)
         except STATE_ERRORS as e:
             return _error(503, f"the state DB cannot be read: {e}")
         return web.json_response(report)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -12,7 +14,8 @@ import pytest
 
 from archiver.browse.index import rebuild
 from archiver.browse.serve import app, byte_range, key_of
-from tests.browse.conftest import World
+from archiver.storage.local import MARKER, root_id
+from tests.browse.conftest import World, make_world
 from tests.support.servers import serve
 
 
@@ -136,3 +139,33 @@ async def test_cli_serve(world: World) -> None:
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_local_serves_no_symlink_and_not_the_marker(tmp_path: Path) -> None:
+    """Links planted in a local archive lead nowhere: not to /etc/passwd, not to the state DB,
+    not through a linked folder; the root's marker file is a 404 too, as on S3."""
+    world = await make_world(tmp_path, "local", tasks=4, days=1)
+    await rebuild(world.config, world.storage, from_store=False)
+    root = tmp_path / "archive"
+    root_id(root)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0 the secret")
+    asset = world.made.assets[0]["key"]
+    (root / "passwd.txt").symlink_to(secret)
+    (root / "etc-passwd").symlink_to("/etc/passwd")
+    (root / "state").symlink_to(world.db.parent, target_is_directory=True)
+    (root / "linked").symlink_to(tmp_path, target_is_directory=True)
+    (root / "inside.png").symlink_to(root / asset)  # even a link that stays inside is no object
+    os.mkfifo(root / "fifo.png")
+    assert world.db.exists()
+    async with serve(app(world.storage)) as base, aiohttp.ClientSession() as http:
+        for path in ("/passwd.txt", "/etc-passwd", "/state/archiver.db", "/linked/secret.txt",
+                     "/linked/state/archiver.db", "/inside.png", "/fifo.png", f"/{MARKER}"):
+            for method in ("GET", "HEAD"):
+                async with http.request(method, base + path) as r:
+                    body = await r.read()
+                    assert r.status == 404, (method, path, r.status, body[:300])
+                    assert b"secret" not in body and b"SQLite" not in body and b"root:" not in body
+        async with http.get(f"{base}/{asset}") as r:
+            assert r.status == 200 and await r.read() == world.made.objects[asset][0]
+    await world.storage.close()

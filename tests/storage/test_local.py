@@ -283,3 +283,31 @@ def test_root_id_on_a_file_is_storage_unavailable(tmp_path: Path) -> None:
     (tmp_path / "root").write_bytes(b"a file where the archive folder should be")
     with pytest.raises(StorageUnavailable, match="not a folder"):
         root_id(tmp_path / "root")
+
+
+async def test_readers_follow_no_symlink(storage: LocalStorage, tmp_path: Path) -> None:
+    """get, stat, exists, read and list (what serve, verify and the index read through) see no
+    symlinked file or folder, and the marker is missing to them, not a ValueError."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_bytes(b"secret")
+    await storage.put_bytes("a/real.json", b"real", content_type="application/json")
+    root_id(storage.root)
+    (storage.root / "a" / "link.json").symlink_to(outside / "secret.json")
+    (storage.root / "a" / "dangling.json").symlink_to(outside / "none.json")
+    (storage.root / "out").symlink_to(outside, target_is_directory=True)
+    (storage.root / "a" / "same.json").symlink_to(storage.root / "a" / "real.json")
+    for key in ("a/link.json", "a/dangling.json", "out/secret.json", "a/same.json", MARKER):
+        with pytest.raises(FileNotFoundError):
+            await storage.get(key)
+        with pytest.raises(FileNotFoundError):
+            await storage.stat(key)
+        with pytest.raises(FileNotFoundError):
+            async for _ in storage.read(key):
+                pass
+        assert not await storage.exists(key), key
+    assert sorted([item.key async for item in storage.list()]) == ["a/real.json"]
+    assert [item.key async for item in storage.list("out/")] == []
+    assert await storage.get("a/real.json") == b"real"
+    assert (await storage.stat("a/real.json")).size == 4
+    assert b"".join([chunk async for chunk in storage.read("a/real.json", 1, 3)]) == b"ea"

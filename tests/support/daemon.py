@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +68,20 @@ class DaemonProcess:
         return json.loads(out)
 
     async def _status_if_any(self) -> dict[str, Any] | None:
-        """None until the daemon has created its state."""
+        """None while status fails (on PostgreSQL, until `run` made the schema); before the first
+        run on SQLite, an empty status."""
         code, out, _ = await cli(self.config, "status", "--json", env=self.env)
         return json.loads(out) if code == 0 else None
+
+    async def wait_running(self, timeout: float = 30) -> None:
+        """Until the log says the daemon is at work (its start-up, staging cleanup included, is over)."""
+        deadline = time.monotonic() + timeout
+        while "archiver running:" not in (self.log.read_text() if self.log.exists() else ""):
+            if self.proc and self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not running after {timeout}s; log tail:\n{self.log.read_text()[-3000:]}")
+            await asyncio.sleep(0.1)
 
     async def wait_for(self, done: Any, timeout: float = 30) -> dict[str, Any]:
         """Poll `status --json` until `done(status)` holds; fail with the last status if not.
@@ -86,3 +99,20 @@ class DaemonProcess:
             await asyncio.sleep(0.3)
         raise AssertionError(f"timed out; last status: {json.dumps(status, indent=1)}\n"
                              f"log tail:\n{self.log.read_text()[-3000:]}")
+
+
+@contextlib.asynccontextmanager
+async def serve_process(config: Path, env: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """`archiver serve --listen 127.0.0.1:0` as a child process; yields its base URL; SIGTERM ends it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archiver", "-c", str(config), "serve", "--listen", "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env or dict(os.environ))
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert "http://127.0.0.1:" in line, line
+        yield next(w for w in line.split() if w.startswith("http://")).rstrip("/")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)
