@@ -298,10 +298,12 @@ def show_text(doc: dict[str, Any]) -> str:
 
 
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:
-    if args.failed == bool(args.provider):
+    if args.failed == bool(args.provider) or (args.provider and not args.task_id):
         raise ConfigError("retry: give PROVIDER TASK_ID, or --failed")
+    if args.provider:
+        _check_ref(config, args.provider, args.task_id, "retry")
     count = asyncio.run(_retry(config, args))
-    print(f"{count} task(s) queued again at {time.strftime('%H:%M:%S')}")
+    print(f"{count} task(s) queued again at {utc_iso(time.time())}")
     return 0
 
 
@@ -310,7 +312,7 @@ async def _retry(config: Config, args: argparse.Namespace) -> int:
         if args.failed:
             tasks = await state.tasks_in((TaskState.FAILED,))
         else:
-            task = await state.find(args.provider, args.task_id or "")
+            task = await state.find(args.provider, args.task_id)
             if task is None:
                 raise ArchiverError(f"no task {args.provider} {args.task_id}")
             if task.state not in ENDED:

@@ -126,7 +126,7 @@ class Daemon:
         self.storage = open_storage(self.config.storage)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(sig, self.stop, sig.name)
         guard = UrlGuard(self.config.download.allow_addresses)
         dl = self.config.download
         connector = guarded_connector(guard, dl.concurrency, dl.per_host)
@@ -172,9 +172,15 @@ class Daemon:
                 " daemons sharing a PostgreSQL state DB with local storage need the same path on one shared"
                 " file system")
 
-    def stop(self) -> None:
+    def stop(self, signal_name: str | None = None) -> None:
+        """Take no new work; the downloads under way may finish within shutdown_grace."""
         if not self.stopping.is_set():
-            log.info("stopping: no new work; finishing downloads in flight")
+            if signal_name is None:
+                log.info("--burst: the inbox is read and nothing is in flight; stopping")
+            else:
+                n = self.busy
+                log.info("%s: taking no new work; finishing %d download%s in flight", signal_name, n,
+                         "" if n == 1 else "s")
             self.notifier.stopping()
             self.stopping.set()
 

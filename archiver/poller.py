@@ -351,6 +351,6 @@ class EntryPoller:
 
     async def _fail(self, task: Task, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:
-        failed = await self.state.failed(task.pk, reason, code, message, response)
+        failed = await self.state.failed(task.pk, reason, code, message, response, polled=True)
         self.hinted.discard(task.pk)
         await self.on_failed(failed)
