@@ -200,6 +200,11 @@ def parse_poll_intervals(value: Any, key: str) -> tuple[tuple[float, float], ...
     if ends != sorted(ends) or len(set(ends)) != len(ends) or float("inf") in ends[:-1]:
         raise ConfigError(f"config: {key}: steps out of order: each 'until' must be later than the one "
                           "before, and only the last step may have none")
+    for i in range(1, len(steps)):
+        # A task polled more often as it ages is a typo: polls back off, they never speed up.
+        if steps[i][0] < steps[i - 1][0]:
+            raise ConfigError(f"config: {key}[{i}]: {value[i]!r} polls more often than the step before "
+                              f"({value[i - 1]!r}): each step's interval must be at least the one before")
     if steps[-1][1] != float("inf"):
         steps.append((steps[-1][0], float("inf")))
     return tuple(steps)

@@ -93,6 +93,9 @@ BAD = {
     "poll_intervals out of order": (
         "providers:\n  kie: {type: kie, api_key: x, poll_intervals: ['10s until 2m', '3s until 30s', '60s']}\n",
         "config: providers.kie.poll_intervals: steps out of order"),
+    "poll_intervals speeding up": (
+        "providers:\n  kie: {type: kie, api_key: x, poll_intervals: ['10s until 5s', '3s']}\n",
+        "config: providers.kie.poll_intervals[1]: '3s' polls more often than the step before ('10s until 5s')"),
     "yaml syntax error": ("providers:\n  kie: {type: kie\n  x: [\n", "config: "),
     "unknown kie api": (
         "providers:\n  k: {type: kie, api_key: x, api: sora}\n", "config: providers.k.api: kie entries only, one of"),
