@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -85,6 +85,13 @@ class ProviderEntry:
     api: str = "market"
     app: str | None = None
     jwks_url: str = FAL_JWKS_URL
+    key_variable: str | None = None  # the ${VAR} api_key named, when it was not set
+
+    def no_key(self) -> str | None:
+        """Why this entry cannot be polled (its key is empty), or None."""
+        if self.api_key.value:
+            return None
+        return f"{self.key_variable} is not set" if self.key_variable else "api_key is empty"
 
 
 @dataclass(frozen=True)
@@ -276,10 +283,11 @@ def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -
     for k in raw:
         if k not in top:
             raise ConfigError(f"config: {k}: unknown key (allowed: {', '.join(sorted(top))})")
-    providers = _providers(raw)
+    providers = {name: replace(entry, key_variable=unset.get(f"providers.{name}.api_key"))
+                 for name, entry in _providers(raw).items()}
     warnings = tuple(
         f"providers.{name}.api_key is empty"
-        + (f" ({unset[f'providers.{name}.api_key']} not set)" if f"providers.{name}.api_key" in unset else "")
+        + (f" ({entry.key_variable} not set)" if entry.key_variable else "")
         for name, entry in providers.items() if not entry.api_key.value)
     inbox = _section(raw, "inbox", "inbox", {"path", "default_provider"})
     default_provider = inbox.get("default_provider")

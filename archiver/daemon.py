@@ -143,6 +143,7 @@ class Daemon:
                                          ask_once=self._ask_once, requeue=self._requeue,
                                          disk_full=self._disk_full, refresh=self._refresh_url,
                                          recorder=self.recorder)
+                await self._say_keys()
                 self.pollers = self._pollers(api)
                 web = await self._start_web()
                 try:
@@ -184,9 +185,27 @@ class Daemon:
             self.notifier.stopping()
             self.stopping.set()
 
+    async def _say_keys(self) -> None:
+        """An entry without a key is not polled: its tasks wait (queued) for a restart with the key set,
+        and status says why. A no_key row of an earlier run whose key is now set goes back to ok."""
+        rows = {h.name: h.state for h in await self.state.health() if h.daemon in ("", self.state.me)}
+        for name, entry in self.config.providers.items():
+            why = entry.no_key()
+            if why is None:
+                if rows.get(name) == "no_key":
+                    await self.state.set_health(name, "ok")
+                continue
+            log.warning("provider=%s: not polled: %s; its tasks wait until the daemon starts with a key",
+                        name, why, extra={"provider": name, "reason": "no_key"})
+            if rows.get(name) == "no_key":
+                await self.state.set_health(name, "ok")  # else the row keeps the last run's time, and reads stale
+            await self.state.set_health(name, "no_key", why)
+
     def _pollers(self, api: aiohttp.ClientSession) -> dict[str, EntryPoller]:
         pollers, buckets = {}, shared_buckets(self.config, self.state)
         for name, entry in self.config.providers.items():
+            if entry.no_key():
+                continue  # never sent an empty key: see _say_keys
             provider = PROVIDERS[entry.type](entry)
             http = ProviderHttp(name, api, buckets[name], recorder=self.recorder)
             pollers[name] = EntryPoller(entry, provider, http, self.state, self._downloads_start,
