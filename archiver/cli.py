@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from archiver import __version__, archive_cli, inbox, logs, malloc
 from archiver.config import Config, describe, load_config
 from archiver.daemon import Daemon
@@ -322,7 +324,8 @@ async def _retry(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
-    print(json.dumps(describe(config), indent=2))
+    # The file as written says which values are the user's; the rest are shown as defaults.
+    print(describe(config, yaml.safe_load(config.path.read_text(encoding="utf-8"))))
     warnings = config.warnings
     for warning in warnings:
         print(f"warning: {warning}")
