@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from archiver import __version__, archive_cli, inbox, logs
 from archiver.config import Config, describe, load_config
 from archiver.daemon import Daemon
@@ -340,10 +342,12 @@ def show_text(doc: dict[str, Any]) -> str:
 
 
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:
-    if args.failed == bool(args.provider):
+    if args.failed == bool(args.provider) or (args.provider and not args.task_id):
         raise ConfigError("retry: give PROVIDER TASK_ID, or --failed")
+    if args.provider:
+        _check_ref(config, args.provider, args.task_id, "retry")
     count = asyncio.run(_retry(config, args))
-    print(f"{count} task(s) queued again at {time.strftime('%H:%M:%S')}")
+    print(f"{count} task(s) queued again at {utc_iso(time.time())}")
     return 0
 
 
@@ -352,7 +356,7 @@ async def _retry(config: Config, args: argparse.Namespace) -> int:
         if args.failed:
             tasks = await state.tasks_in((TaskState.FAILED,))
         else:
-            task = await state.find(args.provider, args.task_id or "")
+            task = await state.find(args.provider, args.task_id)
             if task is None:
                 raise ArchiverError(f"no task {args.provider} {args.task_id}")
             if task.state not in ENDED:
@@ -362,7 +366,8 @@ async def _retry(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
-    print(json.dumps(describe(config), indent=2))
+    # The file as written says which values are the user's; the rest are shown as defaults.
+    print(describe(config, yaml.safe_load(config.path.read_text(encoding="utf-8"))))
     warnings = config.warnings
     for warning in warnings:
         print(f"warning: {warning}")

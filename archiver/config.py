@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -85,6 +85,13 @@ class ProviderEntry:
     api: str = "market"
     app: str | None = None
     jwks_url: str = FAL_JWKS_URL
+    key_variable: str | None = None  # the ${VAR} api_key named, when it was not set
+
+    def no_key(self) -> str | None:
+        """Why this entry cannot be polled (its key is empty), or None."""
+        if self.api_key.value:
+            return None
+        return f"{self.key_variable} is not set" if self.key_variable else "api_key is empty"
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,11 @@ def parse_poll_intervals(value: Any, key: str) -> tuple[tuple[float, float], ...
     if ends != sorted(ends) or len(set(ends)) != len(ends) or float("inf") in ends[:-1]:
         raise ConfigError(f"config: {key}: steps out of order: each 'until' must be later than the one "
                           "before, and only the last step may have none")
+    for i in range(1, len(steps)):
+        # A task polled more often as it ages is a typo: polls back off, they never speed up.
+        if steps[i][0] < steps[i - 1][0]:
+            raise ConfigError(f"config: {key}[{i}]: {value[i]!r} polls more often than the step before "
+                              f"({value[i - 1]!r}): each step's interval must be at least the one before")
     if steps[-1][1] != float("inf"):
         steps.append((steps[-1][0], float("inf")))
     return tuple(steps)
@@ -271,10 +283,11 @@ def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -
     for k in raw:
         if k not in top:
             raise ConfigError(f"config: {k}: unknown key (allowed: {', '.join(sorted(top))})")
-    providers = _providers(raw)
+    providers = {name: replace(entry, key_variable=unset.get(f"providers.{name}.api_key"))
+                 for name, entry in _providers(raw).items()}
     warnings = tuple(
         f"providers.{name}.api_key is empty"
-        + (f" ({unset[f'providers.{name}.api_key']} not set)" if f"providers.{name}.api_key" in unset else "")
+        + (f" ({entry.key_variable} not set)" if entry.key_variable else "")
         for name, entry in providers.items() if not entry.api_key.value)
     inbox = _section(raw, "inbox", "inbox", {"path", "default_provider"})
     default_provider = inbox.get("default_provider")
@@ -476,24 +489,126 @@ def _storage(raw: dict[str, Any], base: Path) -> StorageConfig:
     )
 
 
-def describe(config: Config) -> dict[str, Any]:
-    """The resolved config as plain data, with every secret masked."""
+@dataclass(frozen=True)
+class _Masked:
+    """A secret as check-config shows it: `***`, or empty with the variable that was not set."""
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, Secret):
-            return "***" if value.value else ""
-        if is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
-        if isinstance(value, Path):
-            return str(value)
-        if value == float("inf"):
-            return None
-        return value
+    shown: str
+    note: str = ""
 
-    doc = plain(config)
-    doc.pop("warnings")
-    return doc
+
+_UNITS = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
+_BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+_TOP = ("state_dir", "inbox", "providers", "download", "storage", "http", "shutdown_grace", "index", "state")
+
+
+def describe(config: Config, raw: Any) -> str:
+    """The resolved config as YAML in the file's shape, secrets masked. `raw` is the file as written:
+    a value it does not set is a default, and its line says so."""
+    doc = _view(config, raw if isinstance(raw, dict) else {})
+    lines: list[str] = []
+    _emit({k: doc[k] for k in _TOP if k in doc}, raw if isinstance(raw, dict) else None, "", lines)
+    return "\n".join(lines)
+
+
+def _view(config: Config, raw: dict[str, Any]) -> dict[str, Any]:
+    def given(*path: str) -> Any:
+        node: Any = raw
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    storage = config.storage
+    shown_storage: dict[str, Any] = {"backend": storage.backend, "layout": storage.layout}
+    if storage.backend == "local" or given("storage", "local") is not None:
+        shown_storage["local"] = {"root": str(storage.local.root)}
+    if storage.backend == "s3" or given("storage", "s3") is not None:
+        shown_storage["s3"] = {f.name: getattr(storage.s3, f.name) for f in fields(S3Config)}
+    http: dict[str, Any] = {"listen": None}
+    if config.http is not None:
+        host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
+        http = {"listen": f"{host}:{config.http.port}", "token": _mask(config.http.token, given("http", "token")),
+                "storage_grace": _duration(config.http.storage_grace)}
+    state: dict[str, Any] = {"backend": config.state.backend}
+    if config.state.backend == "postgres":
+        state["dsn"] = _mask(config.state.dsn, given("state", "dsn"))
+    state["lease"] = _duration(config.state.lease)
+    d = config.download
+    return {
+        "state_dir": str(config.state_dir),
+        "inbox": {"path": str(config.inbox.path), "default_provider": config.inbox.default_provider},
+        "providers": {name: _entry_view(e, given("providers", name) or {}) for name, e in config.providers.items()},
+        "download": {"concurrency": d.concurrency, "per_host": d.per_host, "max_bytes": _bytes(d.max_bytes),
+                     "allow_addresses": list(d.allow_addresses)},
+        "storage": shown_storage,
+        "http": http,
+        "shutdown_grace": _duration(config.shutdown_grace),
+        "index": {"enabled": config.index.enabled, "every": _duration(config.index.every)},
+        "state": state,
+    }
+
+
+def _entry_view(entry: ProviderEntry, raw: dict[str, Any]) -> dict[str, Any]:
+    """One provider entry; keys of another type (service, api, app…) are left out."""
+    view: dict[str, Any] = {"type": entry.type}
+    view |= {"service": entry.service} if entry.type == "acedata" else {}
+    view |= {"family": entry.family} if entry.type == "apipod" else {}
+    view |= {"api": entry.api} if entry.type == "kie" else {}
+    view |= {"app": entry.app, "jwks_url": entry.jwks_url} if entry.type == "fal" else {}
+    view |= {
+        "api_key": _mask(entry.api_key, raw.get("api_key")),
+        "base_url": entry.base_url,
+        "requests_per_second": int(rps) if (rps := entry.requests_per_second).is_integer() else rps,
+        "give_up_after": _duration(entry.give_up_after),
+        "poll_intervals": [_duration(every) + ("" if until == float("inf") else f" until {_duration(until)}")
+                           for every, until in entry.poll_intervals],
+    }
+    given = raw.get("callbacks") if isinstance(raw.get("callbacks"), dict) else {}
+    if entry.callbacks is not None or given:
+        on = entry.callbacks
+        view["callbacks"] = {"secret": _mask(on.secret if on else Secret(""), given.get("secret")),
+                             "adopt": on.adopt if on else bool(given.get("adopt", False))}
+    return view
+
+
+def _mask(secret: Secret, written: Any) -> _Masked:
+    if secret.value:
+        return _Masked("'***'")
+    unset = [m.group(1) for m in _VAR.finditer(str(written or "")) if m.group(1) not in os.environ]
+    return _Masked("''", f"{', '.join(unset)} not set" if unset else "empty")
+
+
+def _emit(node: dict[str, Any], raw: dict[str, Any] | None, pad: str, lines: list[str]) -> None:
+    for key, value in node.items():
+        written = raw.get(key) if raw is not None and key in raw else None
+        is_set = raw is not None and key in raw
+        if isinstance(value, dict) and value:
+            lines.append(f"{pad}{key}:")
+            _emit(value, written if isinstance(written, dict) else None, pad + "  ", lines)
+            continue
+        notes = [] if is_set else ["default"]
+        if isinstance(value, _Masked):
+            shown = value.shown
+            notes += [value.note] if value.note else []
+        else:
+            shown = yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
+        lines.append(f"{pad}{key}: {shown}" + (f"  # {'; '.join(notes)}" if notes else ""))
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as the config writes them: 20s, 6h, 250ms."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in _UNITS:
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in _BINARY:
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"

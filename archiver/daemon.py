@@ -127,7 +127,7 @@ class Daemon:
         self.storage = open_storage(self.config.storage)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(sig, self.stop, sig.name)
         guard = UrlGuard(self.config.download.allow_addresses)
         dl = self.config.download
         connector = guarded_connector(guard, dl.concurrency, dl.per_host)
@@ -144,6 +144,7 @@ class Daemon:
                                          ask_once=self._ask_once, requeue=self._requeue,
                                          disk_full=self._disk_full, refresh=self._refresh_url,
                                          recorder=self.recorder)
+                await self._say_keys()
                 self.pollers = self._pollers(api)
                 web = await self._start_web()
                 try:
@@ -173,15 +174,39 @@ class Daemon:
                 " daemons sharing a PostgreSQL state DB with local storage need the same path on one shared"
                 " file system")
 
-    def stop(self) -> None:
+    def stop(self, signal_name: str | None = None) -> None:
+        """Take no new work; the downloads under way may finish within shutdown_grace."""
         if not self.stopping.is_set():
-            log.info("stopping: no new work; finishing downloads in flight")
+            if signal_name is None:
+                log.info("--burst: the inbox is read and nothing is in flight; stopping")
+            else:
+                n = self.busy
+                log.info("%s: taking no new work; finishing %d download%s in flight", signal_name, n,
+                         "" if n == 1 else "s")
             self.notifier.stopping()
             self.stopping.set()
+
+    async def _say_keys(self) -> None:
+        """An entry without a key is not polled: its tasks wait (queued) for a restart with the key set,
+        and status says why. A no_key row of an earlier run whose key is now set goes back to ok."""
+        rows = {h.name: h.state for h in await self.state.health() if h.daemon in ("", self.state.me)}
+        for name, entry in self.config.providers.items():
+            why = entry.no_key()
+            if why is None:
+                if rows.get(name) == "no_key":
+                    await self.state.set_health(name, "ok")
+                continue
+            log.warning("provider=%s: not polled: %s; its tasks wait until the daemon starts with a key",
+                        name, why, extra={"provider": name, "reason": "no_key"})
+            if rows.get(name) == "no_key":
+                await self.state.set_health(name, "ok")  # else the row keeps the last run's time, and reads stale
+            await self.state.set_health(name, "no_key", why)
 
     def _pollers(self, api: aiohttp.ClientSession) -> dict[str, EntryPoller]:
         pollers, buckets = {}, shared_buckets(self.config, self.state)
         for name, entry in self.config.providers.items():
+            if entry.no_key():
+                continue  # never sent an empty key: see _say_keys
             provider = PROVIDERS[entry.type](entry)
             http = ProviderHttp(name, api, buckets[name], recorder=self.recorder)
             pollers[name] = EntryPoller(entry, provider, http, self.state, self._downloads_start,

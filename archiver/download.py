@@ -49,7 +49,14 @@ def redact(url: str) -> str:
     if url.startswith("data:"):
         return url.split(",", 1)[0][:200]
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # a port that is not a number: the message still names the host
+        port = ""
+    # No user:password@ either: only where the file was asked for.
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ def parse_line(raw: bytes, providers: Collection[str], default_provider: str | N
         if default_provider is None:
             raise BadLine("a bare task ID needs inbox.default_provider (or write: PROVIDER TASK_ID)")
         return _ref(default_provider, words[0], {}, providers)
+    _check_provider(words[0], providers)  # a line that is not ours at all is told so, not about its spaces
     labels = {}
     for word in words[2:]:
         key, eq, value = word.partition("=")
@@ -66,12 +67,19 @@ def _json_line(line: str, providers: Collection[str]) -> TaskRef:
     labels = obj.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise BadLine("labels must be an object of strings")
-    return _ref(obj.get("provider"), obj.get("task_id"), labels, providers)
+    for name in ("provider", "task_id"):
+        if obj.get(name) is None:
+            raise BadLine(f'missing "{name}"')
+    return _ref(obj["provider"], obj["task_id"], labels, providers)
+
+
+def _check_provider(provider: object, providers: Collection[str]) -> None:
+    if not isinstance(provider, str) or provider not in providers:
+        raise BadLine(f"unknown provider {provider!r} (configured: {', '.join(sorted(providers))})")
 
 
 def _ref(provider: object, task_id: object, labels: dict[str, str], providers: Collection[str]) -> TaskRef:
-    if not isinstance(provider, str) or provider not in providers:
-        raise BadLine(f"unknown provider {provider!r} (configured: {', '.join(sorted(providers))})")
+    _check_provider(provider, providers)
     if not isinstance(task_id, str) or not valid_task_id(task_id):
         raise BadLine(f"bad task ID {str(task_id)[:60]!r}: use 1-200 of A-Z a-z 0-9 . _ : -")
     return TaskRef(provider, task_id, dict(labels))

@@ -339,7 +339,8 @@ class EntryPoller:
     async def _succeeded_empty(self, task: Task, now: float, status: TaskStatus) -> None:
         """A success without result URLs: URLs can lag a moment, so ask a few more times first."""
         empty, since = task.empty_polls + 1, task.empty_since or now
-        if empty > EMPTY_SUCCESS_POLLS and now - since >= EMPTY_SUCCESS_WAIT:
+        wait = getattr(self.provider, "empty_success_wait", EMPTY_SUCCESS_WAIT)  # apipod waits longer
+        if empty > EMPTY_SUCCESS_POLLS and now - since >= wait:
             await self._fail(task, "provider_failed", message="succeeded without any result URL",
                              response=status.response)
             return
@@ -347,10 +348,10 @@ class EntryPoller:
                     self.entry.name, task.task_id, empty, EMPTY_SUCCESS_POLLS + 1,
                     extra={"provider": self.entry.name, "task_id": task.task_id})
         self._answered(task, error="succeeded without a result URL yet; asking again", empty=(empty, since),
-                       **self._next_poll(task, EMPTY_SUCCESS_WAIT / EMPTY_SUCCESS_POLLS + 1))
+                       **self._next_poll(task, wait / EMPTY_SUCCESS_POLLS + 1))
 
     async def _fail(self, task: Task, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:
-        failed = await self.state.failed(task.pk, reason, code, message, response)
+        failed = await self.state.failed(task.pk, reason, code, message, response, polled=True)
         self.hinted.discard(task.pk)
         await self.on_failed(failed)

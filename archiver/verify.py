@@ -41,18 +41,23 @@ class Problem:
 
 @dataclass
 class Report:
-    assets: int = 0
-    bytes: int = 0
+    assets: int = 0  # intact: size and digest as the sidecar says
+    bytes: int = 0  # of the assets checked, as the store lists them
     problems: list[Problem] | None = None
+    checked: int = 0  # every asset looked at, intact or not
 
     def summary(self) -> str:
         n = len(self.problems or [])
-        return (f"verified {self.assets:,} assets ({_size(self.bytes)}): "
-                + (f"{n} problem{'s' if n != 1 else ''}" if n else "no problems"))
+        return (f"checked {_count(self.checked, 'asset')} ({_size(self.bytes)}): "
+                + (_count(n, "problem") if n else "no problems"))
 
     def as_json(self) -> dict[str, Any]:
-        return {"assets": self.assets, "bytes": self.bytes, "ok": not self.problems,
+        return {"checked": self.checked, "assets": self.assets, "bytes": self.bytes, "ok": not self.problems,
                 "problems": [asdict(p) for p in self.problems or []]}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _size(n: int) -> str:
@@ -76,6 +81,7 @@ class Verifier:
         self.state = state
         self.progress = progress
         self.report = Report(problems=[])
+        self.seen: set[str] = set()  # asset keys checked, whatever was found
 
     async def run(self) -> Report:
         listing = {item.key: item async for item in self.storage.list()
@@ -101,6 +107,8 @@ class Verifier:
                 self._problem("no_sidecar", key, "an asset without its sidecar, older than an hour")
         assert self.report.problems is not None
         self.report.problems.sort(key=lambda p: (p.key, p.kind))
+        self.report.checked = len(self.seen)
+        self.report.bytes = sum(listing[k].size for k in self.seen if k in listing)
         return self.report
 
     def _wanted(self, asset_key: str, item: Listed) -> bool:
@@ -133,8 +141,8 @@ class Verifier:
         elif digest != sha256:
             self._problem("changed", asset, f"sha256 {digest}, the sidecar says {sha256}", **fields)
         else:
+            self.seen.add(asset)
             self.report.assets += 1
-            self.report.bytes += size
 
     async def _digest(self, key: str) -> str | None:
         try:
@@ -163,6 +171,7 @@ class Verifier:
 
     def _problem(self, kind: str, key: str, detail: str, **fields: Any) -> None:
         assert self.report.problems is not None
+        self.seen.add(key.removesuffix(".json") if kind == "bad_sidecar" else key)
         self.report.problems.append(Problem(kind, key, detail, **fields))
 
 

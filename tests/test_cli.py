@@ -109,6 +109,7 @@ async def test_the_cli_beside_a_running_daemon(tmp_path: Path) -> None:
             assert await daemon.stop() == 0
 
     log = (tmp_path / "daemon.log").read_text()
+    assert re.search(r"SIGTERM: taking no new work; finishing \d+ downloads? in flight\n", log), log[-500:]
     assert re.search(r"stopped: \d+ downloads finished, \d+ resume on next start\n$", log), log[-500:]
     code, out, _ = await cli(config, "status", env=env)
     assert out.splitlines()[0] == "daemon: not running"
@@ -203,3 +204,31 @@ async def test_status_and_show_before_the_first_run(tmp_path: Path) -> None:
     code, _, err = await cli(config, "show", "kie", "half-writ")
     assert code == 1 and "no task kie half-writ (add it with: archiver add kie half-writ)" in err
     assert not (tmp_path / "state").exists(), "status or show made a state DB"
+
+
+async def test_show_counts_every_poll_and_retry_says_when_in_utc(tmp_path: Path) -> None:
+    """A task asked twice (running, then failed) shows polls: 2; retry names the moment in UTC."""
+    fake = FakeApis(API_KEY)
+    task = fake.add(FakeTask("kie", "fails-1", ["running", "fail"], fail_code="500", fail_msg="boom"))
+    env = dict(os.environ, KIE_API_KEY=API_KEY)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]}}))
+        (tmp_path / "inbox.txt").write_text("kie fails-1\n")
+        code, _, err = await cli(config, "run", "--burst", env=env)
+        assert code == 0, err
+    assert task.polls == 2
+    code, out, err = await cli(config, "show", "kie", "fails-1", env=env)
+    assert code == 0, err
+    assert out.splitlines()[2] == "polls: 2", out
+    code, out, err = await cli(config, "retry", "kie", "fails-1", env=env)
+    assert code == 0, err
+    assert re.fullmatch(r"1 task\(s\) queued again at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n", out), out
+
+
+async def test_retry_without_a_task_id_is_a_usage_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {"kie": {"type": "kie", "api_key": "x"}}))
+    code, out, err = await cli(config, "retry", "kie")
+    assert (code, out) == (2, ""), err
+    assert err == "retry: give PROVIDER TASK_ID, or --failed\n"

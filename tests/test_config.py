@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from archiver.config import load_config, parse_duration, parse_size
 from tests.support.daemon import cli
@@ -93,6 +93,9 @@ BAD = {
     "poll_intervals out of order": (
         "providers:\n  kie: {type: kie, api_key: x, poll_intervals: ['10s until 2m', '3s until 30s', '60s']}\n",
         "config: providers.kie.poll_intervals: steps out of order"),
+    "poll_intervals speeding up": (
+        "providers:\n  kie: {type: kie, api_key: x, poll_intervals: ['10s until 5s', '3s']}\n",
+        "config: providers.kie.poll_intervals[1]: '3s' polls more often than the step before ('10s until 5s')"),
     "yaml syntax error": ("providers:\n  kie: {type: kie\n  x: [\n", "config: "),
     "unknown kie api": (
         "providers:\n  k: {type: kie, api_key: x, api: sora}\n", "config: providers.k.api: kie entries only, one of"),
@@ -122,12 +125,46 @@ async def test_check_config_refuses_with_one_line_naming_the_key(tmp_path: Path,
     assert err.count("\n") == 1
 
 
+def resolved(out: str) -> str:
+    """check-config's YAML: what comes before the warnings and the verdict."""
+    return "\n".join(line for line in out.splitlines() if not line.startswith(("warning: ", "config ok")))
+
+
 async def test_check_config_prints_resolved_config_with_secrets_masked(tmp_path: Path) -> None:
     env = dict(os.environ, KIE_TEST_KEY="kie-SECRET-123", ACE_TEST_KEY="ace-SECRET-456")
     code, out, err = await cli(write(tmp_path, GOOD), "check-config", env=env)
     assert code == 0, err
-    assert "SECRET" not in out and '"api_key": "***"' in out
-    assert str(tmp_path / "state") in out
+    assert "SECRET" not in out
+    doc = yaml.safe_load(resolved(out))
+    assert doc["providers"]["kie"]["api_key"] == doc["providers"]["seedream"]["api_key"] == "***"
+    assert doc["state_dir"] == str(tmp_path / "state")
+
+
+async def test_check_config_is_yaml_in_the_files_shape_with_defaults_marked(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ACE_TEST_KEY"} | {"KIE_TEST_KEY": "kie-SECRET-1"}
+    code, out, err = await cli(write(tmp_path, GOOD), "check-config", env=env)
+    assert code == 0, err
+    lines = resolved(out).splitlines()
+    assert len(lines) < 60, "the resolved config should read like the file, not a dump"
+    # What the file sets stands plain; what it leaves out is the default, and says so.
+    for line in ("    give_up_after: 2h", "    poll_intervals: [1s until 10s, 5s]", "  max_bytes: 512MiB",
+                 "    api_key: '***'", "    service: seedream"):
+        assert line in lines, (line, lines)
+    for line in ("    requests_per_second: 10  # default", "  concurrency: 16  # default",
+                 "shutdown_grace: 20s  # default", "  backend: local  # default",
+                 "    api_key: ''  # ACE_TEST_KEY not set"):
+        assert line in lines, (line, lines)
+    assert not any("service" in line for line in lines[lines.index("  kie:"):lines.index("  seedream:")])
+    # The same shape as the file: the printed YAML is a config that resolves to the same thing.
+    (tmp_path / "again").mkdir()
+    again = write(tmp_path / "again", resolved(out))
+    code, out2, err = await cli(again, "check-config", env=env)
+    assert code == 0, err
+
+    def plain(text: str) -> list[str]:
+        return [line.split("  #")[0] for line in resolved(text).splitlines()]
+
+    assert plain(out2) == plain(out)
 
 
 async def test_the_state_dsn_is_masked_like_a_key(tmp_path: Path) -> None:
@@ -135,16 +172,16 @@ async def test_the_state_dsn_is_masked_like_a_key(tmp_path: Path) -> None:
     code, out, err = await cli(write(tmp_path, text), "check-config")
     assert code == 0, err
     assert "SECRET" not in out
-    assert json.loads(out[:out.rindex("}") + 1])["state"] == {"backend": "postgres", "dsn": "***", "lease": 90.0}
+    assert yaml.safe_load(resolved(out))["state"] == {"backend": "postgres", "dsn": "***", "lease": "90s"}
 
 
 async def test_example_config_is_valid(tmp_path: Path) -> None:
     example = Path(__file__).parent.parent / "config.example.yaml"
     code, out, err = await cli(example, "check-config")
     assert code == 0, err
-    assert '"backend": "local"' in out
-    for kind in ("kie", "maxapi", "acedata", "apipod"):
-        assert f'"type": "{kind}"' in out
+    doc = yaml.safe_load(resolved(out))
+    assert doc["storage"]["backend"] == "local"
+    assert {"kie", "maxapi", "acedata", "apipod", "replicate", "fal"} == {e["type"] for e in doc["providers"].values()}
 
 
 async def test_missing_config_file_exits_2(tmp_path: Path) -> None:

@@ -288,3 +288,41 @@ async def test_the_state_folder_is_private_under_umask_022(tmp_path: Path) -> No
                      "archiver.db.lock": 0o600, "staging": 0o700}, {k: oct(v) for k, v in modes.items()}
     [asset] = [p for p in (tmp_path / "archive").rglob("00.png")]
     assert stat.S_IMODE(os.stat(asset).st_mode) == 0o644
+
+
+async def test_an_entry_without_a_key_is_never_polled_and_waits_for_one(tmp_path: Path) -> None:
+    """`${KIE_API_KEY:-}` unset: no request with an empty Bearer, one warning, status says no_key, and
+    the tasks wait queued until a restart with the key archives them."""
+    fake = FakeApis(API_KEY)
+    add_tasks(fake, "n1")
+    fake.add(FakeTask("maxapi", "m1", ["success"], [media_bytes("png", 2048, "m1")]))
+    env = {k: v for k, v in os.environ.items() if k != "KIE_API_KEY"}
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY:-}", "base_url": base, "poll_intervals": ["0.2s"]},
+            "mx": {"type": "maxapi", "api_key": API_KEY, "base_url": base, "poll_intervals": ["0.2s"]},
+        }))
+        (tmp_path / "inbox.txt").write_text("kie n1\nmx m1\n")
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        # The keyed entry's task goes all the way: the daemon had every chance to poll the other.
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1)
+        code, out, _ = await cli(config, "status", env=env)
+        assert await daemon.stop() == 0
+        assert "kie: no_key (KIE_API_KEY is not set)" in out and "stale" not in out, out
+        assert fake.requests_for("kie") == []
+        assert status["health"]["kie"]["state"] == "no_key"
+        assert status["health"]["kie"]["message"] == "KIE_API_KEY is not set"
+        assert [t["state"] for t in status["in_flight"] if t["task_id"] == "n1"] == ["queued"]
+        log = (tmp_path / "daemon.log").read_text()
+        assert log.count("KIE_API_KEY") == 1, log
+        assert "provider=kie: not polled: KIE_API_KEY is not set" in log
+
+        daemon.env = dict(env, KIE_API_KEY=API_KEY)
+        await daemon.start()
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 2)
+        assert await daemon.stop() == 0
+    assert status["counts"]["failed"] == 0
+    assert status["health"].get("kie", {"state": "ok"})["state"] == "ok"
+    assert {r.key for r in fake.requests_for("kie")} == {API_KEY}

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from archiver.download import Downloader, Fetched
+from archiver.download import Downloader, Fetched, redact
 from archiver.errors import DownloadFailed, DownloadInterrupted, PermanentError, TooLarge, UrlExpired
 from archiver.naming import choose_ext
 from archiver.urlguard import UrlGuard, guarded_connector
@@ -236,8 +236,16 @@ async def test_url_that_expired_after_working(cdn: FaultCdn, tmp_path: Path, sta
 
 async def test_expired_from_the_start(cdn: FaultCdn, tmp_path: Path) -> None:
     cdn.add("a", Resource(BODY, script=["403"]))
-    await fails(cdn, "a", tmp_path / "a.part", UrlExpired)
+    error = await fails(cdn, "a", tmp_path / "a.part", UrlExpired)
     assert len(cdn.hits_for("a")) == 1
+    # The message names the URL as fetched, port included, and never its query.
+    assert f"{cdn.base}/f/a" in str(error) and "?" not in str(error), error
+
+
+def test_redact_keeps_scheme_host_and_port_only() -> None:
+    assert redact("http://user:pw@127.0.0.1:18081/cdn/x.png?sig=S#f") == "http://127.0.0.1:18081/cdn/x.png"
+    assert redact("https://[::1]:8443/a?b") == "https://[::1]:8443/a"
+    assert redact("https://cdn.example/a.png?X-Amz-Signature=s") == "https://cdn.example/a.png"
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["by-content-length", "by-count"])

@@ -91,6 +91,10 @@ async def test_blank_and_comment_lines_are_skipped(tail: Tail) -> None:
     (b"kie bad id with spaces", "task IDs cannot contain spaces"),
     (b"kie ok-id =v", "label '=v' is not key=value"),
     (b"lonely-id", "default_provider"),
+    (b"garbage line here with !!", "unknown provider 'garbage'"),
+    (b'{"provider": "kie"}', 'missing "task_id"'),
+    (b'{"task_id": "abc"}', 'missing "provider"'),
+    (b'{"provider": null, "task_id": "abc"}', 'missing "provider"'),
 ])
 async def test_bad_line_is_rejected_and_later_lines_go_on(tail: Tail, line: bytes, reason: str) -> None:
     tail.write(b"kie before\n" + line + b"\nkie after\n")

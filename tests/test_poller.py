@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +104,48 @@ async def test_answers_written_later_never_bring_a_task_back_early_and_a_stop_wr
             assert task is not None and task.polls == len(asked), "an answer was not written, or twice"
     finally:
         await state.close()
+
+
+@pytest.mark.timeout(90)
+async def test_apipod_completed_without_result_waits_five_minutes_then_fails(tmp_path: Path) -> None:
+    """apipod's `completed` with an empty result is "not yet deliverable": asked again for 5 minutes,
+    not the minute of the others, then provider_failed with the answer kept. The minutes are
+    passed by moving the task's first empty answer back in the state DB while the daemon is stopped."""
+    fake = FakeApis(API_KEY)
+    task = fake.add(FakeTask("apipod", "img-empty", ["empty"], where="images"))
+    env = dict(os.environ, TEST_API_KEY=API_KEY)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        pod = {"type": "apipod", "family": "images", "base_url": base, "api_key": "${TEST_API_KEY}",
+               "poll_intervals": ["0.5s"]}
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {"pod": pod}))
+        (tmp_path / "inbox.txt").write_text("pod img-empty\n")
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+
+        def the_task(status: dict[str, Any]) -> dict[str, Any]:
+            return next((t for t in status["in_flight"] + status["recent_failures"] if t["task_id"] == "img-empty"),
+                        {"polls": 0, "last_error": None, "state": "queued"})
+
+        async def run_once(empty_for: float | None, done: Any) -> dict[str, Any]:
+            if empty_for is not None:  # 3 empty answers so far, the first `empty_for` seconds ago; due now
+                with sqlite3.connect(tmp_path / "state" / "archiver.db") as db:
+                    db.execute("UPDATE tasks SET empty_polls = 3, empty_since = ?, next_poll_at = 0",
+                               (time.time() - empty_for,))
+            await daemon.start()
+            try:
+                return await daemon.wait_for(done, timeout=20)
+            finally:
+                assert await daemon.stop() == 0
+
+        first = await run_once(None, lambda s: the_task(s)["polls"] >= 1)
+        assert "succeeded without a result URL yet" in (the_task(first)["last_error"] or "")
+        # 4 minutes of empty answers: another engine would end it (60 s); apipod asks on.
+        later = await run_once(240, lambda s: the_task(s)["polls"] >= 2)
+        assert the_task(later)["state"] == "polling" and later["counts"]["failed"] == 0
+        asked = task.polls
+        ended = await run_once(301, lambda s: s["counts"]["failed"] == 1)
+    assert task.polls == asked + 1
+    failed = the_task(ended)
+    assert failed["reason"] == "provider_failed" and failed["message"] == "succeeded without any result URL"
+    record = json.loads(next((tmp_path / "archive" / "_failed").rglob("img-empty.json")).read_text())
+    assert record["provider_response"]["status"] == "completed" and record["provider_response"]["result"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -81,6 +82,9 @@ async def test_finds_every_kind_of_damage(damaged: tuple[World, dict[str, str]])
     assert by_kind["truncated"].provider and by_kind["truncated"].task_id  # from the sidecar
     assert by_kind["sidecar_gone"].task_id == next(a["task_id"] for a in world.made.assets
                                                    if a["key"] == plan["sidecar_gone"])
+    # Every asset counts, the damaged ones and the stray upload too, not only those that passed.
+    assert report.checked == len(world.made.assets) + 1
+    assert report.summary().startswith(f"checked {len(world.made.assets) + 1} assets (")
     assert report.summary().endswith(": 6 problems")
     if world.config.storage.backend == "s3":  # plain verify could trust the store's own SHA-256 here
         intact = world.made.assets[5]["key"]
@@ -138,7 +142,7 @@ async def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
     world = await make_world(tmp_path, "local", tasks=10)
     code, out, err = await cli(world.config_path, "verify")
     assert code == 0, err
-    assert out.strip().splitlines()[-1].startswith(f"verified {len(world.made.assets)} assets (")
+    assert out.strip().splitlines()[-1].startswith(f"checked {len(world.made.assets)} assets (")
     assert out.strip().endswith("no problems")
     key = world.made.assets[0]["key"]
     (world.config.storage.local.root / key).write_bytes(b"\x89PNG changed")
@@ -148,3 +152,12 @@ async def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
     assert doc["ok"] is False and [(p["kind"], p["key"]) for p in doc["problems"]] == [("truncated", key)]
     code, _, err = await cli(world.config_path, "verify", "--since", "last tuesday")
     assert code == 2 and "--since" in err
+
+
+async def test_one_asset_one_problem_in_the_singular(tmp_path: Path) -> None:
+    world = await make_world(tmp_path, "local", tasks=1, days=1)
+    [asset] = world.made.assets
+    (world.config.storage.local.root / asset["key"]).write_bytes(b"\x89PNG changed")
+    code, out, _ = await cli(world.config_path, "verify")
+    assert code == 1
+    assert re.fullmatch(r"checked 1 asset \(\d+ B\): 1 problem", out.strip().splitlines()[-1]), out

@@ -31,6 +31,9 @@ class ApiPod:
     requests_per_second: ClassVar[float] = 5.0
     batch_size: ClassVar[int] = 1
     not_found_grace: ClassVar[float] = 0.0
+    # `completed` with an empty result is "not yet deliverable" (the docs): the poller's rule for a
+    # success without URLs, with 5 minutes instead of one before it ends provider_failed.
+    empty_success_wait: ClassVar[float] = 300.0
 
     def __init__(self, entry: ProviderEntry) -> None:
         self.entry = entry
@@ -48,7 +51,7 @@ class ApiPod:
                 continue
             if auto:
                 # Forget ended tasks so the map holds only tasks still in flight.
-                if status.phase == Phase.RUNNING:
+                if status.phase == Phase.RUNNING or (status.phase == Phase.SUCCEEDED and not status.urls):
                     self.family_of[task_id] = family
                 else:
                     self.family_of.pop(task_id, None)
@@ -105,11 +108,9 @@ def _record(data: dict[str, Any], family: str, name: str, task_id: str) -> TaskS
     status = status.lower()
     common: dict[str, Any] = {"completed_at": _epoch(data.get("completed_at")), "response": data}
     if status == "completed":
+        # No URLs yet: the poller asks again for empty_success_wait (the docs: "not yet deliverable").
         urls = url_list(data.get("result"), "apipod: data.result")
-        if urls:
-            return TaskStatus(Phase.SUCCEEDED, urls=urls, media=_MEDIA[family], **common)
-        # The docs say to treat an empty result as not yet deliverable.
-        return TaskStatus(Phase.RUNNING, **common)
+        return TaskStatus(Phase.SUCCEEDED, urls=urls, media=_MEDIA[family], **common)
     if status in ("failed", "cancelled", "canceled"):
         code = text(data.get("error_code"))
         message = text(data.get("error_message")) or text(data.get("error"))

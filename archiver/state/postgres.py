@@ -421,14 +421,15 @@ class PostgresState:
         return task_from_row(row["task"]), [a for a in assets if a.state != "archived"]
 
     async def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
-                     response: Any = None) -> Task:
+                     response: Any = None, *, polled: bool = False) -> Task:
         async with self._tx() as conn:
             await self._mine(conn, pk)
             row = await (await self._run(
                 conn, "UPDATE tasks SET state = 'failed', reason = %s, code = %s, message = %s, updated_at = %s,"
-                " response = COALESCE(%s, response), record_due = true, owner = NULL WHERE id = %s RETURNING *",
+                " response = COALESCE(%s, response), record_due = true, owner = NULL, polls = polls + %s"
+                " WHERE id = %s RETURNING *",
                 (reason, code, message, time.time(), json.dumps(response) if response is not None else None,
-                 pk))).fetchone()
+                 int(polled), pk))).fetchone()
             await self._history(conn, pk, State.FAILED, reason, message)
         return task_from_row(row)
 

@@ -438,14 +438,15 @@ class SqliteState:
         return self._task(pk), [a for a in self._assets(pk) if a.state != "archived"]
 
     async def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
-                     response: Any = None) -> Task:
+                     response: Any = None, *, polled: bool = False) -> Task:
         with self.transaction() as db:
             self._mine(db, pk)
             # Commit point: record_due stays set until the _failed record is in the archive.
             db.execute("UPDATE tasks SET state = ?, reason = ?, code = ?, message = ?, updated_at = ?,"
-                       " response = COALESCE(?, response), record_due = 1, owner = NULL WHERE id = ?",
+                       " response = COALESCE(?, response), record_due = 1, owner = NULL, polls = polls + ?"
+                       " WHERE id = ?",
                        (State.FAILED, reason, code, message, time.time(),
-                        json.dumps(response) if response is not None else None, pk))
+                        json.dumps(response) if response is not None else None, int(polled), pk))
             self._history(db, pk, State.FAILED, reason, message)
         return self._task(pk)
 

@@ -2,7 +2,7 @@
 CDN in one aiohttp app.
 
 Each FakeTask walks through generic steps ("queued", "running", "success", "fail", and
-"empty": a success without result URLs, for kie, maxapi and acedata), one step per poll,
+"empty": a success without result URLs, for kie, maxapi, acedata and apipod), one step per poll,
 and the fake answers in each provider's documented JSON. Result files are served at
 /cdn/{task_id}/{index}. Every API request is logged with its arrival time and the provider
 entry it was for, so tests can check rate limits and batching from the server's side;
@@ -271,12 +271,12 @@ class FakeApis:
         step = task.step()
         data: dict[str, Any] = {"task_id": task.task_id,
                                 "status": {"queued": "pending", "running": "processing",
-                                           "success": "completed", "fail": "failed"}[step]}
+                                           "success": "completed", "empty": "completed", "fail": "failed"}[step]}
         if step == "running":
             data["progress"] = 40
-        if step == "success":
-            data |= {"progress": 100, "result": [self.url(task, i) for i in range(len(task.files))],
-                     "completed_at": 1763800000}
+        if step in ("success", "empty"):
+            data |= {"progress": 100, "completed_at": 1763800000,
+                     "result": [self.url(task, i) for i in range(len(task.files)) if step == "success"]}
         if step == "fail" and family == "images":
             data |= {"error_code": task.fail_code, "error_message": task.fail_msg}
         elif step == "fail":

@@ -59,4 +59,4 @@ async def test_check_config_masks_the_token_and_the_secret(tmp_path: Path) -> No
     code, out, err = await cli(path, "check-config")
     assert code == 0, err
     assert "hmac-KEY-1" not in out and "tok-SECRET-2" not in out
-    assert '"port": 8790' in out
+    assert "  listen: 0.0.0.0:8790" in out.splitlines()
