@@ -19,6 +19,7 @@ from archiver.config import Config, describe, load_config
 from archiver.daemon import Daemon
 from archiver.errors import ArchiverError, ConfigError
 from archiver.lock import Holder, running
+from archiver.scrub import Redactor, json_text, printable
 from archiver.model import ENDED, TaskRef, utc_iso, valid_task_id
 from archiver.model import State as TaskState
 from archiver.state import KEEP_REJECTS, Health, State, Task, open_state, state_path
@@ -91,15 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(path, require_secrets=args.command in ("run", "check-config"))
         return COMMANDS[args.command](config, args)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
+        print(printable(str(e)), file=sys.stderr)
         return 2
     except ArchiverError as e:
-        print(f"archiver: {e}", file=sys.stderr)
+        print(printable(f"archiver: {e}"), file=sys.stderr)
         return 1
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    logs.setup(args.log_format)
+    logs.setup(args.log_format, redactor=Redactor.from_config(config))
     malloc.tune()  # before the worker threads start, so that they share the capped arenas
     asyncio.run(Daemon(config, burst=args.burst).run())
     return 0
@@ -205,7 +206,7 @@ async def _status(config: Config) -> dict[str, Any]:
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     report = asyncio.run(_status(config))
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json_text(report))
         return 0
     print(status_text(report))
     return 0
@@ -233,7 +234,7 @@ def status_text(report: dict[str, Any]) -> str:
         for t in report["recent_failures"]])
     lines += _section("rejected inbox lines (newest first)", [
         f"{r['at']} line {r['line']}: {r['reason']}: {_clip(r['text'], 80)}" for r in report["rejected_lines"]])
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))  # provider messages and inbox lines are outside text
 
 
 def _span(seconds: int) -> str:
@@ -266,7 +267,7 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
     _check_ref(config, args.provider, args.task_id, "show")
     doc = asyncio.run(_show(config, args.provider, args.task_id))
     if args.json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        print(json_text(doc))
         return 0
     print(show_text(doc))
     return 0
@@ -294,7 +295,7 @@ def show_text(doc: dict[str, Any]) -> str:
     lines += _section("history", [f"{h['at']} {h['state']}" + (f" {h['reason']}" if h["reason"] else "")
                                   + (f" — {h['note']}" if h["note"] else "") for h in doc["history"]])
     lines += _section("assets", [f"{a['index']:02d} {a['state']:<9} {a['key'] or '-'}" for a in doc["assets"]])
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:
