@@ -160,7 +160,8 @@ async def test_control_characters_are_escaped_and_inline_payloads_never_stored(t
         await daemon.start()
         assert daemon.proc is not None and await asyncio.wait_for(daemon.proc.wait(), 60) == 0
     outputs = {" ".join(args): (await cli(config, *args, env=env))[1]
-               for args in (("status",), ("status", "--json"), ("show", "kie", "evil"), ("show", "kie", "evil", "--json"))}
+               for args in (("status",), ("status", "--json"), ("show", "kie", "evil"),
+                            ("show", "kie", "evil", "--json"))}
     outputs["log"] = (tmp_path / "daemon.log").read_text()
     for where, text in outputs.items():
         assert not any(c in text for c in "\x1b\x07\x9b\r"), f"a raw control character in {where}"
