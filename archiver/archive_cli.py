@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from archiver.browse.index import IndexLoop, rebuild
 from archiver.browse import DEFAULT_LISTEN
 from archiver.config import Config
 from archiver.errors import ArchiverError, ConfigError
+from archiver.scrub import json_text, printable
 from archiver.state import open_state, state_path
 from archiver.storage import open_storage
 
@@ -126,11 +126,12 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     report = asyncio.run(go())
     _done_progress()
     if args.json:
-        print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+        print(json_text(report.as_json()))
     else:
-        for p in report.problems:
+        for p in report.problems:  # keys and details may quote what a store or a sidecar holds
             task = f" ({p.provider} {p.task_id})" if p.task_id else ""
-            print(f"{p.kind:<13} {p.key}{task}: {p.detail}" + (f"\n{'':<13} fix: {p.fix}" if p.fix else ""))
+            print(printable(f"{p.kind:<13} {p.key}{task}: {p.detail}")
+                  + (f"\n{'':<13} fix: {printable(p.fix)}" if p.fix else ""))
         print(report.summary())
     return 1 if report.problems else 0
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from archiver import datauri
 from archiver.config import Config
 from archiver.download import Downloader, Fetched, discard, redact
-from archiver.errors import AlreadyStored, DiskFull, PermanentError, StorageUnavailable, TransientError, UrlExpired
+from archiver.errors import (AlreadyStored, DiskFull, DownloadFailed, DownloadInterrupted, PermanentError,
+                             StorageUnavailable, TransientError, UrlExpired)
 from archiver.logs import task_fields
 from archiver.model import Phase, TaskStatus
 from archiver.model import State as TaskState
@@ -60,6 +61,8 @@ class Archiver:
         self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
         # Downloads complete in staging whose state write failed (the state DB was down): not fetched again.
         self.staged: dict[tuple[int, int], tuple[Fetched, float]] = {}
+        # data: URIs of answers, by asset: the state DB keeps only their elided form (datauri.py).
+        self.inline: dict[tuple[int, int], str] = {}
         self.storage_failing = False
         self.storage_failing_since: float | None = None  # first failed write of the current outage
         self.recorder = recorder or Recorder()
@@ -81,13 +84,14 @@ class Archiver:
             fetched, downloaded_at = self.staged[(pk, idx)]
             return await self._keep(task, asset, count, staged, fetched, downloaded_at)
         try:
-            fetched = await self._fetch(asset, staged)
+            fetched = await self._fetch(task, asset, staged)
         except PermanentError as e:
             if isinstance(e, UrlExpired) and await self._fresh_url(task, asset):
                 self.recorder.download("retry")
                 return False
             self.recorder.download("failed")
             self.fetch_from.pop((pk, idx), None)
+            self.inline.pop((pk, idx), None)
             log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
                       redact(asset.url), e, extra=fields | {"reason": e.reason})
             await self.write_failed(await self.state.failed(pk, e.reason, message=str(e)))
@@ -144,6 +148,7 @@ class Archiver:
         discard(staged)
         self.staged.pop((pk, idx), None)
         self.fetch_from.pop((pk, idx), None)
+        self.inline.pop((pk, idx), None)
         log.info("provider=%s task_id=%s: archived %s (%d bytes)", task.provider, task.task_id, key,
                  fetched.size, extra=fields)
         if done:
@@ -157,14 +162,29 @@ class Archiver:
         """Forget an asset this daemon no longer works on (ended, or another daemon's now), and its staged bytes."""
         self.staged.pop((pk, idx), None)
         self.fetch_from.pop((pk, idx), None)
+        self.inline.pop((pk, idx), None)
         self.rounds.pop((pk, idx), None)
         discard(self.staging / f"{pk}-{idx}.part")
 
-    async def _fetch(self, asset: Asset, staged: Path) -> Fetched:
+    async def _fetch(self, task: Task, asset: Asset, staged: Path) -> Fetched:
         """The asset's bytes into staging: decoded from a data: URI, or downloaded."""
         if asset.url.startswith("data:"):
-            return await asyncio.to_thread(datauri.save, asset.url, staged, self.downloader.max_bytes)
+            uri = asset.url  # a whole URI stored before payloads were elided
+            if datauri.is_elided(uri):
+                uri = self.inline.get((task.pk, asset.idx)) or await self._inline_again(task, asset)
+            return await asyncio.to_thread(datauri.save, uri, staged, self.downloader.max_bytes)
         return await self.downloader.fetch(self.fetch_from.get((asset.task, asset.idx), asset.url), staged)
+
+    async def _inline_again(self, task: Task, asset: Asset) -> str:
+        """An inline result whose payload memory lost (a restart, a crash): the provider is asked again."""
+        status = await self.ask_once(task.provider, task.task_id)
+        if status is None:
+            raise DownloadInterrupted(f"{asset.url}: asking the provider again for the inline result failed")
+        uri = status.urls[asset.idx] if status.phase == Phase.SUCCEEDED and asset.idx < len(status.urls) else ""
+        if not uri.startswith("data:") or datauri.is_elided(uri):
+            raise DownloadFailed(f"{asset.url}: the provider no longer gives this inline result")
+        self.inline[(task.pk, asset.idx)] = uri
+        return uri
 
     async def _fresh_url(self, task: Task, asset: Asset) -> bool:
         """Before url_expired is final, ask the provider once more: it may hand out a fresh URL."""
@@ -177,7 +197,10 @@ class Archiver:
             return await self._fresh_link(task, asset)
         log.info("provider=%s task_id=%s: result URL %d expired; the provider gave a fresh one",
                  task.provider, task.task_id, asset.idx, extra=task_fields(task.provider, task.task_id))
-        await self.state.set_url(task.pk, asset.idx, status.urls[asset.idx])
+        fresh = status.urls[asset.idx]
+        if fresh.startswith("data:"):
+            self.inline[(task.pk, asset.idx)] = fresh  # the state DB keeps the elided form only
+        await self.state.set_url(task.pk, asset.idx, datauri.elide(fresh))
         self.requeue(task.pk, asset.idx, 0.0)
         return True
 
@@ -251,6 +274,7 @@ class Archiver:
         if self.rounds[key] >= MAX_ROUNDS:
             del self.rounds[key]
             self.staged.pop(key, None)
+            self.inline.pop(key, None)
             discard(self.staging / f"{task.pk}-{asset.idx}.part")
             await self.write_failed(await self.state.failed(task.pk, "download_failed", message=error))
             return

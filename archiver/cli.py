@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -21,6 +20,7 @@ from archiver.config import Config, describe, load_config
 from archiver.daemon import Daemon
 from archiver.errors import ArchiverError, ConfigError
 from archiver.lock import Holder, running
+from archiver.scrub import Redactor, json_text, printable
 from archiver.model import ENDED, TaskRef, utc_iso, valid_task_id
 from archiver.model import State as TaskState
 from archiver.state import KEEP_REJECTS, Health, SqliteState, State, Task, open_state, state_path
@@ -95,15 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(path, require_secrets=args.command in ("run", "check-config"))
         return COMMANDS[args.command](config, args)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
+        print(printable(str(e)), file=sys.stderr)
         return 2
     except ArchiverError as e:
-        print(f"archiver: {e}", file=sys.stderr)
+        print(printable(f"archiver: {e}"), file=sys.stderr)
         return 1
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    logs.setup(args.log_format)
+    logs.setup(args.log_format, redactor=Redactor.from_config(config))
     asyncio.run(Daemon(config, burst=args.burst).run())
     return 0
 
@@ -229,7 +229,7 @@ async def _status(config: Config) -> dict[str, Any]:
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     report = asyncio.run(_status(config))
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json_text(report))
         return 0
     if no_state_yet(config):
         print(f"state: none yet at {state_path(config)} (the daemon has not run with this config)")
@@ -264,7 +264,7 @@ def status_text(report: dict[str, Any]) -> str:
     lines += _section("inbox lines not read yet (oldest first)", [
         f"line {u['line']}: {_clip(u['text'], 80)}" + (f"  (to be rejected: {u['error']})" if u["error"] else "")
         for u in unread] + more)
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))  # provider messages and inbox lines are outside text
 
 
 def _span(seconds: int) -> str:
@@ -297,7 +297,7 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
     _check_ref(config, args.provider, args.task_id, "show")
     doc = asyncio.run(_show(config, args.provider, args.task_id))
     if args.json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        print(json_text(doc))
         return 0
     print(show_text(doc))
     return 0
@@ -329,8 +329,9 @@ async def _in_inbox(state: State, config: Config, provider: str, task_id: str) -
 
 def show_text(doc: dict[str, Any]) -> str:
     if doc["state"] == "inbox":
-        return (f"{doc['provider']} {doc['task_id']}: in the inbox (line {doc['inbox_line']}), not read by the "
-                "daemon yet\nlabels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-"))
+        return "\n".join(map(printable, [
+            f"{doc['provider']} {doc['task_id']}: in the inbox (line {doc['inbox_line']}), not read by the daemon yet",
+            "labels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-")]))
     lines = [f"{doc['provider']} {doc['task_id']}: {doc['state']}"
              + (f" ({doc['reason']}: {doc['message'] or ''})" if doc["reason"] else ""),
              "labels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-"),
@@ -338,7 +339,7 @@ def show_text(doc: dict[str, Any]) -> str:
     lines += _section("history", [f"{h['at']} {h['state']}" + (f" {h['reason']}" if h["reason"] else "")
                                   + (f" — {h['note']}" if h["note"] else "") for h in doc["history"]])
     lines += _section("assets", [f"{a['index']:02d} {a['state']:<9} {a['key'] or '-'}" for a in doc["assets"]])
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:

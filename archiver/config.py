@@ -85,6 +85,7 @@ class ProviderEntry:
     api: str = "market"
     app: str | None = None
     jwks_url: str = FAL_JWKS_URL
+    max_answer: int = 8 * 1024**2  # a poll answer past this many bytes is refused (a failed poll)
     key_variable: str | None = None  # the ${VAR} api_key named, when it was not set
 
     def no_key(self) -> str | None:
@@ -349,7 +350,7 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
     if not isinstance(section, dict):
         raise ConfigError("config: providers: expected a mapping of named entries")
     allowed = {"type", "api_key", "base_url", "requests_per_second", "give_up_after",
-               "poll_intervals", "service", "family", "api", "app", "jwks_url", "callbacks"}
+               "poll_intervals", "service", "family", "api", "app", "jwks_url", "callbacks", "max_answer"}
     entries = {}
     for name, item in section.items():
         key = f"providers.{name}"
@@ -390,8 +391,16 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
             api=item.get("api", "market"),
             app=item.get("app"),
             jwks_url=str(item.get("jwks_url") or FAL_JWKS_URL),
+            max_answer=_max_answer(item.get("max_answer", "8MiB"), f"{key}.max_answer"),
         )
     return entries
+
+
+def _max_answer(value: Any, key: str) -> int:
+    size = parse_size(value, key)
+    if size < 1024:
+        raise ConfigError(f"config: {key}: must be at least 1KiB (no provider answers in less)")
+    return size
 
 
 def _callbacks(item: dict[str, Any], key: str) -> CallbackConfig | None:

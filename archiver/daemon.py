@@ -34,6 +34,7 @@ from archiver.pacing import Bucket, ProviderHttp
 from archiver.poller import EntryPoller
 from archiver.providers import PROVIDERS
 from archiver.recorder import Recorder
+from archiver.scrub import Redactor
 from archiver.state import Asset, Task, open_state, state_path
 from archiver.state.records import CLAIM_BATCH
 from archiver.state import State as StateStore
@@ -204,11 +205,13 @@ class Daemon:
 
     def _pollers(self, api: aiohttp.ClientSession) -> dict[str, EntryPoller]:
         pollers, buckets = {}, shared_buckets(self.config, self.state)
+        redactor = Redactor.from_config(self.config)
         for name, entry in self.config.providers.items():
             if entry.no_key():
                 continue  # never sent an empty key: see _say_keys
             provider = PROVIDERS[entry.type](entry)
-            http = ProviderHttp(name, api, buckets[name], recorder=self.recorder)
+            http = ProviderHttp(name, api, buckets[name], recorder=self.recorder, redactor=redactor,
+                                max_answer=entry.max_answer)
             pollers[name] = EntryPoller(entry, provider, http, self.state, self._downloads_start,
                                         self.archiver.write_failed, self.rng, self.recorder)
         return pollers
@@ -422,8 +425,12 @@ class Daemon:
 
     # --- downloads ------------------------------------------------------------------------
 
-    def _downloads_start(self, task: Task, assets: list[Asset]) -> None:
-        """Success seen: queue its downloads at once, ahead of any further polling."""
+    def _downloads_start(self, task: Task, assets: list[Asset], inline: dict[int, str] | None = None) -> None:
+        """Success seen: queue its downloads at once, ahead of any further polling.
+
+        `inline` holds the data: URIs of the answer by index; only memory keeps them (datauri.py)."""
+        for idx, uri in (inline or {}).items():
+            self.archiver.inline[(task.pk, idx)] = uri
         log.info("provider=%s task_id=%s: succeeded with %d asset(s) to download", task.provider,
                  task.task_id, len(assets), extra=task_fields(task.provider, task.task_id, State.DOWNLOADING))
         for asset in assets:

@@ -1,18 +1,88 @@
-"""Results sent inline as `data:` URIs (Replicate and fal sync mode): decoded, never fetched."""
+"""Results sent inline as `data:` URIs (Replicate and fal sync mode): decoded, never fetched.
+
+A data: URI's payload is never stored: the state DB, sidecars, _failed records and the index
+keep `data:image/png;base64,… (1.4 MiB, elided)` (`elide_status`, applied to every poll
+answer). The payload waits in memory until the asset is archived; after a restart the task
+is asked once more for it (archiving.py).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
+import json
+import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from archiver.download import HEAD_BYTES, Fetched, redact
 from archiver.errors import DownloadFailed, TooLarge
+from archiver.model import TaskStatus
 
-# They arrive inside a JSON answer and wait in the state DB until archived: keep them modest.
+# They arrive inside a JSON answer (see providers.NAME.max_answer) and wait in memory: keep them modest.
 MAX_BYTES = 32 * 1024**2
+# A data: URI anywhere in a string; not one already elided (its payload starts with "… (").
+_URI = re.compile(r"(data:[\w.+/-]*(?:;[\w.+-]+(?:=[\w.+-]*)?)*),(?!… \()[^\s\"'<>]*")
+_ELIDED = re.compile(r"data:[^,]*,… \([^)]*, elided\)")
+
+
+def _size(n: int) -> str:
+    if n >= 1024**2:
+        return f"{n / 1024**2:.1f} MiB"
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
+def elide(text: str) -> str:
+    """Each data: URI in `text` cut to its header and the size of what was cut."""
+    if "data:" not in text:
+        return text
+    return _URI.sub(lambda m: f"{m.group(1)[:200]},… ({_size(len(m.group(0)))}, elided)", text)
+
+
+def is_elided(uri: str) -> bool:
+    return bool(_ELIDED.fullmatch(uri))
+
+
+def elide_json(value: Any) -> Any:
+    """A copy of a provider's JSON with every data: URI elided, also inside JSON-in-a-string (kie's resultJson)."""
+    if isinstance(value, dict):
+        return {k: elide_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [elide_json(v) for v in value]
+    if isinstance(value, str) and "data:" in value:
+        if value[:1] in ("{", "["):
+            try:
+                return json.dumps(elide_json(json.loads(value)), ensure_ascii=False)
+            except ValueError:
+                pass
+        return elide(value)
+    return value
+
+
+def _mentions(value: Any) -> bool:
+    """Whether "data:" is in any string of `value` (keys are not looked at)."""
+    if isinstance(value, str):
+        return "data:" in value
+    if isinstance(value, dict):
+        return any(_mentions(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_mentions(v) for v in value)
+    return False
+
+
+def elide_status(status: TaskStatus) -> tuple[TaskStatus, dict[int, str]]:
+    """The answer as it may be stored, and the inline results it held by index (kept in memory only)."""
+    inline = {i: u for i, u in enumerate(status.urls) if u.startswith("data:") and not is_elided(u)}
+    if not inline and not _mentions((status.message, status.prompt, status.input, status.response)):
+        return status, {}  # the usual answer: nothing copied
+    return dataclasses.replace(
+        status, urls=tuple(elide(u) for u in status.urls),
+        message=elide(status.message) if status.message else status.message,
+        prompt=elide(status.prompt) if status.prompt else status.prompt,
+        input=elide_json(status.input), response=elide_json(status.response)), inline
 
 
 def save(uri: str, dest: Path, max_bytes: int) -> Fetched:

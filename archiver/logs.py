@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from archiver.scrub import LogScrub, Redactor
+
 FIELDS = ("provider", "task_id", "state", "reason")
 
 
@@ -20,12 +22,14 @@ class JsonFormatter(logging.Formatter):
         }
         doc |= {k: getattr(record, k) for k in FIELDS if getattr(record, k, None) is not None}
         if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
+            doc["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)
 
 
-def setup(fmt: str = "text", level: int = logging.INFO) -> None:
+def setup(fmt: str = "text", level: int = logging.INFO, redactor: Redactor | None = None) -> None:
+    """Log to stderr; every line has the config's secrets redacted and control characters escaped."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(LogScrub(redactor or Redactor(())))
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)sZ %(levelname)s %(name)s: %(message)s")
     formatter.converter = time.gmtime

@@ -17,11 +17,13 @@ import aiohttp
 from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
 from archiver.providers.base import Reply
 from archiver.recorder import Recorder
+from archiver.scrub import Redactor
 
 log = logging.getLogger(__name__)
 
 JITTER = 0.1  # ±10% spreads tasks first seen together over time
 MAX_RETRY_AFTER = 3600.0
+MAX_ANSWER = 8 * 1024**2  # providers.NAME.max_answer's default: a poll answer past it is refused unread
 SPACING_MARGIN = 1.05
 
 
@@ -98,8 +100,11 @@ class ProviderHttp:
     """The paced `Http` for one provider entry (see providers.base.Http)."""
 
     def __init__(self, name: str, session: aiohttp.ClientSession, bucket: Bucket,
-                 timeout: float = 30.0, recorder: Recorder | None = None) -> None:
+                 timeout: float = 30.0, recorder: Recorder | None = None, *,
+                 redactor: Redactor | None = None, max_answer: int = MAX_ANSWER) -> None:
         self.name = name
+        self.redactor = redactor or Redactor(())
+        self.max_answer = max_answer
         self.recorder = recorder or Recorder()
         self.session = session
         self.bucket = bucket
@@ -112,9 +117,11 @@ class ProviderHttp:
         try:
             async with self.session.request(method, url, headers=dict(headers), json=json,
                                             timeout=self.timeout, allow_redirects=False) as resp:
-                reply = Reply(resp.status, dict(resp.headers), await resp.read())
+                # The one door for provider answers: our secrets are gone before anything reads them.
+                reply = Reply(resp.status, dict(resp.headers), self.redactor.bytes(await self._read(resp)))
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise ProviderUnavailable(f"{self.name}: {type(e).__name__}: {e}".rstrip(": ")) from None
+            raise ProviderUnavailable(self.redactor.text(f"{self.name}: {type(e).__name__}: {e}".rstrip(": "))) \
+                from None
         finally:
             self.recorder.poll_took(self.name, time.monotonic() - started)
         if reply.status == 429 or (reply.status == 503 and "Retry-After" in reply.headers):
@@ -125,3 +132,16 @@ class ProviderHttp:
         if reply.status == 401:
             raise KeyRejected(f"{self.name}: HTTP 401: the API key was refused")
         return reply
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, up to max_answer: a huge answer is refused before it is all in memory."""
+        too_big = ProviderUnavailable(f"{self.name}: HTTP {resp.status}: the answer is over {self.max_answer} bytes "
+                                      f"(providers.{self.name}.max_answer); not read")
+        if (resp.content_length or 0) > self.max_answer:
+            raise too_big
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > self.max_answer:
+                raise too_big
+        return bytes(body)

@@ -20,6 +20,7 @@ from typing import Any
 from tenacity import RetryCallState
 from tenacity.wait import wait_exponential, wait_random
 
+from archiver import datauri
 from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, LeaseLost, RateLimited, StateUnavailable, TransientError
 from archiver.model import Phase, TaskStatus
@@ -47,7 +48,7 @@ EMPTY_SUCCESS_POLLS = 3  # a success without URLs is asked about this many more 
 EMPTY_SUCCESS_WAIT = 60.0  # ...over at least this many seconds, since URLs can lag a success
 
 
-OnSuccess = Callable[[Task, list[Asset]], None]
+OnSuccess = Callable[[Task, list[Asset], dict[int, str]], None]  # task, its assets, inline results by index
 OnFailed = Callable[[Task], Awaitable[None]]
 
 
@@ -252,10 +253,10 @@ class EntryPoller:
             return
         await self._healthy()
         for task_id, task in ids.items():
-            status = results.get(task_id)
+            status, inline = datauri.elide_status(results[task_id]) if task_id in results else (None, {})
             self.recorder.poll(self.entry.name, status.phase.value if status else "not_found")
             try:
-                await self._handle(task, status)
+                await self._handle(task, status, inline)
             except LeaseLost:
                 log.info("provider=%s task_id=%s: another daemon holds this task now; letting it go",
                          self.entry.name, task_id, extra={"provider": self.entry.name, "task_id": task_id})
@@ -308,7 +309,8 @@ class EntryPoller:
         self.failures = 0
         self.unauthorised = False
 
-    async def _handle(self, task: Task, status: TaskStatus | None) -> None:
+    async def _handle(self, task: Task, status: TaskStatus | None, inline: dict[int, str]) -> None:
+        """Act on one answer; `status` holds no data: payload, `inline` has them by index (memory only)."""
         now = time.time()
         if status is None or status.phase == Phase.NOT_FOUND:
             unknown_since = task.unknown_since or now
@@ -323,7 +325,7 @@ class EntryPoller:
         elif status.phase == Phase.SUCCEEDED:
             done, assets = await self.state.succeeded(task.pk, status)
             self.hinted.discard(task.pk)
-            self.on_success(done, assets)
+            self.on_success(done, assets, inline)
         else:
             await self._fail(task, status.reason or "provider_failed", status.code, status.message, status.response)
 

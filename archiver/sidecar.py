@@ -1,7 +1,8 @@
 """The JSON written beside each asset (design.md §8) and the _failed record of a task.
 
 What a provider reports is stored as returned, but for secrets: one rule, `redact_secrets`,
-applies to every provider's parameters and answers before they reach the archive.
+applies to every provider's parameters and answers before they reach the archive. Result URLs
+are kept without their query string (signed links); the state DB alone has them whole.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 from archiver import __version__
 from archiver.config import ProviderEntry
-from archiver.download import redact
+from archiver.datauri import elide
+from archiver.download import bare_url
 from archiver.model import utc_iso
 from archiver.state import Asset, Task
 
@@ -32,8 +34,9 @@ def asset_sidecar(task: Task, entry: ProviderEntry, asset: Asset, *, key: str, c
         "model": task.model,
         "prompt": task.prompt,
         "input": redact_secrets(task.input),
-        # An inline (data:) result is in the archive already; its header says what it was.
-        "source_url": redact(asset.url) if asset.url.startswith("data:") else asset.url,
+        # Without its query: a published archive must not hand out signed links to the provider's files.
+        # An inline (data:) result is in the archive already; its header and size say what it was.
+        "source_url": elide(asset.url) if asset.url.startswith("data:") else bare_url(asset.url),
         "key": key,
         "content_type": content_type,
         "bytes": size,
@@ -89,7 +92,9 @@ def is_secret_field(name: str) -> bool:
 
 
 def redact_secrets(value: Any) -> Any:
-    """A copy of a provider's JSON with secret fields replaced, also inside JSON-in-a-string (kie's param)."""
+    """A copy of a provider's JSON with secret fields replaced, also inside JSON-in-a-string (kie's param).
+
+    URLs lose their query string (a signature or a token lives there) and data: URIs their payload."""
     if isinstance(value, dict):
         return {k: REDACTED if is_secret_field(str(k)) and v not in (None, "") else redact_secrets(v)
                 for k, v in value.items()}
@@ -102,4 +107,8 @@ def redact_secrets(value: Any) -> Any:
             return value
         cleaned = redact_secrets(inner)
         return value if cleaned == inner else json.dumps(cleaned, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(("http://", "https://")) and ("?" in value or "@" in value):
+        return bare_url(value)
+    if isinstance(value, str) and "data:" in value:
+        return elide(value)
     return value

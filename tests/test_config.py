@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from archiver.config import load_config, parse_duration, parse_size
+from archiver.errors import ConfigError
 from tests.support.daemon import cli
 
 GOOD = """
@@ -206,3 +207,17 @@ async def test_check_config_ends_with_a_verdict(tmp_path: Path) -> None:
     assert lines[-1] == "config ok, with 1 warning(s)"
     code, out, _ = await cli(write(tmp_path, GOOD), "check-config", env=env | {"ACE_TEST_KEY": "a"})
     assert out.splitlines()[-1] == "config ok" and "warning" not in out
+
+
+def test_max_answer_defaults_to_8_mib_and_takes_a_size(tmp_path: Path) -> None:
+    from tests.support.daemon import base_config, write_config
+
+    def load(**extra: object) -> int:
+        entry = {"type": "kie", "api_key": "k", **extra}
+        path = write_config(tmp_path / "c.yaml", base_config(tmp_path, {"kie": entry}))
+        return load_config(path).providers["kie"].max_answer
+
+    assert load() == 8 * 1024**2
+    assert load(max_answer="32MiB") == 32 * 1024**2
+    with pytest.raises(ConfigError, match=r"providers\.kie\.max_answer"):
+        load(max_answer="lots")

@@ -111,7 +111,9 @@ def check_asset(archive: Path, task: FakeTask, index: int, content: bytes, base:
     assert sidecar["content_type"] == {"png": "image/png", "jpg": "image/jpeg", "mp4": "video/mp4"}[ext]
     assert sidecar["model"] == task.model and sidecar["prompt"] == task.prompt
     assert sidecar["input"] == {"prompt": task.prompt}
-    assert sidecar["source_url"].startswith(f"{base}/cdn/{task.task_id}/{index}?sig=")
+    # Published archives hand out no signed links: the query stays in the state DB only.
+    assert sidecar["source_url"] == f"{base}/cdn/{task.task_id}/{index}"
+    assert "SIGNED-" not in json.dumps(sidecar), "a signed URL in the sidecar (resultJson's resultUrls?)"
     assert sidecar["provider_response"]["taskId"] == task.task_id
     assert isinstance(sidecar["provider_response"]["resultJson"], str)
     for stamp in ("task_created_at", "task_completed_at", "first_seen_at", "downloaded_at", "archived_at"):

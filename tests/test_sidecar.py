@@ -76,3 +76,13 @@ async def test_no_stored_json_holds_a_planted_secret(tmp_path: Path) -> None:
         assert secret not in text, path
         assert REDACTED in text, f"{path}: the callback field should be there, redacted"
     assert secret not in (tmp_path / "daemon.log").read_text()
+
+
+def test_urls_in_a_provider_answer_lose_their_query_and_data_uris_their_payload() -> None:
+    signed = "https://cdn.example/out/0.png?X-Amz-Signature=abc123&X-Amz-Expires=3600"
+    inline = "data:image/png;base64," + "QUFB" * 1000
+    answer = {"resultJson": json.dumps({"resultUrls": [signed, inline]}), "url": "https://u:pw@cdn.example/a#frag"}
+    clean = redact_secrets(answer)
+    assert json.loads(clean["resultJson"])["resultUrls"] == [
+        "https://cdn.example/out/0.png", "data:image/png;base64,… (3.9 KiB, elided)"]
+    assert clean["url"] == "https://cdn.example/a"

@@ -63,7 +63,7 @@ def test_per_task_limits_and_grace() -> None:
 
 def test_the_poller_never_polls_a_task_faster_than_its_limit() -> None:
     fast = entry("kie", "http://127.0.0.1:9", api="suno", poll_intervals=((0.01, float("inf")),))
-    poller = EntryPoller(fast, Kie(fast), None, None, lambda t, a: None, None, random.Random(1))  # type: ignore[arg-type]
+    poller = EntryPoller(fast, Kie(fast), None, None, lambda t, a, i: None, None, random.Random(1))  # type: ignore[arg-type]
     task = Task(1, "kie", "t1", {}, State.POLLING, time.time(), 0, None, None, None, None, None, None, None, None,
                 None, None, None, None, time.time())
     before = time.time()
