@@ -91,7 +91,7 @@ async def test_index_verify_and_rebuild(tmp_path: Path, state_backend: StateBack
         code, out, _ = await cli(config, "verify", env=env)
         assert code == 1
         assert f"changed       {video} (kie clip-1): sha256 " in out
-        assert out.strip().splitlines()[-1].startswith("verified 2 assets (") and out.strip().endswith(": 1 problem")
+        assert out.strip().splitlines()[-1].startswith("checked 3 assets (") and out.strip().endswith(": 1 problem")
         code, out, _ = await cli(config, "verify", "--fix", env=env)
         assert code == 1 and "queued again" in out
         hits = fake.cdn_hits["clip-1/0"]
@@ -103,7 +103,7 @@ async def test_index_verify_and_rebuild(tmp_path: Path, state_backend: StateBack
         assert (archive / video).read_bytes() == content
         code, out, err = await cli(config, "verify", "--deep", env=env)
         assert code == 0, out + err
-        assert out.strip().endswith("verified 3 assets (26.4 KiB): no problems")
+        assert out.strip().endswith("checked 3 assets (26.4 KiB): no problems")
 
 
 async def test_verify_fix_rewrites_a_changed_s3_object_that_kept_our_metadata(
