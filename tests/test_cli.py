@@ -116,6 +116,7 @@ async def test_the_cli_beside_a_running_daemon(tmp_path: Path) -> None:
     code, out, _ = await cli(config, "status", "--json", env=env)
     report = json.loads(out)
     assert report["daemon"] == {"running": False}
+    assert await daemon.status() == report, "the tests' in-process status differs from the command's"
     assert report["health"]["wrongkey"]["stale"] is True
 
 
