@@ -6,7 +6,6 @@ root (CI runs as root); elsewhere the test is skipped with the reason.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -41,26 +40,32 @@ async def test_disk_full_pauses_downloads_and_fails_nothing(tmp_path: Path, tiny
     fake.add(FakeTask("kie", "waiting", ["running"]))
     async with serve(fake.app()) as base:
         fake.base = base
+        # A full disk pauses every download for disk_full_pause, and the asset waits retry_after
+        # (both 30 s by default): 1 s here, so the disk is tried again and again while full.
         config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
             "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.3s"]},
-        }))
+        }, download={"allow_addresses": ["127.0.0.0/8"], "disk_full_pause": "1s", "retry_after": "1s"}))
         daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
         await daemon.start()
         await daemon.wait_for(lambda s: True, timeout=15)
-        filler = tiny_staging / "filler"
-        filler.write_bytes(b"\0" * 1_800_000)  # written after start: startup cleanup would remove it
+        # Written after start, and held open but unlinked: the space stays taken until the fd is
+        # closed, whatever the daemon's staging sweep removes meanwhile.
+        filler = os.open(tiny_staging / "filler", os.O_CREAT | os.O_WRONLY)
+        os.write(filler, b"\0" * 1_800_000)
+        os.unlink(tiny_staging / "filler")
         (tmp_path / "inbox.txt").write_text("kie waiting\nkie video\n")
         status = await daemon.wait_for(lambda s: s["health"].get("disk", {}).get("state") == "full", timeout=20)
         assert "No space left" in status["health"]["disk"]["message"]
-        polls = fake.tasks[("kie", "waiting")].polls
-        await asyncio.sleep(1.5)
+        polls, hits = fake.tasks[("kie", "waiting")].polls, fake.cdn_hits.get("video/0", 0)
+        # Past a pause and a retry: the download met the full disk again, and still nothing failed.
+        await daemon.wait_for(lambda s: fake.cdn_hits.get("video/0", 0) > hits, timeout=20)
         status = await daemon.status()
         assert status["counts"]["failed"] == 0 and status["counts"]["downloading"] == 1
+        assert status["health"]["disk"]["state"] == "full"
         assert fake.tasks[("kie", "waiting")].polls > polls, "polling stopped with the disk"
 
-        filler.unlink()
-        # Downloads pause for DISK_FULL_PAUSE (30 s) after the last ENOSPC.
-        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=50)
+        os.close(filler)
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
         assert await daemon.stop() == 0
     assert status["health"]["disk"]["state"] == "ok"
     [stored] = list((tmp_path / "archive").rglob("video/00.mp4"))
