@@ -98,7 +98,8 @@ async def test_answers_written_later_never_bring_a_task_back_early_and_a_stop_wr
         for task_id in ids:
             asked = [r.at for r in fake.requests_for("kie") if r.path.endswith(f"={task_id}")]
             gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
-            assert min(gaps) >= 0.9 - 0.05, f"{task_id} was asked again before its next poll was due: {gaps}"
+            # 1 s less 10 % jitter: the next poll is set from the answer, so load only lengthens a gap.
+            assert min(gaps) >= 0.9 - 0.01, f"{task_id} was asked again before its next poll was due: {gaps}"
             task = await state.find("kie", task_id)
             assert task is not None and task.polls == len(asked), "an answer was not written, or twice"
     finally:
