@@ -334,7 +334,11 @@ async def test_the_state_db_down_pauses_work_and_nothing_is_lost(tmp_path: Path,
                 for task in tasks:
                     task.steps = ["success"]
                 # Down past the lease and past a poll's 5 s pause: polls are tried again, and must wait.
+                # And until the heartbeat itself gave up on the pool (after 10 s): then the daemon
+                # said the DB was down, and must say it answers again; a fixed time was too short
+                # on an idle machine.
                 await asyncio.sleep(max(0.0, stopped_at + 8 - time.monotonic()))
+                await until(lambda: "polling pauses, downloads finish into staging" in member.log(), 20, fleet)
                 asked_while_down = [r for r in fake.requests if r.at > stopped_at + 2]  # 2 s: a poll in flight
                 private_pg.start()
                 status = await fleet.wait_for(lambda s: s["counts"]["archived"] == 5, timeout=40)
