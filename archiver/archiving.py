@@ -30,8 +30,8 @@ from archiver.storage import Storage
 
 log = logging.getLogger(__name__)
 
-REQUEUE_AFTER = 30.0  # a download that ran out of retries waits this long, then tries again
-MAX_ROUNDS = 3  # ...this many times before the task fails with download_failed
+# A download that ran out of retries waits download.retry_after, then tries again, up to
+MAX_ROUNDS = 3  # this many times before the task fails with download_failed
 
 AskOnce = Callable[[str, str], Awaitable[TaskStatus | None]]
 Refresh = Callable[[str, str, str], Awaitable[str | None]]  # provider, task_id, url → fresh link
@@ -279,9 +279,10 @@ class Archiver:
             await self.write_failed(await self.state.failed(task.pk, "download_failed", message=error))
             return
         await self.state.asset_error(task.pk, asset.idx, error)
-        log.warning("provider=%s task_id=%s: %s; retrying in %.0fs", task.provider, task.task_id, error,
-                    REQUEUE_AFTER, extra=task_fields(task.provider, task.task_id, TaskState.DOWNLOADING))
-        self.requeue(task.pk, asset.idx, REQUEUE_AFTER)
+        retry_after = self.config.download.retry_after
+        log.warning("provider=%s task_id=%s: %s; retrying in %gs", task.provider, task.task_id, error,
+                    retry_after, extra=task_fields(task.provider, task.task_id, TaskState.DOWNLOADING))
+        self.requeue(task.pk, asset.idx, retry_after)
 
     async def write_failed(self, task: Task) -> None:
         """Leave _failed/{provider}/{task_id}.json so the archive tells the whole story."""
@@ -293,7 +294,8 @@ class Archiver:
     async def write_due_records(self) -> None:
         """Write the _failed records a failing store (or a crash) kept from the archive."""
         # Not the ones failed a moment ago by a running daemon: that daemon is writing their record now.
-        for task in await self.state.records_due(before=max(time.time() - REQUEUE_AFTER, self.started)):
+        before = max(time.time() - self.config.download.retry_after, self.started)
+        for task in await self.state.records_due(before=before):
             if not await self._put_record(task):
                 return  # the store is still failing: try again on the next round
 

@@ -85,6 +85,7 @@ class ProviderEntry:
     api: str = "market"
     app: str | None = None
     jwks_url: str = FAL_JWKS_URL
+    empty_success_wait: float | None = None  # None: the poller's default (poller.EMPTY_SUCCESS_WAIT)
     max_answer: int = 8 * 1024**2  # a poll answer past this many bytes is refused (a failed poll)
     key_variable: str | None = None  # the ${VAR} api_key named, when it was not set
 
@@ -107,6 +108,8 @@ class DownloadConfig:
     per_host: int = 8
     max_bytes: int = 4 * 1024**3
     allow_addresses: tuple[str, ...] = ()
+    retry_after: float = 30.0  # a download or store write that ran out of retries waits this long
+    disk_full_pause: float = 30.0  # after ENOSPC every download waits this long, then tries again
 
 
 @dataclass(frozen=True)
@@ -350,7 +353,8 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
     if not isinstance(section, dict):
         raise ConfigError("config: providers: expected a mapping of named entries")
     allowed = {"type", "api_key", "base_url", "requests_per_second", "give_up_after",
-               "poll_intervals", "service", "family", "api", "app", "jwks_url", "callbacks", "max_answer"}
+               "poll_intervals", "service", "family", "api", "app", "jwks_url", "callbacks", "max_answer",
+               "empty_success_wait"}
     entries = {}
     for name, item in section.items():
         key = f"providers.{name}"
@@ -392,6 +396,8 @@ def _providers(raw: dict[str, Any]) -> dict[str, ProviderEntry]:
             app=item.get("app"),
             jwks_url=str(item.get("jwks_url") or FAL_JWKS_URL),
             max_answer=_max_answer(item.get("max_answer", "8MiB"), f"{key}.max_answer"),
+            empty_success_wait=(parse_duration(item["empty_success_wait"], f"{key}.empty_success_wait")
+                                if item.get("empty_success_wait") is not None else None),
         )
     return entries
 
@@ -463,11 +469,16 @@ def _download(raw: dict[str, Any]) -> DownloadConfig:
             ipaddress.ip_network(str(cidr), strict=False)
         except ValueError:
             raise ConfigError(f"config: download.allow_addresses[{i}]: {cidr!r} is not a CIDR") from None
+    retry_after = parse_duration(d.get("retry_after", "30s"), "download.retry_after")
+    if retry_after <= 0:
+        raise ConfigError("config: download.retry_after: must be above zero")
     return DownloadConfig(
         concurrency=_positive_int(d.get("concurrency", 16), "download.concurrency"),
         per_host=_positive_int(d.get("per_host", 8), "download.per_host"),
         max_bytes=parse_size(d.get("max_bytes", "4GiB"), "download.max_bytes"),
         allow_addresses=tuple(str(c) for c in allow),
+        retry_after=retry_after,
+        disk_full_pause=parse_duration(d.get("disk_full_pause", "30s"), "download.disk_full_pause"),
     )
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from archiver.archiving import REQUEUE_AFTER, Archiver
+from archiver.archiving import Archiver
 from archiver.browse.index import IndexLoop
 from archiver.config import Config
 from archiver.download import Downloader
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 INBOX_TICK = 0.2  # a new inbox line is noticed within this many seconds
 POLL_DRAIN = 3.0  # seconds a poll in flight may take to finish at shutdown
-DISK_FULL_PAUSE = 30.0  # downloads wait this long after ENOSPC, then try again
 CLAIM_EVERY = 1.0  # free tasks (added elsewhere, retried, a dead daemon's) are taken within this
 STATE_DOWN_RETRY = 5.0  # an asset whose state write failed is tried again after this
 
@@ -394,7 +393,7 @@ class Daemon:
                 pass  # the heartbeat says it, once per outage
             except Exception:
                 log.exception("failed records: unexpected error; retrying")
-            await asyncio.sleep(REQUEUE_AFTER)
+            await asyncio.sleep(self.config.download.retry_after)
 
     async def _read_inbox(self, reader: InboxReader) -> bool:
         """Store what the inbox holds now, one batch; True if more lines wait."""
@@ -438,9 +437,10 @@ class Daemon:
 
     async def _disk_full(self, error: str) -> None:
         """No space for staging or the archive: every download pauses; nothing fails for it."""
-        log.error("disk full: %s; downloads pause for %.0fs, polling goes on", error, DISK_FULL_PAUSE)
+        pause = self.config.download.disk_full_pause
+        log.error("disk full: %s; downloads pause for %gs, polling goes on", error, pause)
         self.disk_was_full = True
-        self.paused_until = time.monotonic() + DISK_FULL_PAUSE
+        self.paused_until = time.monotonic() + pause
         await self.state.set_health("disk", "full", error)
 
     async def _worker(self) -> None:
@@ -476,7 +476,7 @@ class Daemon:
                 self.archiver.let_go(pk, idx)
             except Exception:
                 log.exception("unexpected error archiving asset %d of task #%d; it will be retried", idx, pk)
-                self._requeue(pk, idx, REQUEUE_AFTER)
+                self._requeue(pk, idx, self.config.download.retry_after)
             finally:
                 self.busy -= 1
                 self.working.discard((pk, idx))

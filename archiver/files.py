@@ -48,4 +48,11 @@ def private_file(path: Path) -> None:
     """Create `path` empty and 0600 if it does not exist, in a private folder; SQLite then gives
     its -wal, -shm and -journal files the same mode."""
     private_dir(path.parent)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+    except FileExistsError:
+        # Never open an existing database here: closing any descriptor of it drops every POSIX
+        # lock this process holds on it, those of its open SQLite connections too, and a
+        # connection that lost its lock can take the WAL away from under another (corruption).
+        return
+    os.close(fd)

@@ -45,7 +45,8 @@ _backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
 
 
 EMPTY_SUCCESS_POLLS = 3  # a success without URLs is asked about this many more times...
-EMPTY_SUCCESS_WAIT = 60.0  # ...over at least this many seconds, since URLs can lag a success
+EMPTY_SUCCESS_WAIT = 60.0  # ...over at least this many seconds, since URLs can lag a success (the default
+# of providers.*.empty_success_wait)
 
 
 OnSuccess = Callable[[Task, list[Asset], dict[int, str]], None]  # task, its assets, inline results by index
@@ -341,7 +342,9 @@ class EntryPoller:
     async def _succeeded_empty(self, task: Task, now: float, status: TaskStatus) -> None:
         """A success without result URLs: URLs can lag a moment, so ask a few more times first."""
         empty, since = task.empty_polls + 1, task.empty_since or now
-        wait = getattr(self.provider, "empty_success_wait", EMPTY_SUCCESS_WAIT)  # apipod waits longer
+        wait = self.entry.empty_success_wait
+        if wait is None:
+            wait = getattr(self.provider, "empty_success_wait", EMPTY_SUCCESS_WAIT)  # apipod waits longer
         if empty > EMPTY_SUCCESS_POLLS and now - since >= wait:
             await self._fail(task, "provider_failed", message="succeeded without any result URL",
                              response=status.response)
@@ -349,8 +352,9 @@ class EntryPoller:
         log.warning("provider=%s task_id=%s: succeeded without a result URL; asking again (%d of %d)",
                     self.entry.name, task.task_id, empty, EMPTY_SUCCESS_POLLS + 1,
                     extra={"provider": self.entry.name, "task_id": task.task_id})
+        # A little over wait/POLLS apart (21 s for 60 s), so the last of them comes after `wait`.
         self._answered(task, error="succeeded without a result URL yet; asking again", empty=(empty, since),
-                       **self._next_poll(task, wait / EMPTY_SUCCESS_POLLS + 1))
+                       **self._next_poll(task, wait / EMPTY_SUCCESS_POLLS * 1.05))
 
     async def _fail(self, task: Task, reason: str, code: str | None = None, message: str | None = None,
                     response: object = None) -> None:

@@ -2,8 +2,8 @@
 MAX_ROUNDS; a failing store never fails a task, however many rounds it takes.
 
 These run the real Archiver on a real state DB, local store and CDN on 127.0.0.1. The test
-plays the daemon's scheduler (`requeue`), so that the REQUEUE_AFTER wait of 30 s between
-rounds is recorded instead of slept; through the daemon process, three rounds take a minute.
+plays the daemon's scheduler (`requeue`), so that the download.retry_after wait between rounds
+is recorded instead of slept.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from archiver.archiving import MAX_ROUNDS, REQUEUE_AFTER, Archiver
+from archiver.archiving import MAX_ROUNDS, Archiver
 from archiver.config import Config, load_config
 from archiver.download import Downloader
 from archiver.model import Phase, State, TaskRef, TaskStatus
@@ -82,7 +82,7 @@ async def test_download_failed_after_the_rounds_run_out(scene: Scene) -> None:
     scene.cdn.add("broken", Resource(media_bytes("png", 5_000, "broken"), script=["500"]))
     pk = await scene.succeeded("doomed", "broken")
     assert await scene.rounds(pk, 0, MAX_ROUNDS + 2) == MAX_ROUNDS
-    assert [delay for _, _, delay in scene.requeued] == [REQUEUE_AFTER] * (MAX_ROUNDS - 1)
+    assert [delay for _, _, delay in scene.requeued] == [30.0] * (MAX_ROUNDS - 1)  # download.retry_after
     task = await scene.state.task(pk)
     assert (task.state, task.reason) == (State.FAILED, "download_failed")
     assert "HTTP 500" in (task.message or "")

@@ -118,6 +118,7 @@ async def test_the_cli_beside_a_running_daemon(tmp_path: Path) -> None:
     report = json.loads(out)
     assert set(report) == STATUS_KEYS
     assert report["daemon"] == {"running": False}
+    assert await daemon.status() == report, "the tests' in-process status differs from the command's"
     assert report["health"]["wrongkey"]["stale"] is True
     assert report["inbox"]["unread"] == []  # the daemon read every line
 

@@ -20,8 +20,8 @@ providers:
     api_key: ${KIE_TEST_KEY}
     give_up_after: 2h
     poll_intervals: ["1s until 10s", "5s"]
-  seedream: {type: acedata, service: seedream, api_key: "${ACE_TEST_KEY:-}"}
-download: {max_bytes: 512MiB}
+  seedream: {type: acedata, service: seedream, api_key: "${ACE_TEST_KEY:-}", empty_success_wait: 2m}
+download: {max_bytes: 512MiB, retry_after: 5s}
 """
 
 
@@ -41,6 +41,9 @@ def test_defaults_and_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert kie.poll_intervals == ((1.0, 10.0), (5.0, float("inf")))
     assert config.providers["seedream"].requests_per_second == 1
     assert config.providers["seedream"].api_key.reveal() == ""
+    # None: the poller's own wait (poller.EMPTY_SUCCESS_WAIT) for a success without URLs.
+    assert kie.empty_success_wait is None and config.providers["seedream"].empty_success_wait == 120
+    assert config.download.retry_after == 5 and config.download.disk_full_pause == 30
     assert config.download.max_bytes == 512 * 2**20 and config.download.concurrency == 16
     assert config.state_dir == tmp_path / "state"  # relative to the config file
     assert config.inbox.path == tmp_path / "inbox.txt"
@@ -76,6 +79,11 @@ BAD = {
         "providers:\n  a: {type: acedata, api_key: x}\n", "config: providers.a.service:"),
     "bad layout": (
         KIE + "storage: {layout: '{provider}/{nope}.{ext}'}\n", "config: storage.layout: unknown placeholder 'nope'"),
+    "bad empty_success_wait": (
+        "providers:\n  kie: {type: kie, api_key: x, empty_success_wait: later}\n",
+        "config: providers.kie.empty_success_wait: 'later' is not a duration"),
+    "bad disk_full_pause": (KIE + "download: {disk_full_pause: -3}\n", "config: download.disk_full_pause:"),
+    "retry_after zero": (KIE + "download: {retry_after: 0s}\n", "config: download.retry_after: must be above zero"),
     "bad size": (KIE + "download: {max_bytes: lots}\n", "config: download.max_bytes: 'lots' is not a size"),
     "layout with ..": (
         KIE + "storage: {layout: '../{task_id}/{index}.{ext}'}\n", "config: storage.layout: keys are relative"),

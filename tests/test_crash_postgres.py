@@ -62,8 +62,7 @@ async def test_kill_9_of_any_daemon_loses_nothing_and_stores_nothing_twice(
                 append(fleet[victim].inbox, ["kie t0000 again=yes\n"])
                 await fleet.start(victim)
             append(fleet[rng.randrange(DAEMONS)].inbox, chunks[KILLS])
-            status = await fleet.wait_for(lambda s: s["counts"]["archived"] == TASKS + 1, timeout=LAST_RUN_WITHIN,
-                                         every=5.0)  # each look starts a Python process
+            status = await fleet.wait_for(lambda s: s["counts"]["archived"] == TASKS + 1, timeout=LAST_RUN_WITHIN)
         finally:
             await fleet.stop_all()
     assert status["counts"]["failed"] == 0 and status["rejected_lines"] == []

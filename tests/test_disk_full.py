@@ -9,7 +9,6 @@ so it runs everywhere, CI included.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -27,9 +26,11 @@ async def test_disk_full_pauses_downloads_and_fails_nothing(tmp_path: Path) -> N
     fake.add(FakeTask("kie", "waiting", ["running"]))
     async with serve(fake.app()) as base:
         fake.base = base
+        # A full disk pauses every download for disk_full_pause, and the asset waits retry_after
+        # (both 30 s by default): 1 s here, so the disk is tried again and again while full.
         config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
             "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.3s"]},
-        }))
+        }, download={"allow_addresses": ["127.0.0.0/8"], "disk_full_pause": "1s", "retry_after": "1s"}))
         daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
         await daemon.start()
         await daemon.wait_running(timeout=15)
@@ -39,16 +40,17 @@ async def test_disk_full_pauses_downloads_and_fails_nothing(tmp_path: Path) -> N
         (tmp_path / "inbox.txt").write_text("kie video\nkie waiting\n")
         status = await daemon.wait_for(lambda s: s["health"].get("disk", {}).get("state") == "full", timeout=20)
         assert "No space left" in status["health"]["disk"]["message"]
-        polls = fake.tasks[("kie", "waiting")].polls
-        await asyncio.sleep(1.5)
+        polls, hits = fake.tasks[("kie", "waiting")].polls, fake.cdn_hits.get("video/0", 0)
+        # Past a pause and a retry: the download met the full disk again, and still nothing failed.
+        await daemon.wait_for(lambda s: fake.cdn_hits.get("video/0", 0) > hits, timeout=20)
         status = await daemon.status()
         assert status["counts"]["failed"] == 0 and status["counts"]["downloading"] == 1
+        assert status["health"]["disk"]["state"] == "full"
         assert fake.tasks[("kie", "waiting")].polls > polls, "polling stopped with the disk"
 
         assert staged.is_symlink(), "the daemon removed the full file: the pause below proves nothing"
         staged.unlink()
-        # Downloads pause for DISK_FULL_PAUSE (30 s) after the last ENOSPC.
-        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=50)
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] == 1, timeout=20)
         assert await daemon.stop() == 0
     assert status["health"]["disk"]["state"] == "ok"
     [stored] = list((tmp_path / "archive").rglob("video/00.mp4"))

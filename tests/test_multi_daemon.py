@@ -6,6 +6,7 @@ Each daemon has its own state_dir and inbox; they share the DSN and the archive.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -66,6 +67,17 @@ async def until(check: Any, timeout: float, fleet: Fleet) -> None:
         await asyncio.sleep(0.2)
 
 
+async def metric_until(client: aiohttp.ClientSession, base: str | None, sample: str) -> None:
+    """GET /metrics until it holds this sample line."""
+    deadline = time.monotonic() + 20
+    while True:
+        async with client.get(f"{base}/metrics") as resp:
+            if sample in (await resp.text()).splitlines():
+                return
+        assert time.monotonic() < deadline, f"/metrics never said {sample}"
+        await asyncio.sleep(0.2)
+
+
 async def healthz_until(client: aiohttp.ClientSession, base: str | None, want: int) -> list[str]:
     """GET /healthz until it answers `want`; its reasons, if any."""
     deadline = time.monotonic() + 20
@@ -98,7 +110,9 @@ async def test_three_daemons_keep_one_keys_rate_limit_together(tmp_path: Path, p
     assert len(times) == 3 * len(names), "a poll was lost or repeated"
     assert (problem := over_rate(times, rate)) is None, problem
     # The limit was the bottleneck: three daemons each keeping 4/s alone would have gone far over it.
-    assert max_in_window(times, 10.0) >= promised(rate, 10.0, jitter=0) - 8
+    # Half the rate in the busiest 10 s: a loaded machine slows the daemons, but three that each
+    # kept a third of the rate (or less) would stay far below it.
+    assert max_in_window(times, 10.0) >= promised(rate, 10.0, jitter=0) // 2
     for i, member in enumerate(fleet.members):
         assert "succeeded with 1 asset(s)" in member.log(), f"daemon{i} polled nothing to its end"
         assert API_KEY not in member.log()
@@ -128,6 +142,7 @@ async def test_a_killed_daemons_tasks_go_to_the_other_after_the_lease(tmp_path: 
         fleet = Fleet(tmp_path, 2, kie(base, poll="1s"), pg_dsn, ENV, lease="5s")
         try:
             await two_holding(fleet, fake, first, second)
+            [seen] = [d["seen"] for d in (await fleet.status())["daemons"] if d["pid"] == fleet[0].pid]
             killed_at = time.monotonic()
             assert await fleet.stop(0, signal.SIGKILL) == -signal.SIGKILL
             for task in tasks:
@@ -135,10 +150,15 @@ async def test_a_killed_daemons_tasks_go_to_the_other_after_the_lease(tmp_path: 
             status = await fleet.wait_for(lambda s: s["counts"]["archived"] == 10, timeout=40)
         finally:
             await fleet.stop_all()
-    # The lease runs from daemon0's last heartbeat, due lease/4 before the kill (later on a loaded
-    # machine): its tasks are free somewhat before kill + lease, never at once (claims run every second).
-    taken = first_poll_after(fake, first, killed_at) - killed_at
-    assert 2.0 <= taken <= 5 + 5 / 4 + 5, f"daemon0's tasks were polled again {taken:.1f}s after the kill"
+    # The lease runs from daemon0's last heartbeat (at `seen` or later): its tasks are free only once
+    # it ran out, however late a loaded machine made that heartbeat, and then within a few seconds.
+    again = first_poll_after(fake, first, killed_at)
+    wall = time.time() - time.monotonic()  # request times are monotonic
+    expired = dt.datetime.fromisoformat(seen.replace("Z", "+00:00")).timestamp() + 5
+    early = expired - (again + wall)
+    assert early <= 0.01, f"daemon0's tasks were polled {early:.2f}s before its lease ran out"
+    taken = again - killed_at
+    assert taken <= 5 + 5 / 4 + 5, f"daemon0's tasks were polled again {taken:.1f}s after the kill"
     assert sum(status["counts"].values()) == 10
     assert all(f"task_id={n}: archived" in fleet[1].log() for n in first), "daemon1 did not finish daemon0's tasks"
     assert_archived_once(fake, tmp_path / "archive", first + second)
@@ -223,8 +243,10 @@ async def test_every_door_lands_and_one_task_through_two_doors_is_known_once(tmp
             assert code == 0 and out.startswith("already known: kie door-twice ("), err
             with fleet[1].inbox.open("a") as f:
                 f.write("kie door-twice via=inbox1\n")
-            status = await fleet.wait_for(lambda s: s["counts"]["archived"] == 5, timeout=30)
-            await asyncio.sleep(1.5)  # daemon1 has read the last line by now: it must not make a task
+            await fleet.wait_for(lambda s: s["counts"]["archived"] == 5, timeout=30)
+            # Once daemon1 has read the last line (its /metrics counts it known), it must not have made a task.
+            async with aiohttp.ClientSession() as client:
+                await metric_until(client, fleet[1].http, 'archiver_inbox_lines_total{result="known"} 1.0')
             status = await fleet.status()
         finally:
             await fleet.stop_all()
@@ -312,7 +334,11 @@ async def test_the_state_db_down_pauses_work_and_nothing_is_lost(tmp_path: Path,
                 for task in tasks:
                     task.steps = ["success"]
                 # Down past the lease and past a poll's 5 s pause: polls are tried again, and must wait.
+                # And until the heartbeat itself gave up on the pool (after 10 s): then the daemon
+                # said the DB was down, and must say it answers again; a fixed time was too short
+                # on an idle machine.
                 await asyncio.sleep(max(0.0, stopped_at + 8 - time.monotonic()))
+                await until(lambda: "polling pauses, downloads finish into staging" in member.log(), 20, fleet)
                 asked_while_down = [r for r in fake.requests if r.at > stopped_at + 2]  # 2 s: a poll in flight
                 private_pg.start()
                 status = await fleet.wait_for(lambda s: s["counts"]["archived"] == 5, timeout=40)

@@ -20,9 +20,9 @@ from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 
 API_KEY = "key-SECRET-9011"
+EMPTY_WAIT = 4.0
 
 
-@pytest.mark.timeout(200)
 async def test_outages_never_time_out_and_empty_successes_are_asked_again(tmp_path: Path) -> None:
     fake = FakeApis(API_KEY)
     png = media_bytes("png", 1024, "lag")
@@ -34,7 +34,9 @@ async def test_outages_never_time_out_and_empty_successes_are_asked_again(tmp_pa
     env = dict(os.environ, TEST_API_KEY=API_KEY)
     async with serve(fake.app()) as base:
         fake.base = base
-        fast = {"api_key": "${TEST_API_KEY}", "poll_intervals": ["0.5s"], "give_up_after": "3s"}
+        # empty_success_wait: 60 s by default; 4 s here, so the whole rule plays out in seconds.
+        fast = {"api_key": "${TEST_API_KEY}", "poll_intervals": ["0.5s"], "give_up_after": "3s",
+                "empty_success_wait": f"{EMPTY_WAIT}s"}
         config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
             "kie": {"type": "kie", "base_url": base, **fast},
             "maxapi": {"type": "maxapi", "base_url": base, **fast},
@@ -50,7 +52,7 @@ async def test_outages_never_time_out_and_empty_successes_are_asked_again(tmp_pa
         try:
             early = await daemon.wait_for(lambda s: s["counts"]["failed"] == 1, timeout=30)
             status = await daemon.wait_for(lambda s: s["counts"]["failed"] == 4 and s["counts"]["archived"] == 1,
-                                           timeout=110)
+                                           timeout=40)
         finally:
             assert await daemon.stop() == 0
     failed = {t["task_id"]: t for t in status["recent_failures"]}
@@ -62,12 +64,12 @@ async def test_outages_never_time_out_and_empty_successes_are_asked_again(tmp_pa
     assert unreached["state"] == "polling" and unreached["polls"] >= 2
     # A success whose URLs came two polls late is archived.
     assert any((tmp_path / "archive" / "kie").rglob("lagging/00.png"))
-    # One that never gets URLs: asked 3 more times over at least a minute, then provider_failed.
+    # One that never gets URLs: asked 3 more times over at least empty_success_wait, then provider_failed.
     for task_id, entry in (("never-urls", "kie"), ("never-urls-m", "maxapi"), ("never-urls-a", "acedata:seedream")):
         assert failed[task_id]["reason"] == "provider_failed"
         asked = [r for r in fake.requests_for(entry) if task_id in r.path + json.dumps(r.body)]
         empties = asked[-4:]
-        assert len(empties) == 4 and empties[-1].at - empties[0].at >= 60, [r.at for r in asked]
+        assert len(empties) == 4 and empties[-1].at - empties[0].at >= EMPTY_WAIT, [r.at for r in asked]
         assert len(asked) == (5 if task_id == "never-urls" else 4)
         record = json.loads(next((tmp_path / "archive" / "_failed").rglob(f"{task_id}.json")).read_text())
         assert record["reason"] == "provider_failed" and record["provider_response"] is not None
@@ -99,7 +101,8 @@ async def test_answers_written_later_never_bring_a_task_back_early_and_a_stop_wr
         for task_id in ids:
             asked = [r.at for r in fake.requests_for("kie") if r.path.endswith(f"={task_id}")]
             gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
-            assert min(gaps) >= 0.9 - 0.05, f"{task_id} was asked again before its next poll was due: {gaps}"
+            # 1 s less 10 % jitter: the next poll is set from the answer, so load only lengthens a gap.
+            assert min(gaps) >= 0.9 - 0.01, f"{task_id} was asked again before its next poll was due: {gaps}"
             task = await state.find("kie", task_id)
             assert task is not None and task.polls == len(asked), "an answer was not written, or twice"
     finally:

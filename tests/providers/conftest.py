@@ -6,8 +6,8 @@ one reply when a poll asks twice (fal: status, then result). "source" says where
 answer comes from: "docs" (a documented example, adapted) or "constructed" (built from the
 documented fields); "note" says what the case is about. `expect` is one of:
   {"phase": "running"}
-  {"phase": "succeeded", "urls": [...], "media": "image", "roles": [...]}
-  {"phase": "failed", "reason": "content_moderation", "code": "...", "message": "..."}
+  {"phase": "succeeded", "urls": [...], "media": "image", "roles": [...]}   all three required
+  {"phase": "failed", "reason": "content_moderation", "code": "...", "message": "..."}   reason required
   {"not_found": true}                       the provider does not know the ID
   {"raises": "KeyRejected" | "RateLimited" | "ProviderUnavailable"}
 Optional "entry": extra ProviderEntry fields (service, family, api, app).

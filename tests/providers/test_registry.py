@@ -45,10 +45,14 @@ async def test_fixture(path: Path) -> None:
     status = result[fixture["task_id"]]
     assert status.phase == Phase(expect["phase"])
     if status.phase == Phase.SUCCEEDED:
+        # Every field stated: a missing one would compare the result with itself.
+        missing = {"urls", "media", "roles"} - expect.keys()
+        assert not missing, f"a success fixture states all it expects: add {sorted(missing)} to its expect"
         assert list(status.urls) == expect["urls"]
-        assert status.media == expect.get("media", status.media)
-        assert list(status.roles) == expect.get("roles", list(status.roles))
+        assert status.media == expect["media"]
+        assert list(status.roles) == expect["roles"]
     if status.phase == Phase.FAILED:
+        assert "reason" in expect, "a failure fixture states its reason"
         assert status.reason in REASONS
         for field in ("reason", "code", "message"):
             if field in expect:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from archiver.cli import status_report
+from archiver.config import load_config
+from archiver.errors import ArchiverError
+from archiver.lock import running
+from archiver.state import State, open_state, state_path
 
 
 def write_config(path: Path, doc: dict[str, Any]) -> Path:
@@ -43,6 +50,62 @@ async def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> tu
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+class StatusReader:
+    """The report `archiver status --json` prints, made in this process by the CLI's own code.
+
+    A `status` process costs about 0.3 CPU seconds; a test asking every 0.3 s kept half a core
+    busy and starved the daemon it waited for. The state DB stays open from the first read to
+    `close()`: one wait opens it once.
+    """
+
+    def __init__(self, config: Path) -> None:
+        self.config = load_config(config, require_secrets=False)
+        self.state: State | None = None
+
+    async def read(self) -> dict[str, Any] | None:
+        """The report, or None while there is none (no SQLite file yet, PostgreSQL out of reach)."""
+        path = state_path(self.config)
+        if self.config.state.backend == "sqlite" and not path.exists():
+            return None  # the CLI says "no state yet" here; opening would create the file
+        try:
+            if self.state is None:
+                self.state = await open_state(self.config)
+            report = await status_report(self.state, running(path), self.config.state.lease, self.config)
+        # StateUnavailable, a schema the daemon has not created yet, a SQLite file still being made
+        except (ArchiverError, sqlite3.OperationalError):
+            await self.close()
+            return None
+        return json.loads(json.dumps(report))  # the CLI's types: lists, not tuples
+
+    async def close(self) -> None:
+        if self.state is not None:
+            state, self.state = self.state, None
+            await state.close()
+
+    async def once(self) -> dict[str, Any]:
+        try:
+            report = await self.read()
+        finally:
+            await self.close()
+        assert report is not None, "no status: the state DB is not there or does not answer"
+        return report
+
+    async def wait(self, done: Any, timeout: float, alive: Any, tail: Any) -> dict[str, Any]:
+        """Read every 0.1 s until `done(status)` holds; `alive()` raises if a daemon died."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        try:
+            while time.monotonic() < deadline:
+                alive()
+                status = await self.read() or {}
+                if status and done(status):
+                    return status
+                await asyncio.sleep(0.1)
+        finally:
+            await self.close()
+        raise AssertionError(f"timed out; last status: {json.dumps(status, indent=1)[-4000:]}\n{tail()}")
+
+
 class DaemonProcess:
     """`archiver run` as a child process, its stderr collected in a file."""
 
@@ -63,42 +126,35 @@ class DaemonProcess:
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
     async def status(self) -> dict[str, Any]:
+        """What `status --json` would print now, read in this process."""
+        return await StatusReader(self.config).once()
+
+    async def cli_status(self) -> dict[str, Any]:
+        """The real `archiver status --json`, in its own process."""
         code, out, err = await cli(self.config, "status", "--json", env=self.env)
         assert code == 0, err
         return json.loads(out)
 
-    async def _status_if_any(self) -> dict[str, Any] | None:
-        """None while status fails (on PostgreSQL, until `run` made the schema); before the first
-        run on SQLite, an empty status."""
-        code, out, _ = await cli(self.config, "status", "--json", env=self.env)
-        return json.loads(out) if code == 0 else None
+    def _alive(self) -> None:
+        if self.proc and self.proc.returncode is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
 
     async def wait_running(self, timeout: float = 30) -> None:
         """Until the log says the daemon is at work (its start-up, staging cleanup included, is over)."""
         deadline = time.monotonic() + timeout
         while "archiver running:" not in (self.log.read_text() if self.log.exists() else ""):
-            if self.proc and self.proc.returncode is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            self._alive()
             if time.monotonic() > deadline:
                 raise AssertionError(f"not running after {timeout}s; log tail:\n{self.log.read_text()[-3000:]}")
             await asyncio.sleep(0.1)
 
     async def wait_for(self, done: Any, timeout: float = 30) -> dict[str, Any]:
-        """Poll `status --json` until `done(status)` holds; fail with the last status if not.
+        """Read the status until `done(status)` holds; fail with the last status if not.
 
         The default leaves room for a few waits in one test under the 120 s per-test limit.
         """
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            if self.proc and self.proc.returncode is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            status = await self._status_if_any() or {}
-            if status and done(status):
-                return status
-            await asyncio.sleep(0.3)
-        raise AssertionError(f"timed out; last status: {json.dumps(status, indent=1)}\n"
-                             f"log tail:\n{self.log.read_text()[-3000:]}")
+        return await StatusReader(self.config).wait(done, timeout, self._alive,
+                                                    lambda: f"log tail:\n{self.log.read_text()[-3000:]}")
 
 
 @contextlib.asynccontextmanager

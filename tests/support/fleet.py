@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from archiver.storage.local import MARKER
-from tests.support.daemon import DaemonProcess, base_config, cli, write_config
+from tests.support.daemon import DaemonProcess, StatusReader, base_config, write_config
 from tests.support.web import free_port
 
 
@@ -84,23 +82,12 @@ class Fleet:
                     await m.daemon.stop(signal.SIGKILL)
 
     async def status(self) -> dict[str, Any]:
-        code, out, err = await cli(self.members[0].config, "status", "--json", env=self.env)
-        assert code == 0, err
-        return json.loads(out)
+        """What `status --json` with the first member's config would print now, read in this process."""
+        return await StatusReader(self.members[0].config).once()
 
-    async def wait_for(self, done: Any, timeout: float = 30, every: float = 0.3) -> dict[str, Any]:
-        """Poll `status --json` every `every` seconds until `done(status)` holds; fail if a member died
-        or on timeout. Each poll starts a Python process: a long wait asks less often."""
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            self.check_running()
-            code, out, _ = await cli(self.members[0].config, "status", "--json", env=self.env)
-            status = json.loads(out) if code == 0 else {}
-            if status and done(status):
-                return status
-            await asyncio.sleep(every)
-        raise AssertionError(f"timed out; last status: {json.dumps(status, indent=1)[-4000:]}\n{self.tails()}")
+    async def wait_for(self, done: Any, timeout: float = 30) -> dict[str, Any]:
+        """Read the status until `done(status)` holds; fail if a member died or on timeout."""
+        return await StatusReader(self.members[0].config).wait(done, timeout, self.check_running, self.tails)
 
     async def wait_live(self, n: int, timeout: float = 30) -> dict[str, Any]:
         """Until exactly `n` daemons are live in `status`."""

@@ -67,7 +67,7 @@ async def test_post_tasks(tmp_path: Path) -> None:
         assert code == 0 and json.loads(out)["labels"] == {"project": "poster"}
         # GET /status is `archiver status --json`, from the daemon.
         status, remote = await web.get("/status")
-        local = await web.daemon.status()
+        local = await web.daemon.cli_status()
         assert status == 200 and remote["counts"] == local["counts"] and set(remote) == set(local)
         assert TOKEN not in web.daemon.log.read_text() and API_KEY not in json.dumps(remote)
 
