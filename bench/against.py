@@ -34,9 +34,10 @@ def build(rev: str, base: Path) -> Tree:
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", rev], capture_output=True, text=True,
                          check=True).stdout.strip()
     root = Path(tempfile.mkdtemp(prefix=f"archiver-{sha}-", dir=base))
-    archive = subprocess.run(["git", "-C", str(repo), "archive", sha], capture_output=True, check=True).stdout
+    # Through a file, not this process: its peak RSS is the floor of every child's ru_maxrss.
+    subprocess.run(["git", "-C", str(repo), "archive", "-o", str(root / "src.tar"), sha], check=True)
     (root / "src").mkdir()
-    subprocess.run(["tar", "-x", "-C", str(root / "src")], input=archive, check=True)
+    subprocess.run(["tar", "-x", "-f", str(root / "src.tar"), "-C", str(root / "src")], check=True)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
