@@ -1,7 +1,7 @@
 """Benchmarks: how fast and how lean archiver is, measured against curl. See the README, "Benchmarks".
 
     python bench/run.py [--scenario N ...] [--quick] [--rps R] [--dir /tmp] [--profile DIR] [--backend B]
-    python bench/run.py --against REV [--scenario 1|2|4 ...] [--quick] [--rounds 3]
+    python bench/run.py --against REV [--scenario 1|2|4 ...] [--quick] [--rounds 3] [--tasks N]
 
 `--against REV` runs the throughput scenarios (default: 2) on this tree and on REV, interleaved,
 and exits 1 when this tree is more than 10 % slower than REV on any of them.
@@ -10,6 +10,7 @@ and exits 1 when this tree is more than 10 % slower than REV on any of them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -112,6 +113,7 @@ def main() -> int:
                    help="scenario 10's state backends (repeatable); default both")
     p.add_argument("--against", metavar="REV", help="compare with this git revision (scenarios 1, 2, 4)")
     p.add_argument("--rounds", type=int, default=3, help="with --against: runs of each tree (median taken)")
+    p.add_argument("--tasks", type=int, help="with --against: this many tasks instead of the scenario's")
     args = p.parse_args()
     for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
         del os.environ[name]  # everything is on 127.0.0.1: no proxy for us, curl, boto3 or the daemon
@@ -151,6 +153,7 @@ def against(a: argparse.Namespace) -> int:
             if n not in PLANS:
                 raise SystemExit(f"--against runs scenarios {sorted(PLANS)}, not {n}")
             name, plan = PLANS[n](a.quick)
+            plan = dataclasses.replace(plan, tasks=a.tasks or plan.tasks)
             print(f"scenario {n}: machine {wait_quiet():.0%} busy before it", flush=True)
             same &= compare(name, plan, theirs, a.dir, rps=a.rps, rounds=a.rounds, s3=n == 4)
     finally:
