@@ -55,9 +55,9 @@ class Child:
     """A process we started. Its totals come from wait4: the kernel's own user+sys and peak
     RSS for the process, exact, with no sampling gap before it exits."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         self.pid, self.started = self.proc.pid, time.monotonic()
 
     def cpu(self) -> float:

@@ -114,8 +114,15 @@ class Rig:
             spy = shutil.which("py-spy", path=f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}")
             argv = [spy or "py-spy", "record", "--threads", "--nonblocking", "--format", "raw", "-r", "200",
                     "-o", str(self.profile / f"{self.dir.name}.txt"), "--", *argv]
-        self.children.insert(0, Child(argv, self.dir / "daemon.log", self.env))
+        self.children.insert(0, Child(argv, self.dir / "daemon.log", self._env(python), cwd=self.dir))
         return self.children[0]
+
+    def _env(self, python: str) -> dict[str, str]:
+        """`-m archiver` imports from the working folder first: children run in the rig's folder, with
+        this tree on PYTHONPATH, or for another tree's python (`--against`) with nothing there."""
+        if python == PY:
+            return self.env | {"PYTHONPATH": str(HERE.parent)}
+        return {k: v for k, v in self.env.items() if k != "PYTHONPATH"}
 
     def pid(self, daemon: Child) -> int:
         """The daemon's own pid, py-spy's child when profiling."""
@@ -125,7 +132,7 @@ class Rig:
 
     def status(self) -> dict[str, Any] | None:
         done = subprocess.run([self.python, "-m", "archiver", "-c", str(self.dir / "config.yaml"), "status", "--json"],
-                              capture_output=True, env=self.env, check=False)
+                              capture_output=True, env=self._env(self.python), cwd=self.dir, check=False)
         return json.loads(done.stdout) if done.returncode == 0 else None
 
     def seen(self, url: str) -> dict[str, Any]:
