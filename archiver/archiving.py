@@ -21,11 +21,11 @@ from archiver.errors import (AlreadyStored, DiskFull, DownloadFailed, DownloadIn
                              StorageUnavailable, TransientError, UrlExpired)
 from archiver.logs import task_fields
 from archiver.model import Phase, TaskStatus
-from archiver.model import State as TaskState
+from archiver.model import TaskState
 from archiver.naming import KeyFields, choose_ext, content_type_for, failed_key, media_for, render_key
 from archiver.recorder import Recorder
 from archiver.sidecar import asset_sidecar, failed_record
-from archiver.state import Asset, State, Task
+from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,10 @@ Refresh = Callable[[str, str, str], Awaitable[str | None]]  # provider, task_id,
 Requeue = Callable[[int, int, float], None]
 
 
-class Archiver:
+class Archivist:
     """Archives assets; the daemon schedules them and owns the pause on a full disk."""
 
-    def __init__(self, config: Config, state: State, storage: Storage, downloader: Downloader,
+    def __init__(self, config: Config, state: StateStore, storage: Storage, downloader: Downloader,
                  staging: Path, *, ask_once: AskOnce, requeue: Requeue,
                  disk_full: Callable[[str], Awaitable[None]], refresh: Refresh | None = None,
                  recorder: Recorder | None = None) -> None:

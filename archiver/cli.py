@@ -22,8 +22,8 @@ from archiver.errors import ArchiverError, ConfigError
 from archiver.lock import Holder, running
 from archiver.scrub import Redactor, json_text, printable
 from archiver.model import ENDED, TaskRef, utc_iso, valid_task_id
-from archiver.model import State as TaskState
-from archiver.state import KEEP_REJECTS, Health, SqliteState, State, Task, open_state, state_path
+from archiver.model import TaskState
+from archiver.state import KEEP_REJECTS, Health, SqliteState, StateStore, Task, open_state, state_path
 from archiver.state import Daemon as DaemonRow
 from archiver.state.sqlite import MEMORY
 
@@ -144,13 +144,13 @@ def no_state_yet(config: Config) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _state(config: Config, *, empty_ok: bool = False) -> AsyncIterator[State]:
+async def _state(config: Config, *, empty_ok: bool = False) -> AsyncIterator[StateStore]:
     """The state DB for one command. Without a SQLite file yet: an empty state in memory if
     `empty_ok` (status and show read nothing, and create no file for it), else an error."""
     if no_state_yet(config):
         if not empty_ok:
             raise ArchiverError(f"no state at {state_path(config)}: the daemon has not run with this config yet")
-        state: State = SqliteState(Path(MEMORY))
+        state: StateStore = SqliteState(Path(MEMORY))
     else:
         state = await open_state(config)
     try:
@@ -173,7 +173,7 @@ def _daemon(holder: Holder | None) -> dict[str, Any]:
             "uptime_seconds": round(time.time() - holder.started_at)}
 
 
-async def status_report(state: State, holder: Holder | None, lease: float,
+async def status_report(state: StateStore, holder: Holder | None, lease: float,
                         config: Config | None = None) -> dict[str, Any]:
     """`status --json`. A daemon is live while its heartbeat is younger than the lease; health rows
     of no live daemon, or from before the running daemon's start, are stale. With `config`, the
@@ -203,7 +203,7 @@ async def status_report(state: State, holder: Holder | None, lease: float,
     }
 
 
-async def inbox_report(state: State, config: Config, limit: int | None = INBOX_SHOWN) -> dict[str, Any]:
+async def inbox_report(state: StateStore, config: Config, limit: int | None = INBOX_SHOWN) -> dict[str, Any]:
     """The first `limit` task lines after the stored inbox position, and the bytes not read yet."""
     found, left = await asyncio.to_thread(inbox.unread, config.inbox.path, await state.inbox_position(),
                                           config.providers.keys(), config.inbox.default_provider, limit)
@@ -317,7 +317,7 @@ async def _show(config: Config, provider: str, task_id: str) -> dict[str, Any]:
         }
 
 
-async def _in_inbox(state: State, config: Config, provider: str, task_id: str) -> dict[str, Any]:
+async def _in_inbox(state: StateStore, config: Config, provider: str, task_id: str) -> dict[str, Any]:
     """A task the state DB does not know, from the inbox lines the daemon has not read yet."""
     for u in (await inbox_report(state, config, None))["unread"]:
         if (u["provider"], u["task_id"]) == (provider, task_id):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from archiver.archiving import Archiver
+from archiver.archiving import Archivist
 from archiver.browse.index import IndexLoop
 from archiver.config import Config
 from archiver.download import Downloader
@@ -29,7 +29,7 @@ from archiver.inbox import InboxReader
 from archiver.lock import DaemonLock
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
 from archiver.logs import task_fields
-from archiver.model import State, TaskStatus
+from archiver.model import TaskState, TaskStatus
 from archiver.pacing import Bucket, ProviderHttp
 from archiver.poller import EntryPoller
 from archiver.providers import PROVIDERS
@@ -37,7 +37,7 @@ from archiver.recorder import Recorder
 from archiver.scrub import Redactor
 from archiver.state import Asset, Task, open_state, state_path
 from archiver.state.records import CLAIM_BATCH
-from archiver.state import State as StateStore
+from archiver.state import StateStore
 from archiver.storage import open_storage
 from archiver.storage.local import root_id
 from archiver.systemd import Notifier
@@ -140,7 +140,7 @@ class Daemon:
                 await self._check_shared_root()
                 downloader = Downloader(downloads, max_bytes=dl.max_bytes, per_host=dl.per_host,
                                         check_url=guard.check_url)
-                self.archiver = Archiver(self.config, self.state, self.storage, downloader, self.staging,
+                self.archivist = Archivist(self.config, self.state, self.storage, downloader, self.staging,
                                          ask_once=self._ask_once, requeue=self._requeue,
                                          disk_full=self._disk_full, refresh=self._refresh_url,
                                          recorder=self.recorder)
@@ -212,7 +212,7 @@ class Daemon:
             http = ProviderHttp(name, api, buckets[name], recorder=self.recorder, redactor=redactor,
                                 max_answer=entry.max_answer)
             pollers[name] = EntryPoller(entry, provider, http, self.state, self._downloads_start,
-                                        self.archiver.write_failed, self.rng, self.recorder)
+                                        self.archivist.write_failed, self.rng, self.recorder)
         return pollers
 
     async def _start_web(self) -> WebServer | None:
@@ -224,7 +224,7 @@ class Daemon:
 
         assert isinstance(self.recorder, Metrics)
         hooks = Hooks(queue=lambda _task: self.claim_soon.set(), poll_now=self._poll_now,
-                      store_failing_since=lambda: self.archiver.storage_failing_since)
+                      store_failing_since=lambda: self.archivist.storage_failing_since)
         server = WebServer(self.config, self.state, self.recorder, hooks)
         await server.start()
         return server
@@ -293,7 +293,7 @@ class Daemon:
         wanted = set()
         claimed = await self.state.claim(held, list(self.pollers))
         for one in claimed:
-            if one.state == State.DOWNLOADING:
+            if one.state == TaskState.DOWNLOADING:
                 pending = [a for a in await self.state.assets(one.pk) if a.state != "archived"]
                 wanted |= {f"{one.pk}-{a.idx}.part" for a in pending}
                 self._downloads_start(await self.state.task(one.pk), pending)
@@ -320,7 +320,7 @@ class Daemon:
         if not (staged.endswith(".part") and pk.isdigit() and idx.isdigit()):
             return False
         waiting = [a for a in await self.state.assets(int(pk)) if a.idx == int(idx) and a.state != "archived"]
-        return bool(waiting) and (await self.state.task(int(pk))).state == State.DOWNLOADING
+        return bool(waiting) and (await self.state.task(int(pk))).state == TaskState.DOWNLOADING
 
     async def _claims(self) -> None:
         while True:
@@ -387,7 +387,7 @@ class Daemon:
         staged files of tasks another daemon finished meanwhile go then too."""
         while True:
             try:
-                await self.archiver.write_due_records()
+                await self.archivist.write_due_records()
                 await self._sweep_staging({f"{pk}-{idx}.part" for pk, idx in self.working})
             except StateUnavailable:
                 pass  # the heartbeat says it, once per outage
@@ -413,7 +413,7 @@ class Daemon:
         self.recorder.inbox_lines("rejected", len(batch.rejects))
         for task in new:
             log.info("provider=%s task_id=%s: queued", task.provider, task.task_id,
-                     extra=task_fields(task.provider, task.task_id, State.QUEUED))
+                     extra=task_fields(task.provider, task.task_id, TaskState.QUEUED))
         if new:
             self.claim_soon.set()
         return batch.full
@@ -429,9 +429,9 @@ class Daemon:
 
         `inline` holds the data: URIs of the answer by index; only memory keeps them (datauri.py)."""
         for idx, uri in (inline or {}).items():
-            self.archiver.inline[(task.pk, idx)] = uri
+            self.archivist.inline[(task.pk, idx)] = uri
         log.info("provider=%s task_id=%s: succeeded with %d asset(s) to download", task.provider,
-                 task.task_id, len(assets), extra=task_fields(task.provider, task.task_id, State.DOWNLOADING))
+                 task.task_id, len(assets), extra=task_fields(task.provider, task.task_id, TaskState.DOWNLOADING))
         for asset in assets:
             self.queue.put_nowait((task.pk, asset.idx))
 
@@ -463,7 +463,7 @@ class Daemon:
             self.busy += 1
             self.working.add((pk, idx))
             try:
-                if await self.archiver.archive(pk, idx):
+                if await self.archivist.archive(pk, idx):
                     self.finished += 1
                 if self.disk_was_full and self.paused_until < time.monotonic():
                     self.disk_was_full = False
@@ -473,7 +473,7 @@ class Daemon:
                 self._requeue(pk, idx, STATE_DOWN_RETRY)
             except LeaseLost:
                 log.info("asset %d of task #%d: another daemon holds the task now; letting it go", idx, pk)
-                self.archiver.let_go(pk, idx)
+                self.archivist.let_go(pk, idx)
             except Exception:
                 log.exception("unexpected error archiving asset %d of task #%d; it will be retried", idx, pk)
                 self._requeue(pk, idx, self.config.download.retry_after)

@@ -16,7 +16,7 @@ def valid_task_id(task_id: str) -> bool:
     return bool(TASK_ID_RE.fullmatch(task_id)) and task_id not in (".", "..")
 
 
-class State(StrEnum):
+class TaskState(StrEnum):
     """A task's life in archiver (design.md §5)."""
 
     QUEUED = "queued"
@@ -26,7 +26,7 @@ class State(StrEnum):
     FAILED = "failed"
 
 
-ENDED = (State.ARCHIVED, State.FAILED)
+ENDED = (TaskState.ARCHIVED, TaskState.FAILED)
 
 
 class Phase(StrEnum):

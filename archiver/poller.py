@@ -28,7 +28,7 @@ from archiver.pacing import ProviderHttp, poll_delay
 from archiver.policy import Policy, lane_at, step_ends
 from archiver.providers.base import Provider
 from archiver.recorder import Recorder
-from archiver.state import Asset, Polled, State, Task
+from archiver.state import Asset, Polled, StateStore, Task
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ OnFailed = Callable[[Task], Awaitable[None]]
 class EntryPoller:
     """Polls every live task of one provider entry that this daemon holds."""
 
-    def __init__(self, entry: ProviderEntry, provider: Provider, http: ProviderHttp, state: State,
+    def __init__(self, entry: ProviderEntry, provider: Provider, http: ProviderHttp, state: StateStore,
                  on_success: OnSuccess, on_failed: OnFailed, rng: random.Random,
                  recorder: Recorder | None = None) -> None:
         self.entry = entry

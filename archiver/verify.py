@@ -21,7 +21,7 @@ from archiver.browse.sources import is_sidecar, media_of
 from archiver.config import Config, ProviderEntry
 from archiver.model import ENDED
 from archiver.sidecar import asset_sidecar
-from archiver.state import Asset, State, Task
+from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
 from archiver.storage.base import Listed
 
@@ -71,7 +71,7 @@ def _size(n: int) -> str:
 
 class Verifier:
     def __init__(self, storage: Storage, layout: str, *, since: str | None = None, deep: bool = False,
-                 state: State | None = None, progress: Callable[[int, int], None] | None = None,
+                 state: StateStore | None = None, progress: Callable[[int, int], None] | None = None,
                  orphan_age: float = ORPHAN_AGE) -> None:
         self.storage = storage
         self.orphan_age = orphan_age
@@ -176,7 +176,7 @@ class Verifier:
 
 
 
-async def fix(problems: list[Problem], state: State, config: Config, storage: Storage) -> None:
+async def fix(problems: list[Problem], state: StateStore, config: Config, storage: Storage) -> None:
     """Repair what the state DB knows how to: say in each problem's `fix` what happened."""
     for p in problems:
         asset_key = p.key.removesuffix(".json") if p.kind == "bad_sidecar" else p.key
@@ -204,7 +204,7 @@ def _damaged(problems: list[Problem], key: str) -> bool:
     return any(p.key == key for p in problems)
 
 
-async def _sidecar(state: State, task: Task, entry: ProviderEntry, asset: Asset) -> bytes:
+async def _sidecar(state: StateStore, task: Task, entry: ProviderEntry, asset: Asset) -> bytes:
     assert asset.key and asset.bytes is not None and asset.sha256 and asset.content_type
     return asset_sidecar(task, entry, asset, key=asset.key, count=await state.asset_count(task.pk),
                          media=media_of(asset.content_type, task.media), content_type=asset.content_type,

@@ -15,7 +15,7 @@ from pathlib import Path
 from measure import Child, free_port, percentile, wait_port
 from scenarios import Rig, Row
 
-from archiver.model import State, TaskRef
+from archiver.model import TaskState, TaskRef
 from archiver.state import SqliteState
 
 TOKEN = "bench-token"
@@ -28,8 +28,8 @@ async def fill(state_dir: Path, tasks: int) -> None:
     try:
         await state.add_tasks([TaskRef("kie", f"m{i:06d}") for i in range(tasks)], note="bench")
         with state.transaction() as db:
-            db.execute("UPDATE tasks SET state = ? WHERE id > ?", (State.ARCHIVED, PENDING))
-            db.execute("UPDATE tasks SET state = ? WHERE id <= ?", (State.POLLING, PENDING))
+            db.execute("UPDATE tasks SET state = ? WHERE id > ?", (TaskState.ARCHIVED, PENDING))
+            db.execute("UPDATE tasks SET state = ? WHERE id <= ?", (TaskState.POLLING, PENDING))
     finally:
         await state.close()
 

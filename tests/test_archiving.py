@@ -1,7 +1,7 @@
-"""The Archiver's rounds: a download that keeps failing ends `download_failed` after
+"""The Archivist's rounds: a download that keeps failing ends `download_failed` after
 MAX_ROUNDS; a failing store never fails a task, however many rounds it takes.
 
-These run the real Archiver on a real state DB, local store and CDN on 127.0.0.1. The test
+These run the real Archivist on a real state DB, local store and CDN on 127.0.0.1. The test
 plays the daemon's scheduler (`requeue`), so that the download.retry_after wait between rounds
 is recorded instead of slept.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from archiver.archiving import MAX_ROUNDS, Archiver
+from archiver.archiving import MAX_ROUNDS, Archivist
 from archiver.config import Config, load_config
 from archiver.download import Downloader
-from archiver.model import Phase, State, TaskRef, TaskStatus
+from archiver.model import Phase, TaskState, TaskRef, TaskStatus
 from archiver.state import SqliteState
 from archiver.storage import open_storage
 from tests.support.cdn import FaultCdn, Resource, serve_at
@@ -31,7 +31,7 @@ from tests.support.fakes import media_bytes
 class Scene:
     config: Config
     state: SqliteState
-    archiver: Archiver
+    archiver: Archivist
     cdn: FaultCdn
     requeued: list[tuple[int, int, float]] = field(default_factory=list)
 
@@ -69,7 +69,7 @@ async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
 
         # One attempt per round, no backoff: each round is one request to the CDN.
         downloader = Downloader(session, max_bytes=10**8, per_host=4, attempts=1, max_wait=0)
-        archiver = Archiver(config, state, open_storage(config.storage), downloader, staging,
+        archiver = Archivist(config, state, open_storage(config.storage), downloader, staging,
                             ask_once=ask_once, requeue=lambda pk, idx, delay: requeued.append((pk, idx, delay)),
                             disk_full=lambda error: None)
         try:
@@ -84,7 +84,7 @@ async def test_download_failed_after_the_rounds_run_out(scene: Scene) -> None:
     assert await scene.rounds(pk, 0, MAX_ROUNDS + 2) == MAX_ROUNDS
     assert [delay for _, _, delay in scene.requeued] == [30.0] * (MAX_ROUNDS - 1)  # download.retry_after
     task = await scene.state.task(pk)
-    assert (task.state, task.reason) == (State.FAILED, "download_failed")
+    assert (task.state, task.reason) == (TaskState.FAILED, "download_failed")
     assert "HTTP 500" in (task.message or "")
     assert len(scene.cdn.hits_for("broken")) == MAX_ROUNDS
     record = json.loads((scene.config.storage.local.root / "_failed" / "kie" / "doomed.json").read_text())
@@ -97,7 +97,7 @@ async def test_a_failure_that_mends_within_the_rounds_is_archived(scene: Scene) 
     scene.cdn.add("mended", Resource(content, script=["503"] * (MAX_ROUNDS - 1) + ["ok"]))
     pk = await scene.succeeded("mended", "mended")
     assert await scene.rounds(pk, 0, MAX_ROUNDS + 2) == MAX_ROUNDS
-    assert (await scene.state.task(pk)).state == State.ARCHIVED
+    assert (await scene.state.task(pk)).state == TaskState.ARCHIVED
     [path] = scene.config.storage.local.root.glob("kie/*/*/*/mended/00.png")
     assert path.read_bytes() == content
 
@@ -110,12 +110,12 @@ async def test_a_failing_store_never_fails_the_task(scene: Scene) -> None:
     (root / "kie").write_text("a file where the kie folder should be")
     pk = await scene.succeeded("waits", "waits")
     assert await scene.rounds(pk, 0, MAX_ROUNDS * 2) == MAX_ROUNDS * 2, "the task stopped being requeued"
-    assert (await scene.state.task(pk)).state == State.DOWNLOADING
+    assert (await scene.state.task(pk)).state == TaskState.DOWNLOADING
     assert {h.name: h.state for h in await scene.state.health()}["storage"] == "failing"
 
     (root / "kie").unlink()
     await scene.archiver.archive(pk, 0)
-    assert (await scene.state.task(pk)).state == State.ARCHIVED
+    assert (await scene.state.task(pk)).state == TaskState.ARCHIVED
     assert {h.name: h.state for h in await scene.state.health()}["storage"] == "ok"
     [path] = root.glob("kie/*/*/*/waits/00.png")
     assert path.read_bytes() == content

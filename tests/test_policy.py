@@ -13,12 +13,12 @@ from pathlib import Path
 
 
 from archiver.config import load_config
-from archiver.model import State as TaskState
+from archiver.model import TaskState
 from archiver.model import TaskRef
 from archiver.pacing import poll_delay
 from archiver.poller import AGE_EVERY
 from archiver.policy import OLD_SHARE, Policy, lane_at, step_ends
-from archiver.state import Position, State, open_state
+from archiver.state import Position, StateStore, open_state
 from tests.support.daemon import base_config, write_config
 from tests.support.postgres import StateBackend, set_first_seen
 
@@ -46,7 +46,7 @@ def test_pick_serves_the_earliest_step_first_and_keeps_the_old_share() -> None:
     assert Policy().pick([["b1"], ["a1"], []], 2) == ["b1", "a1"]
 
 
-async def _state(tmp_path: Path, backend: StateBackend) -> State:
+async def _state(tmp_path: Path, backend: StateBackend) -> StateStore:
     config = load_config(write_config(tmp_path / "config.yaml", base_config(tmp_path, {
         "kie": {"type": "kie", "api_key": "k", "base_url": "http://127.0.0.1:9"}}, **backend.config())))
     state = await open_state(config, daemon=True)
@@ -54,7 +54,7 @@ async def _state(tmp_path: Path, backend: StateBackend) -> State:
     return state
 
 
-async def _simulate(state: State, clock: float, seconds: float,
+async def _simulate(state: StateStore, clock: float, seconds: float,
                     arrivals: dict[float, list[str]]) -> dict[str, list[float]]:
     """Poll as the poller does, one poll per token for `seconds` simulated seconds, from the real
     queue: the tasks of `arrivals` come at their time, and every AGE_EVERY the waiting tasks move on

@@ -1,4 +1,4 @@
-"""The State interface's behaviour, on both backends (SQLite and PostgreSQL).
+"""The StateStore interface's behaviour, on both backends (SQLite and PostgreSQL).
 
 Each test opens the state as the daemon does (a written config, load_config, open_state) through
 the `state_backend` fixture. What only one backend has (several daemons, a shared rate slot, the
@@ -19,24 +19,24 @@ import pytest
 from psycopg.rows import dict_row
 
 from archiver.errors import ArchiverError, LeaseLost
-from archiver.model import Phase, State, TaskRef, TaskStatus
+from archiver.model import Phase, TaskState, TaskRef, TaskStatus
 from archiver.pacing import Bucket
 from archiver.state import Claimed, Polled, Position, Rejected, SqliteState, open_state, pg_schema
-from archiver.state.base import State as StateApi
+from archiver.state.base import StateStore
 from tests.support.postgres import StateBackend
 from tests.support.state import daemon_state, only, state_config
 
-Opener = Callable[..., Awaitable[StateApi]]
+Opener = Callable[..., Awaitable[StateStore]]
 DONE = TaskStatus(Phase.SUCCEEDED, urls=("https://cdn.example/1.png", "https://cdn.example/2.png"))
 ONE_DAEMON = "SQLite has one daemon per state file (lock.py)"
 
 
 @pytest.fixture
 async def opened(tmp_path: Path, state_backend: StateBackend) -> AsyncIterator[Opener]:
-    """open(pid=1, inbox=…, **state) → a joined daemon's State; every one is closed after the test."""
-    states: list[StateApi] = []
+    """open(pid=1, inbox=…, **state) → a joined daemon's TaskState; every one is closed after the test."""
+    states: list[StateStore] = []
 
-    async def opener(pid: int = 1, *, join: bool = True, inbox: str = "inbox.txt", **state: object) -> StateApi:
+    async def opener(pid: int = 1, *, join: bool = True, inbox: str = "inbox.txt", **state: object) -> StateStore:
         config = state_config(tmp_path, state_backend, inbox=inbox, **state)
         found = await daemon_state(config, pid) if join else await open_state(config, daemon=True)
         states.append(found)
@@ -47,13 +47,13 @@ async def opened(tmp_path: Path, state_backend: StateBackend) -> AsyncIterator[O
         await state.close()
 
 
-async def queue(state: StateApi, *task_ids: str, provider: str = "kie") -> list[int]:
+async def queue(state: StateStore, *task_ids: str, provider: str = "kie") -> list[int]:
     tasks = await state.add_tasks([TaskRef(provider, t) for t in task_ids], note="test")
     assert all(t is not None for t in tasks)
     return [t.pk for t in tasks if t is not None]
 
 
-async def archive_asset(state: StateApi, pk: int, idx: int) -> bool:
+async def archive_asset(state: StateStore, pk: int, idx: int) -> bool:
     now = time.time()
     return await state.archived(pk, idx, size=10, sha256="ab" * 32, content_type="image/png",
                                 downloaded_at=now, archived_at=now)
@@ -163,14 +163,14 @@ async def test_claim_takes_free_live_tasks_and_not_another_daemons(opened: Opene
     await queue(a, "elsewhere", provider="other")
     await a.failed(pks[3], "provider_failed")
     claimed = await a.claim(0, ["kie"])
-    assert claimed == [Claimed(pk, "kie", State.QUEUED) for pk in pks[:3]]
+    assert claimed == [Claimed(pk, "kie", TaskState.QUEUED) for pk in pks[:3]]
     [me] = [d for d in await a.daemons() if d.id == a.me]
     assert me.holds == {"queued": 3}
     b = await opened(pid=2, join=False)  # joining a SQLite file would end a's run
     assert await b.claim(0, ["kie"]) == [], "a claim took tasks a live daemon holds"
     [late] = await queue(a, "late")
     assert [t.pk for t in await b.claim(0, ["kie", "other"])] == sorted([late, *[
-        t.pk for t in await a.tasks_in([State.QUEUED]) if t.provider == "other"]])
+        t.pk for t in await a.tasks_in([TaskState.QUEUED]) if t.provider == "other"]])
     assert await a.claim(3, ["kie"]) == []
 
 
@@ -208,7 +208,7 @@ async def test_a_dead_daemons_tasks_go_to_the_living(opened: Opener, state_backe
     if state_backend.name == "postgres":
         assert await dead.heartbeat() is False, "a daemon whose lease ran out was not told"
     await alive.polled(pks[0])
-    assert (await alive.task(pks[0])).state == State.POLLING
+    assert (await alive.task(pks[0])).state == TaskState.POLLING
 
 
 async def test_a_daemon_that_leaves_frees_its_tasks_at_once(opened: Opener) -> None:
@@ -233,7 +233,7 @@ async def test_a_write_to_a_task_another_daemon_holds_raises_lease_lost(opened: 
         with pytest.raises(LeaseLost):
             await write
     assert [(t.state, t.polls) for t in [await holder.task(pk) for pk in (polled, done, failing)]] == \
-        [(State.QUEUED, 0), (State.DOWNLOADING, 1), (State.QUEUED, 0)]
+        [(TaskState.QUEUED, 0), (TaskState.DOWNLOADING, 1), (TaskState.QUEUED, 0)]
     assert [a.state for a in await holder.assets(done)] == ["pending", "pending"]
     assert await archive_asset(holder, done, 0) is False
 
@@ -257,10 +257,10 @@ async def test_several_polls_written_at_once_are_each_counted_and_scheduled(open
     assert lost == {theirs}
     one, two, not_ours = [await holder.task(pk) for pk in (first, again, theirs)]
     assert (one.state, one.polls, one.last_error, one.running_for, one.next_poll_at, one.answered_at,
-            one.updated_at) == (State.POLLING, 1, "slow", 2.0, at + 30, at, at)
+            one.updated_at) == (TaskState.POLLING, 1, "slow", 2.0, at + 30, at, at)
     assert (two.polls, two.running_for, two.next_poll_at, two.empty_polls, two.empty_since, two.updated_at) == \
         (2, 1.0, at + 60, 1, at, before.updated_at), "a later poll moved updated_at or lost running_for"
-    assert (not_ours.state, not_ours.polls) == (State.QUEUED, 0)
+    assert (not_ours.state, not_ours.polls) == (TaskState.QUEUED, 0)
     assert [(h["state"], h["at"]) for h in await holder.history(first)][1:] == [("polling", at)]
     assert [h["state"] for h in await holder.history(again)] == ["queued", "polling"]
     assert [h["state"] for h in await holder.history(theirs)] == ["queued"]
@@ -299,7 +299,7 @@ async def test_success_archive_retry_and_requeue(opened: Opener) -> None:
     state = await opened()
     pk, lone = await queue(state, "two", "lone")
     task, pending = await state.succeeded(pk, DONE)
-    assert task.state == State.DOWNLOADING and task.success_seen_at is not None
+    assert task.state == TaskState.DOWNLOADING and task.success_seen_at is not None
     assert [(a.idx, a.url, a.state) for a in pending] == [(0, DONE.urls[0], "pending"), (1, DONE.urls[1], "pending")]
     assert await state.set_key(pk, 0, "kie/a/00.png") == "kie/a/00.png"
     assert await state.set_key(pk, 0, "kie/b/00.png") == "kie/a/00.png", "a second key replaced the first"
@@ -308,32 +308,32 @@ async def test_success_archive_retry_and_requeue(opened: Opener) -> None:
 
     # The other asset's URL expired: the task failed. A retry keeps the archived asset and redoes only the other.
     failed = await state.failed(pk, "url_expired", message="403")
-    assert failed.state == State.FAILED and [t.pk for t in await state.records_due(time.time() + 1)] == [pk]
+    assert failed.state == TaskState.FAILED and [t.pk for t in await state.records_due(time.time() + 1)] == [pk]
     assert await state.records_due(before=failed.updated_at) == [], "a record due since `before` was handed out"
     await state.record_written(pk)
     assert await state.records_due(time.time() + 1) == []
     await state.retry([pk])
     assert [(a.idx, a.state) for a in await state.assets(pk)] == [(0, "archived")]
     retried = await state.task(pk)
-    assert (retried.state, retried.reason, retried.message) == (State.QUEUED, None, None)
+    assert (retried.state, retried.reason, retried.message) == (TaskState.QUEUED, None, None)
     task, pending = await state.succeeded(pk, DONE)
     assert [a.idx for a in pending] == [1]
     await state.set_key(pk, 1, "kie/a/01.png")
     assert await archive_asset(state, pk, 1) is True
-    assert (await state.task(pk)).state == State.ARCHIVED
+    assert (await state.task(pk)).state == TaskState.ARCHIVED
     assert [h["state"] for h in await state.history(pk)] == \
         ["queued", "downloading", "failed", "queued", "downloading", "archived"]
 
     # Every asset archived before: success again ends the task at once.
     await state.retry([pk])
     task, pending = await state.succeeded(pk, DONE)
-    assert (task.state, pending) == (State.ARCHIVED, [])
+    assert (task.state, pending) == (TaskState.ARCHIVED, [])
 
     # verify --fix puts one asset back under its stored key; any daemon may claim the task.
     await state.requeue_asset(pk, 0, "verify --fix: missing")
     asset = await state.asset(pk, 0)
     assert (asset.state, asset.key) == ("pending", "kie/a/00.png")
-    assert (await state.task(pk)).state == State.QUEUED
+    assert (await state.task(pk)).state == TaskState.QUEUED
     assert [t.pk for t in await state.claim(0, ["kie"])] == [pk, lone]
     assert [k[3] for k in await state.archived_keys()] == ["kie/a/01.png"]
 
@@ -379,7 +379,7 @@ async def test_a_version_1_database_is_migrated_with_its_tasks(opened: Opener, s
     async with await pg_connect(state_backend.dsn) as conn:
         assert await pg_schema.schema_version(conn) == pg_schema.VERSION
     old = await state.find("kie", "old")
-    assert old is not None and old.state == State.POLLING
+    assert old is not None and old.state == TaskState.POLLING
     assert [t.pk for t in await state.claim(0, ["kie"])] == [old.pk]
     assert (await state.counts())["polling"] == 1
 

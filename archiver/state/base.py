@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Protocol
 
-from archiver.model import State as TaskState
+from archiver.model import TaskState
 from archiver.model import TaskRef, TaskStatus
 from archiver.pacing import Bucket
 from archiver.state.records import Asset, Claimed, Daemon, Health, Polled, Position, Rejected, Task
 
 
-class State(Protocol):
+class StateStore(Protocol):
     backend: str  # "sqlite" or "postgres", for messages and status only
     me: str  # this daemon's ID; empty in a CLI process
 

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from archiver.config import Config
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
-from archiver.model import State, TaskRef, TaskStatus
+from archiver.model import TaskState, TaskRef, TaskStatus
 from archiver.pacing import SPACING_MARGIN, Bucket
 from archiver.state.base import lane_case
 from archiver.state.pg_schema import VERSION, migrate, refuse_newer, schema_version
@@ -104,12 +104,12 @@ class PostgresState:
         async with self._conn() as conn:
             return await (await self._run(conn, sql, params)).fetchone()
 
-    async def _history(self, conn: Conn, pk: int, state: State, reason: str | None = None,
+    async def _history(self, conn: Conn, pk: int, state: TaskState, reason: str | None = None,
                        note: str | None = None) -> None:
         await self._run(conn, "INSERT INTO history (task, at, state, reason, note) VALUES (%s, %s, %s, %s, %s)",
                         (pk, time.time(), state.value, reason, note))
 
-    async def _mine(self, conn: Conn, pk: int) -> State:
+    async def _mine(self, conn: Conn, pk: int) -> TaskState:
         """Lock the task's row; its state, if no other daemon holds it (else LeaseLost).
 
         An archived task nobody holds was finished by another daemon while our lease had run out
@@ -117,9 +117,9 @@ class PostgresState:
         """
         row = await (await self._run(conn, "SELECT state, owner FROM tasks WHERE id = %s FOR UPDATE", (pk,))).fetchone()
         assert row is not None
-        if row["owner"] not in (None, self.me) or (row["owner"] is None and row["state"] == State.ARCHIVED.value):
+        if row["owner"] not in (None, self.me) or (row["owner"] is None and row["state"] == TaskState.ARCHIVED.value):
             raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
-        return State(row["state"])
+        return TaskState(row["state"])
 
     # --- daemons and leases -------------------------------------------------------------
 
@@ -174,7 +174,7 @@ class PostgresState:
             UPDATE tasks SET owner = %(me)s, next_poll_at = LEAST(next_poll_at, {NOW}) FROM picked
             WHERE tasks.id = picked.id RETURNING tasks.id, tasks.provider, tasks.state""",
             {"lease": self.lease, "providers": list(providers), "batch": CLAIM_BATCH, "held": held, "me": self.me})
-        return sorted((Claimed(r["id"], r["provider"], State(r["state"])) for r in rows), key=lambda c: c.pk)
+        return sorted((Claimed(r["id"], r["provider"], TaskState(r["state"])) for r in rows), key=lambda c: c.pk)
 
     async def daemons(self) -> list[Daemon]:
         rows = await self._all("SELECT * FROM daemons ORDER BY started_at")
@@ -266,7 +266,7 @@ class PostgresState:
         row = await self._one("SELECT * FROM tasks WHERE provider = %s AND task_id = %s", (provider, task_id))
         return task_from_row(row) if row else None
 
-    async def tasks_in(self, states: Iterable[State]) -> list[Task]:
+    async def tasks_in(self, states: Iterable[TaskState]) -> list[Task]:
         rows = await self._all("SELECT * FROM tasks WHERE state = ANY(%s) ORDER BY id", ([s.value for s in states],))
         return [task_from_row(r) for r in rows]
 
@@ -430,7 +430,7 @@ class PostgresState:
                 " WHERE id = %s RETURNING *",
                 (reason, code, message, time.time(), json.dumps(response) if response is not None else None,
                  int(polled), pk))).fetchone()
-            await self._history(conn, pk, State.FAILED, reason, message)
+            await self._history(conn, pk, TaskState.FAILED, reason, message)
         return task_from_row(row)
 
     async def record_written(self, pk: int) -> None:
@@ -467,7 +467,7 @@ class PostgresState:
                             " first_seen_at = %s, updated_at = %s, unknown_since = NULL, running_for = 0, owner = NULL,"
                             " next_poll_at = %s, lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL"
                             " WHERE id = %s", (now, now, now, pk))
-            await self._history(conn, pk, State.QUEUED, note=note)
+            await self._history(conn, pk, TaskState.QUEUED, note=note)
 
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
                        downloaded_at: float, archived_at: float) -> bool:
@@ -506,9 +506,9 @@ class PostgresState:
 
     async def kept_counts(self) -> dict[str, int]:
         found = {r["state"]: int(r["n"]) for r in await self._all("SELECT state, n FROM task_counts")}
-        return {s.value: found.get(s.value, 0) for s in State}
+        return {s.value: found.get(s.value, 0) for s in TaskState}
 
-    async def recent(self, states: Sequence[State], limit: int, *, by: str = "updated_at") -> list[Task]:
+    async def recent(self, states: Sequence[TaskState], limit: int, *, by: str = "updated_at") -> list[Task]:
         assert by in ("updated_at", "first_seen_at")
         rows = await self._all(f"SELECT * FROM tasks WHERE state = ANY(%s) ORDER BY {by} DESC, id DESC LIMIT %s",
                                ([s.value for s in states], limit))
@@ -526,7 +526,7 @@ class PostgresState:
                                 " next_poll_at = %s, lane = 0, answered_at = NULL, empty_polls = 0,"
                                 " empty_since = NULL WHERE id = %s", (now, now, now, pk))
                 await self._run(conn, "DELETE FROM assets WHERE task = %s AND state <> 'archived'", (pk,))
-                await self._history(conn, pk, State.QUEUED, note="retry")
+                await self._history(conn, pk, TaskState.QUEUED, note="retry")
         return len(pks)
 
     async def oldest_pending(self, provider: str) -> float | None:

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from archiver.model import State, TaskRef
+from archiver.model import TaskState, TaskRef
 
 KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
-LIVE = (State.QUEUED, State.POLLING, State.DOWNLOADING)  # a daemon holds a lease on these
+LIVE = (TaskState.QUEUED, TaskState.POLLING, TaskState.DOWNLOADING)  # a daemon holds a lease on these
 CLAIM_BATCH = 2000  # tasks one claim takes at most: a start with a big backlog takes it in steps
 
 
@@ -37,7 +37,7 @@ class Task:
     provider: str
     task_id: str
     labels: dict[str, str]
-    state: State
+    state: TaskState
     first_seen_at: float
     polls: int
     unknown_since: float | None
@@ -67,7 +67,7 @@ class Claimed:
 
     pk: int
     provider: str
-    state: State
+    state: TaskState
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def per_ref(refs: Sequence[TaskRef], rows: Iterable[Any]) -> list[Any]:
 def task_from_row(row: Any) -> Task:
     return Task(
         pk=row["id"], provider=row["provider"], task_id=row["task_id"],
-        labels=json.loads(row["labels"]), state=State(row["state"]),
+        labels=json.loads(row["labels"]), state=TaskState(row["state"]),
         first_seen_at=row["first_seen_at"], polls=row["polls"],
         unknown_since=row["unknown_since"], success_seen_at=row["success_seen_at"],
         reason=row["reason"], code=row["code"], message=row["message"],

@@ -2,7 +2,7 @@
 
 One writer (the daemon) and any number of readers (status, show) share the file;
 WAL plus a busy timeout keeps them from failing with "database is locked". The calls
-are quick local I/O, so they run on the event loop; `async` is the State interface's.
+are quick local I/O, so they run on the event loop; `async` is the StateStore interface's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from archiver.errors import LeaseLost
 from archiver.files import private_file
-from archiver.model import State, TaskRef, TaskStatus
+from archiver.model import TaskState, TaskRef, TaskStatus
 from archiver.pacing import Bucket, TokenBucket
 from archiver.state.base import lane_case
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Polled, Position,
@@ -173,17 +173,17 @@ class SqliteState:
             raise
         self.db.execute("COMMIT")
 
-    def _history(self, db: sqlite3.Connection, pk: int, state: State, reason: str | None = None,
+    def _history(self, db: sqlite3.Connection, pk: int, state: TaskState, reason: str | None = None,
                  note: str | None = None) -> None:
         db.execute("INSERT INTO history (task, at, state, reason, note) VALUES (?, ?, ?, ?, ?)",
                    (pk, time.time(), state, reason, note))
 
-    def _mine(self, db: sqlite3.Connection, pk: int) -> State:
+    def _mine(self, db: sqlite3.Connection, pk: int) -> TaskState:
         """The task's state, if no other daemon holds it (else LeaseLost); it is ours from here."""
         row = db.execute("SELECT state, owner FROM tasks WHERE id = ?", (pk,)).fetchone()
         if row["owner"] not in (None, self.me):
             raise LeaseLost(f"task #{pk} is now held by another daemon")
-        return State(row["state"])
+        return TaskState(row["state"])
 
     # --- daemons and leases: one daemon per file (lock.py), so its leases never run out -
 
@@ -221,7 +221,7 @@ class SqliteState:
                               f" ('queued', 'polling', 'downloading') AND provider IN ({marks}) ORDER BY id DESC"
                               f" LIMIT ?) RETURNING id, provider, state",
                               (self.me, time.time(), *providers, CLAIM_BATCH)).fetchall()
-        return sorted((Claimed(r[0], r[1], State(r[2])) for r in rows), key=lambda c: c.pk)
+        return sorted((Claimed(r[0], r[1], TaskState(r[2])) for r in rows), key=lambda c: c.pk)
 
     def bucket(self, key_id: str, rate: float) -> Bucket:
         """One daemon: the key's pace is kept in this process."""
@@ -278,11 +278,11 @@ class SqliteState:
         db.executemany(
             "INSERT OR IGNORE INTO tasks (provider, task_id, labels, state, first_seen_at,"
             " updated_at, next_poll_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(ref.provider, ref.task_id, json.dumps(ref.labels), State.QUEUED, now, now, now) for ref in refs])
+            [(ref.provider, ref.task_id, json.dumps(ref.labels), TaskState.QUEUED, now, now, now) for ref in refs])
         # A new rowid is above every rowid in the table, and this transaction holds the write lock:
         # the rows past `last` are exactly the ones just inserted.
         db.execute("INSERT INTO history (task, at, state, note) SELECT id, ?, ?, ? FROM tasks WHERE id > ?",
-                   (now, State.QUEUED, note, last))
+                   (now, TaskState.QUEUED, note, last))
         return db.execute("SELECT id, provider, task_id FROM tasks WHERE id > ?", (last,)).fetchall()
 
     # --- reads --------------------------------------------------------------------------
@@ -298,7 +298,7 @@ class SqliteState:
                               (provider, task_id)).fetchone()
         return task_from_row(row) if row else None
 
-    async def tasks_in(self, states: Iterable[State]) -> list[Task]:
+    async def tasks_in(self, states: Iterable[TaskState]) -> list[Task]:
         states = tuple(states)
         marks = ",".join("?" for _ in states)
         rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY id", states).fetchall()
@@ -339,7 +339,7 @@ class SqliteState:
         """Assets of this daemon's downloading tasks not archived yet: what the next start resumes."""
         return int(self.db.execute("SELECT COUNT(*) FROM assets JOIN tasks ON tasks.id = assets.task"
                                    " WHERE tasks.state = ? AND assets.state != 'archived'",
-                                   (State.DOWNLOADING,)).fetchone()[0])
+                                   (TaskState.DOWNLOADING,)).fetchone()[0])
 
     async def history(self, pk: int) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT at, state, reason, note FROM history WHERE task = ? ORDER BY at, rowid",
@@ -409,10 +409,11 @@ class SqliteState:
                            " running_for = COALESCE(?, running_for), next_poll_at = ?, lane = ?,"
                            " answered_at = ?, empty_polls = ?, empty_since = ?,"
                            " updated_at = CASE WHEN state = ? THEN ? ELSE updated_at END WHERE id = ?",
-                           (State.POLLING, p.error, p.unknown_since, p.running_for, p.next_poll_at, p.lane,
-                            p.answered_at, *p.empty, State.QUEUED, p.at, p.pk))
-                if row["state"] == State.QUEUED:
-                    db.execute("INSERT INTO history (task, at, state) VALUES (?, ?, ?)", (p.pk, p.at, State.POLLING))
+                           (TaskState.POLLING, p.error, p.unknown_since, p.running_for, p.next_poll_at, p.lane,
+                            p.answered_at, *p.empty, TaskState.QUEUED, p.at, p.pk))
+                if row["state"] == TaskState.QUEUED:
+                    db.execute("INSERT INTO history (task, at, state) VALUES (?, ?, ?)",
+                               (p.pk, p.at, TaskState.POLLING))
         return lost
 
     async def succeeded(self, pk: int, status: TaskStatus) -> tuple[Task, list[Asset]]:
@@ -424,17 +425,17 @@ class SqliteState:
                 "UPDATE tasks SET state = ?, polls = polls + 1, last_error = NULL, success_seen_at = ?,"
                 " updated_at = ?, media = ?, model = ?, prompt = ?, input = ?, response = ?,"
                 " task_created_at = ?, task_completed_at = ?, owner = ? WHERE id = ?",
-                (State.DOWNLOADING, now, now, status.media, status.model, status.prompt,
+                (TaskState.DOWNLOADING, now, now, status.media, status.model, status.prompt,
                  json.dumps(status.input) if status.input is not None else None,
                  json.dumps(status.response), status.created_at, status.completed_at, self.me or None, pk))
             roles = status.roles if len(status.roles) == len(status.urls) else (None,) * len(status.urls)
             db.executemany("INSERT OR IGNORE INTO assets (task, idx, url, role) VALUES (?, ?, ?, ?)",
                            [(pk, i, url, role) for i, (url, role) in enumerate(zip(status.urls, roles, strict=True))])
-            self._history(db, pk, State.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
+            self._history(db, pk, TaskState.DOWNLOADING, note=f"{len(status.urls)} result URL(s)")
             # A retried task whose assets were all archived before has nothing left to do.
             if not db.execute("SELECT 1 FROM assets WHERE task = ? AND state != 'archived'", (pk,)).fetchone():
-                db.execute("UPDATE tasks SET state = ?, owner = NULL WHERE id = ?", (State.ARCHIVED, pk))
-                self._history(db, pk, State.ARCHIVED)
+                db.execute("UPDATE tasks SET state = ?, owner = NULL WHERE id = ?", (TaskState.ARCHIVED, pk))
+                self._history(db, pk, TaskState.ARCHIVED)
         return self._task(pk), [a for a in self._assets(pk) if a.state != "archived"]
 
     async def failed(self, pk: int, reason: str, code: str | None = None, message: str | None = None,
@@ -445,9 +446,9 @@ class SqliteState:
             db.execute("UPDATE tasks SET state = ?, reason = ?, code = ?, message = ?, updated_at = ?,"
                        " response = COALESCE(?, response), record_due = 1, owner = NULL, polls = polls + ?"
                        " WHERE id = ?",
-                       (State.FAILED, reason, code, message, time.time(),
+                       (TaskState.FAILED, reason, code, message, time.time(),
                         json.dumps(response) if response is not None else None, int(polled), pk))
-            self._history(db, pk, State.FAILED, reason, message)
+            self._history(db, pk, TaskState.FAILED, reason, message)
         return self._task(pk)
 
     async def record_written(self, pk: int) -> None:
@@ -457,7 +458,7 @@ class SqliteState:
     async def records_due(self, before: float, limit: int = 100) -> list[Task]:
         """Failed tasks, ended before `before`, whose _failed record could not be written yet."""
         rows = self.db.execute("SELECT * FROM tasks WHERE state = ? AND record_due = 1 AND updated_at < ?"
-                               " ORDER BY id LIMIT ?", (State.FAILED, before, limit)).fetchall()
+                               " ORDER BY id LIMIT ?", (TaskState.FAILED, before, limit)).fetchall()
         return [task_from_row(r) for r in rows]
 
     # --- assets -------------------------------------------------------------------------
@@ -486,8 +487,8 @@ class SqliteState:
             db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL, first_seen_at = ?,"
                        " updated_at = ?, unknown_since = NULL, running_for = 0, owner = NULL, next_poll_at = ?,"
                        " lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
-                       (State.QUEUED, now, now, now, pk))
-            self._history(db, pk, State.QUEUED, note=note)
+                       (TaskState.QUEUED, now, now, now, pk))
+            self._history(db, pk, TaskState.QUEUED, note=note)
 
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
                        downloaded_at: float, archived_at: float) -> bool:
@@ -502,8 +503,8 @@ class SqliteState:
             if left:
                 return False
             db.execute("UPDATE tasks SET state = ?, updated_at = ?, owner = NULL WHERE id = ?",
-                       (State.ARCHIVED, archived_at, pk))
-            self._history(db, pk, State.ARCHIVED)
+                       (TaskState.ARCHIVED, archived_at, pk))
+            self._history(db, pk, TaskState.ARCHIVED)
             return True
 
     # --- health and status --------------------------------------------------------------
@@ -524,14 +525,14 @@ class SqliteState:
     async def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
         found = {r[0]: r[1] for r in rows}
-        return {s.value: found.get(s.value, 0) for s in State}
+        return {s.value: found.get(s.value, 0) for s in TaskState}
 
     async def kept_counts(self) -> dict[str, int]:
         """Tasks per state from the trigger-kept table: constant cost at any number of tasks."""
         found = dict(self.db.execute("SELECT state, n FROM task_counts").fetchall())
-        return {s.value: found.get(s.value, 0) for s in State}
+        return {s.value: found.get(s.value, 0) for s in TaskState}
 
-    async def recent(self, states: Sequence[State], limit: int, *, by: str = "updated_at") -> list[Task]:
+    async def recent(self, states: Sequence[TaskState], limit: int, *, by: str = "updated_at") -> list[Task]:
         """The newest tasks in `states`, by `updated_at` (last change) or `first_seen_at`."""
         assert by in ("updated_at", "first_seen_at")
         marks = ",".join("?" for _ in states)
@@ -552,16 +553,16 @@ class SqliteState:
                 db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL,"
                            " first_seen_at = ?, updated_at = ?, unknown_since = NULL, owner = NULL, next_poll_at = ?,"
                            " lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
-                           (State.QUEUED, now, now, now, pk))
+                           (TaskState.QUEUED, now, now, now, pk))
                 db.execute("DELETE FROM assets WHERE task = ? AND state != 'archived'", (pk,))
-                self._history(db, pk, State.QUEUED, note="retry")
+                self._history(db, pk, TaskState.QUEUED, note="retry")
         return len(pks)
 
     async def oldest_pending(self, provider: str) -> float | None:
         """first_seen_at of the provider's oldest unfinished task; one index lookup per state."""
         firsts = [self.db.execute("SELECT MIN(first_seen_at) FROM tasks WHERE provider = ? AND state = ?",
                                   (provider, s)).fetchone()[0]
-                  for s in (State.QUEUED, State.POLLING, State.DOWNLOADING)]
+                  for s in (TaskState.QUEUED, TaskState.POLLING, TaskState.DOWNLOADING)]
         return min((f for f in firsts if f is not None), default=None)
 
     async def probe_write(self) -> None:

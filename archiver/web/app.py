@@ -22,7 +22,7 @@ from archiver.config import Config
 from archiver.errors import ArchiverError
 from archiver.inbox import BadLine, parse_line
 from archiver.model import TaskRef
-from archiver.state import STATE_ERRORS, State, Task, state_path
+from archiver.state import STATE_ERRORS, StateStore, Task, state_path
 from archiver.web.callbacks import CallbackRefused, Incoming, ReplayGuard, verifier_for
 from archiver.web.metrics import CONTENT_TYPE, Metrics
 from archiver.webhook_signatures import FalJwks
@@ -48,7 +48,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class WebServer:
-    def __init__(self, config: Config, state: State, metrics: Metrics, hooks: Hooks) -> None:
+    def __init__(self, config: Config, state: StateStore, metrics: Metrics, hooks: Hooks) -> None:
         assert config.http is not None
         self.config = config
         self.http = config.http

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from archiver import __version__
 from archiver.recorder import Recorder
-from archiver.state import STATE_ERRORS, State
+from archiver.state import STATE_ERRORS, StateStore
 
 # Video-sized work: from a fast poll to a ten-minute download.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -27,7 +27,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class StateCollector(Collector):
     """archiver_tasks{state} and archiver_oldest_pending_seconds{provider}, from the state DB."""
 
-    def __init__(self, state: State, providers: Iterable[str]) -> None:
+    def __init__(self, state: StateStore, providers: Iterable[str]) -> None:
         self.state = state
         self.providers = tuple(providers)
         self.counts: dict[str, int] = {}
@@ -55,7 +55,7 @@ class StateCollector(Collector):
 class Metrics(Recorder):
     """The Recorder that counts, and renders the Prometheus text."""
 
-    def __init__(self, state: State, providers: Iterable[str]) -> None:
+    def __init__(self, state: StateStore, providers: Iterable[str]) -> None:
         disable_created_metrics()  # *_created series double the scrape and no dashboard reads them
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = StateCollector(state, providers)

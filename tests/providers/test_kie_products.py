@@ -14,7 +14,7 @@ import pytest
 from archiver.errors import KeyRejected, ProviderUnavailable
 from archiver.model import Phase
 from archiver.pacing import ProviderHttp, TokenBucket
-from archiver.model import State
+from archiver.model import TaskState
 from archiver.poller import EntryPoller
 from archiver.state import Task
 from archiver.providers.kie import Kie
@@ -64,7 +64,7 @@ def test_per_task_limits_and_grace() -> None:
 def test_the_poller_never_polls_a_task_faster_than_its_limit() -> None:
     fast = entry("kie", "http://127.0.0.1:9", api="suno", poll_intervals=((0.01, float("inf")),))
     poller = EntryPoller(fast, Kie(fast), None, None, lambda t, a, i: None, None, random.Random(1))  # type: ignore[arg-type]
-    task = Task(1, "kie", "t1", {}, State.POLLING, time.time(), 0, None, None, None, None, None, None, None, None,
+    task = Task(1, "kie", "t1", {}, TaskState.POLLING, time.time(), 0, None, None, None, None, None, None, None, None,
                 None, None, None, None, time.time())
     before = time.time()
     assert poller._next_poll(task)["next_poll_at"] - before >= 1 / 3

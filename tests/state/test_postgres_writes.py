@@ -11,7 +11,7 @@ import pytest
 
 from archiver.config import load_config
 from archiver.errors import LeaseLost
-from archiver.model import Phase, State, TaskRef, TaskStatus
+from archiver.model import Phase, TaskState, TaskRef, TaskStatus
 from archiver.state import Position
 from archiver.state.postgres import PostgresState
 from tests.support.daemon import base_config, write_config
@@ -50,20 +50,20 @@ async def test_a_task_s_way_leaves_one_history_row_per_state(pair: tuple[Postgre
     ref = TaskRef("kie", "t1", {"k": "v"})
     assert await one.ingest([ref], [], Position(1, 2, 3, 1)) == [ref]
     task = await one.find("kie", "t1")
-    assert task is not None and task.state == State.QUEUED and task.labels == {"k": "v"}
+    assert task is not None and task.state == TaskState.QUEUED and task.labels == {"k": "v"}
     assert await one.ingest([TaskRef("kie", "t1")], [], Position(1, 2, 9, 2)) == []  # known: no new row
     [claimed] = await one.claim(0, ["kie"])
     await one.polled(claimed.pk, running_for=1.0)
     await one.polled(claimed.pk, error="timeout", running_for=None)
     polled = await one.task(claimed.pk)
-    assert (polled.state, polled.polls, polled.last_error, polled.running_for) == (State.POLLING, 2, "timeout", 1.0)
+    assert (polled.state, polled.polls, polled.last_error, polled.running_for) == (TaskState.POLLING, 2, "timeout", 1.0)
     got, assets = await one.succeeded(claimed.pk, _success(2))
-    assert got.state == State.DOWNLOADING and got.polls == 3 and [a.idx for a in assets] == [0, 1]
+    assert got.state == TaskState.DOWNLOADING and got.polls == 3 and [a.idx for a in assets] == [0, 1]
     assert await _archive(one, claimed.pk, 1) is False
-    assert (await one.task(claimed.pk)).state == State.DOWNLOADING
+    assert (await one.task(claimed.pk)).state == TaskState.DOWNLOADING
     assert await _archive(one, claimed.pk, 0) is True
     done = await one.task(claimed.pk)
-    assert done.state == State.ARCHIVED and await one.assets_pending() == 0
+    assert done.state == TaskState.ARCHIVED and await one.assets_pending() == 0
     states = [h["state"] for h in await one.history(claimed.pk)]
     assert states == ["queued", "polling", "downloading", "archived"]
     notes = [h["note"] for h in await one.history(claimed.pk)]
@@ -80,12 +80,12 @@ async def test_writes_to_a_task_another_daemon_holds_are_refused(pair: tuple[Pos
     with pytest.raises(LeaseLost):
         await two.succeeded(task.pk, _success(1))
     after = await one.task(task.pk)
-    assert (after.state, after.polls) == (State.QUEUED, 0)
+    assert (after.state, after.polls) == (TaskState.QUEUED, 0)
     assert [h["state"] for h in await one.history(task.pk)] == ["queued"]
     await one.succeeded(task.pk, _success(1))
     with pytest.raises(LeaseLost):
         await _archive(two, task.pk, 0)
-    assert (await one.task(task.pk)).state == State.DOWNLOADING
+    assert (await one.task(task.pk)).state == TaskState.DOWNLOADING
 
 
 async def test_assets_archived_at_once_end_their_task_exactly_once(
@@ -96,7 +96,7 @@ async def test_assets_archived_at_once_end_their_task_exactly_once(
         await one.succeeded(task.pk, _success(3))
         ends = await asyncio.gather(*(_archive(one, task.pk, idx) for idx in range(3)))
         assert sorted(ends) == [False, False, True]
-        assert (await one.task(task.pk)).state == State.ARCHIVED
+        assert (await one.task(task.pk)).state == TaskState.ARCHIVED
         assert [h["state"] for h in await one.history(task.pk)].count("archived") == 1
 
 
@@ -110,5 +110,5 @@ async def test_a_retried_success_keeps_its_archived_assets(pair: tuple[PostgresS
     assert await one.retry([task.pk]) == 1
     [again] = await one.claim(0, ["kie"])
     got, pending = await one.succeeded(again.pk, _success(3))
-    assert got.state == State.DOWNLOADING and [a.idx for a in pending] == [1, 2]
+    assert got.state == TaskState.DOWNLOADING and [a.idx for a in pending] == [1, 2]
     assert [(a.idx, a.state) for a in await one.assets(task.pk)] == [(0, "archived"), (1, "pending"), (2, "pending")]

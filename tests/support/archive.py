@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from archiver.config import DEFAULT_POLL_INTERVALS, Config, ProviderEntry, Secret
-from archiver.model import State
+from archiver.model import TaskState
 from archiver.naming import failed_key
 from archiver.sidecar import asset_sidecar, failed_record
 from archiver.state import Asset, SqliteState, Task, open_state, state_path
@@ -149,7 +149,7 @@ def _one(db: Any, made: Generated, n: int, rng: random.Random, pictures: list[by
     prompt = f"{rng.choice(PROMPTS)} #{n}"
     labels = {"project": rng.choice(["ad", "poster", "film"])}
     failed = n % 25 == 24
-    state = State.FAILED if failed else State.ARCHIVED
+    state = TaskState.FAILED if failed else TaskState.ARCHIVED
     pk = db.execute(
         "INSERT INTO tasks (provider, task_id, labels, state, reason, code, message, first_seen_at, updated_at,"
         " success_seen_at, media, model, prompt, input, response) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -20,7 +20,7 @@ from archiver.cli import status_report
 from archiver.config import load_config
 from archiver.errors import ArchiverError
 from archiver.lock import running
-from archiver.state import State, open_state, state_path
+from archiver.state import StateStore, open_state, state_path
 
 
 def write_config(path: Path, doc: dict[str, Any]) -> Path:
@@ -60,7 +60,7 @@ class StatusReader:
 
     def __init__(self, config: Path) -> None:
         self.config = load_config(config, require_secrets=False)
-        self.state: State | None = None
+        self.state: StateStore | None = None
 
     async def read(self) -> dict[str, Any] | None:
         """The report, or None while there is none (no SQLite file yet, PostgreSQL out of reach)."""

@@ -1,4 +1,4 @@
-"""Open the configured State the way the daemon does: a written config, load_config, open_state."""
+"""Open the configured StateStore the way the daemon does: a written config, load_config, open_state."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from archiver.config import Config, load_config
-from archiver.state import State, open_state
+from archiver.state import StateStore, open_state
 from tests.support.daemon import base_config, write_config
 from tests.support.postgres import StateBackend
 
@@ -22,7 +22,7 @@ def state_config(tmp: Path, backend: StateBackend, *, inbox: str = "inbox.txt", 
     return load_config(write_config(tmp / f"config-{inbox}.yaml", doc))
 
 
-async def daemon_state(config: Config, pid: int = 1) -> State:
+async def daemon_state(config: Config, pid: int = 1) -> StateStore:
     """A state opened and joined as the daemon does, under `pid` (any number: nothing is signalled)."""
     state = await open_state(config, daemon=True)
     await state.join(socket.gethostname(), pid)
