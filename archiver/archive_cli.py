@@ -1,4 +1,4 @@
-"""The archive's own commands (design.md §2, §10, §11): `index`, `verify`, `serve`."""
+"""The archive's own commands (docs/operations.md: the gallery index, serve, verify): `index`, `verify`, `serve`."""
 
 from __future__ import annotations
 

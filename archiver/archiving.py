@@ -1,4 +1,4 @@
-"""One asset's way into the archive: download, key, asset, sidecar, state (design.md §6–§8).
+"""One asset's way into the archive: download, key, asset, sidecar, state (docs/design.md, commit points).
 
 Trouble never escapes `archive`: a permanent failure ends the task (with its _failed
 record), a transient one hands the asset back to the daemon to try again later.

@@ -1,4 +1,4 @@
-"""The `archiver` command (design.md §2). Exit codes: 0 ok, 2 usage or config error, 1 failure."""
+"""The `archiver` command (README.md, commands). Exit codes: 0 ok, 2 usage or config error, 1 failure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""YAML config → frozen dataclasses (design.md §3). Every error names its key."""
+"""YAML config → frozen dataclasses (docs/configuration.md). Every error names its key."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ FAL_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 # (every, until): poll every `every` seconds while the task is younger than `until`.
 DEFAULT_POLL_INTERVALS = ((3.0, 30.0), (10.0, 120.0), (30.0, 900.0), (60.0, float("inf")))
 # Replicate deletes API outputs about an hour after they finish, and fal keeps a large
-# result only 6 minutes: their polls never drift far apart (see the README).
+# result only 6 minutes: their polls never drift far apart (see docs/providers.md).
 TYPE_POLL_INTERVALS = {
     "replicate": ((1.0, 30.0), (2.0, 120.0), (5.0, 900.0), (10.0, float("inf"))),
     "fal": ((1.0, 30.0), (3.0, 120.0), (10.0, 900.0), (30.0, float("inf"))),
@@ -54,7 +54,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class CallbackConfig:
-    """A provider entry's webhook (design.md §12): its secret, and whether unknown tasks are adopted."""
+    """A provider entry's webhook (docs/http-api.md): its secret, and whether unknown tasks are adopted."""
 
     secret: Secret
     adopt: bool = False
@@ -62,7 +62,7 @@ class CallbackConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    """The daemon's HTTP server (design.md §12); absent from Config when http.listen is unset."""
+    """The daemon's HTTP server (docs/http-api.md); absent from Config when http.listen is unset."""
 
     host: str
     port: int
@@ -136,7 +136,7 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """The browse index (design.md §10): on or off, and how often touched days are rewritten."""
+    """The browse index (docs/archive-format.md, the index): on or off, and how often touched days are rewritten."""
 
     enabled: bool = True
     every: float = 60.0
@@ -144,7 +144,7 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class StateConfig:
-    """Where task state lives (design.md §13): the SQLite file in state_dir, or PostgreSQL."""
+    """Where task state lives (docs/operations.md): the SQLite file in state_dir, or PostgreSQL."""
 
     backend: str = "sqlite"
     dsn: Secret = Secret("")  # postgres only; may hold a password, so it is a Secret

@@ -1,4 +1,4 @@
-"""The daemon: one object owning intake, pollers and download workers (design.md §5, §9).
+"""The daemon: one object owning intake, pollers and download workers (docs/design.md, one task's way).
 
 `run()` works until SIGTERM/SIGINT; with `burst=True` it returns once the inbox is read
 and no task is left in flight, which makes end-to-end tests deterministic.
@@ -216,7 +216,7 @@ class Daemon:
         return pollers
 
     async def _start_web(self) -> WebServer | None:
-        """The HTTP server (design.md §12), before any work starts: a taken port stops the start."""
+        """The HTTP server (docs/http-api.md), before any work starts: a taken port stops the start."""
         if self.config.http is None:
             return None
         from archiver.web.app import Hooks, WebServer

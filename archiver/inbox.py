@@ -1,4 +1,4 @@
-"""The inbox: a text file users append task lines to, tailed by the daemon (design.md §4).
+"""The inbox: a text file users append task lines to, tailed by the daemon (docs/operations.md, the inbox).
 
 The reader keeps the file open and notices rotation (a new file at the path) and
 truncation (copytruncate); it only ever consumes whole lines, so a line still being

@@ -12,12 +12,12 @@ TASK_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 
 
 def valid_task_id(task_id: str) -> bool:
-    """True for an opaque ID as design.md §4 allows: 1–200 of [A-Za-z0-9._:-], not . or .."""
+    """True for an opaque ID as docs/operations.md (the inbox) allows: 1–200 of [A-Za-z0-9._:-], not . or .."""
     return bool(TASK_ID_RE.fullmatch(task_id)) and task_id not in (".", "..")
 
 
 class TaskState(StrEnum):
-    """A task's life in archiver (design.md §5)."""
+    """A task's life in archiver (docs/design.md, one task's way)."""
 
     QUEUED = "queued"
     POLLING = "polling"

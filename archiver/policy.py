@@ -1,4 +1,4 @@
-"""Which due polls go first when a provider's rate limit cannot serve them all (README: Scheduling).
+"""Which due polls go first when a provider's rate limit cannot serve them all (docs/design.md, scheduling).
 
 Each waiting task is filed in the lane of its poll schedule's step: lane 0 for the first step
 (with the default intervals, its first 30 s), lane 1 for the second, and so on; the last,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 class Recorder:
-    """Every event /metrics counts (design.md §12); the base records nothing."""
+    """Every event /metrics counts (docs/http-api.md, metrics); the base records nothing."""
 
     def poll(self, provider: str, result: str, tasks: int = 1) -> None:
         """`tasks` polls answered with `result` (running, succeeded, failed, not_found, or a trouble)."""

@@ -1,4 +1,4 @@
-"""The JSON written beside each asset (design.md §8) and the _failed record of a task.
+"""The JSON written beside each asset (docs/archive-format.md, the sidecar) and the _failed record of a task.
 
 What a provider reports is stored as returned, but for secrets: one rule, `redact_secrets`,
 applies to every provider's parameters and answers before they reach the archive. Result URLs

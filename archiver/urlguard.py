@@ -1,4 +1,4 @@
-"""SSRF policy (design.md §6): which URLs and addresses a download may reach.
+"""SSRF policy (docs/design.md, one task's way): which URLs and addresses a download may reach.
 
 Contract: the caller follows redirects itself, calls `check_url` on every hop, and sends
 through a session built on `guarded_connector` (no proxy, no trust_env); it maps

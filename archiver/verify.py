@@ -1,4 +1,4 @@
-"""`archiver verify` (design.md §11): check the store against its sidecars and the state DB.
+"""`archiver verify` (docs/operations.md, archiver verify): check the store against its sidecars and the state DB.
 
 Every sidecar's asset must exist with the recorded size and sha256. On a store that keeps
 a whole-object SHA-256 (S3 single-part uploads) that checksum is trusted unless `deep`;

@@ -1,4 +1,4 @@
-"""Benchmarks: how fast and how lean archiver is, measured against curl. See the README, "Benchmarks".
+"""Benchmarks: how fast and how lean archiver is, measured against curl. See bench/RESULTS.md, "How the bench runs".
 
     python bench/run.py [--scenario N ...] [--quick] [--rps R] [--dir /tmp] [--profile DIR] [--backend B]
     python bench/run.py --against REV [--scenario 1|2|4 ...] [--quick] [--rounds 3] [--tasks N]

@@ -1,4 +1,4 @@
-"""Scenario 6: the daemon's HTTP face (design.md §12) — /metrics scrape cost and POST /tasks rate."""
+"""Scenario 6: the daemon's HTTP face (docs/http-api.md) — /metrics scrape cost and POST /tasks rate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Several real `archiver run` processes on one PostgreSQL database (design.md §13).
+"""Several real `archiver run` processes on one PostgreSQL database (docs/operations.md, several daemons on PostgreSQL).
 
 Each daemon has its own state_dir and inbox; they share the DSN and the archive.
 """

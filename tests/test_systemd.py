@@ -128,8 +128,8 @@ def test_vanished_socket_warns_once_and_never_raises(
 
 
 ROOT = Path(__file__).parent.parent
-# Upper-case words the README uses that are not environment variables (provider status words,
-# a placeholder, a flag), and variables only the test suite reads.
+# Upper-case words the README and docs use that are not environment variables (provider status
+# words, a placeholder, a flag), and variables only the test suite reads.
 NOT_FOR_THE_DAEMON = {"VAR", "TASK_ID", "TEXT_SUCCESS", "FIRST_SUCCESS", "CALLBACK_EXCEPTION", "SERVICE_RESULT",
                       "O_APPEND",
                       "ARCHIVER_CRASH_SEED", "ARCHIVER_PG_CRASH_SEED", "ARCHIVER_E2E_SEED", "ARCHIVER_RATE_SEED"}
@@ -137,9 +137,11 @@ NOT_FOR_THE_DAEMON = {"VAR", "TASK_ID", "TEXT_SUCCESS", "FIRST_SUCCESS", "CALLBA
 
 def test_the_env_example_names_every_variable_the_config_and_readme_do() -> None:
     example = (ROOT / "systemd" / "archiver.env.example").read_text()
-    texts = [(ROOT / name).read_text() for name in ("config.example.yaml", "README.md")]
+    docs = ["README.md", "CONTRIBUTING.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+    texts = [(ROOT / name).read_text() for name in ("config.example.yaml", *docs)]
     referenced = {m for text in texts for m in re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text)} - NOT_FOR_THE_DAEMON
-    named = set(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+_?(?![\w])", texts[1])) - NOT_FOR_THE_DAEMON
+    prose = "\n".join(texts[1:])
+    named = set(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+_?(?![\w])", prose)) - NOT_FOR_THE_DAEMON
     assert {"KIE_API_KEY", "FAL_KEY", "ARCHIVER_DSN", "AWS_ACCESS_KEY_ID"} <= referenced | named  # the grep works
     # A ${VAR} of the config is one to fill in: a KEY= line of its own (perhaps commented out).
     lines = {re.sub(r"^#", "", line).partition("=")[0] for line in example.splitlines() if "=" in line}

@@ -1,4 +1,4 @@
-"""Day files and days.json (design.md §10): their shapes, and the day of a key or a record.
+"""Day files and days.json (docs/archive-format.md, the index): their shapes, and the day of a key or a record.
 
 Both sources — the state DB and the store's own sidecars — produce `Day`s through the
 helpers here, so a rebuild from either writes the same bytes.

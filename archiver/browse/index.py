@@ -1,4 +1,4 @@
-"""Keeping the browse index current (design.md §10): the daemon's index loop and `archiver index`.
+"""Keeping the browse index current (docs/operations.md): the daemon's index loop and `archiver index`.
 
 The archiving code does not report anything here. Each round the loop asks the state DB
 (its own read-only connection to SQLite or PostgreSQL, in a thread) for a fingerprint per

@@ -1,4 +1,4 @@
-"""`archiver serve` (design.md §10): the archive root over HTTP, read-only, from either backend.
+"""`archiver serve` (docs/operations.md, archiver serve): the archive root over HTTP, read-only, from either backend.
 
 Only GET and HEAD; a key is served only if it is a stored object under the root, so a
 folder is never listed and `..` leads nowhere. Bodies are streamed from the store in

@@ -1,4 +1,4 @@
-"""The one interface the daemon, the CLI and the HTTP face use for task state (design.md §13).
+"""The one interface the daemon, the CLI and the HTTP face use for task state (docs/design.md, the architecture).
 
 Two backends implement it: SQLite (one daemon, the default) and PostgreSQL (any number of
 daemons sharing tasks through leases). Callers never know which one they have.

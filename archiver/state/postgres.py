@@ -1,4 +1,4 @@
-"""Task state in PostgreSQL: any number of daemons share it (design.md §13).
+"""Task state in PostgreSQL: any number of daemons share it (docs/design.md, several daemons).
 
 A daemon claims free live tasks with FOR UPDATE SKIP LOCKED, its fair share at a time,
 and holds them while its row in `daemons` is fresh: one heartbeat renews every lease it

@@ -55,7 +55,7 @@ class Task:
     updated_at: float
     last_error: str | None = None
     running_for: float = 0.0  # seconds the provider has said "still running" (give_up_after)
-    next_poll_at: float = 0.0  # when the poller asks next (design.md §5's schedule)
+    next_poll_at: float = 0.0  # when the poller asks next (docs/design.md, scheduling under a rate limit)
     answered_at: float | None = None  # the last "still running", with no failed poll since
     empty_polls: int = 0  # successes without a result URL seen so far
     empty_since: float | None = None

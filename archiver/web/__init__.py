@@ -1,1 +1,1 @@
-"""The daemon's HTTP face (design.md §12): health, metrics, status, task intake, callbacks."""
+"""The daemon's HTTP face (docs/http-api.md): health, metrics, status, task intake, callbacks."""

@@ -1,4 +1,4 @@
-"""The daemon's HTTP server (design.md §12), on the daemon's own event loop.
+"""The daemon's HTTP server (docs/http-api.md), on the daemon's own event loop.
 
 Every handler does a few small state DB operations and returns; polling and downloads
 live in their own tasks, so a slow or hostile client only ever holds its own coroutine.

@@ -1,4 +1,4 @@
-"""Provider webhooks (design.md §12): one verifier per signing scheme, and a replay guard.
+"""Provider webhooks (docs/http-api.md, provider callbacks): one verifier per signing scheme, and a replay guard.
 
 A verifier checks a callback and returns the task it names; it never trusts the body's
 URLs, since a valid callback is only a hint to poll that task now. The signature maths

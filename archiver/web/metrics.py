@@ -1,4 +1,4 @@
-"""Prometheus metrics (design.md §12), in a registry of their own.
+"""Prometheus metrics (docs/http-api.md, metrics), in a registry of their own.
 
 Counters and histograms are fed by the daemon through the Recorder methods; the task
 gauges are read from the state DB at scrape time in a fixed number of small queries,

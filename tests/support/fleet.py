@@ -1,4 +1,4 @@
-"""Several real `archiver run` processes on one PostgreSQL database (design.md §13).
+"""Several real `archiver run` processes on one PostgreSQL database (docs/operations.md, several daemons on PostgreSQL).
 
 Each member has its own home (state_dir, inbox, config, log) as every daemon needs one:
 its lock and staging are per state_dir. They share the DSN and one archive.

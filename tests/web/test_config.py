@@ -1,4 +1,4 @@
-"""The `http` section and each entry's `callbacks` (design.md §12), from YAML to dataclasses."""
+"""The `http` section and each entry's `callbacks` (docs/http-api.md), from YAML to dataclasses."""
 
 from __future__ import annotations
 
