@@ -19,16 +19,14 @@ from archiver import __version__, archive_cli, inbox, logs
 from archiver.config import Config, describe, load_config
 from archiver.daemon import Daemon
 from archiver.errors import ArchiverError, ConfigError
-from archiver.lock import Holder, running
 from archiver.scrub import Redactor, json_text, printable
 from archiver.model import ENDED, TaskRef, utc_iso, valid_task_id
 from archiver.model import TaskState
-from archiver.state import KEEP_REJECTS, Health, SqliteState, StateStore, Task, open_state, state_path
-from archiver.state import Daemon as DaemonRow
+from archiver.state import SqliteState, StateStore, Task, open_state, state_path
 from archiver.state.sqlite import MEMORY
+from archiver.status import INBOX_SHOWN, current_status, task_view
 
 CONFIG_PLACES = ("./config.yaml", "/etc/archiver/config.yaml")
-INBOX_SHOWN = 20  # inbox lines not read yet that status lists
 
 
 def find_config(given: str | None) -> Path:
@@ -159,71 +157,9 @@ async def _state(config: Config, *, empty_ok: bool = False) -> AsyncIterator[Sta
         await state.close()
 
 
-def _task_brief(task: Task) -> dict[str, Any]:
-    return {"provider": task.provider, "task_id": task.task_id, "state": task.state.value,
-            "reason": task.reason, "code": task.code, "message": task.message,
-            "polls": task.polls, "last_error": task.last_error, "labels": task.labels,
-            "first_seen_at": utc_iso(task.first_seen_at)}
-
-
-def _daemon(holder: Holder | None) -> dict[str, Any]:
-    if holder is None:
-        return {"running": False}
-    return {"running": True, "pid": holder.pid, "started_at": utc_iso(holder.started_at),
-            "uptime_seconds": round(time.time() - holder.started_at)}
-
-
-async def status_report(state: StateStore, holder: Holder | None, lease: float,
-                        config: Config | None = None) -> dict[str, Any]:
-    """`status --json`. A daemon is live while its heartbeat is younger than the lease; health rows
-    of no live daemon, or from before the running daemon's start, are stale. With `config`, the
-    inbox lines the daemon has not read yet too."""
-    in_flight = await state.recent((TaskState.POLLING, TaskState.DOWNLOADING, TaskState.QUEUED), 50,
-                                   by="first_seen_at")
-    now = time.time()
-    live = {d.id: d for d in await state.daemons() if now - d.seen_at < lease}
-    if state.backend == "sqlite" and holder is None:
-        live = {}  # the lock file is the truth for the one SQLite daemon
-    started = holder.started_at if holder else float("inf")
-    return {
-        "backend": state.backend,
-        "daemon": _daemon(holder),
-        "daemons": [{"id": d.id, "host": d.host, "pid": d.pid, "since": utc_iso(d.started_at),
-                     "seen": utc_iso(d.seen_at), "holds": d.holds} for d in live.values()],
-        "counts": await state.counts(),
-        "in_flight": [_task_brief(t) for t in in_flight],
-        "recent_failures": [_task_brief(t) for t in await state.recent((TaskState.FAILED,), 20)],
-        "rejected_lines": [{"line": r["line_no"], "reason": r["reason"], "text": r["line"],
-                            "at": utc_iso(r["at"])} for r in await state.recent_rejects(KEEP_REJECTS)],
-        "health": {_health_name(h, live): {"state": h.state, "message": h.message, "since": utc_iso(h.at),
-                                           "stale": (h.at < started) if state.backend == "sqlite"
-                                           else h.daemon not in live}
-                   for h in await state.health()},
-        "inbox": await inbox_report(state, config) if config else {"path": None, "unread_bytes": 0, "unread": []},
-    }
-
-
-async def inbox_report(state: StateStore, config: Config, limit: int | None = INBOX_SHOWN) -> dict[str, Any]:
-    """The first `limit` task lines after the stored inbox position, and the bytes not read yet."""
-    found, left = await asyncio.to_thread(inbox.unread, config.inbox.path, await state.inbox_position(),
-                                          config.providers.keys(), config.inbox.default_provider, limit)
-    return {"path": str(config.inbox.path), "unread_bytes": left, "unread": [
-        {"line": u.line_no, "text": u.text, "provider": u.ref and u.ref.provider,
-         "task_id": u.ref and u.ref.task_id, "labels": u.ref.labels if u.ref else {}, "error": u.error}
-        for u in found]}
-
-
-def _health_name(h: Health, live: dict[str, DaemonRow]) -> str:
-    """A row's name; with several daemons each says its own, as `name@host:pid`."""
-    if not h.daemon:
-        return h.name
-    d = live.get(h.daemon)
-    return f"{h.name}@{d.host}:{d.pid}" if d else f"{h.name}@{h.daemon}"
-
-
 async def _status(config: Config) -> dict[str, Any]:
     async with _state(config, empty_ok=True) as state:
-        return await status_report(state, running(state_path(config)), config.state.lease, config)
+        return await current_status(state, config)
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -305,26 +241,7 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
 
 async def _show(config: Config, provider: str, task_id: str) -> dict[str, Any]:
     async with _state(config, empty_ok=True) as state:
-        task = await state.find(provider, task_id)
-        if task is None:
-            return await _in_inbox(state, config, provider, task_id)
-        return _task_brief(task) | {
-            "model": task.model,
-            "history": [{"at": utc_iso(h["at"]), "state": h["state"], "reason": h["reason"],
-                         "note": h["note"]} for h in await state.history(task.pk)],
-            "assets": [{"index": a.idx, "state": a.state, "key": a.key, "bytes": a.bytes,
-                        "sha256": a.sha256} for a in await state.assets(task.pk)],
-        }
-
-
-async def _in_inbox(state: StateStore, config: Config, provider: str, task_id: str) -> dict[str, Any]:
-    """A task the state DB does not know, from the inbox lines the daemon has not read yet."""
-    for u in (await inbox_report(state, config, None))["unread"]:
-        if (u["provider"], u["task_id"]) == (provider, task_id):
-            return {"provider": provider, "task_id": task_id, "state": "inbox", "reason": None, "code": None,
-                    "message": None, "polls": 0, "last_error": None, "labels": u["labels"], "first_seen_at": None,
-                    "model": None, "history": [], "assets": [], "inbox_line": u["line"]}
-    raise ArchiverError(f"no task {provider} {task_id} (add it with: archiver add {provider} {task_id})")
+        return await task_view(state, config, provider, task_id)
 
 
 def show_text(doc: dict[str, Any]) -> str:

@@ -22,14 +22,13 @@ from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
-from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_not_exception_type,
-                      stop_after_attempt)
-from tenacity.wait import wait_exponential, wait_random
+from tenacity import retry_if_exception_type, retry_if_not_exception_type
 
 from archiver.files import open_off_loop
 from archiver.errors import (DiskFull, DownloadFailed, DownloadInterrupted, PermanentError, TooLarge,
                              TransientError, UrlExpired)
 from archiver.pacing import retry_after
+from archiver.retry import Backoff
 from archiver.urlguard import unsafe_from
 
 log = logging.getLogger(__name__)
@@ -117,26 +116,16 @@ class Downloader:
         self.per_host = per_host
         self.check_url = check_url
         self.attempts = attempts
-        self.max_wait = max_wait
+        # 0.5 s, 1 s, 2 s… plus up to 1 s of jitter; a Retry-After is honoured up to max_wait.
+        self.backoff = Backoff(first=0.5, most=max_wait)
         self.hosts: dict[str, asyncio.Semaphore] = {}
 
     async def fetch(self, url: str, dest: Path) -> Fetched:
         """Download `url` to `dest`; raises PermanentError, or TransientError once retries run out."""
-        # 0.5 s, 1 s, 2 s… plus up to 1 s of jitter. (wait_exponential_jitter's `initial` is
-        # deprecated in tenacity 9 and its replacement is missing from the 8.x we support.)
-        backoff = wait_exponential(multiplier=0.5, max=self.max_wait) + wait_random(0, 1)
-
-        def wait(state: RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            hinted = error.retry_after if isinstance(error, TransientError) else None
-            return min(self.max_wait, hinted if hinted is not None else backoff(state))
-
         # A full disk is not retried here: the caller pauses every download until space returns.
         retry = retry_if_exception_type(TransientError) & retry_if_not_exception_type(DiskFull)
-        retrying = AsyncRetrying(retry=retry,
-                                 stop=stop_after_attempt(self.attempts), wait=wait, reraise=True)
         try:
-            async for attempt in retrying:
+            async for attempt in self.backoff.retrying(retry, self.attempts):
                 with attempt:
                     return await self._attempt(url, dest)
         except PermanentError:

@@ -17,9 +17,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tenacity import RetryCallState
-from tenacity.wait import wait_exponential, wait_random
-
 from archiver import datauri
 from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, LeaseLost, RateLimited, StateUnavailable, TransientError
@@ -28,6 +25,7 @@ from archiver.pacing import ProviderHttp, poll_delay
 from archiver.policy import Policy, lane_at, step_ends
 from archiver.providers.base import Provider
 from archiver.recorder import Recorder
+from archiver.retry import Backoff
 from archiver.state import Asset, Polled, StateStore, Task
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ AGE_EVERY = 10.0  # how often waiting tasks move on to the lane of their age
 # WRITE_AFTER seconds: one statement (one commit, one round trip) for many polls. A write lost in a
 # crash only means those tasks are asked again.
 WRITE_AFTER = 1.0
-_backoff = wait_exponential(multiplier=1, max=60) + wait_random(0, 1)
+FAILING = Backoff(first=1.0, most=60.0)  # the pause after failed polls in a row: 1 s, 2 s, 4 s… 60 s, +0-1 s
 
 
 EMPTY_SUCCESS_POLLS = 3  # a success without URLs is asked about this many more times...
@@ -248,9 +246,7 @@ class EntryPoller:
             raise  # our own database, not the provider: see _poll
         except TransientError as e:
             self.failures += 1
-            state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-            state.attempt_number = self.failures
-            await self._trouble("failing", str(e), live, _backoff(state))
+            await self._trouble("failing", str(e), live, FAILING.delay(self.failures))
             return
         await self._healthy()
         for task_id, task in ids.items():

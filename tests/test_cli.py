@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.cli import parser, status_report
-from archiver.model import TaskRef
-from archiver.state import Position, SqliteState
+from archiver.cli import parser
+from archiver.state import SqliteState
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.servers import serve
@@ -139,18 +138,6 @@ async def test_show_suggests_add_only_for_a_task_it_could_add(tmp_path: Path) ->
     await SqliteState(tmp_path / "state" / "archiver.db").close()
     code, _, err = await cli(config, "show", "kie", "abc")
     assert code == 1 and "add it with: archiver add kie abc" in err
-
-
-async def test_in_flight_is_newest_first(tmp_path: Path) -> None:
-    state = SqliteState(tmp_path / "archiver.db")
-    for n, task_id in enumerate(("old", "middle", "new")):
-        await state.ingest([TaskRef("kie", task_id)], [], Position(1, 1, n, n))
-        await asyncio.sleep(0.01)
-    old = await state.find("kie", "old")
-    assert old is not None
-    await state.polled(old.pk)  # a later change must not move it up
-    report = await status_report(state, None, 60.0)
-    assert [t["task_id"] for t in report["in_flight"]] == ["new", "middle", "old"]
 
 
 async def test_version_and_help_for_every_command_and_option(tmp_path: Path) -> None:

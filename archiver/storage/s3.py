@@ -16,17 +16,18 @@ import contextlib
 import datetime as dt
 import errno
 import hashlib
-import itertools
 import logging
 import os
-import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote_plus
 
+from tenacity import retry_if_exception_type
+
 from archiver.config import S3Config
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
+from archiver.retry import Backoff
 from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
 from archiver.storage.local import check_key
 from archiver.storage.s3rest import NETWORK_ERRORS, Body, Client, Reply, S3Error, Unreachable, find, find_all, text
@@ -39,6 +40,7 @@ PART_SIZE = 16 * 1024**2
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 # How a store without conditional writes answers `If-None-Match: *` (when it does not ignore it).
 _NO_CONDITIONAL = {"NotImplemented", "NotSupported"}
+CONFLICTS = Backoff(first=0.05, most=2.0, jitter=0.1)  # a 409's retries: 0.05 s, 0.1 s, 0.2 s… 2 s, +0-0.1 s
 _READ_CHUNK = 256 * 1024  # what one streamed read holds in memory, whatever the object's size
 # Stores (or credentials) that cannot list multipart uploads: start() skips the cleanup.
 _NO_LISTING = {"NotImplemented", "AccessDenied", "MethodNotAllowed"}
@@ -48,7 +50,8 @@ class S3Storage:
     """Keys live under `config.prefix` in `config.bucket`.
 
     `retries` is how many times a request is retried after an unreachable store, a 5xx or
-    SlowDown (with backoff, as botocore's standard mode) before we raise StorageUnavailable.
+    SlowDown (as botocore's standard mode; with archiver/retry.py's backoff) before we raise
+    StorageUnavailable.
     """
 
     def __init__(self, config: S3Config, *, retries: int = 5,
@@ -160,13 +163,16 @@ class S3Storage:
         if not if_absent:
             await self._call(what, key, write({}))
             return
-        for attempt in itertools.count():
-            if (look_first or not self._conditional) and await self.exists(key):
-                raise self._already(key)
-            if not self._conditional:
-                # Check-then-write: two daemons between the HEAD and the PUT both write.
-                await self._call(what, key, write({}))
-                return
+        async for attempt in CONFLICTS.retrying(retry_if_exception_type(_Conflict), self._retries + 1):
+            with attempt:
+                await self._write_absent(what, key, write, look_first)
+
+    async def _write_absent(self, what: str, key: str, write: Callable[[dict[str, str]], Awaitable[object]],
+                            look_first: bool) -> None:
+        """One try of a write where `key` holds no object; _Conflict while another is in flight."""
+        if (look_first or not self._conditional) and await self.exists(key):
+            raise self._already(key)
+        if self._conditional:
             try:
                 await self._call(what, key, write({"If-None-Match": "*"}))
                 return
@@ -175,10 +181,10 @@ class S3Storage:
                 log.warning("s3: %s does not do conditional writes (If-None-Match: * got: %s); until "
                             "restart, writes that must not replace an object check with HEAD first, "
                             "which two daemons racing on one key can both pass", self._url(""), e.__cause__)
-            except _Conflict:
-                if attempt >= self._retries:
-                    raise
-                await asyncio.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.1 * 2**attempt))
+            if await self.exists(key):  # refused: this write, as every one after it, looks first
+                raise self._already(key)
+        # Check-then-write: two daemons between the HEAD and the PUT both write.
+        await self._call(what, key, write({}))
 
     def _already(self, key: str) -> AlreadyStored:
         return AlreadyStored(f"s3: {self._url(key)} already holds an object; it was left as it is", key)

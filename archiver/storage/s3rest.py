@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import hmac
 import os
-import random
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,10 +24,12 @@ from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from tenacity import retry_if_exception
 from yarl import URL
 
 from archiver.config import S3Config
 from archiver.files import open_off_loop
+from archiver.retry import Backoff
 
 NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -38,7 +39,7 @@ _PIECE = 256 * 1024  # what one upload holds in memory while its body goes out
 _RETRY_STATUS = {500, 502, 503, 504}
 _RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded",
                 "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "InternalError"}
-_MAX_BACKOFF = 20.0
+BACKOFF = Backoff(first=0.5, most=20.0, jitter=0.5)  # 0.5 s, 1 s, 2 s… 20 s, +0-0.5 s
 
 
 class S3Error(Exception):
@@ -51,6 +52,13 @@ class S3Error(Exception):
 
 class Unreachable(Exception):
     """No answer from the store (or no credentials to ask with)."""
+
+
+def _retryable(error: BaseException) -> bool:
+    """No answer, a 5xx, or one of the codes botocore's standard mode retries."""
+    if isinstance(error, S3Error):
+        return error.status in _RETRY_STATUS or error.code in _RETRY_CODES
+    return isinstance(error, Unreachable)
 
 
 @dataclass(frozen=True)
@@ -178,26 +186,20 @@ class Client:
 
         A failed connection, a 5xx or throttling is retried with backoff, `retries` times."""
         session, url = await self._start(), self._url(name, query)
-        for attempt in range(self.retries + 1):
-            error: Exception
-            try:
+        async for attempt in BACKOFF.retrying(retry_if_exception(_retryable), self.retries + 1):
+            with attempt:
                 # A redirect (S3's 301/307 for another region) is an error: the signature
                 # names this host.
-                resp = await session.request(method, url, data=body.payload() if body else None,
-                                             headers=await self._sign(method, url, headers or {}, body),
-                                             allow_redirects=False, proxy=self._proxy)
-            except NETWORK_ERRORS as e:
-                error = Unreachable(f"{type(e).__name__}: {e}")
-            else:
-                if resp.status < 300:
-                    return resp
-                error = await _error(resp)
-                if resp.status not in _RETRY_STATUS and error.code not in _RETRY_CODES:
-                    raise error
-            if attempt == self.retries:
-                raise error
-            await asyncio.sleep(random.uniform(0, min(_MAX_BACKOFF, 2.0**attempt)))
-        raise AssertionError("unreachable: the last attempt raises")
+                try:
+                    resp = await session.request(method, url, data=body.payload() if body else None,
+                                                 headers=await self._sign(method, url, headers or {}, body),
+                                                 allow_redirects=False, proxy=self._proxy)
+                except NETWORK_ERRORS as e:
+                    raise Unreachable(f"{type(e).__name__}: {e}") from None
+                if resp.status >= 300:
+                    raise await _error(resp)
+                return resp
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _start(self) -> aiohttp.ClientSession:
         async with self._ready:

@@ -22,7 +22,8 @@ from archiver.config import Config
 from archiver.errors import ArchiverError
 from archiver.inbox import BadLine, parse_line
 from archiver.model import TaskRef
-from archiver.state import STATE_ERRORS, StateStore, Task, state_path
+from archiver.state import STATE_ERRORS, StateStore, Task
+from archiver.status import current_status
 from archiver.web.callbacks import CallbackRefused, Incoming, ReplayGuard, verifier_for
 from archiver.web.metrics import CONTENT_TYPE, Metrics
 from archiver.webhook_signatures import FalJwks
@@ -131,12 +132,8 @@ class WebServer:
         return web.Response(body=await self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def status(self, request: web.Request) -> web.Response:
-        from archiver.cli import status_report  # the CLI's own report; cli imports the daemon
-        from archiver.lock import running
-
         try:
-            report = await status_report(self.state, running(state_path(self.config)), self.config.state.lease,
-                                         self.config)
+            report = await current_status(self.state, self.config)
         except STATE_ERRORS as e:
             return _error(503, f"the state DB cannot be read: {e}")
         return web.json_response(report)
