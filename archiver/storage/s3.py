@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote_plus
 
+from archiver.archive_format.keys import check_key
 from archiver.config import S3Config
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
-from archiver.storage.local import check_key
 from archiver.storage.s3rest import NETWORK_ERRORS, Body, Client, Reply, S3Error, Unreachable, find, find_all, text
 
 log = logging.getLogger(__name__)
