@@ -15,6 +15,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from archiver import datauri
+from archiver.archive_format.keys import KeyFields, failed_key, render_key, sidecar_key
+from archiver.archive_format.media import JSON_TYPE, choose_ext, content_type_for, media_for
+from archiver.archive_format.sidecar import asset_sidecar, failed_record
 from archiver.config import Config
 from archiver.download import Downloader, Fetched, discard, redact
 from archiver.errors import (AlreadyStored, DiskFull, DownloadFailed, DownloadInterrupted, PermanentError,
@@ -22,9 +25,7 @@ from archiver.errors import (AlreadyStored, DiskFull, DownloadFailed, DownloadIn
 from archiver.logs import task_fields
 from archiver.model import Phase, TaskStatus
 from archiver.model import TaskState
-from archiver.naming import KeyFields, choose_ext, content_type_for, failed_key, media_for, render_key
 from archiver.recorder import Recorder
-from archiver.sidecar import asset_sidecar, failed_record
 from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
 
@@ -225,7 +226,7 @@ class Archivist:
         off before a crash, or an asset `verify --fix` put back to work.
         """
         found = await self._stored(key, sha256) if again else None
-        sidecar_there = again and await self.storage.exists(key + ".json")
+        sidecar_there = again and await self.storage.exists(sidecar_key(key))
         if found is not True:
             # The sidecar's write (same folder, next) makes the asset's name durable too.
             await self._put_asset(key, staged, content_type, sha256, replace=found is False,
@@ -233,7 +234,7 @@ class Archivist:
         archived_at = time.time()
         if not sidecar_there:
             try:
-                await self.storage.put_bytes(key + ".json", sidecar(archived_at), content_type="application/json",
+                await self.storage.put_bytes(sidecar_key(key), sidecar(archived_at), content_type=JSON_TYPE,
                                              if_absent=True)
                 self.recorder.stored("ok")
             except AlreadyStored:
@@ -306,7 +307,7 @@ class Archivist:
         record = failed_record(task, entry, await self.state.assets(task.pk), task.updated_at)
         try:
             await self.storage.put_bytes(failed_key(task.provider, task.task_id), record,
-                                         content_type="application/json")
+                                         content_type=JSON_TYPE)
         except (TransientError, OSError) as e:
             self._store_failed()
             log.error("provider=%s task_id=%s: could not write its _failed record (%s); retrying later",

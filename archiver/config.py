@@ -488,7 +488,7 @@ def _storage(raw: dict[str, Any], base: Path) -> StorageConfig:
     if backend not in ("local", "s3"):
         raise ConfigError(f"config: storage.backend: {backend!r} is not local or s3")
     layout = s.get("layout", DEFAULT_LAYOUT)
-    from archiver.naming import check_layout  # naming imports nothing of config's
+    from archiver.archive_format.keys import check_layout  # the format imports nothing of config's
 
     check_layout(layout, "storage.layout")
     local = _section(s, "local", "storage.local", {"root"})

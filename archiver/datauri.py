@@ -13,37 +13,17 @@ import binascii
 import dataclasses
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from archiver.archive_format.redaction import elide, is_elided
 from archiver.download import HEAD_BYTES, Fetched, redact
 from archiver.errors import DownloadFailed, TooLarge
 from archiver.model import TaskStatus
 
 # They arrive inside a JSON answer (see providers.NAME.max_answer) and wait in memory: keep them modest.
 MAX_BYTES = 32 * 1024**2
-# A data: URI anywhere in a string; not one already elided (its payload starts with "… (").
-_URI = re.compile(r"(data:[\w.+/-]*(?:;[\w.+-]+(?:=[\w.+-]*)?)*),(?!… \()[^\s\"'<>]*")
-_ELIDED = re.compile(r"data:[^,]*,… \([^)]*, elided\)")
-
-
-def _size(n: int) -> str:
-    if n >= 1024**2:
-        return f"{n / 1024**2:.1f} MiB"
-    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
-
-
-def elide(text: str) -> str:
-    """Each data: URI in `text` cut to its header and the size of what was cut."""
-    if "data:" not in text:
-        return text
-    return _URI.sub(lambda m: f"{m.group(1)[:200]},… ({_size(len(m.group(0)))}, elided)", text)
-
-
-def is_elided(uri: str) -> bool:
-    return bool(_ELIDED.fullmatch(uri))
 
 
 def elide_json(value: Any) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from tenacity import retry_if_exception_type, retry_if_not_exception_type
@@ -56,12 +56,6 @@ def redact(url: str) -> str:
         port = ""
     # No user:password@ either: only where the file was asked for.
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def bare_url(url: str) -> str:
-    """The URL as an archive may publish it: no query, fragment or user:password (signatures live there)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 @dataclass(frozen=True)

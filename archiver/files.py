@@ -1,9 +1,10 @@
 """Opening files off the event loop without leaking one when the caller is cancelled; the state
-folder's private modes."""
+folder's private modes; folders made and synced so they survive a power cut."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +57,23 @@ def private_file(path: Path) -> None:
         # connection that lost its lock can take the WAL away from under another (corruption).
         return
     os.close(fd)
+
+
+def makedirs_synced(folder: Path) -> None:
+    """Create missing folders, fsyncing each parent so a new folder survives a power cut."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent put
+            new.mkdir()
+        fsync_dir(new.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from archiver.browse.days import day_of_key, key_pattern, utc_day
-from archiver.browse.sources import is_sidecar, media_of
+from archiver.archive_format.days import day_of_key, key_pattern, utc_day
+from archiver.archive_format.keys import (FAILED_PREFIX, INDEX_PREFIX, PAGE_KEY, asset_of_sidecar, is_sidecar,
+                                          sidecar_key)
+from archiver.archive_format.media import JSON_TYPE, media_of
+from archiver.archive_format.sidecar import asset_sidecar, read_recorded
 from archiver.config import Config, ProviderEntry
 from archiver.model import ENDED
-from archiver.sidecar import asset_sidecar
 from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
 from archiver.storage.base import Listed
@@ -85,8 +86,8 @@ class Verifier:
 
     async def run(self) -> Report:
         listing = {item.key: item async for item in self.storage.list()
-                   if not item.key.startswith(("_index/", "_failed/")) and item.key != "index.html"}
-        sidecars = [k for k in listing if is_sidecar(k) and self._wanted(k.removesuffix(".json"), listing[k])]
+                   if not item.key.startswith((INDEX_PREFIX, FAILED_PREFIX)) and item.key != PAGE_KEY}
+        sidecars = [k for k in listing if is_sidecar(k) and self._wanted(asset_of_sidecar(k), listing[k])]
         gate, done = asyncio.Semaphore(CONCURRENCY), 0
 
         async def one(key: str) -> None:
@@ -102,7 +103,7 @@ class Verifier:
         known = await self._check_state(listing) if self.state is not None else set()
         now = time.time()
         for key, item in listing.items():
-            if (not is_sidecar(key) and key + ".json" not in listing and key not in known
+            if (not is_sidecar(key) and sidecar_key(key) not in listing and key not in known
                     and now - item.modified > self.orphan_age and self._wanted(key, item)):
                 self._problem("no_sidecar", key, "an asset without its sidecar, older than an hour")
         assert self.report.problems is not None
@@ -117,16 +118,16 @@ class Verifier:
         return (day_of_key(self.pattern, asset_key) or utc_day(item.modified)) >= self.since
 
     async def _check(self, sidecar: str, listing: dict[str, Listed]) -> None:
-        asset = sidecar.removesuffix(".json")
+        asset = asset_of_sidecar(sidecar)
         try:
-            doc = json.loads(await self.storage.get(sidecar))
-            size, sha256 = int(doc["bytes"]), str(doc["sha256"]).lower()
+            recorded = read_recorded(await self.storage.get(sidecar))
         except FileNotFoundError:
             return  # deleted since the listing
         except (ValueError, KeyError, TypeError) as e:
             self._problem("bad_sidecar", sidecar, f"not a valid sidecar: {type(e).__name__}: {e}"[:200])
             return
-        fields = {"provider": doc.get("provider"), "task_id": doc.get("task_id")}
+        size, sha256 = recorded.bytes, recorded.sha256
+        fields = {"provider": recorded.provider, "task_id": recorded.task_id}
         if asset not in listing:
             self._problem("missing_asset", asset, "the sidecar is there, its asset is not", **fields)
             return
@@ -162,7 +163,7 @@ class Verifier:
         for provider, task_id, seen, key in await self.state.archived_keys():
             if self.since and seen and utc_day(seen) < self.since:
                 continue
-            if key + ".json" not in listing:
+            if sidecar_key(key) not in listing:
                 where = "its asset is there" if key in listing else "its asset is gone too"
                 self._problem("sidecar_gone", key, f"the state DB says archived, but no sidecar ({where})",
                               provider=provider, task_id=task_id)
@@ -171,7 +172,7 @@ class Verifier:
 
     def _problem(self, kind: str, key: str, detail: str, **fields: Any) -> None:
         assert self.report.problems is not None
-        self.seen.add(key.removesuffix(".json") if kind == "bad_sidecar" else key)
+        self.seen.add(asset_of_sidecar(key) if kind == "bad_sidecar" else key)
         self.report.problems.append(Problem(kind, key, detail, **fields))
 
 
@@ -179,7 +180,7 @@ class Verifier:
 async def fix(problems: list[Problem], state: StateStore, config: Config, storage: Storage) -> None:
     """Repair what the state DB knows how to: say in each problem's `fix` what happened."""
     for p in problems:
-        asset_key = p.key.removesuffix(".json") if p.kind == "bad_sidecar" else p.key
+        asset_key = asset_of_sidecar(p.key) if p.kind == "bad_sidecar" else p.key
         asset = await state.asset_by_key(asset_key)
         if asset is None:
             p.fix = "not fixed: no task in the state DB has this key"
@@ -193,7 +194,7 @@ async def fix(problems: list[Problem], state: StateStore, config: Config, storag
             p.fix = f"not fixed: provider entry {task.provider!r} is no longer in the config"
         elif p.kind == "bad_sidecar" and asset.state == "archived" and not _damaged(problems, asset_key):
             # The asset is intact: its sidecar is written again from what the state DB recorded.
-            await storage.put_bytes(p.key, await _sidecar(state, task, entry, asset), content_type="application/json")
+            await storage.put_bytes(p.key, await _sidecar(state, task, entry, asset), content_type=JSON_TYPE)
             p.fix = "sidecar written again from the state DB"
         else:
             await state.requeue_asset(task.pk, asset.idx, note=f"verify --fix: {p.kind}")

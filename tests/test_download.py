@@ -21,7 +21,7 @@ import pytest
 
 from archiver.download import Downloader, Fetched, redact
 from archiver.errors import DownloadFailed, DownloadInterrupted, PermanentError, TooLarge, UrlExpired
-from archiver.naming import choose_ext
+from archiver.archive_format.media import choose_ext
 from archiver.urlguard import UrlGuard, guarded_connector
 from tests.support.cdn import LAST_MODIFIED, FaultCdn, Hit, Resource, etag_of, serve_at
 from tests.support.fakes import PNG, media_bytes

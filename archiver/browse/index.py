@@ -21,14 +21,15 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from archiver.browse.days import DAYS_KEY, PAGE_KEY, Day, day_key, encode_days
+from archiver.archive_format.days import Day, encode_days
+from archiver.archive_format.keys import DAYS_KEY, PAGE_KEY, day_key
+from archiver.archive_format.media import HTML_TYPE, JSON_TYPE
 from archiver.browse.sources import Fingerprint, StateSource, open_source, read_store
 from archiver.config import Config
 from archiver.errors import TransientError
 from archiver.storage import Storage
 
 log = logging.getLogger(__name__)
-JSON = "application/json"
 
 
 def page() -> bytes:
@@ -52,7 +53,7 @@ class IndexWriter:
                 return False
         except FileNotFoundError:
             pass
-        await self.storage.put_bytes(PAGE_KEY, wanted, content_type="text/html; charset=utf-8")
+        await self.storage.put_bytes(PAGE_KEY, wanted, content_type=HTML_TYPE)
         return True
 
     async def load_days(self) -> dict[str, dict[str, Any]]:
@@ -80,7 +81,7 @@ class IndexWriter:
             if self.digests.get(day.date) == digest:
                 self.summaries[day.date] = day.summary()
                 return False
-        await self.storage.put_bytes(day_key(day.date), data, content_type=JSON)
+        await self.storage.put_bytes(day_key(day.date), data, content_type=JSON_TYPE)
         self.digests[day.date] = digest
         self.summaries[day.date] = day.summary()
         return True
@@ -91,7 +92,7 @@ class IndexWriter:
                          key=lambda s: s["date"], reverse=True)
         if current == self.stored_summaries and not force:
             return False
-        await self.storage.put_bytes(DAYS_KEY, encode_days(current, time.time()), content_type=JSON)
+        await self.storage.put_bytes(DAYS_KEY, encode_days(current, time.time()), content_type=JSON_TYPE)
         self.stored_summaries = current
         return True
 

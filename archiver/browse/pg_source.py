@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
-from archiver.browse.days import Day
+from archiver.archive_format.days import Day
 from archiver.browse.sources import ASSETS, EACH_ASSET, EACH_FAILED, FAILED, Fingerprint, StateSource
 from archiver.errors import ArchiverError, StateUnavailable
 

@@ -16,15 +16,15 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from archiver.archive_format.keys import INDEX_PREFIX, PAGE_KEY, check_key
+from archiver.archive_format.media import OCTET_STREAM
 from archiver.browse import DEFAULT_LISTEN
-from archiver.browse.days import PAGE_KEY
 from archiver.errors import ConfigError, StorageUnavailable
 from archiver.storage import Storage
-from archiver.storage.local import check_key
 
 log = logging.getLogger(__name__)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-_NO_CACHE = (PAGE_KEY, "_index/")  # the index changes in place; assets never do
+_NO_CACHE = (PAGE_KEY, INDEX_PREFIX)  # the index changes in place; assets never do
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -80,7 +80,7 @@ def app(storage: Storage) -> web.Application:
             log.error("serve %s: %s", key, e)
             raise web.HTTPServiceUnavailable() from None
         headers = {"Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff",
-                   "Content-Type": info.content_type or "application/octet-stream"}
+                   "Content-Type": info.content_type or OCTET_STREAM}
         if key.startswith(_NO_CACHE):
             headers["Cache-Control"] = "no-cache"
         try:

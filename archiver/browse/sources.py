@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from archiver.browse.days import Day, asset_entry, day_of_key, failed_entry, key_pattern, utc_day
+from archiver.archive_format.days import Day, asset_entry, failed_entry, key_pattern, utc_day
+from archiver.archive_format.keys import FAILED_PREFIX, failed_key, is_sidecar
+from archiver.archive_format.media import media_of
+from archiver.archive_format.sidecar import read_asset_entry, read_failed_entry
 from archiver.config import Config
 from archiver.model import utc_iso
-from archiver.naming import failed_key
 from archiver.state import state_path
 from archiver.storage import Storage
 
@@ -51,16 +53,6 @@ WHERE state = 'failed' GROUP BY day
 
 Row = Any  # a sqlite3.Row or a psycopg dict row: both are read by column name
 Fingerprint = tuple[int, int, int, int, float, float]  # tasks, assets, bytes, failed, newest asset, newest failure
-
-
-def media_of(content_type: str | None, hint: str | None) -> str:
-    """As naming.media_for decided it from the extension: the stored type tells the same."""
-    kind = (content_type or "").partition("/")[0]
-    if kind in ("video", "audio"):
-        return kind
-    if content_type in (None, "application/octet-stream"):
-        return hint or "image"
-    return "image"
 
 
 def open_source(config: Config) -> StateSource:
@@ -156,14 +148,10 @@ def _failed(r: Row) -> dict[str, Any]:
                         labels=json.loads(r["labels"]))
 
 
-def is_sidecar(key: str) -> bool:
-    return key.endswith(".json") and not key.startswith(("_index/", "_failed/"))
-
-
 async def read_store(storage: Storage, layout: str, progress: Callable[[int, int], None] | None = None,
                      concurrency: int = 16) -> tuple[dict[str, Day], int]:
     """Every day from the sidecars and _failed records in the store; also how many were unreadable."""
-    keys = [item.key async for item in storage.list() if is_sidecar(item.key) or item.key.startswith("_failed/")]
+    keys = [item.key async for item in storage.list() if is_sidecar(item.key) or item.key.startswith(FAILED_PREFIX)]
     pattern = key_pattern(layout)
     days: dict[str, Day] = {}
     bad = done = 0
@@ -173,8 +161,7 @@ async def read_store(storage: Storage, layout: str, progress: Callable[[int, int
         nonlocal bad, done
         async with gate:
             try:
-                doc = json.loads(await storage.get(key))
-                _add(days, key, doc, pattern)
+                _add(days, key, await storage.get(key), pattern)
             except FileNotFoundError:
                 pass  # deleted since the listing
             except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -189,21 +176,10 @@ async def read_store(storage: Storage, layout: str, progress: Callable[[int, int
     return days, bad
 
 
-def _add(days: dict[str, Day], key: str, doc: dict[str, Any], pattern: Any) -> None:
-    if key.startswith("_failed/"):
-        date = str(doc["failed_at"])[:10]
-        days.setdefault(date, Day(date)).failed.append(failed_entry(
-            provider=doc["provider"], task_id=doc["task_id"], reason=doc["reason"],
-            provider_code=doc.get("provider_code"), provider_message=doc.get("provider_message"),
-            record=key, labels=doc.get("labels") or {}))
-        return
-    asset = key.removesuffix(".json")
-    date = day_of_key(pattern, asset) or str(doc["archived_at"])[:10]
-    fields = {name: doc.get(name) for name in ("provider", "provider_type", "task_id", "index", "count", "media",
-                                               "model", "prompt", "content_type", "bytes", "sha256",
-                                               "archived_at")}
-    if doc.get("key") != asset or fields["task_id"] is None:
-        raise ValueError(f"its key field says {doc.get('key')!r}")
-    days.setdefault(date, Day(date)).assets.append(
-        asset_entry(key=asset, sidecar=key, labels=doc.get("labels") or {}, **fields))
-
+def _add(days: dict[str, Day], key: str, data: bytes, pattern: Any) -> None:
+    if key.startswith(FAILED_PREFIX):
+        date, entry = read_failed_entry(key, data)
+        days.setdefault(date, Day(date)).failed.append(entry)
+    else:
+        date, entry = read_asset_entry(key, data, pattern)
+        days.setdefault(date, Day(date)).assets.append(entry)

@@ -12,7 +12,6 @@ import errno
 import hashlib
 import itertools
 import logging
-import mimetypes
 import os
 import re
 import secrets
@@ -22,8 +21,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from archiver.archive_format.keys import TEMP_NAME, check_key, temp_name
+from archiver.archive_format.media import content_type_of_key
 from archiver.errors import AlreadyStored, DiskFull, StorageUnavailable
-from archiver.files import open_off_loop
+from archiver.files import fsync_dir, makedirs_synced, open_off_loop
 from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 _READ_CHUNK = 256 * 1024
 _LIST_BATCH = 2000  # listed objects per thread hop
-# `.{name}.tmp-{12 hex}`: what a put leaves behind only when the process dies mid-write.
-_TEMP = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
 # A full quota is a full disk to us: both pause downloads until space is freed.
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 # What link() answers on a file system without hard links (FAT, some FUSE and SMB mounts).
@@ -43,30 +42,6 @@ _MARKER_ID = re.compile(r"[0-9a-f]{32}")
 # Reads go down the tree one folder at a time and refuse a symlink at every step.
 _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def check_key(key: str) -> list[str]:
-    """The key's segments, or ValueError for a key that could leave the root or the layout.
-
-    Refused: empty, absolute, NUL or backslash, empty/`.`/`..` segments, and a last segment
-    shaped like our temp files (start() deletes those, so no key may look like one).
-    """
-    if not isinstance(key, str) or not key:
-        raise ValueError("storage key: must be a non-empty string")
-    if "\x00" in key or "\\" in key:
-        raise ValueError(f"storage key {key!r}: NUL and backslash are not allowed")
-    if key.startswith("/"):
-        raise ValueError(f"storage key {key!r}: must be relative")
-    parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"storage key {key!r}: empty, '.' and '..' segments are not allowed")
-    if _TEMP.fullmatch(parts[-1]):
-        raise ValueError(f"storage key {key!r}: the name looks like a temp file")
-    return parts
-
-
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
 
 
 class LocalStorage:
@@ -96,9 +71,9 @@ class LocalStorage:
 
     def _put_file(self, key: str, path: Path, source: Path, sha256: str, if_absent: bool,
                   sync_folder: bool) -> None:
-        tmp = _temp_name(path)
+        tmp = path.with_name(temp_name(path.name))
         try:
-            _makedirs(path.parent)
+            makedirs_synced(path.parent)
             # Same file system: the staged bytes, hashed as they arrived, move into place
             # instead of being written, read and hashed a second time.
             os.rename(source, tmp)
@@ -118,7 +93,7 @@ class LocalStorage:
             # Publish last: a final name never holds a partial file.
             self._publish(key, tmp, path, if_absent)
             if sync_folder:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         except AlreadyStored:
             # The staged file goes back: the caller still holds what it downloaded.
             try:
@@ -183,9 +158,9 @@ class LocalStorage:
         await asyncio.to_thread(self._write, key, path, lambda dst: dst.write(data), if_absent)
 
     def _write(self, key: str, path: Path, fill: Callable[[BinaryIO], object], if_absent: bool) -> None:
-        tmp = _temp_name(path)
+        tmp = path.with_name(temp_name(path.name))
         try:
-            _makedirs(path.parent)
+            makedirs_synced(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             try:
                 with open(fd, "wb") as dst:
@@ -200,7 +175,7 @@ class LocalStorage:
                     tmp.unlink(missing_ok=True)
                 raise
             # The rename survives a power cut only once the folder's entry is on disk.
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as e:
             raise write_error(e, key, self.root) from e
 
@@ -272,7 +247,7 @@ class LocalStorage:
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
-        return ObjectInfo(size=size, content_type=guess_type(key))
+        return ObjectInfo(size=size, content_type=content_type_of_key(key))
 
     async def list(self, prefix: str = "") -> AsyncIterator[Listed]:
         """Walk the folder that holds `prefix`, a batch of entries per thread hop."""
@@ -293,7 +268,7 @@ class LocalStorage:
             for name in files:
                 full = os.path.join(path, name)
                 key = os.path.relpath(full, self.root).replace(os.sep, "/")
-                if _TEMP.fullmatch(name) or key == MARKER or not key.startswith(prefix):
+                if TEMP_NAME.fullmatch(name) or key == MARKER or not key.startswith(prefix):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     st = os.lstat(full)
@@ -333,7 +308,7 @@ class LocalStorage:
         for folder, _, files in os.walk(self.root):
             for name in files:
                 path = os.path.join(folder, name)
-                if _TEMP.fullmatch(name):
+                if TEMP_NAME.fullmatch(name):
                     with contextlib.suppress(FileNotFoundError):
                         if os.stat(path).st_mtime < before:
                             os.unlink(path)
@@ -368,7 +343,7 @@ def root_id(root: Path) -> str:
             f.write(new + "\n")
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(root)
+        fsync_dir(root)
     except OSError as e:
         with contextlib.suppress(OSError):
             marker.unlink()  # an empty marker would stop every daemon; the next try makes it anew
@@ -391,33 +366,6 @@ def _read_marker(marker: Path, wait: float = 2.0) -> str:
                 f"local archive {marker.parent}: {MARKER} holds no archive ID ({text[:40]!r}); "
                 "stop every daemon on this archive, delete that file and start again")
         time.sleep(0.01)
-
-
-def guess_type(key: str) -> str:
-    """The Content-Type a local file is served with: from its extension, as S3 would store it."""
-    if key.endswith(".json"):
-        return "application/json"
-    return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
-
-
-def _makedirs(folder: Path) -> None:
-    """Create missing folders, fsyncing each parent so a new folder survives a power cut."""
-    missing = []
-    while not folder.is_dir():
-        missing.append(folder)
-        folder = folder.parent
-    for new in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent put
-            new.mkdir()
-        _fsync_dir(new.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _missing(key: str) -> FileNotFoundError:

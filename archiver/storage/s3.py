@@ -25,11 +25,11 @@ from urllib.parse import unquote_plus
 
 from tenacity import retry_if_exception_type
 
+from archiver.archive_format.keys import check_key
 from archiver.config import S3Config
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.retry import Backoff
 from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
-from archiver.storage.local import check_key
 from archiver.storage.s3rest import NETWORK_ERRORS, Body, Client, Reply, S3Error, Unreachable, find, find_all, text
 
 log = logging.getLogger(__name__)

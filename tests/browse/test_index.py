@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from archiver.browse.days import day_key
+from archiver.archive_format.keys import day_key
 import pytest
 
 from archiver.browse.index import IndexLoop, page, rebuild

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from archiver.errors import ConfigError, KeyRejected
-from archiver.sidecar import REDACTED, redact_secrets
+from archiver.archive_format.redaction import REDACTED, redact_secrets
 from archiver.model import Phase, TaskStatus
 from archiver.pacing import ProviderHttp, TokenBucket
 from archiver.providers.acedata import AceData, parse_record, result_urls

@@ -1,7 +1,7 @@
 """A generated archive: rows in a real state DB and, beside them, assets with their real sidecars.
 
 Rows, in SQLite or PostgreSQL, carry what the daemon writes (tasks, assets, archived/failed
-states); sidecars and _failed records come from archiver.sidecar itself. Used by the index,
+states); sidecars and _failed records come from archiver.archive_format.sidecar itself. Used by the index,
 verify and serve tests and by the 100,000-asset bench scenario, where archiving by download
 would take hours.
 """
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archiver.archive_format.keys import failed_key
+from archiver.archive_format.sidecar import asset_sidecar, failed_record
 from archiver.config import DEFAULT_POLL_INTERVALS, Config, ProviderEntry, Secret
 from archiver.model import TaskState
-from archiver.naming import failed_key
-from archiver.sidecar import asset_sidecar, failed_record
 from archiver.state import Asset, SqliteState, Task, open_state, state_path
 
 PROMPTS = ["a lighthouse at dusk", "poster for a jazz night", "a red fox in deep snow", "city skyline in rain",

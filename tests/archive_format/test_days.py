@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archiver.browse.days import Day, day_of_key, key_pattern
+from archiver.archive_format.days import Day, day_of_key, key_pattern
 
 
 @pytest.mark.parametrize(("layout", "key", "day"), [

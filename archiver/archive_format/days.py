@@ -1,4 +1,4 @@
-"""Day files and days.json (docs/archive-format.md, the index): their shapes, and the day of a key or a record.
+"""Day files (`archiver.day/1`) and days.json (`archiver.index/1`), docs/archive-format.md: their shapes, and the day of a key.
 
 Both sources — the state DB and the store's own sidecars — produce `Day`s through the
 helpers here, so a rebuild from either writes the same bytes.
@@ -15,15 +15,11 @@ from typing import Any
 
 from archiver.model import utc_iso
 
-DAYS_KEY = "_index/days.json"
-PAGE_KEY = "index.html"
+DAY_SCHEMA = "archiver.day/1"
+INDEX_SCHEMA = "archiver.index/1"
 ASSET_FIELDS = ("key", "sidecar", "provider", "provider_type", "task_id", "index", "count", "media", "model",
                 "prompt", "labels", "content_type", "bytes", "sha256", "archived_at")
 FAILED_FIELDS = ("provider", "task_id", "reason", "provider_code", "provider_message", "record", "labels")
-
-
-def day_key(date: str) -> str:
-    return f"_index/days/{date}.json"
 
 
 @dataclass
@@ -38,7 +34,7 @@ class Day:
         """Deterministic bytes: the same content always gives the same file (and digest)."""
         assets = sorted(self.assets, key=lambda a: (a["archived_at"] or "", a["key"]), reverse=True)
         failed = sorted(self.failed, key=lambda f: f["record"])
-        doc = {"schema": "archiver.day/1", "date": self.date, "assets": assets, "failed": failed}
+        doc = {"schema": DAY_SCHEMA, "date": self.date, "assets": assets, "failed": failed}
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def summary(self) -> dict[str, Any]:
@@ -50,7 +46,7 @@ class Day:
 def encode_days(summaries: list[dict[str, Any]], now: float) -> bytes:
     """days.json: newest day first; days with nothing in them are left out."""
     days = sorted((s for s in summaries if s["assets"] or s["failed"]), key=lambda s: s["date"], reverse=True)
-    doc = {"schema": "archiver.index/1", "generated_at": utc_iso(now), "days": days}
+    doc = {"schema": INDEX_SCHEMA, "generated_at": utc_iso(now), "days": days}
     return json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8")
 
 

@@ -1,4 +1,7 @@
-"""Storage keys from `storage.layout`, and file extensions from bytes, type or URL path."""
+"""Every key in the archive: assets from `storage.layout`, their sidecars, _failed records, the index.
+
+`check_key` is the one rule every storage backend and `archiver serve` apply to a key.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +9,21 @@ import datetime as dt
 import hashlib
 import posixpath
 import re
+import secrets
 import string
 import unicodedata
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from archiver.errors import ConfigError
 
 PLACEHOLDERS = ("provider", "provider_type", "task_id", "index", "count", "ext", "media", "model", "date")
-
-_CONTENT_TYPES = {
-    "png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "gif": "image/gif",
-    "mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime", "mp3": "audio/mpeg",
-    "wav": "audio/wav", "m4a": "audio/mp4", "aac": "audio/aac", "flac": "audio/flac",
-    "bin": "application/octet-stream",
-}
-_FROM_TYPE = {v: k for k, v in _CONTENT_TYPES.items()} | {
-    "image/jpg": "jpg", "audio/mp3": "mp3", "audio/x-wav": "wav", "audio/wave": "wav",
-    "audio/x-m4a": "m4a", "audio/x-flac": "flac"}
-_URL_EXTS = {"png", "jpg", "jpeg", "webp", "gif", "mp4", "webm", "mov", "mp3", "wav", "m4a", "aac", "flac"}
-_VIDEO, _AUDIO = {"mp4", "webm", "mov"}, {"mp3", "wav", "m4a", "aac", "flac"}
-_M4A_BRANDS = (b"M4A ", b"M4B ", b"M4P ")
+SIDECAR_SUFFIX = ".json"
+FAILED_PREFIX = "_failed/"
+INDEX_PREFIX = "_index/"
+DAYS_KEY = "_index/days.json"
+PAGE_KEY = "index.html"
+# `.{name}.tmp-{12 hex}`: what a put leaves behind only when the process dies mid-write.
+TEMP_NAME = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -102,66 +99,48 @@ def _fit(part: str, limit: int = 240) -> str:
     return f"{part[:100]}-{digest}-{part[-100:]}"
 
 
+def check_key(key: str) -> list[str]:
+    """The key's segments, or ValueError for a key that could leave the root or the layout.
+
+    Refused: empty, absolute, NUL or backslash, empty/`.`/`..` segments, and a last segment
+    shaped like our temp files (a local store's start() deletes those, so no key may look like one).
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("storage key: must be a non-empty string")
+    if "\x00" in key or "\\" in key:
+        raise ValueError(f"storage key {key!r}: NUL and backslash are not allowed")
+    if key.startswith("/"):
+        raise ValueError(f"storage key {key!r}: must be relative")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"storage key {key!r}: empty, '.' and '..' segments are not allowed")
+    if TEMP_NAME.fullmatch(parts[-1]):
+        raise ValueError(f"storage key {key!r}: the name looks like a temp file")
+    return parts
+
+
+def temp_name(name: str) -> str:
+    """A fresh name, matching TEMP_NAME, for the file a write goes to before it is published as `name`."""
+    return f".{name}.tmp-{secrets.token_hex(6)}"
+
+
+def sidecar_key(asset_key: str) -> str:
+    return asset_key + SIDECAR_SUFFIX
+
+
+def asset_of_sidecar(sidecar: str) -> str:
+    return sidecar.removesuffix(SIDECAR_SUFFIX)
+
+
+def is_sidecar(key: str) -> bool:
+    return key.endswith(SIDECAR_SUFFIX) and not key.startswith((INDEX_PREFIX, FAILED_PREFIX))
+
+
 def failed_key(provider: str, task_id: str) -> str:
-    return f"_failed/{_segment(provider)}/{_segment(task_id)}.json"
+    return f"{FAILED_PREFIX}{_segment(provider)}/{_segment(task_id)}.json"
 
 
-def sniff_ext(head: bytes) -> str | None:
-    """The file type from its first bytes, for the formats we archive."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "webm"
-    if head[4:8] == b"ftyp":
-        if head[8:12] in _M4A_BRANDS:
-            return "m4a"
-        return "mov" if head[8:10] == b"qt" else "mp4"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:3] == b"ID3":
-        return "mp3"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        # An MPEG audio frame sync: layer bits 00 are AAC in ADTS, 01 is MP3 (layer III).
-        layer = (head[1] >> 1) & 0b11
-        if layer == 0 and head[1] & 0xF0 == 0xF0:
-            return "aac"
-        if layer == 1:
-            return "mp3"
-    return None
+def day_key(date: str) -> str:
+    return f"{INDEX_PREFIX}days/{date}.json"
 
 
-def choose_ext(head: bytes, content_type: str | None, url: str) -> str:
-    """Bytes first, then Content-Type, then the URL path (never its query string)."""
-    ext = sniff_ext(head)
-    if ext:
-        return ext
-    mime = (content_type or "").split(";")[0].strip().lower()
-    if mime in _FROM_TYPE and mime != "application/octet-stream":  # says nothing: try the URL
-        return _FROM_TYPE[mime]
-    suffix = posixpath.splitext(urlsplit(url).path)[1].lower().lstrip(".")
-    if suffix in _URL_EXTS:
-        return "jpg" if suffix == "jpeg" else suffix
-    return "bin"
-
-
-def content_type_for(ext: str) -> str:
-    return _CONTENT_TYPES.get(ext, "application/octet-stream")
-
-
-def media_for(ext: str, hint: str | None) -> str:
-    """image / video / audio: the bytes' type wins over the provider's hint."""
-    if ext in _VIDEO:
-        return "video"
-    if ext in _AUDIO:
-        return "audio"
-    if ext == "bin":
-        return hint or "image"
-    return "image"

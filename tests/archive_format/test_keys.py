@@ -7,8 +7,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from archiver.naming import KeyFields, choose_ext, content_type_for, media_for, render_key, sniff_ext
-from archiver.storage.local import LocalStorage, check_key
+from archiver.archive_format.keys import KeyFields, check_key, render_key
+from archiver.archive_format.media import TYPES, choose_ext, content_type_for, media_for, sniff_ext
+from archiver.storage.local import LocalStorage
 from tests.support.fakes import JPEG, MP4, PNG
 
 DEFAULT_LAYOUT = "{provider}/{date:%Y/%m/%d}/{task_id}/{index:02d}.{ext}"
@@ -147,3 +148,11 @@ def test_audio_from_type_or_url(content_type: str | None, url: str, ext: str) ->
 ])
 def test_choose_ext(head: bytes, content_type: str | None, url: str, ext: str) -> None:
     assert choose_ext(head, content_type, url) == ext
+
+
+@pytest.mark.parametrize("ext", sorted(TYPES))
+async def test_a_local_archive_serves_the_type_s3_stores(tmp_path: Path, ext: str) -> None:
+    """One table: the type a local file is served with is the one a put gives S3."""
+    storage = LocalStorage(tmp_path)
+    await storage.put_bytes(f"a/00.{ext}", b"x", content_type=content_type_for(ext))
+    assert (await storage.stat(f"a/00.{ext}")).content_type == content_type_for(ext) == TYPES[ext][0]

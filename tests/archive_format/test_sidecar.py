@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.sidecar import REDACTED, is_secret_field, redact_secrets
+from archiver.archive_format.redaction import REDACTED, is_secret_field, redact_secrets
 from tests.support.daemon import DaemonProcess, base_config, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.servers import serve
