@@ -1,4 +1,6 @@
-"""Day files (`archiver.day/1`) and days.json (`archiver.index/1`), docs/archive-format.md: their shapes, and the day of a key.
+"""Day files (`archiver.day/1`) and days.json (`archiver.index/1`): their shapes, and the day of a key.
+
+The shapes are documented in docs/archive-format.md.
 
 Both sources — the state DB and the store's own sidecars — produce `Day`s through the
 helpers here, so a rebuild from either writes the same bytes.
