@@ -1,11 +1,14 @@
-"""Config of the newer provider types: kie `api`, fal `app` and `jwks_url`, per-type defaults."""
+"""Config of the newer provider types: kie `api`, fal `app` and `jwks_url` (each type's own Options),
+per-type defaults."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from archiver.config import DEFAULT_POLL_INTERVALS, load_config
+from archiver.providers.entry import NoOptions
 from archiver.providers.fal import JWKS_URL as FAL_JWKS_URL
+from archiver.providers.fal import FalOptions
 from archiver.providers.kie import APIS as KIE_APIS
 
 
@@ -31,6 +34,8 @@ def test_replicate_and_fal_defaults(tmp_path: Path) -> None:
     assert (f.base_url, f.requests_per_second, f.options.app, f.options.jwks_url) == (
         "https://queue.fal.run", 10.0, "fal-ai/flux/dev", FAL_JWKS_URL)
     assert g.options.jwks_url == "http://127.0.0.1:9/jwks.json"
+    # Each entry holds its own type's options, and only those.
+    assert isinstance(r.options, NoOptions) and isinstance(f.options, FalOptions)
     # Tighter than the default schedule: Replicate deletes outputs after an hour, fal large results in 6 min.
     for entry in (r, f):
         assert entry.poll_intervals[0][0] == 1.0
