@@ -1,4 +1,4 @@
-"""Results sent inline as `data:` URIs (Replicate and fal sync mode): decoded, never fetched.
+"""Results sent inline as `data:` URIs (some providers answer so in a sync mode): decoded, never fetched.
 
 A data: URI's payload is never stored: the state DB, sidecars, _failed records and the index
 keep `data:image/png;base64,… (1.4 MiB, elided)` (`elide_status`, applied to every poll
@@ -27,7 +27,7 @@ MAX_BYTES = 32 * 1024**2
 
 
 def elide_json(value: Any) -> Any:
-    """A copy of a provider's JSON with every data: URI elided, also inside JSON-in-a-string (kie's resultJson)."""
+    """A copy of a provider's JSON with every data: URI elided, also inside JSON-in-a-string (a result list)."""
     if isinstance(value, dict):
         return {k: elide_json(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -23,7 +23,7 @@ from archiver.errors import KeyRejected, LeaseLost, RateLimited, StateUnavailabl
 from archiver.model import Phase, TaskStatus
 from archiver.pacing import ProviderHttp, poll_delay
 from archiver.policy import Policy, lane_at, step_ends
-from archiver.providers.base import Provider
+from archiver.providers.base import Provider, RefreshesUrls
 from archiver.recorder import Recorder
 from archiver.retry import Backoff
 from archiver.state import Asset, Polled, StateStore, Task
@@ -144,8 +144,8 @@ class EntryPoller:
         now = time.time()
         normal = 0.0 if task.pk in self.hinted else poll_delay(self.entry.poll_intervals, now - task.first_seen_at,
                                                               self.rng)
-        # A provider may cap queries per task (kie's 4o Image and Suno: 3 a second).
-        normal = max(normal, getattr(self.provider, "min_poll_interval", 0.0))
+        # A provider may cap queries per task (Provider.min_poll_interval).
+        normal = max(normal, self.provider.min_poll_interval)
         at = now + max(normal, delay or 0.0)
         return {"next_poll_at": at, "lane": lane_at(self.ends, at - task.first_seen_at)}
 
@@ -155,7 +155,7 @@ class EntryPoller:
                 await asyncio.sleep(pause)
             await self.slots.acquire()
             # Take the batch only when a request could go now, so a batching provider
-            # (acedata) collects every task that fell due while we waited for the token.
+            # (batch_size above 1) collects every task that fell due while we waited for the token.
             await self.http.bucket.ready()
             try:
                 if self.unwritten and time.monotonic() - self.unwritten_since >= WRITE_AFTER:
@@ -268,12 +268,11 @@ class EntryPoller:
             return None
 
     async def refresh_url(self, task_id: str, url: str) -> str | None:
-        """A fresh link for an expired result URL, if the provider offers them (kie); else None."""
-        refresh = getattr(self.provider, "refresh_url", None)
-        if refresh is None:
+        """A fresh link for an expired result URL, if the provider offers them (RefreshesUrls); else None."""
+        if not isinstance(self.provider, RefreshesUrls):
             return None
         try:
-            return await refresh(self.http, task_id, url)
+            return await self.provider.refresh_url(self.http, task_id, url)
         except (TransientError, KeyRejected) as e:
             log.warning("provider=%s task_id=%s: asking for a fresh URL failed: %s", self.entry.name, task_id,
                         e, extra={"provider": self.entry.name, "task_id": task_id})
@@ -340,7 +339,9 @@ class EntryPoller:
         empty, since = task.empty_polls + 1, task.empty_since or now
         wait = self.entry.empty_success_wait
         if wait is None:
-            wait = getattr(self.provider, "empty_success_wait", EMPTY_SUCCESS_WAIT)  # apipod waits longer
+            wait = self.provider.empty_success_wait
+        if wait is None:
+            wait = EMPTY_SUCCESS_WAIT
         if empty > EMPTY_SUCCESS_POLLS and now - since >= wait:
             await self._fail(task, "provider_failed", message="succeeded without any result URL",
                              response=status.response)

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from archiver.config import PROVIDER_TYPES
+from archiver.providers import PROVIDERS
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.servers import canned, serve
@@ -74,7 +74,7 @@ async def _run_world(tmp: Path) -> Seen:
     env = dict(os.environ, HOOK=HOOK, ARCHIVER_HTTP_TOKEN=TOKEN)
     providers: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
-        for ptype in PROVIDER_TYPES:
+        for ptype in PROVIDERS:
             for case in CASES:
                 base = await stack.enter_async_context(serve(canned(*answer(case, key_of(ptype, case)))))
                 providers[f"{ptype}-{case}"] = entry(ptype, base, case)
@@ -117,7 +117,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Seen:
     return asyncio.run(_run_world(tmp_path_factory.mktemp("hostile")))
 
 
-@pytest.mark.parametrize("ptype", PROVIDER_TYPES)
+@pytest.mark.parametrize("ptype", list(PROVIDERS))
 def test_a_key_echoed_back_is_redacted_everywhere(world: Seen, ptype: str) -> None:
     secrets = [key_of(ptype, case) for case in CASES] + [TOKEN, HOOK]
     for where, text in world.texts.items():

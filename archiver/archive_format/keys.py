@@ -57,7 +57,7 @@ def check_layout(layout: object, key: str) -> None:
         raise ConfigError(f"config: {key}: keys are relative to the archive root: no leading / and no .. segment")
     if not {"task_id", "index"} <= names:
         raise ConfigError(f"config: {key}: must contain {{task_id}} and {{index}} so keys are unique")
-    sample = KeyFields("p", "kie", "t", 0, 1, "png", "image", "m", dt.datetime(2026, 1, 1))
+    sample = KeyFields("p", "type", "t", 0, 1, "png", "image", "m", dt.datetime(2026, 1, 1))
     try:
         render_key(layout, sample)
     except (ValueError, KeyError, IndexError, AttributeError) as e:

@@ -1,4 +1,9 @@
-"""Provider adapters, one module each, and the explicit registry of them."""
+"""Provider adapters, one module each, and the explicit registry of them.
+
+A provider module declares everything about its type (see base.Provider); config, the poller
+and the HTTP server ask this registry and name no type themselves. Adding a provider is one
+module, one line here, its fixtures and its tests (CONTRIBUTING.md, "Adding a provider").
+"""
 
 from __future__ import annotations
 

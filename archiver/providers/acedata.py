@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
-from archiver.config import ProviderEntry
 from archiver.errors import ConfigError, KeyRejected, ProviderUnavailable, RateLimited
 from archiver.model import Phase, TaskStatus
 from archiver.providers.base import Http, Reply, bearer, media_from_model, seconds_to_iso, text
+from archiver.providers.callbacks import query_token
+from archiver.providers.entry import ProviderEntry, Schedule
+from archiver.values import DEFAULT_POLL_INTERVALS
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +49,43 @@ _POLICY = re.compile(r"moderat|polic|nsfw|sensitive|prohibit|violat|inappropriat
 _SKIP = {"callback_url", "start_image_url", "end_image_url", "last_frame_url", "thumbnail_url"}
 
 
+@dataclass(frozen=True)
+class AceDataOptions:
+    """`service`: the API the entry's tasks were made with (seedream, veo…); it is in the query URL."""
+
+    service: str
+    keys: ClassVar[frozenset[str]] = frozenset({"service"})
+
+    @classmethod
+    def parse(cls, item: Mapping[str, Any], key: str) -> Self:
+        if not item.get("service"):
+            raise ConfigError(f"config: {key}.service: acedata entries name their service, e.g. seedream")
+        return cls(str(item["service"]))
+
+    @classmethod
+    def misplaced(cls, item: Mapping[str, Any], key: str) -> None:
+        return None  # another type's entry may say its service; nothing reads it
+
+    def view(self) -> dict[str, Any]:
+        return {"service": self.service}
+
+
 class AceData:
     type: ClassVar[str] = "acedata"
+    options: ClassVar[type[AceDataOptions]] = AceDataOptions
+    base_url: ClassVar[str] = "https://api.acedata.cloud"
     requests_per_second: ClassVar[float] = 1.0
+    poll_intervals: ClassVar[Schedule] = DEFAULT_POLL_INTERVALS
     batch_size: ClassVar[int] = 50
-    not_found_grace: ClassVar[float] = 120.0
+    not_found_grace: float = 120.0
+    min_poll_interval: float = 0.0
+    empty_success_wait: ClassVar[float | None] = None
+    verify_callback = staticmethod(query_token)
 
     def __init__(self, entry: ProviderEntry) -> None:
-        if not entry.service:
-            raise ConfigError(f"config: providers.{entry.name}.service: acedata needs a service")
         self.entry = entry
-        self.url = f"{entry.base_url}/{quote(entry.service, safe='')}/tasks"
+        service = entry.options_as(AceDataOptions).service
+        self.url = f"{entry.base_url}/{quote(service, safe='')}/tasks"
 
     async def poll(self, http: Http, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         if not task_ids:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
-from archiver.config import ProviderEntry
-from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
+from archiver.errors import ConfigError, KeyRejected, ProviderUnavailable, RateLimited
 from archiver.model import Phase, TaskStatus
 from archiver.providers.base import Http, Reply, bearer, seconds_to_iso, text, url_list
+from archiver.providers.callbacks import query_token
+from archiver.providers.entry import ProviderEntry, Schedule
+from archiver.values import DEFAULT_POLL_INTERVALS
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +29,51 @@ _POLICY = re.compile(r"moderat|polic|nsfw|sensitive|prohibit|violat|inappropriat
                      re.IGNORECASE)
 
 
+@dataclass(frozen=True)
+class ApiPodOptions:
+    """`family`: images, videos, or auto (ask images, then videos)."""
+
+    family: str = "auto"
+    keys: ClassVar[frozenset[str]] = frozenset({"family"})
+
+    @classmethod
+    def parse(cls, item: Mapping[str, Any], key: str) -> Self:
+        cls.misplaced(item, key)
+        return cls(item.get("family", "auto"))
+
+    @classmethod
+    def misplaced(cls, item: Mapping[str, Any], key: str) -> None:
+        # Checked on every entry, though only apipod reads it: a typo there was always an error.
+        if item.get("family", "auto") not in (*FAMILIES, "auto"):
+            raise ConfigError(f"config: {key}.family: expected images, videos or auto")
+
+    def view(self) -> dict[str, Any]:
+        return {"family": self.family}
+
+
 class ApiPod:
     type: ClassVar[str] = "apipod"
+    options: ClassVar[type[ApiPodOptions]] = ApiPodOptions
+    base_url: ClassVar[str] = "https://api.apipod.ai"
     requests_per_second: ClassVar[float] = 5.0
+    poll_intervals: ClassVar[Schedule] = DEFAULT_POLL_INTERVALS
     batch_size: ClassVar[int] = 1
-    not_found_grace: ClassVar[float] = 0.0
+    not_found_grace: float = 0.0
+    min_poll_interval: float = 0.0
     # `completed` with an empty result is "not yet deliverable" (the docs): the poller's rule for a
     # success without URLs, with 5 minutes instead of one before it ends provider_failed.
-    empty_success_wait: ClassVar[float] = 300.0
+    empty_success_wait: ClassVar[float | None] = 300.0
+    verify_callback = staticmethod(query_token)
 
     def __init__(self, entry: ProviderEntry) -> None:
         self.entry = entry
+        self.family = entry.options_as(ApiPodOptions).family
         self.family_of: dict[str, str] = {}  # auto mode: task id → the family that answered
 
     async def poll(self, http: Http, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         (task_id,) = task_ids
-        auto = self.entry.family not in FAMILIES
-        known = self.family_of.get(task_id) if auto else self.entry.family
+        auto = self.family not in FAMILIES
+        known = self.family_of.get(task_id) if auto else self.family
         for family in (known,) if known else FAMILIES:
             url = f"{self.entry.base_url}/v1/{family}/status/{quote(task_id, safe='')}"
             reply = await http("GET", url, headers=bearer(self.entry))

@@ -1,5 +1,9 @@
 """The Provider plug point: an adapter says how to ask about tasks and reads the answer.
 
+A provider module declares all it is by class attributes: its type, its defaults, its own
+config options (entry.Options), its optional abilities and its callback verifier.
+The poller and the HTTP server ask for them through this protocol, never by name.
+
 Pacing, retries, Retry-After, 5xx backoff and scheduling live once, in the shared
 `Http` the daemon hands to `poll`; an adapter only builds requests and turns JSON into
 `TaskStatus`. Its `poll` answers for every ID it was given, or leaves an ID out when the
@@ -12,11 +16,12 @@ import datetime as dt
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from archiver.config import ProviderEntry
 from archiver.errors import ProviderUnavailable
 from archiver.model import TaskStatus, utc_iso
+from archiver.providers.callbacks import Callback, Incoming
+from archiver.providers.entry import ProviderEntry, ProviderKind
 
 
 @dataclass(frozen=True)
@@ -50,17 +55,29 @@ class Http(Protocol):
     ) -> Reply: ...
 
 
-class Provider(Protocol):
-    """One provider type. Construction does no I/O."""
+class Provider(ProviderKind, Protocol):
+    """One provider type, declared by class attributes (ProviderKind's and these). Construction does no I/O."""
 
-    type: ClassVar[str]
-    requests_per_second: ClassVar[float]
-    batch_size: ClassVar[int]
-    not_found_grace: ClassVar[float]
+    batch_size: ClassVar[int]  # IDs asked about in one poll; above 1 the poller batches
+    not_found_grace: float  # seconds an ID the provider does not know is asked about before not_found
+    min_poll_interval: float  # the provider's own limit between two polls of one task; 0 for none
+    empty_success_wait: ClassVar[float | None]  # how long a success without URLs is asked again; None: the poller's
 
     def __init__(self, entry: ProviderEntry) -> None: ...
 
     async def poll(self, http: Http, task_ids: Sequence[str]) -> dict[str, TaskStatus]: ...
+
+    @staticmethod
+    async def verify_callback(call: Incoming) -> Callback:
+        """Check a callback to /callbacks/{entry}; callbacks.query_token for a provider that signs none."""
+        ...
+
+
+@runtime_checkable
+class RefreshesUrls(Protocol):
+    """A provider that can hand out a fresh link for a result URL that has expired."""
+
+    async def refresh_url(self, http: Http, task_id: str, url: str) -> str | None: ...
 
 
 def bearer(entry: ProviderEntry) -> dict[str, str]:

@@ -2,20 +2,25 @@
 
 `COMPLETED` only says that an outcome is stored: the result GET, asked in the same poll
 (a large result is kept only 6 minutes), decides success or failure by its HTTP status.
+Callbacks carry a ?token= and an ED25519 signature by a key of fal's published JWKS.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
-from archiver.config import ProviderEntry
-from archiver.errors import KeyRejected, ProviderUnavailable
+from archiver.errors import ConfigError, KeyRejected, ProviderUnavailable
 from archiver.model import Phase, TaskStatus
 from archiver.providers.base import Http, Reply, api_key, shorten, text
+from archiver.providers.callbacks import Callback, CallbackRefused, Incoming, check_token, parse_json, valid
+from archiver.providers.entry import ProviderEntry, Schedule
+from archiver.providers.signatures import TOLERANCE, Jwks, fresh, header
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,7 @@ _KEY_MEDIA = {"images": "image", "image": "image", "video": "video", "audio_file
 _CREDIT = re.compile(r"balance|locked|credit|billing", re.I)
 # A model's own error, stored as the result: these statuses are answers, not outages.
 _STORED_ERRORS = (499, 500, 502, 503, 504)
+JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 
 
 def app_path(model_id: str) -> str:
@@ -38,15 +44,46 @@ def app_path(model_id: str) -> str:
     return "/".join(parts[:keep])
 
 
+@dataclass(frozen=True)
+class FalOptions:
+    """`app`: the model the entry's requests went to; `jwks_url`: where fal publishes its signing keys."""
+
+    app: str
+    jwks_url: str = JWKS_URL
+    keys: ClassVar[frozenset[str]] = frozenset({"app", "jwks_url"})
+
+    @classmethod
+    def parse(cls, item: Mapping[str, Any], key: str) -> Self:
+        app = item.get("app")
+        if not isinstance(app, str) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", app):
+            raise ConfigError(f"config: {key}.app: fal entries name their model, e.g. fal-ai/flux/dev")
+        return cls(app, str(item.get("jwks_url") or JWKS_URL))
+
+    @classmethod
+    def misplaced(cls, item: Mapping[str, Any], key: str) -> None:
+        for name in ("app", "jwks_url"):
+            if name in item:
+                raise ConfigError(f"config: {key}.{name}: only fal entries take {name}")
+
+    def view(self) -> dict[str, Any]:
+        return {"app": self.app, "jwks_url": self.jwks_url}
+
+
 class Fal:
     type: ClassVar[str] = "fal"
+    options: ClassVar[type[FalOptions]] = FalOptions
+    base_url: ClassVar[str] = "https://queue.fal.run"
     requests_per_second: ClassVar[float] = 10.0
+    # fal keeps a large result only 6 minutes: polls never drift far apart.
+    poll_intervals: ClassVar[Schedule] = ((1.0, 30.0), (3.0, 120.0), (10.0, 900.0), (30.0, float("inf")))
     batch_size: ClassVar[int] = 1
-    not_found_grace: ClassVar[float] = 0.0
+    not_found_grace: float = 0.0
+    min_poll_interval: float = 0.0
+    empty_success_wait: ClassVar[float | None] = None
 
     def __init__(self, entry: ProviderEntry) -> None:
         self.entry = entry
-        self.app = app_path(entry.app or "")
+        self.app = app_path(entry.options_as(FalOptions).app)
         self.headers = {"Authorization": f"Key {api_key(entry, 'Key')}", "Accept": "application/json"}
 
     async def poll(self, http: Http, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
@@ -58,6 +95,38 @@ class Fal:
             return {} if queued is None else {request_id: queued}
         result = await http("GET", url, headers=self.headers, accept=_STORED_ERRORS)
         return {request_id: read_result(result, queued)}
+
+    @staticmethod
+    async def verify_callback(call: Incoming) -> Callback:
+        """?token= (fal signs for every account, the token says it is ours), then ED25519 with fal's keys."""
+        check_token(call)
+        try:
+            jwks = call.jwks(call.entry.options_as(FalOptions).jwks_url)
+            signed = await verify_signature(jwks, call.headers, call.body, now=call.now)
+        except (ProviderUnavailable, ConfigError) as e:
+            raise CallbackRefused(503, f"fal's signing keys cannot be had now ({e}); send again later") from None
+        if not signed:
+            raise CallbackRefused(401, "X-Fal-Webhook-Signature does not verify, or X-Fal-Webhook-Timestamp is not "
+                                       "within 5 minutes of our clock")
+        doc = parse_json(call.body)
+        task_id = valid(doc.get("request_id") if isinstance(doc, dict) else None, "request_id")
+        return Callback(task_id, f"{task_id}.{call.headers.get('X-Fal-Webhook-Timestamp', '')}")
+
+
+async def verify_signature(jwks: Jwks, headers: Mapping[str, str], body: bytes, *, now: float | None = None,
+                           tolerance: float = TOLERANCE) -> bool:
+    """ED25519 over `request_id\\nuser_id\\ntimestamp\\nsha256hex(body)` by any key of fal's set;
+    ProviderUnavailable if no keys can be had."""
+    request_id, user_id = header(headers, "X-Fal-Webhook-Request-Id"), header(headers, "X-Fal-Webhook-User-Id")
+    timestamp = header(headers, "X-Fal-Webhook-Timestamp")
+    try:
+        signature = bytes.fromhex(header(headers, "X-Fal-Webhook-Signature"))
+    except ValueError:
+        return False
+    if not (request_id and user_id and signature and fresh(timestamp, now, tolerance)):
+        return False
+    message = "\n".join((request_id, user_id, timestamp, hashlib.sha256(body).hexdigest())).encode()
+    return await jwks.verify(signature, message)
 
 
 def read_status(reply: Reply, name: str, request_id: str) -> TaskStatus | dict[str, Any] | None:

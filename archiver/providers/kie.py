@@ -1,20 +1,28 @@
 """kie.ai: Market (GET /api/v1/jobs/recordInfo, digest §2) and the product APIs of
-kie_products.py, chosen by the entry's `api`; and the fresh link for an expired URL."""
+kie_products.py, chosen by the entry's `api`; the fresh link for an expired URL; and the
+HMAC-signed callbacks."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import re
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
-from archiver.config import ProviderEntry
-from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
+from archiver.errors import ConfigError, KeyRejected, ProviderUnavailable, RateLimited
 from archiver.model import Phase, TaskStatus
 from archiver.providers.base import Http, Reply, bearer, media_from_model, ms_to_iso, text, url_list
+from archiver.providers.callbacks import Callback, CallbackRefused, Incoming, task_id_of
+from archiver.providers.entry import ProviderEntry, Schedule
 from archiver.providers.kie_products import PRODUCTS, Read, envelope_state, reason
+from archiver.providers.signatures import TOLERANCE, fresh, header
+from archiver.values import DEFAULT_POLL_INTERVALS
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +31,48 @@ _RUNNING = {"waiting": Phase.RUNNING, "queuing": Phase.RUNNING, "generating": Ph
 _POLICY = re.compile(r"prohibit|policy|sensitive|nsfw|moderat|violat|inappropriate", re.I)
 
 
+APIS = ("market", *PRODUCTS)  # the values of an entry's `api`
+
+
+@dataclass(frozen=True)
+class KieOptions:
+    """`api`: Market (the default) or one of the product APIs, which have their own query paths."""
+
+    api: str = "market"
+    keys: ClassVar[frozenset[str]] = frozenset({"api"})
+
+    @classmethod
+    def parse(cls, item: Mapping[str, Any], key: str) -> Self:
+        if "api" in item and item["api"] not in APIS:
+            cls.misplaced(item, key)
+        return cls(item.get("api", "market"))
+
+    @classmethod
+    def misplaced(cls, item: Mapping[str, Any], key: str) -> None:
+        raise ConfigError(f"config: {key}.api: kie entries only, one of {', '.join(APIS)}")
+
+    def view(self) -> dict[str, Any]:
+        return {"api": self.api}
+
+
 class Kie:
     type: ClassVar[str] = "kie"
+    options: ClassVar[type[KieOptions]] = KieOptions
+    base_url: ClassVar[str] = "https://api.kie.ai"
     requests_per_second: ClassVar[float] = 10.0
+    poll_intervals: ClassVar[Schedule] = DEFAULT_POLL_INTERVALS
     batch_size: ClassVar[int] = 1
-    not_found_grace: ClassVar[float] = 0.0
+    not_found_grace: float = 0.0
+    min_poll_interval: float = 0.0
+    empty_success_wait: ClassVar[float | None] = None
 
     def __init__(self, entry: ProviderEntry) -> None:
         self.entry = entry
-        self.product = PRODUCTS.get(entry.api)  # None for Market
+        self.api = entry.options_as(KieOptions).api
+        self.product = PRODUCTS.get(self.api)  # None for Market
         # Per entry: a product task may be invisible for a moment, a Market one is not.
-        self.not_found_grace = PRODUCT_NOT_FOUND_GRACE if self.product else 0.0  # type: ignore[misc]
+        self.not_found_grace = PRODUCT_NOT_FOUND_GRACE if self.product else 0.0
+        # The docs' per-task query limit of some products (4o Image and Suno: 3 a second).
         self.min_poll_interval = self.product.min_poll_interval if self.product else 0.0
 
     async def poll(self, http: Http, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
@@ -46,7 +85,7 @@ class Kie:
 
     async def refresh_url(self, http: Http, task_id: str, url: str) -> str | None:
         """A fresh, 20-minute link for a kie file URL (digest §0); None if kie gives none."""
-        if self.entry.api == "4o-image":
+        if self.api == "4o-image":
             path, body = "/api/v1/gpt4o-image/download-url", {"taskId": task_id, "url": url}
         else:
             path, body = "/api/v1/common/download-url", {"url": url}
@@ -67,6 +106,28 @@ class Kie:
         log.warning("kie: download-url gave no link (HTTP %d, code %r: %s) for task_id=%s", reply.status,
                     code, message or "no message", task_id)
         return None
+
+    @staticmethod
+    async def verify_callback(call: Incoming) -> Callback:
+        """X-Webhook-Signature = base64(HMAC-SHA256(webhookHmacKey, taskId + "." + timestamp))."""
+        stamp = call.headers.get("X-Webhook-Timestamp", "")
+        if not stamp or not call.headers.get("X-Webhook-Signature"):
+            raise CallbackRefused(401, "X-Webhook-Timestamp and X-Webhook-Signature are required")
+        task_id = task_id_of(call.body)
+        if not verify_signature(call.secret, call.headers, task_id, now=call.now):
+            raise CallbackRefused(401, "X-Webhook-Signature does not match, or X-Webhook-Timestamp is not "
+                                       "within 5 minutes of our clock")
+        return Callback(task_id, f"{task_id}.{stamp}")
+
+
+def verify_signature(hmac_key: str, headers: Mapping[str, str], task_id: str, *, now: float | None = None,
+                     tolerance: float = TOLERANCE) -> bool:
+    """kie's X-Webhook-Signature over `taskId.timestamp`; a hint to poll, never proof of the body."""
+    timestamp, signature = header(headers, "X-Webhook-Timestamp"), header(headers, "X-Webhook-Signature")
+    if not (task_id and signature and fresh(timestamp, now, tolerance)):
+        return False
+    digest = hmac.new(hmac_key.encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(base64.b64encode(digest), signature.encode())
 
 
 def parse(reply: Reply, read: Read | None = None, name: str = "kie") -> TaskStatus | None:

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from archiver.config import ProviderEntry
 from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
 from archiver.model import Phase, TaskStatus
 from archiver.providers.base import Http, Reply, bearer, media_from_model, seconds_to_iso, text, url_list
+from archiver.providers.callbacks import query_token
+from archiver.providers.entry import NoOptions, ProviderEntry, Schedule
+from archiver.values import DEFAULT_POLL_INTERVALS
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,15 @@ _MEDIA = {"image", "video", "audio"}
 
 class MaxApi:
     type: ClassVar[str] = "maxapi"
+    options: ClassVar[type[NoOptions]] = NoOptions
+    base_url: ClassVar[str] = "https://api.maxapi.io"
     requests_per_second: ClassVar[float] = 5.0
+    poll_intervals: ClassVar[Schedule] = DEFAULT_POLL_INTERVALS
     batch_size: ClassVar[int] = 1
-    not_found_grace: ClassVar[float] = 0.0
+    not_found_grace: float = 0.0
+    min_poll_interval: float = 0.0
+    empty_success_wait: ClassVar[float | None] = None
+    verify_callback = staticmethod(query_token)
 
     def __init__(self, entry: ProviderEntry) -> None:
         self.entry = entry

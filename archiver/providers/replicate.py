@@ -6,16 +6,22 @@ the first poll that sees it; `data_removed` after success means the files are go
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from archiver.config import ProviderEntry
-from archiver.errors import KeyRejected, ProviderUnavailable
+from archiver.errors import ConfigError, KeyRejected, ProviderUnavailable
 from archiver.model import Phase, TaskStatus
-from archiver.providers.base import Http, Reply, api_key, shorten, iso_time, text
+from archiver.providers.base import Http, Reply, api_key, iso_time, shorten, text
+from archiver.providers.callbacks import Callback, CallbackRefused, Incoming, parse_json, valid
+from archiver.providers.entry import NoOptions, ProviderEntry, Schedule
+from archiver.providers.signatures import TOLERANCE, fresh, header
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +36,15 @@ _EXT_MEDIA = {"mp4": "video", "webm": "video", "mov": "video", "mp3": "audio", "
 
 class Replicate:
     type: ClassVar[str] = "replicate"
+    options: ClassVar[type[NoOptions]] = NoOptions
+    base_url: ClassVar[str] = "https://api.replicate.com"
     requests_per_second: ClassVar[float] = 40.0
+    # Replicate deletes API outputs about an hour after they finish: polls never drift far apart.
+    poll_intervals: ClassVar[Schedule] = ((1.0, 30.0), (2.0, 120.0), (5.0, 900.0), (10.0, float("inf")))
     batch_size: ClassVar[int] = 1
-    not_found_grace: ClassVar[float] = 0.0
+    not_found_grace: float = 0.0
+    min_poll_interval: float = 0.0
+    empty_success_wait: ClassVar[float | None] = None
 
     def __init__(self, entry: ProviderEntry) -> None:
         self.entry = entry
@@ -44,6 +56,41 @@ class Replicate:
         headers = {"Authorization": f"Bearer {api_key(self.entry, 'Bearer')}", "Accept": "application/json"}
         status = parse(await http("GET", url, headers=headers), self.entry.name, task_id)
         return {} if status is None else {task_id: status}
+
+    @staticmethod
+    async def verify_callback(call: Incoming) -> Callback:
+        """Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); the body is the prediction."""
+        try:
+            if not verify_signature(call.secret, call.headers, call.body, now=call.now):
+                raise CallbackRefused(401, "webhook-signature does not match, or webhook-timestamp is not "
+                                           "within 5 minutes of our clock")
+        except ConfigError as e:
+            raise CallbackRefused(401, f"{e} (fix callbacks.secret)") from None
+        doc = parse_json(call.body)
+        task_id = valid(doc.get("id") if isinstance(doc, dict) else None, "id")
+        return Callback(task_id, f"{call.headers.get('webhook-id', '')}.{call.headers.get('webhook-timestamp', '')}")
+
+
+def verify_signature(secret: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None,
+                     tolerance: float = TOLERANCE) -> bool:
+    """Standard Webhooks: any `v1,<base64>` entry of webhook-signature is the HMAC-SHA256 of
+    `id.timestamp.body` with the `whsec_` secret."""
+    msg_id, timestamp = header(headers, "webhook-id"), header(headers, "webhook-timestamp")
+    signatures = header(headers, "webhook-signature")
+    if not (msg_id and signatures and fresh(timestamp, now, tolerance)):
+        return False
+    try:
+        key = base64.b64decode(secret.strip().removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("replicate webhook secret: not a whsec_<base64> key") from None
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+    matched = False
+    for entry in signatures.split():
+        version, _, signature = entry.partition(",")
+        # Compare every entry, so the time taken does not say which one matched.
+        matched |= version == "v1" and hmac.compare_digest(signature.encode(), expected)
+    return matched
 
 
 def parse(reply: Reply, name: str, task_id: str) -> TaskStatus | None:

@@ -22,11 +22,13 @@ from archiver.config import Config
 from archiver.errors import ArchiverError
 from archiver.inbox import BadLine, parse_line
 from archiver.model import TaskRef
+from archiver.providers import PROVIDERS
+from archiver.providers.callbacks import CallbackRefused, Incoming
+from archiver.providers.signatures import Jwks
 from archiver.state import STATE_ERRORS, StateStore, Task
 from archiver.status import current_status
-from archiver.web.callbacks import CallbackRefused, Incoming, ReplayGuard, verifier_for
+from archiver.web.callbacks import ReplayGuard
 from archiver.web.metrics import CONTENT_TYPE, Metrics
-from archiver.webhook_signatures import FalJwks
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,8 @@ class WebServer:
         self.probed_at = 0.0
         self.probe_error: str | None = None
         self.runner: web.AppRunner | None = None
-        self.session: aiohttp.ClientSession | None = None  # for public key sets (fal), made when first needed
-        self.keysets: dict[str, FalJwks] = {}
+        self.session: aiohttp.ClientSession | None = None  # for public key sets, made when first needed
+        self.keysets: dict[str, Jwks] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -91,11 +93,11 @@ class WebServer:
         if self.session is not None:
             await self.session.close()
 
-    def _jwks(self, url: str) -> FalJwks:
+    def _jwks(self, url: str) -> Jwks:
         if self.session is None:
             self.session = aiohttp.ClientSession()
         if url not in self.keysets:
-            self.keysets[url] = FalJwks(self.session, url)
+            self.keysets[url] = Jwks(self.session, url)
         return self.keysets[url]
 
     # --- health, metrics, status --------------------------------------------------------
@@ -225,8 +227,8 @@ class WebServer:
             return _error(413, f"the body is over {MAX_BODY} bytes")
         now = time.time()
         try:
-            hint = await verifier_for(entry.type)(Incoming(entry, request.headers, request.query, body, now,
-                                                           self._jwks))
+            verify = PROVIDERS[entry.type].verify_callback
+            hint = await verify(Incoming(entry, request.headers, request.query, body, now, self._jwks))
         except CallbackRefused as e:
             log.warning("provider=%s: callback refused: %s", name, e, extra={"provider": name})
             return _error(e.status, str(e))

@@ -10,7 +10,7 @@ documented fields); "note" says what the case is about. `expect` is one of:
   {"phase": "failed", "reason": "content_moderation", "code": "...", "message": "..."}   reason required
   {"not_found": true}                       the provider does not know the ID
   {"raises": "KeyRejected" | "RateLimited" | "ProviderUnavailable"}
-Optional "entry": extra ProviderEntry fields (service, family, api, app).
+Optional "entry": the type's own config keys (service, family, api, app), parsed by its Options.
 Fixtures of the four seed providers without "source" say their origin in "note" when it is
 not a documented example: "constructed: …" (built from what the docs say) or "made up: …"
 (values the provider docs, shared/providers/README.md and its docs/, do not name;

@@ -1,13 +1,20 @@
-"""Registry-wide: every provider's documented fixtures parse to their documented outcome."""
+"""Registry-wide: every provider declares what it is, and its documented fixtures parse to their
+documented outcome."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from archiver import errors
+from archiver.errors import ConfigError
+from archiver.providers.entry import COMMON_KEYS
+from archiver.values import parse_poll_intervals
 from archiver.model import REASONS, Phase
 from archiver.providers import PROVIDERS
 from tests.providers.conftest import FIXTURES, fixture_files, load_fixture
@@ -22,10 +29,50 @@ def test_registry_is_sorted_and_complete() -> None:
         assert (FIXTURES / name).is_dir(), f"{name} has no fixtures"
 
 
+def example_options(name: str) -> dict[str, Any]:
+    """The type's own keys from its first fixture that names some (a fixture's "entry")."""
+    return next((load_fixture(p)["entry"] for p in fixture_files(name) if "entry" in load_fixture(p)), {})
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+def test_every_provider_declares_its_defaults_options_and_abilities(name: str) -> None:
+    cls = PROVIDERS[name]
+    base = urlsplit(cls.base_url)
+    assert base.scheme == "https" and base.netloc and not cls.base_url.endswith("/"), "a default base_url"
+    assert cls.poll_intervals == parse_poll_intervals(
+        [f"{every}s until {until}s" if until != float("inf") else f"{every}s" for every, until in cls.poll_intervals],
+        "poll_intervals"), "a default poll schedule as the config would write it"
+    assert cls.poll_intervals[-1][1] == float("inf")
+    assert cls.not_found_grace >= 0 and cls.min_poll_interval >= 0
+    assert cls.empty_success_wait is None or cls.empty_success_wait > 0
+    assert inspect.iscoroutinefunction(cls.verify_callback), "a callback verifier (callbacks.query_token if none)"
+    # Options: its keys are its own (no type takes another's, none shadows a common key), and a
+    # typical entry parses into options that show the same keys again for check-config.
+    others = set().union(*(c.options.keys for n, c in PROVIDERS.items() if n != name))
+    assert not cls.options.keys & others and not cls.options.keys & COMMON_KEYS
+    options = cls.options.parse(example_options(name), f"providers.{name}")
+    assert set(options.view()) == cls.options.keys
+    assert dataclasses.is_dataclass(options) and options.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    provider = cls(entry(name, "http://127.0.0.1:9", **example_options(name)))
+    assert provider.batch_size == cls.batch_size
+
+
 def test_construction_does_no_io() -> None:
     # Port 9 on loopback is closed: a constructor that dialled out would fail or hang here.
     for name, cls in PROVIDERS.items():
-        cls(entry(name, "http://127.0.0.1:9", service="seedream", app="fal-ai/flux/dev"))
+        cls(entry(name, "http://127.0.0.1:9", **example_options(name)))
+
+
+def test_a_misplaced_key_gets_its_owners_message_or_is_ignored() -> None:
+    for name, cls in PROVIDERS.items():
+        for other in PROVIDERS.values():
+            if other is cls:
+                continue
+            example = example_options(other.type)
+            try:
+                other.options.misplaced(example, f"providers.{name}")
+            except ConfigError as e:
+                assert str(e).startswith(f"config: providers.{name}.") and other.type in str(e)
 
 
 @pytest.mark.parametrize("path", fixture_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")

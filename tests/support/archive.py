@@ -27,6 +27,7 @@ from archiver.archive_format.keys import failed_key
 from archiver.archive_format.sidecar import asset_sidecar, failed_record
 from archiver.config import DEFAULT_POLL_INTERVALS, Config, ProviderEntry, Secret
 from archiver.model import TaskState
+from archiver.providers import PROVIDERS
 from archiver.state import Asset, SqliteState, Task, open_state, state_path
 
 PROMPTS = ["a lighthouse at dusk", "poster for a jazz night", "a red fox in deep snow", "city skyline in rain",
@@ -34,6 +35,7 @@ PROMPTS = ["a lighthouse at dusk", "poster for a jazz night", "a red fox in deep
            "neon street market at night", "a cat astronaut floating", "autumn forest path"]
 MODELS = {"kie": ["seedream-4.5", "sora-2-text-to-video"], "seedance": ["seedance-1-pro"], "pod": ["gpt-image-1"]}
 TYPES = {"kie": "kie", "seedance": "acedata", "pod": "apipod"}
+OPTIONS = {"acedata": {"service": "seedance"}}  # each type's own keys, where it needs some
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -68,7 +70,7 @@ def wav(seconds: float = 0.5, rate: int = 8000) -> bytes:
 def entries() -> dict[str, ProviderEntry]:
     return {name: ProviderEntry(name=name, type=kind, api_key=Secret("unused"), base_url="http://127.0.0.1:9",
                                 requests_per_second=5.0, give_up_after=3600.0, poll_intervals=DEFAULT_POLL_INTERVALS,
-                                service="seedance" if kind == "acedata" else None)
+                                options=PROVIDERS[kind].options.parse(OPTIONS.get(kind, {}), f"providers.{name}"))
             for name, kind in TYPES.items()}
 
 

@@ -18,13 +18,16 @@ API_KEY = "sk-test-SECRET-0123456789"
 
 
 def entry(provider_type: str, base_url: str, **extra: Any) -> ProviderEntry:
+    """An entry of this type. `extra` holds ProviderEntry fields, and the type's own keys as a config
+    writes them (a fixture's "entry"), which its Options parse and check."""
     cls = PROVIDERS[provider_type]
+    options = {k: v for k, v in extra.items() if k in cls.options.keys}
     e = ProviderEntry(
         name=provider_type, type=provider_type, api_key=Secret(API_KEY), base_url=base_url,
         requests_per_second=cls.requests_per_second, give_up_after=3600.0,
-        poll_intervals=DEFAULT_POLL_INTERVALS,
+        poll_intervals=DEFAULT_POLL_INTERVALS, options=cls.options.parse(options, f"providers.{provider_type}"),
     )
-    return replace(e, **extra)
+    return replace(e, **{k: v for k, v in extra.items() if k not in options})
 
 
 async def poll_canned(provider_type: str, fixture: dict[str, Any]) -> dict[str, TaskStatus]:

@@ -16,7 +16,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from archiver.errors import ConfigError, ProviderUnavailable
-from archiver.webhook_signatures import FalJwks, kie_task_id, verify_kie, verify_replicate
+from archiver.providers.callbacks import task_id_in
+from archiver.providers.fal import verify_signature as verify_fal
+from archiver.providers.kie import verify_signature as verify_kie
+from archiver.providers.replicate import verify_signature as verify_replicate
+from archiver.providers.signatures import Jwks
 from tests.support.servers import serve
 from tests.support.signing import fal_headers, jwk, jwks_app
 
@@ -41,10 +45,10 @@ def test_kie_signature_over_task_id_and_timestamp() -> None:
     assert not verify_kie("hmac-key-1", {}, "veo_task_1")
 
 
-def test_kie_task_id_is_found_under_either_spelling() -> None:
-    assert kie_task_id({"code": 200, "data": {"taskId": "veo_1", "info": {}}}) == "veo_1"
-    assert kie_task_id({"code": 200, "data": {"callbackType": "complete", "task_id": "suno_1"}}) == "suno_1"
-    assert kie_task_id({"data": None}) == "" and kie_task_id([1]) == ""
+def test_the_task_id_is_found_under_either_spelling() -> None:
+    assert task_id_in({"code": 200, "data": {"taskId": "veo_1", "info": {}}}) == "veo_1"
+    assert task_id_in({"code": 200, "data": {"callbackType": "complete", "task_id": "suno_1"}}) == "suno_1"
+    assert task_id_in({"data": None}) == "" and task_id_in([1]) == ""
 
 
 # --- Replicate ---------------------------------------------------------------------------
@@ -92,16 +96,16 @@ async def test_fal_ed25519_against_a_served_jwks_with_caching() -> None:
     body = json.dumps({"request_id": "80e732af-660e", "status": "OK", "payload": {"images": []}}).encode()
     now = int(time.time())
     async with serve(jwks_app(state)) as base, aiohttp.ClientSession() as session:
-        jwks = FalJwks(session, f"{base}/.well-known/jwks.json")
-        assert await jwks.verify(fal_headers(signer, body, now), body)  # any key of the set
-        assert await jwks.verify(fal_headers(signer, body, now), body)
+        jwks = Jwks(session, f"{base}/.well-known/jwks.json")
+        assert await verify_fal(jwks, fal_headers(signer, body, now), body)  # any key of the set
+        assert await verify_fal(jwks, fal_headers(signer, body, now), body)
         assert state["hits"] == 1, "the key set is cached"
-        assert not await jwks.verify(fal_headers(signer, body, now), body + b"x")
-        assert not await jwks.verify(fal_headers(signer, body, now - 301), body)
+        assert not await verify_fal(jwks, fal_headers(signer, body, now), body + b"x")
+        assert not await verify_fal(jwks, fal_headers(signer, body, now - 301), body)
         headers = fal_headers(signer, body, now)
-        assert not await jwks.verify(dict(headers, **{"X-Fal-Webhook-User-Id": "user-43"}), body)
-        assert not await jwks.verify(dict(headers, **{"X-Fal-Webhook-Signature": "zz"}), body)
-        assert not await jwks.verify(fal_headers(stranger, body, now), body)
+        assert not await verify_fal(jwks, dict(headers, **{"X-Fal-Webhook-User-Id": "user-43"}), body)
+        assert not await verify_fal(jwks, dict(headers, **{"X-Fal-Webhook-Signature": "zz"}), body)
+        assert not await verify_fal(jwks, fal_headers(stranger, body, now), body)
         assert state["hits"] == 1, "a forged signature within 5 minutes does not refetch"
 
 
@@ -111,21 +115,21 @@ async def test_fal_refetches_after_the_ttl_and_keeps_old_keys_when_the_jwks_is_d
     body = b'{"status":"OK"}'
     now = int(time.time())
     async with serve(jwks_app(state)) as base, aiohttp.ClientSession() as session:
-        jwks = FalJwks(session, f"{base}/.well-known/jwks.json", ttl=0.2)
-        assert await jwks.verify(fal_headers(old, body, now), body)
+        jwks = Jwks(session, f"{base}/.well-known/jwks.json", ttl=0.2)
+        assert await verify_fal(jwks, fal_headers(old, body, now), body)
         state["keys"] = [jwk(new)]  # fal rotated its key
         await asyncio.sleep(0.25)
-        assert await jwks.verify(fal_headers(new, body, now), body)
+        assert await verify_fal(jwks, fal_headers(new, body, now), body)
         assert state["hits"] == 2
         state["down"] = True
         await asyncio.sleep(0.25)
-        assert await jwks.verify(fal_headers(new, body, now), body), "cached keys serve while the JWKS is down"
+        assert await verify_fal(jwks, fal_headers(new, body, now), body), "cached keys serve while the JWKS is down"
 
 
 async def test_fal_without_any_key_is_unavailable_not_a_rejection() -> None:
     state = {"hits": 0, "keys": [], "down": True}
     body = b"{}"
     async with serve(jwks_app(state)) as base, aiohttp.ClientSession() as session:
-        jwks = FalJwks(session, f"{base}/.well-known/jwks.json")
+        jwks = Jwks(session, f"{base}/.well-known/jwks.json")
         with pytest.raises(ProviderUnavailable, match="jwks"):
-            await jwks.verify(fal_headers(Ed25519PrivateKey.generate(), body, int(time.time())), body)
+            await verify_fal(jwks, fal_headers(Ed25519PrivateKey.generate(), body, int(time.time())), body)
