@@ -1,4 +1,4 @@
-"""Ace Data Cloud: POST /{service}/tasks, retrieve or retrieve_batch; bare task records (digest §3).
+"""Ace Data Cloud: POST /{service}/tasks, retrieve or retrieve_batch; bare task records (docs/providers.md).
 
 A record has no status field: its state is derived from `response`, `state` and
 `finished_at` by the rule of the provider's own n8n helper, and its URLs are found by

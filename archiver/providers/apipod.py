@@ -1,4 +1,4 @@
-"""APIPod: GET /v1/{images|videos}/status/{task_id}, envelope {code, message, data} (digest §4).
+"""APIPod: GET /v1/{images|videos}/status/{task_id}, envelope {code, message, data} (docs/providers.md).
 
 A task ID does not say its family. With `family: auto` a poll asks images first and,
 on a 404, videos; the family that answered is remembered so later polls ask it directly.

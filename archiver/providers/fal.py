@@ -1,4 +1,4 @@
-"""fal.ai queue: GET {app}/requests/{id}/status, then the result GET (digest fal.md).
+"""fal.ai queue: GET {app}/requests/{id}/status, then the result GET (docs/providers.md, fal).
 
 `COMPLETED` only says that an outcome is stored: the result GET, asked in the same poll
 (a large result is kept only 6 minutes), decides success or failure by its HTTP status.
@@ -36,7 +36,7 @@ JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 
 
 def app_path(model_id: str) -> str:
-    """The `owner/app` part of a model id that status and result URLs use (digest: Endpoints)."""
+    """The `owner/app` part of a model id that status and result URLs use (docs/providers.md, fal: Endpoints)."""
     parts = [p for p in model_id.strip("/").split("/") if p]
     if len(parts) == 1 and (legacy := re.fullmatch(r"(\d+)-(.+)", parts[0])):
         return f"{legacy.group(1)}/{legacy.group(2)}"
@@ -152,7 +152,7 @@ def read_status(reply: Reply, name: str, request_id: str) -> TaskStatus | dict[s
 
 
 def read_result(reply: Reply, status: dict[str, Any]) -> TaskStatus:
-    """The result GET: its HTTP status is the outcome (digest: Result GET outcomes)."""
+    """The result GET: its HTTP status is the outcome (docs/providers.md, fal: Result GET outcomes)."""
     if reply.status == 404:
         return TaskStatus(Phase.FAILED, reason="not_found", code="404", response={"status": status},
                           message="fal no longer has this result (it keeps results 6 minutes to 1 hour)")

@@ -1,4 +1,4 @@
-"""kie.ai: Market (GET /api/v1/jobs/recordInfo, digest §2) and the product APIs of
+"""kie.ai: Market (GET /api/v1/jobs/recordInfo, docs/providers.md) and the product APIs of
 kie_products.py, chosen by the entry's `api`; the fresh link for an expired URL; and the
 HMAC-signed callbacks."""
 
@@ -26,7 +26,7 @@ from archiver.values import DEFAULT_POLL_INTERVALS
 
 log = logging.getLogger(__name__)
 
-PRODUCT_NOT_FOUND_GRACE = 20.0  # a product task may not be visible at once (digest §8)
+PRODUCT_NOT_FOUND_GRACE = 20.0  # a product task may not be visible at once (docs/providers.md)
 _RUNNING = {"waiting": Phase.RUNNING, "queuing": Phase.RUNNING, "generating": Phase.RUNNING}
 _POLICY = re.compile(r"prohibit|policy|sensitive|nsfw|moderat|violat|inappropriate", re.I)
 
@@ -84,7 +84,7 @@ class Kie:
         return {} if status is None else {task_id: status}
 
     async def refresh_url(self, http: Http, task_id: str, url: str) -> str | None:
-        """A fresh, 20-minute link for a kie file URL (digest §0); None if kie gives none."""
+        """A fresh, 20-minute link for a kie file URL (docs/providers.md); None if kie gives none."""
         if self.api == "4o-image":
             path, body = "/api/v1/gpt4o-image/download-url", {"taskId": task_id, "url": url}
         else:

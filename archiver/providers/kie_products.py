@@ -1,4 +1,4 @@
-"""kie.ai's product APIs outside Market: one row per product (digest kie-apis.md §1–§8).
+"""kie.ai's product APIs outside Market: one row per product (docs/providers.md, kie).
 
 Each product has its own query path and record shape; a row names the path and the
 function that reads `data`. The envelope and the URL refresh are kie.py's.
@@ -37,7 +37,7 @@ class Product:
 
 
 def reason(code: str | None, message: str | None) -> str:
-    """A product's error code and message → our reason word (digest §8)."""
+    """A product's error code and message → our reason word (docs/providers.md)."""
     if message and _POLICY.search(message):
         return "content_moderation"
     if code == "402":

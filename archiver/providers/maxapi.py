@@ -1,4 +1,4 @@
-"""maxapi.io: GET /api/v1/task/{taskId}, envelope {code, msg, data} (digest §1)."""
+"""maxapi.io: GET /api/v1/task/{taskId}, envelope {code, msg, data} (docs/providers.md)."""
 
 from __future__ import annotations
 

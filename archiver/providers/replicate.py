@@ -1,4 +1,4 @@
-"""Replicate: GET /v1/predictions/{id} (digest replicate.md).
+"""Replicate: GET /v1/predictions/{id} (docs/providers.md, Replicate).
 
 API outputs vanish about an hour after the prediction ends, so success is acted on at
 the first poll that sees it; `data_removed` after success means the files are gone.

@@ -13,7 +13,7 @@ documented fields); "note" says what the case is about. `expect` is one of:
 Optional "entry": the type's own config keys (service, family, api, app), parsed by its Options.
 Fixtures of the four seed providers without "source" say their origin in "note" when it is
 not a documented example: "constructed: …" (built from what the docs say) or "made up: …"
-(values the provider docs, shared/providers/README.md and its docs/, do not name;
+(values the provider docs, summed up in docs/providers.md, do not name;
 test_registry holds the codes they do).
 """
 

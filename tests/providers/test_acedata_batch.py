@@ -1,5 +1,5 @@
 """acedata: every task-record fixture, seen as an item of one retrieve_batch answer, reads
-as it does alone. A batch answer is `{"items": [record, …], "count": N}` (digest §3)."""
+as it does alone. A batch answer is `{"items": [record, …], "count": N}` (docs/providers.md)."""
 
 from __future__ import annotations
 

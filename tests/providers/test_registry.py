@@ -107,7 +107,7 @@ async def test_fixture(path: Path) -> None:
     assert status.response is not None
 
 
-# Codes the provider docs name (shared/providers/README.md); a fixture holding any other
+# Codes the provider docs name (docs/providers.md); a fixture holding any other
 # must name it in a "made up: …" note.
 DOCUMENTED: dict[str, set[str]] = {
     "kie": {"200", "400", "401", "402", "404", "422", "429", "455", "500", "501", "505"},

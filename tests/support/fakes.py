@@ -72,7 +72,7 @@ class FakeTask:
         return step
 
 
-# kie's product query paths, as documented (kie-apis.md §1–§7), by `api`.
+# kie's product query paths, as documented (docs/providers.md, kie), by `api`.
 KIE_PRODUCT_PATHS = {
     "/api/v1/veo/record-info": "veo",
     "/api/v1/gpt4o-image/record-info": "4o-image",
@@ -319,7 +319,7 @@ class FakeApis:
         await response.write_eof()
         return response
 
-    # --- kie product APIs (kie-apis.md) -------------------------------------------------------
+    # --- kie product APIs (docs/providers.md) -----------------------------------------------------
     # Steps: "queued"/"running" (not done), "partial" (Suno FIRST_SUCCESS), "success", "fail".
     # On "fail", fail_code is the product's failure signal: the successFlag (2, 3), Suno's status
     # word or Runway's failCode; fail_msg is errorMessage / failMsg. Luma with fail_code 4 succeeds
