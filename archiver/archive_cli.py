@@ -15,7 +15,7 @@ from archiver.browse import DEFAULT_LISTEN
 from archiver.config import Config
 from archiver.errors import ArchiverError, ConfigError
 from archiver.scrub import json_text, printable
-from archiver.state import open_state, state_path
+from archiver.state import open_state, state_exists, state_path
 from archiver.storage import open_storage
 
 
@@ -59,9 +59,9 @@ def _done_progress() -> None:
 
 
 def cmd_index(config: Config, args: argparse.Namespace) -> int:
-    db = state_path(config)
-    if not args.from_store and config.state.backend == "sqlite" and not db.exists():
-        raise ArchiverError(f"no state at {db}: run `archiver index --from-store` to build the index from the store")
+    if not args.from_store and not state_exists(config):
+        raise ArchiverError(f"no state at {state_path(config)}: run `archiver index --from-store` to build the index"
+                            " from the store")
     storage = open_storage(config.storage)
     started = time.monotonic()
 
@@ -107,7 +107,7 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     storage = open_storage(config.storage)
 
     async def go() -> Any:
-        state = await open_state(config) if config.state.backend == "postgres" or path.exists() else None
+        state = await open_state(config) if state_exists(config) else None
         try:
             report = await Verifier(storage, config.storage.layout, since=args.since, deep=args.deep,
                                     state=state, progress=progress("verify: sidecars")).run()

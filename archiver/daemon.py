@@ -30,7 +30,7 @@ from archiver.lock import DaemonLock
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
 from archiver.logs import task_fields
 from archiver.model import TaskState, TaskStatus
-from archiver.pacing import Bucket, ProviderHttp
+from archiver.pacing import Bucket, ProviderHttp, key_bucket
 from archiver.poller import EntryPoller
 from archiver.providers import PROVIDERS
 from archiver.recorder import Recorder
@@ -67,7 +67,7 @@ def shared_buckets(config: Config, state: StateStore) -> dict[str, Bucket]:
     buckets = {}
     for group, names in groups.items():
         key_id = hashlib.sha256("\0".join(group).encode()).hexdigest()[:32]
-        bucket = state.bucket(key_id, min(config.providers[n].requests_per_second for n in names))
+        bucket = key_bucket(key_id, min(config.providers[n].requests_per_second for n in names), state.rate_slots())
         buckets.update(dict.fromkeys(names, bucket))
     return buckets
 

@@ -1,23 +1,27 @@
-"""How often we may ask: the poll schedule, each entry's rate limit, and Retry-After pauses."""
+"""How often we may ask: the poll schedule, each API key's rate limit (in this process or shared
+by every daemon through the state DB's rate slots), and Retry-After pauses."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 import aiohttp
 
-from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited
+from archiver.errors import KeyRejected, ProviderUnavailable, RateLimited, StateUnavailable
 from archiver.providers.base import Reply
 from archiver.recorder import Recorder
 from archiver.scrub import Redactor
+from archiver.state.base import RateSlots
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,7 @@ JITTER = 0.1  # ±10% spreads tasks first seen together over time
 MAX_RETRY_AFTER = 3600.0
 MAX_ANSWER = 8 * 1024**2  # providers.NAME.max_answer's default: a poll answer past it is refused unread
 SPACING_MARGIN = 1.05
+SLOT_SPAN = 1.0  # a daemon reserves this many seconds of a key's shared slots per query (at least one slot)
 
 
 def poll_delay(intervals: tuple[tuple[float, float], ...], age: float, rng: random.Random) -> float:
@@ -71,6 +76,58 @@ class TokenBucket:
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+def key_bucket(key_id: str, rate: float, slots: RateSlots | None) -> Bucket:
+    """The bucket of one API key: shared through `slots` when daemons share the key, else in process."""
+    return SharedBucket(slots, key_id, rate) if slots is not None else TokenBucket(rate)
+
+
+class SharedBucket:
+    """One key's pace across every daemon: requests take slots from a row in the state DB.
+
+    Slots are spaced 1/rate (with the same margin as TokenBucket) on the database's clock. A
+    daemon reserves SLOT_SPAN's worth of slots per query (a query per second, not per request)
+    and uses each at its time; a slot whose time has passed is dropped, never used late, so no
+    second ever holds more than the rate.
+    """
+
+    def __init__(self, slots: RateSlots, key_id: str, rate: float) -> None:
+        self.state = slots
+        self.key_id = key_id
+        self.interval = SPACING_MARGIN / rate
+        self.block = max(1, int(SLOT_SPAN / self.interval))
+        self.paused_until = 0.0
+        self.slots: deque[float] = deque()  # reserved, on this process's monotonic clock
+        self._lock = asyncio.Lock()
+        self._holds: set[asyncio.Task[None]] = set()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            await self.ready()
+            while self.slots and self.slots[0] < time.monotonic():
+                self.slots.popleft()  # its moment passed unused
+            if not self.slots:
+                first = time.monotonic() + await self.state.reserve(self.key_id, self.interval, self.block)
+                self.slots.extend(first + i * self.interval for i in range(self.block))
+            if (wait := self.slots.popleft() - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+
+    async def ready(self) -> None:
+        while (wait := self.paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Hold this daemon at once, and every other one through the slot row (best effort)."""
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        self.slots.clear()  # they fall inside the pause
+        job = asyncio.get_running_loop().create_task(self._hold(seconds))
+        self._holds.add(job)
+        job.add_done_callback(self._holds.discard)
+
+    async def _hold(self, seconds: float) -> None:
+        with contextlib.suppress(StateUnavailable):  # this daemon pauses anyway; others learn from their 429
+            await self.state.hold(self.key_id, seconds)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from archiver.errors import ArchiverError, LeaseLost
 from archiver.model import Phase, TaskState, TaskRef, TaskStatus
-from archiver.pacing import Bucket
+from archiver.pacing import Bucket, key_bucket
 from archiver.state import Claimed, Polled, Position, Rejected, SqliteState, open_state, pg_schema
 from archiver.state.base import StateStore
 from tests.support.postgres import StateBackend
@@ -342,7 +342,7 @@ async def test_acquires_are_spaced_by_the_rate_across_daemons(opened: Opener, st
     """On PostgreSQL two daemons share the key's slot row; SQLite's one daemon paces in process."""
     rate = 20.0
     states = [await opened(), await opened(pid=2)] if state_backend.name == "postgres" else [await opened()]
-    buckets = [s.bucket("key-1", rate) for s in states]
+    buckets = [key_bucket("key-1", rate, s.rate_slots()) for s in states]
     times: list[float] = []
 
     async def take(bucket: Bucket, n: int) -> None:
@@ -358,9 +358,9 @@ async def test_acquires_are_spaced_by_the_rate_across_daemons(opened: Opener, st
     assert len(times) == 8 and min(gaps) >= 0.5 / rate, gaps
     assert times[-1] - times[0] >= 7 / rate - 0.01, gaps
     # Another key has its own slots: its first one does not wait 2.1 s behind key-3's.
-    await states[0].bucket("key-3", 0.5).acquire()
+    await key_bucket("key-3", 0.5, states[0].rate_slots()).acquire()
     started = time.monotonic()
-    await states[-1].bucket("key-4", 0.5).acquire()
+    await key_bucket("key-4", 0.5, states[-1].rate_slots()).acquire()
     assert time.monotonic() - started < 1.0
 
 

@@ -1,17 +1,17 @@
 """Where day files come from: the state DB (normal), or the store's sidecars and _failed records.
 
-The state source opens its own read-only connection (SQLite here, PostgreSQL in pg_source.py)
-and is used from a worker thread, so building a day never runs on the daemon's event loop.
+The state source reads through the state's ArchiveReader (archiver/state/base.py), which
+either backend provides on a read-only connection of its own; it is used from a worker
+thread, so building a day never runs on the daemon's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import calendar
+import datetime as dt
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from archiver.archive_format.days import Day, asset_entry, failed_entry, key_pattern, utc_day
@@ -20,132 +20,69 @@ from archiver.archive_format.media import media_of
 from archiver.archive_format.sidecar import read_asset_entry, read_failed_entry
 from archiver.config import Config
 from archiver.model import utc_iso
-from archiver.state import state_path
+from archiver.state import ArchiveReader, Fingerprint, IndexedAsset, IndexedFailure, open_reader
 from archiver.storage import Storage
 
 log = logging.getLogger(__name__)
 
-# One row per archived asset, with what its sidecar says; `count` is the task's asset rows.
-ASSETS = """
-SELECT t.provider, t.task_id, t.labels, t.media AS hint, t.model, t.prompt, t.success_seen_at,
-       a.idx, a.key, a.bytes, a.sha256, a.content_type, a.archived_at,
-       (SELECT COUNT(*) FROM assets c WHERE c.task = t.id) AS count
-FROM assets a JOIN tasks t ON t.id = a.task
-WHERE a.state = 'archived' AND a.key IS NOT NULL {where}
-"""
-FAILED = """
-SELECT provider, task_id, labels, reason, code, message, updated_at FROM tasks
-WHERE state = 'failed' {where}
-"""
-EACH_ASSET = ASSETS.format(where="") + " ORDER BY COALESCE(t.success_seen_at, a.archived_at)"
-EACH_FAILED = FAILED.format(where="") + " ORDER BY updated_at"
-# Per day: what days.json shows, plus the newest change, so a day is rebuilt only when it moved.
-_FINGERPRINTS = """
-SELECT date(COALESCE(t.success_seen_at, a.archived_at), 'unixepoch') AS day, COUNT(DISTINCT t.id), COUNT(*),
-       SUM(a.bytes), MAX(a.archived_at)
-FROM assets a JOIN tasks t ON t.id = a.task
-WHERE a.state = 'archived' AND a.key IS NOT NULL GROUP BY day
-"""
-_FAILED_FINGERPRINTS = """
-SELECT date(updated_at, 'unixepoch') AS day, COUNT(*), MAX(updated_at) FROM tasks
-WHERE state = 'failed' GROUP BY day
-"""
-
-Row = Any  # a sqlite3.Row or a psycopg dict row: both are read by column name
-Fingerprint = tuple[int, int, int, int, float, float]  # tasks, assets, bytes, failed, newest asset, newest failure
+__all__ = ["Fingerprint", "StateSource", "open_source", "read_store"]
 
 
 def open_source(config: Config) -> StateSource:
     """The configured backend's state source: blocking (a PostgreSQL connect), so call it in a thread."""
-    types = {name: entry.type for name, entry in config.providers.items()}
-    if config.state.backend == "postgres":
-        from archiver.browse.pg_source import PostgresSource  # psycopg only for those who use it
-
-        return PostgresSource(config.state.dsn.reveal(), types)
-    return StateSource(state_path(config), types)
+    return StateSource(open_reader(config), {name: entry.type for name, entry in config.providers.items()})
 
 
 class StateSource:
-    """Day files from the state DB, through a read-only connection of its own."""
+    """Day files from the state DB."""
 
-    def __init__(self, db_path: Path, provider_types: dict[str, str]) -> None:
-        self.db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
+    def __init__(self, reader: ArchiveReader, provider_types: dict[str, str]) -> None:
+        self.reader = reader
         self.types = provider_types
 
     def close(self) -> None:
-        self.db.close()
+        self.reader.close()
 
     def fingerprints(self) -> dict[str, Fingerprint]:
-        return self._prints(self.db.execute(_FINGERPRINTS), self.db.execute(_FAILED_FINGERPRINTS))
-
-    def _prints(self, asset_rows: Iterable[Any], failed_rows: Iterable[Any]) -> dict[str, Fingerprint]:
-        assets = {day: (tasks, count, int(size or 0), newest or 0.0)  # int: PostgreSQL sums to a Decimal
-                  for day, tasks, count, size, newest in asset_rows}
-        failed = {day: (count, newest) for day, count, newest in failed_rows}
-        prints = {}
-        for day in assets.keys() | failed.keys():
-            tasks, count, size, newest = assets.get(day, (0, 0, 0, 0.0))
-            fails, failed_at = failed.get(day, (0, 0.0))
-            prints[day] = (tasks, count, size, fails, newest, failed_at)
-        return prints
+        return self.reader.fingerprints()
 
     def day(self, date: str) -> Day:
         """One day: assets whose success was seen that UTC day, tasks that failed that day."""
-        start = f"strftime('%s', '{date}')"  # `date` is a YYYY-MM-DD we produced, never user text
-        days = self._days(f"AND t.success_seen_at >= {start} AND t.success_seen_at < {start} + 86400",
-                          f"AND updated_at >= {start} AND updated_at < {start} + 86400")
+        start = calendar.timegm(dt.date.fromisoformat(date).timetuple())
+        days = self._collect(*self.reader.day(start, start + 86400))
         return days.get(date, Day(date))
 
     def each_day(self) -> Iterator[Day]:
         """Every day in date order, one at a time: memory holds one day, whatever the archive's size."""
-        yield from self._merge(self.db.execute(EACH_ASSET), self.db.execute(EACH_FAILED))
-
-    def _merge(self, assets: Iterator[Row], failed: Iterator[Row]) -> Iterator[Day]:
-        """Days from two row streams, each in time order."""
-        a, f = next(assets, None), next(failed, None)
-        while a is not None or f is not None:
-            date = min(d for d in (a and _asset_day(a), f and utc_day(f["updated_at"])) if d)
-            day = Day(date)
-            while a is not None and _asset_day(a) == date:
-                day.assets.append(self._asset(a))
-                a = next(assets, None)
-            while f is not None and utc_day(f["updated_at"]) == date:
-                day.failed.append(_failed(f))
-                f = next(failed, None)
+        day: Day | None = None
+        for record in self.reader.each():
+            date = utc_day(record.seen)
+            if day is None or day.date != date:
+                if day is not None:
+                    yield day
+                day = Day(date)
+            self._add(day, record)
+        if day is not None:
             yield day
 
-    def _days(self, assets_where: str, failed_where: str) -> dict[str, Day]:
-        return self._collect(self.db.execute(ASSETS.format(where=assets_where)),
-                             self.db.execute(FAILED.format(where=failed_where)))
-
-    def _collect(self, asset_rows: Iterable[Row], failed_rows: Iterable[Row]) -> dict[str, Day]:
+    def _collect(self, assets: Iterable[IndexedAsset], failed: Iterable[IndexedFailure]) -> dict[str, Day]:
         days: dict[str, Day] = {}
-        for r in asset_rows:
-            date = _asset_day(r)
-            days.setdefault(date, Day(date)).assets.append(self._asset(r))
-        for r in failed_rows:
-            date = utc_day(r["updated_at"])
-            days.setdefault(date, Day(date)).failed.append(_failed(r))
+        for record in (*assets, *failed):
+            date = utc_day(record.seen)
+            self._add(days.setdefault(date, Day(date)), record)
         return days
 
-    def _asset(self, r: Row) -> dict[str, Any]:
-        return asset_entry(
-            key=r["key"], sidecar=r["key"] + ".json", provider=r["provider"],
-            provider_type=self.types.get(r["provider"]), task_id=r["task_id"], index=r["idx"],
-            count=r["count"], media=media_of(r["content_type"], r["hint"]), model=r["model"],
-            prompt=r["prompt"], labels=json.loads(r["labels"]), content_type=r["content_type"],
-            bytes=r["bytes"], sha256=r["sha256"], archived_at=utc_iso(r["archived_at"]))
-
-
-def _asset_day(r: Row) -> str:
-    return utc_day(r["success_seen_at"] or r["archived_at"])
-
-
-def _failed(r: Row) -> dict[str, Any]:
-    return failed_entry(provider=r["provider"], task_id=r["task_id"], reason=r["reason"], provider_code=r["code"],
-                        provider_message=r["message"], record=failed_key(r["provider"], r["task_id"]),
-                        labels=json.loads(r["labels"]))
+    def _add(self, day: Day, r: IndexedAsset | IndexedFailure) -> None:
+        if isinstance(r, IndexedFailure):
+            day.failed.append(failed_entry(
+                provider=r.provider, task_id=r.task_id, reason=r.reason, provider_code=r.code,
+                provider_message=r.message, record=failed_key(r.provider, r.task_id), labels=r.labels))
+            return
+        day.assets.append(asset_entry(
+            key=r.key, sidecar=r.key + ".json", provider=r.provider, provider_type=self.types.get(r.provider),
+            task_id=r.task_id, index=r.idx, count=r.count, media=media_of(r.content_type, r.hint), model=r.model,
+            prompt=r.prompt, labels=r.labels, content_type=r.content_type, bytes=r.bytes, sha256=r.sha256,
+            archived_at=utc_iso(r.archived_at)))
 
 
 async def read_store(storage: Storage, layout: str, progress: Callable[[int, int], None] | None = None,

@@ -1,18 +1,26 @@
-"""The one interface the daemon, the CLI and the HTTP face use for task state (docs/design.md, the architecture).
+"""The interfaces to task state (docs/design.md, the architecture): StateStore for the daemon, the CLI
+and the HTTP face; ArchiveReader for the browse index (a read-only connection, used from a worker thread).
 
-Two backends implement it: SQLite (one daemon, the default) and PostgreSQL (any number of
-daemons sharing tasks through leases). Callers never know which one they have.
+Two backends implement both: SQLite (one daemon, the default) and PostgreSQL (any number of
+daemons sharing tasks through leases). Callers never know which one they have, and see only
+archiver's errors: each backend turns its driver's errors into StateUnavailable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from archiver.model import TaskState
-from archiver.model import TaskRef, TaskStatus
-from archiver.pacing import Bucket
-from archiver.state.records import Asset, Claimed, Daemon, Health, Polled, Position, Rejected, Task
+from archiver.model import TaskRef, TaskState, TaskStatus
+from archiver.state.records import (Asset, Claimed, Daemon, Fingerprint, Health, IndexedAsset, IndexedFailure, Polled,
+                                    Position, Rejected, Task)
+
+
+class RateSlots(Protocol):
+    """A key's request slots kept where every daemon sees them (archiver/pacing.py's SharedBucket)."""
+
+    async def reserve(self, key_id: str, interval: float, count: int = 1) -> float: ...
+    async def hold(self, key_id: str, seconds: float) -> None: ...
 
 
 class StateStore(Protocol):
@@ -28,7 +36,8 @@ class StateStore(Protocol):
     async def leave(self) -> None: ...
     async def claim(self, held: int, providers: Sequence[str]) -> list[Claimed]: ...
     async def daemons(self) -> list[Daemon]: ...
-    def bucket(self, key_id: str, rate: float) -> Bucket: ...
+    # Where daemons share API keys' rate slots; None when one daemon paces them in its process.
+    def rate_slots(self) -> RateSlots | None: ...
     async def agree(self, name: str, value: str) -> str: ...
 
     # Intake.
@@ -91,7 +100,17 @@ class StateStore(Protocol):
     async def probe_write(self) -> None: ...
 
 
-def lane_case(ends: Sequence[float], now: float, mark: str) -> tuple[str, list[float]]:
-    """SQL for the lane a task's age puts it in (policy.lane_at), with its parameters in `mark` style."""
-    whens = " ".join(f"WHEN first_seen_at <= {mark} THEN {k}" for k in range(len(ends), 0, -1))
-    return f"CASE {whens} ELSE 0 END", [now - end for end in reversed(ends)]
+
+class ArchiveReader(Protocol):
+    """What the browse index reads: archived assets and failed tasks, by the UTC day they belong to.
+
+    An asset belongs to the day its task's success was seen (its archive time if unknown); a
+    failure to the day its task ended. Blocking calls: the index runs them in a worker thread.
+    """
+
+    def fingerprints(self) -> dict[str, Fingerprint]: ...
+    # The assets and failures of the day [start, end) (epoch seconds).
+    def day(self, start: float, end: float) -> tuple[list[IndexedAsset], list[IndexedFailure]]: ...
+    # Every asset and every failure, in time order (their `seen`): memory holds a few rows at a time.
+    def each(self) -> Iterator[IndexedAsset | IndexedFailure]: ...
+    def close(self) -> None: ...

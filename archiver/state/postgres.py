@@ -9,37 +9,42 @@ another gets LeaseLost instead of overwriting it. psycopg 3 with its async pool.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import socket
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import astuple
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from archiver.config import Config
 from archiver.errors import ArchiverError, LeaseLost, StateUnavailable
-from archiver.model import TaskState, TaskRef, TaskStatus
-from archiver.pacing import SPACING_MARGIN, Bucket
-from archiver.state.base import lane_case
+from archiver.model import TaskRef, TaskState, TaskStatus
+from archiver.state import pg_queries as pq
+from archiver.state import queries as q
+from archiver.state.base import RateSlots
+from archiver.state.common import CommonStore, Step, errors_at_boundary, first_line
+from archiver.state.pg_queries import NOW
 from archiver.state.pg_schema import VERSION, migrate, refuse_newer, schema_version
+from archiver.state.queries import LIVE_SQL, pg
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Polled, Position,
                                     Rejected, Task, asset_from_row, per_ref, task_from_row)
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
-NOW = "extract(epoch FROM clock_timestamp())"  # the database's clock: one clock for every daemon's leases
-LIVE_SQL = "('queued', 'polling', 'downloading')"
 POOL_SIZE = 8
-SLOT_SPAN = 1.0  # a daemon reserves this many seconds of a key's rate slots per query (at least one slot)
 
 
-class PostgresState:
+def _unavailable(e: Exception) -> str:
+    if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):  # PoolTimeout is one too
+        return f"the PostgreSQL state DB does not answer: {first_line(e)}"
+    return f"the PostgreSQL state DB refused a statement: {first_line(e)}"
+
+
+@errors_at_boundary((psycopg.Error,), _unavailable)
+class PostgresState(CommonStore):
     """The state database on a PostgreSQL server; every write is one transaction."""
 
     backend = "postgres"
@@ -54,12 +59,12 @@ class PostgresState:
         self.statements = 0  # sent to the server, for the benchmark's queries-per-asset figure
 
     @classmethod
-    async def open(cls, config: Config, me: str) -> PostgresState:
+    async def open(cls, dsn: str, me: str, *, lease: float, inbox: str) -> PostgresState:
         """Connect; a daemon (`me` set) creates or migrates the schema, a CLI command needs it current."""
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            config.state.dsn.reveal(), min_size=1, max_size=POOL_SIZE, open=False, timeout=10,
+            dsn, min_size=1, max_size=POOL_SIZE, open=False, timeout=10,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5})
-        state = cls(pool, me, config.state.lease, str(config.inbox.path))
+        state = cls(pool, me, lease, inbox)
         try:
             await pool.open(wait=True, timeout=10)
             async with state._conn() as conn:
@@ -69,8 +74,10 @@ class PostgresState:
                     refuse_newer(found)
                     raise ArchiverError(f"state.dsn: the database's archiver schema is version {found}, not "
                                         f"{VERSION}: start `archiver run` once to create or migrate it")
-        except BaseException:
+        except BaseException as e:
             await pool.close()
+            if isinstance(e, psycopg.Error):
+                raise StateUnavailable(_unavailable(e)) from None
             raise
         return state
 
@@ -79,13 +86,12 @@ class PostgresState:
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[Conn]:
-        """A pooled connection; a server that is down or unreachable is StateUnavailable."""
+        """A pooled connection; any error of the server's (down, unreachable, refusing) is StateUnavailable."""
         try:
             async with self.pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise StateUnavailable(f"the PostgreSQL state DB does not answer: {first}") from None
+        except psycopg.Error as e:
+            raise StateUnavailable(_unavailable(e)) from None
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
@@ -104,10 +110,16 @@ class PostgresState:
         async with self._conn() as conn:
             return await (await self._run(conn, sql, params)).fetchone()
 
-    async def _history(self, conn: Conn, pk: int, state: TaskState, reason: str | None = None,
-                       note: str | None = None) -> None:
-        await self._run(conn, "INSERT INTO history (task, at, state, reason, note) VALUES (%s, %s, %s, %s, %s)",
-                        (pk, time.time(), state.value, reason, note))
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._all(pg(sql), params)
+
+    async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return await self._one(pg(sql), params)
+
+    async def _apply(self, steps: Iterable[Step]) -> None:
+        async with self._tx() as conn:
+            for sql, params in steps:
+                await self._run(conn, pg(sql), params)
 
     async def _mine(self, conn: Conn, pk: int) -> TaskState:
         """Lock the task's row; its state, if no other daemon holds it (else LeaseLost).
@@ -138,10 +150,7 @@ class PostgresState:
                                           " RETURNING id", (self.lease, self.me))).fetchall()
             if dead:
                 await self._forget(conn, [d["id"] for d in dead])
-            row = await (await self._run(
-                conn, f"INSERT INTO daemons (id, host, pid, started_at, seen_at) VALUES (%s, %s, %s, {NOW}, {NOW})"
-                f" ON CONFLICT (id) DO UPDATE SET seen_at = {NOW} RETURNING (xmax = 0) AS fresh",
-                (self.me, self.host, self.pid))).fetchone()
+            row = await (await self._run(conn, pq.HEARTBEAT, (self.me, self.host, self.pid))).fetchone()
         return not (row and row["fresh"])
 
     async def leave(self) -> None:
@@ -161,19 +170,8 @@ class PostgresState:
         if not await self._one(f"SELECT 1 AS free FROM tasks WHERE owner IS NULL AND state IN {LIVE_SQL}"
                                " AND provider = ANY(%s) LIMIT 1", (list(providers),)):
             return []
-        rows = await self._all(
-            f"""WITH fair AS (
-                SELECT CEIL((SELECT COALESCE(SUM(n), 0) FROM task_counts WHERE state IN {LIVE_SQL})::float8
-                       / GREATEST(1, (SELECT count(*) FROM daemons WHERE seen_at >= {NOW} - %(lease)s)))::bigint AS n
-            ), picked AS (
-                SELECT id FROM tasks WHERE owner IS NULL AND state IN {LIVE_SQL} AND provider = ANY(%(providers)s)
-                ORDER BY id DESC LIMIT LEAST(%(batch)s, GREATEST(0, (SELECT n FROM fair) - GREATEST(%(held)s,
-                    (SELECT count(*) FROM tasks WHERE owner = %(me)s AND state IN {LIVE_SQL}))))
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE tasks SET owner = %(me)s, next_poll_at = LEAST(next_poll_at, {NOW}) FROM picked
-            WHERE tasks.id = picked.id RETURNING tasks.id, tasks.provider, tasks.state""",
-            {"lease": self.lease, "providers": list(providers), "batch": CLAIM_BATCH, "held": held, "me": self.me})
+        rows = await self._all(pq.CLAIM, {"lease": self.lease, "providers": list(providers), "batch": CLAIM_BATCH,
+                                          "held": held, "me": self.me})
         return sorted((Claimed(r["id"], r["provider"], TaskState(r["state"])) for r in rows), key=lambda c: c.pk)
 
     async def daemons(self) -> list[Daemon]:
@@ -183,16 +181,13 @@ class PostgresState:
         return [Daemon(r["id"], r["host"], r["pid"], r["started_at"], r["seen_at"],
                        {h["state"]: h["n"] for h in holds if h["owner"] == r["id"]}) for r in rows]
 
-    def bucket(self, key_id: str, rate: float) -> Bucket:
-        return SharedBucket(self, key_id, rate)
+    def rate_slots(self) -> RateSlots | None:
+        return self  # every daemon takes a key's slots from the same row (reserve, hold)
 
     async def reserve(self, key_id: str, interval: float, count: int = 1) -> float:
         """The next `count` free slots of this key, across every daemon, `interval` apart: seconds
         until the first (it may be now: 0)."""
-        row = await self._one(
-            f"INSERT INTO rate_slots (key_id, next_at) VALUES (%(k)s, {NOW} + %(span)s) ON CONFLICT (key_id) DO UPDATE"
-            f" SET next_at = GREATEST(rate_slots.next_at, {NOW}) + %(span)s RETURNING next_at - %(span)s - {NOW}"
-            f" AS wait", {"k": key_id, "span": interval * count})
+        row = await self._one(pq.RESERVE, {"k": key_id, "span": interval * count})
         return max(0.0, float(row["wait"])) if row else 0.0
 
     async def hold(self, key_id: str, seconds: float) -> None:
@@ -224,15 +219,10 @@ class PostgresState:
             rows = per_ref(refs, await self._insert(conn, refs, now))
             new = [ref for ref, row in zip(refs, rows, strict=True) if row]
             for r in rejects:
-                await self._run(conn, "INSERT INTO rejects (at, line_no, reason, line) VALUES (%s, %s, %s, %s)",
-                                (now, r.line_no, r.reason, r.line))
+                await self._run(conn, pg(q.ADD_REJECT), (now, r.line_no, r.reason, r.line))
             if rejects:
-                await self._run(conn, "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - %s",
-                                (KEEP_REJECTS,))
-            await self._run(conn, 'INSERT INTO inbox (host, path, dev, ino, "offset", line_no) VALUES'
-                            ' (%s, %s, %s, %s, %s, %s) ON CONFLICT (host, path) DO UPDATE SET dev = excluded.dev,'
-                            ' ino = excluded.ino, "offset" = excluded."offset", line_no = excluded.line_no',
-                            (self.host, self.inbox, position.dev, position.ino, position.offset, position.line_no))
+                await self._run(conn, pg(q.TRIM_REJECTS), (KEEP_REJECTS,))
+            await self._run(conn, pq.INBOX, (self.host, self.inbox, *astuple(position)))
         return new
 
     async def add_tasks(self, refs: Sequence[TaskRef], note: str) -> list[Task | None]:
@@ -248,37 +238,11 @@ class PostgresState:
             return []
         # One statement for the whole batch, tasks and history rows: each statement is a round trip.
         return await (await self._run(
-            conn, "WITH t AS (INSERT INTO tasks (provider, task_id, labels, state, first_seen_at, updated_at,"
-            " next_poll_at) SELECT p, t, l, 'queued', %(now)s, %(now)s, %(now)s FROM unnest(%(p)s::text[],"
-            " %(t)s::text[], %(l)s::text[]) WITH ORDINALITY AS u (p, t, l, n) ORDER BY n"
-            " ON CONFLICT (provider, task_id) DO NOTHING RETURNING id, provider, task_id),"
-            " h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'queued', %(note)s FROM t)"
-            " SELECT * FROM t",
+            conn, pq.INSERT_TASKS,
             {"p": [r.provider for r in refs], "t": [r.task_id for r in refs],
              "l": [json.dumps(r.labels) for r in refs], "now": now, "note": note})).fetchall()
 
     # --- reads --------------------------------------------------------------------------
-
-    async def task(self, pk: int) -> Task:
-        return task_from_row(await self._one("SELECT * FROM tasks WHERE id = %s", (pk,)))
-
-    async def find(self, provider: str, task_id: str) -> Task | None:
-        row = await self._one("SELECT * FROM tasks WHERE provider = %s AND task_id = %s", (provider, task_id))
-        return task_from_row(row) if row else None
-
-    async def tasks_in(self, states: Iterable[TaskState]) -> list[Task]:
-        rows = await self._all("SELECT * FROM tasks WHERE state = ANY(%s) ORDER BY id", ([s.value for s in states],))
-        return [task_from_row(r) for r in rows]
-
-    async def asset_count(self, pk: int) -> int:
-        row = await self._one("SELECT count(*) AS n FROM assets WHERE task = %s", (pk,))
-        return int(row["n"]) if row else 0
-
-    async def assets(self, pk: int) -> list[Asset]:
-        return [asset_from_row(r) for r in await self._all("SELECT * FROM assets WHERE task = %s ORDER BY idx", (pk,))]
-
-    async def asset(self, pk: int, idx: int) -> Asset:
-        return asset_from_row(await self._one("SELECT * FROM assets WHERE task = %s AND idx = %s", (pk, idx)))
 
     async def asset_work(self, pk: int, idx: int) -> tuple[Task, Asset, int]:
         """What archiving one asset needs, in one query: its task, itself, the task's asset count."""
@@ -287,15 +251,6 @@ class PostgresState:
                               " WHERE t.id = %s AND a.idx = %s", (pk, idx))
         assert row is not None, f"no asset {idx} of task #{pk}"
         return task_from_row(row["task"]), asset_from_row(row["asset"]), int(row["n"])
-
-    async def asset_by_key(self, key: str) -> Asset | None:
-        row = await self._one("SELECT * FROM assets WHERE key = %s", (key,))
-        return asset_from_row(row) if row else None
-
-    async def archived_keys(self) -> list[tuple[str, str, float | None, str]]:
-        rows = await self._all("SELECT t.provider, t.task_id, t.success_seen_at, a.key FROM assets a JOIN tasks t"
-                               " ON t.id = a.task WHERE a.state = 'archived' AND a.key IS NOT NULL")
-        return [(r["provider"], r["task_id"], r["success_seen_at"], r["key"]) for r in rows]
 
     async def assets_pending(self) -> int:
         """Assets of the tasks this daemon holds that are not archived yet."""
@@ -329,7 +284,8 @@ class PostgresState:
         return float(row["next_poll_at"]) if row else None
 
     async def age(self, provider: str, now: float, ends: Sequence[float]) -> int:
-        lane, at = lane_case(ends, now, "%s")
+        lane, at = q.lane_case(ends, now)
+        lane = pg(lane)
         async with self._tx() as conn:
             # A lane past the last is left by a schedule with more steps (a changed config): it is old now.
             moved = (await self._run(conn, "UPDATE tasks SET lane = %s WHERE provider = %s AND owner = %s AND lane > %s"
@@ -347,13 +303,6 @@ class PostgresState:
                               " ('queued', 'polling') RETURNING id", (time.time(), pk, self.me))
         return row is not None
 
-    async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-                     running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
-                     answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
-        if await self.polled_many([Polled(pk, time.time(), next_poll_at, lane, error, unknown_since, running_for,
-                                          answered_at, empty)]):
-            raise LeaseLost(f"task #{pk} is now held by another daemon, or another daemon ended it")
-
     async def polled_many(self, polls: Sequence[Polled]) -> set[int]:
         """See SqliteState.polled_many; each task at most once per call."""
         if not polls:
@@ -364,20 +313,7 @@ class PostgresState:
         # another daemon while our lease had run out: not ours to write.
         # updated_at is a change of state, not a poll (see SqliteState.polled_many).
         rows = await self._all(
-            "WITH v AS (SELECT * FROM unnest(%(pk)s::bigint[], %(at)s::float8[], %(next)s::float8[],"
-            " %(lane)s::smallint[], %(error)s::text[], %(unknown)s::float8[], %(running)s::float8[],"
-            " %(answered)s::float8[], %(empty)s::int[], %(empty_since)s::float8[])"
-            " AS v (pk, at, next, lane, error, unknown, running, answered, empty, empty_since)),"
-            " old AS (SELECT id, state, owner FROM tasks WHERE id = ANY(%(pk)s) ORDER BY id FOR UPDATE),"
-            " upd AS (UPDATE tasks t SET state = 'polling', polls = t.polls + 1, last_error = v.error,"
-            " unknown_since = v.unknown, running_for = COALESCE(v.running, t.running_for),"
-            " updated_at = CASE WHEN old.state = 'queued' THEN v.at ELSE t.updated_at END,"
-            " next_poll_at = v.next, lane = v.lane, answered_at = v.answered, empty_polls = v.empty,"
-            " empty_since = v.empty_since FROM old JOIN v ON v.pk = old.id"
-            f" WHERE t.id = old.id AND (old.owner = %(me)s OR old.owner IS NULL AND old.state IN {LIVE_SQL})"
-            " RETURNING t.id, old.state AS was, v.at),"
-            " h AS (INSERT INTO history (task, at, state) SELECT id, at, 'polling' FROM upd WHERE was = 'queued')"
-            " SELECT id FROM upd",
+            pq.POLLED_MANY,
             {"pk": [p.pk for p in polls], "at": [p.at for p in polls], "next": [p.next_poll_at for p in polls],
              "lane": [p.lane for p in polls], "error": [p.error for p in polls],
              "unknown": [p.unknown_since for p in polls], "running": [p.running_for for p in polls],
@@ -393,22 +329,7 @@ class PostgresState:
         # asset rows come from RETURNING; the plain SELECT sees only rows the task already had.
         async with self._conn() as conn:
             row = await (await self._run(
-                conn, "WITH done AS (SELECT count(*) = %(n)s AS all_done FROM assets WHERE task = %(pk)s"
-                " AND idx < %(n)s AND state = 'archived'),"
-                " t AS (UPDATE tasks SET state = CASE WHEN (SELECT all_done FROM done) THEN 'archived'"
-                " ELSE 'downloading' END, polls = polls + 1, last_error = NULL,"
-                " success_seen_at = %(now)s, updated_at = %(now)s, media = %(media)s, model = %(model)s,"
-                " prompt = %(prompt)s, input = %(input)s, response = %(response)s, task_created_at = %(created)s,"
-                " task_completed_at = %(completed)s, owner = CASE WHEN (SELECT all_done FROM done) THEN NULL"
-                " ELSE %(owner)s END WHERE id = %(pk)s AND (owner = %(me)s OR"
-                f" owner IS NULL AND state IN {LIVE_SQL}) RETURNING *),"
-                " h AS (INSERT INTO history (task, at, state, note) SELECT id, %(now)s, 'downloading', %(note)s FROM t"
-                " UNION ALL SELECT id, %(now)s, 'archived', NULL FROM t WHERE state = 'archived'),"
-                " new AS (INSERT INTO assets (task, idx, url, role) SELECT t.id, i - 1, u, r FROM t,"
-                " unnest(%(urls)s::text[], %(roles)s::text[]) WITH ORDINALITY AS x(u, r, i) ON CONFLICT DO NOTHING"
-                " RETURNING *)"
-                " SELECT to_jsonb(t) AS task, (SELECT COALESCE(jsonb_agg(to_jsonb(a) ORDER BY a.idx), '[]')"
-                " FROM (SELECT * FROM new UNION ALL SELECT * FROM assets WHERE task = %(pk)s) a) AS assets FROM t",
+                conn, pq.SUCCEEDED,
                 {"now": now, "media": status.media, "model": status.model, "prompt": status.prompt,
                  "input": json.dumps(status.input) if status.input is not None else None,
                  "response": json.dumps(status.response), "created": status.created_at,
@@ -430,18 +351,8 @@ class PostgresState:
                 " WHERE id = %s RETURNING *",
                 (reason, code, message, time.time(), json.dumps(response) if response is not None else None,
                  int(polled), pk))).fetchone()
-            await self._history(conn, pk, TaskState.FAILED, reason, message)
+            await self._run(conn, pg(q.ADD_HISTORY), (pk, time.time(), "failed", reason, message))
         return task_from_row(row)
-
-    async def record_written(self, pk: int) -> None:
-        async with self._conn() as conn:
-            await self._run(conn, "UPDATE tasks SET record_due = false WHERE id = %s", (pk,))
-
-    async def records_due(self, before: float, limit: int = 100) -> list[Task]:
-        """Failed tasks, ended before `before`, whose _failed record is not written yet."""
-        rows = await self._all("SELECT * FROM tasks WHERE state = 'failed' AND record_due AND updated_at < %s"
-                               " ORDER BY id LIMIT %s", (before, limit))
-        return [task_from_row(r) for r in rows]
 
     # --- assets -------------------------------------------------------------------------
 
@@ -450,25 +361,6 @@ class PostgresState:
                               (key, pk, idx))
         return str(row["key"]) if row else key
 
-    async def set_url(self, pk: int, idx: int, url: str) -> None:
-        async with self._conn() as conn:
-            await self._run(conn, "UPDATE assets SET url = %s WHERE task = %s AND idx = %s", (url, pk, idx))
-
-    async def asset_error(self, pk: int, idx: int, error: str) -> None:
-        async with self._conn() as conn:
-            await self._run(conn, "UPDATE assets SET last_error = %s WHERE task = %s AND idx = %s", (error, pk, idx))
-
-    async def requeue_asset(self, pk: int, idx: int, note: str) -> None:
-        now = time.time()
-        async with self._tx() as conn:
-            await self._run(conn, "UPDATE assets SET state = 'pending', last_error = NULL WHERE task = %s AND idx = %s",
-                            (pk, idx))
-            await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
-                            " first_seen_at = %s, updated_at = %s, unknown_since = NULL, running_for = 0, owner = NULL,"
-                            " next_poll_at = %s, lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL"
-                            " WHERE id = %s", (now, now, now, pk))
-            await self._history(conn, pk, TaskState.QUEUED, note=note)
-
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
                        downloaded_at: float, archived_at: float) -> bool:
         async with self._tx() as conn:
@@ -476,13 +368,7 @@ class PostgresState:
             # assets a worker of ours archived meanwhile, so the task's last asset always ends it.
             await self._mine(conn, pk)
             row = await (await self._run(
-                conn, "WITH done AS (UPDATE assets SET state = 'archived', bytes = %(size)s, sha256 = %(sha)s,"
-                " content_type = %(ct)s, downloaded_at = %(down)s, archived_at = %(at)s, last_error = NULL"
-                " WHERE task = %(pk)s AND idx = %(idx)s), left_over AS (SELECT count(*) AS n FROM assets"
-                " WHERE task = %(pk)s AND idx <> %(idx)s AND state <> 'archived'),"
-                " fin AS (UPDATE tasks SET state = 'archived', updated_at = %(at)s, owner = NULL WHERE id = %(pk)s"
-                " AND (SELECT n FROM left_over) = 0 RETURNING id), h AS (INSERT INTO history (task, at, state)"
-                " SELECT id, %(now)s, 'archived' FROM fin) SELECT count(*) AS n FROM fin",
+                conn, pq.ARCHIVED,
                 {"size": size, "sha": sha256, "ct": content_type, "down": downloaded_at, "at": archived_at,
                  "pk": pk, "idx": idx, "now": time.time()})).fetchone()
             return bool(row and row["n"])
@@ -504,82 +390,7 @@ class PostgresState:
     async def counts(self) -> dict[str, int]:
         return await self.kept_counts()  # exact: kept in the same transactions as the rows
 
-    async def kept_counts(self) -> dict[str, int]:
-        found = {r["state"]: int(r["n"]) for r in await self._all("SELECT state, n FROM task_counts")}
-        return {s.value: found.get(s.value, 0) for s in TaskState}
-
-    async def recent(self, states: Sequence[TaskState], limit: int, *, by: str = "updated_at") -> list[Task]:
-        assert by in ("updated_at", "first_seen_at")
-        rows = await self._all(f"SELECT * FROM tasks WHERE state = ANY(%s) ORDER BY {by} DESC, id DESC LIMIT %s",
-                               ([s.value for s in states], limit))
-        return [task_from_row(r) for r in rows]
-
-    async def recent_rejects(self, limit: int) -> list[dict[str, Any]]:
-        return await self._all("SELECT at, line_no, reason, line FROM rejects ORDER BY id DESC LIMIT %s", (limit,))
-
-    async def retry(self, pks: Sequence[int]) -> int:
-        now = time.time()
-        async with self._tx() as conn:
-            for pk in pks:
-                await self._run(conn, "UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, message = NULL,"
-                                " first_seen_at = %s, updated_at = %s, unknown_since = NULL, owner = NULL,"
-                                " next_poll_at = %s, lane = 0, answered_at = NULL, empty_polls = 0,"
-                                " empty_since = NULL WHERE id = %s", (now, now, now, pk))
-                await self._run(conn, "DELETE FROM assets WHERE task = %s AND state <> 'archived'", (pk,))
-                await self._history(conn, pk, TaskState.QUEUED, note="retry")
-        return len(pks)
-
     async def oldest_pending(self, provider: str) -> float | None:
         row = await self._one(f"SELECT MIN(first_seen_at) AS first FROM tasks WHERE provider = %s AND state IN"
                               f" {LIVE_SQL}", (provider,))
         return row["first"] if row else None
-
-    async def probe_write(self) -> None:
-        await self.set_health("state_db", "ok")
-
-
-class SharedBucket:
-    """One key's pace across every daemon: requests take slots from a row in the DB.
-
-    Slots are spaced 1/rate (with the same margin as TokenBucket) on the database's clock. A
-    daemon reserves SLOT_SPAN's worth of slots per query (a query per second, not per request)
-    and uses each at its time; a slot whose time has passed is dropped, never used late, so no
-    second ever holds more than the rate.
-    """
-
-    def __init__(self, state: PostgresState, key_id: str, rate: float) -> None:
-        self.state = state
-        self.key_id = key_id
-        self.interval = SPACING_MARGIN / rate
-        self.block = max(1, int(SLOT_SPAN / self.interval))
-        self.paused_until = 0.0
-        self.slots: deque[float] = deque()  # reserved, on this process's monotonic clock
-        self._lock = asyncio.Lock()
-        self._holds: set[asyncio.Task[None]] = set()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            await self.ready()
-            while self.slots and self.slots[0] < time.monotonic():
-                self.slots.popleft()  # its moment passed unused
-            if not self.slots:
-                first = time.monotonic() + await self.state.reserve(self.key_id, self.interval, self.block)
-                self.slots.extend(first + i * self.interval for i in range(self.block))
-            if (wait := self.slots.popleft() - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-
-    async def ready(self) -> None:
-        while (wait := self.paused_until - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
-
-    def pause(self, seconds: float) -> None:
-        """Hold this daemon at once, and every other one through the slot row (best effort)."""
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
-        self.slots.clear()  # they fall inside the pause
-        job = asyncio.get_running_loop().create_task(self._hold(seconds))
-        self._holds.add(job)
-        job.add_done_callback(self._holds.discard)
-
-    async def _hold(self, seconds: float) -> None:
-        with contextlib.suppress(StateUnavailable):  # this daemon pauses anyway; others learn from their 429
-            await self.state.hold(self.key_id, seconds)

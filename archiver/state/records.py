@@ -12,6 +12,7 @@ from archiver.model import TaskState, TaskRef
 KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
 LIVE = (TaskState.QUEUED, TaskState.POLLING, TaskState.DOWNLOADING)  # a daemon holds a lease on these
 CLAIM_BATCH = 2000  # tasks one claim takes at most: a start with a big backlog takes it in steps
+Fingerprint = tuple[int, int, int, int, float, float]  # tasks, assets, bytes, failed, newest asset, newest failure
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,49 @@ class Health:
     at: float  # when the current state began
 
 
+@dataclass(frozen=True, slots=True)
+class IndexedAsset:
+    """One archived asset with what its sidecar says of its task; `count` is the task's asset rows."""
+
+    provider: str
+    task_id: str
+    labels: dict[str, str]
+    hint: str | None  # the task's media, as the provider said it
+    model: str | None
+    prompt: str | None
+    success_seen_at: float | None
+    idx: int
+    key: str
+    bytes: int | None
+    sha256: str | None
+    content_type: str | None
+    archived_at: float
+    count: int
+
+    @property
+    def seen(self) -> float:
+        """When the asset belongs: the success seen, else its archiving."""
+        return self.success_seen_at or self.archived_at
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFailure:
+    """One failed task as the index shows it."""
+
+    provider: str
+    task_id: str
+    labels: dict[str, str]
+    reason: str | None
+    code: str | None
+    message: str | None
+    updated_at: float
+
+    @property
+    def seen(self) -> float:
+        """When the failure belongs: its task's end."""
+        return self.updated_at
+
+
 def per_ref(refs: Sequence[TaskRef], rows: Iterable[Any]) -> list[Any]:
     """Each ref's newly inserted row, or None where the task was known already (or came earlier in `refs`)."""
     made = {(row["provider"], row["task_id"]): row for row in rows}
@@ -147,3 +191,17 @@ def task_from_row(row: Any) -> Task:
 def asset_from_row(row: Any) -> Asset:
     return Asset(*(row[k] for k in ("task", "idx", "url", "key", "state", "bytes", "sha256",
                                     "content_type", "downloaded_at", "archived_at", "role")))
+
+
+def indexed_asset(row: Any) -> IndexedAsset:
+    return IndexedAsset(
+        provider=row["provider"], task_id=row["task_id"], labels=json.loads(row["labels"]), hint=row["hint"],
+        model=row["model"], prompt=row["prompt"], success_seen_at=row["success_seen_at"], idx=row["idx"],
+        key=row["key"], bytes=row["bytes"], sha256=row["sha256"], content_type=row["content_type"],
+        archived_at=row["archived_at"], count=row["count"])
+
+
+def indexed_failure(row: Any) -> IndexedFailure:
+    return IndexedFailure(provider=row["provider"], task_id=row["task_id"], labels=json.loads(row["labels"]),
+                          reason=row["reason"], code=row["code"], message=row["message"],
+                          updated_at=row["updated_at"])

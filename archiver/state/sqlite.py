@@ -15,116 +15,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from archiver.errors import LeaseLost
+from archiver.errors import LeaseLost, StateUnavailable
 from archiver.files import private_file
-from archiver.model import TaskState, TaskRef, TaskStatus
-from archiver.pacing import Bucket, TokenBucket
-from archiver.state.base import lane_case
+from archiver.model import TaskRef, TaskState, TaskStatus
+from archiver.state import queries as q
+from archiver.state.base import RateSlots
+from archiver.state.common import CommonStore, Step, errors_at_boundary, first_line
 from archiver.state.records import (CLAIM_BATCH, KEEP_REJECTS, Asset, Claimed, Daemon, Health, Polled, Position,
                                     Rejected, Task, asset_from_row, per_ref, task_from_row)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id INTEGER PRIMARY KEY,
-    provider TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}',
-    state TEXT NOT NULL,
-    reason TEXT, code TEXT, message TEXT, last_error TEXT,
-    first_seen_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    polls INTEGER NOT NULL DEFAULT 0,
-    unknown_since REAL,
-    success_seen_at REAL,
-    media TEXT, model TEXT, prompt TEXT, input TEXT, response TEXT,
-    task_created_at TEXT, task_completed_at TEXT,
-    record_due INTEGER NOT NULL DEFAULT 0,
-    running_for REAL NOT NULL DEFAULT 0,
-    UNIQUE (provider, task_id)
-);
-CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, updated_at);
-CREATE TABLE IF NOT EXISTS assets (
-    task INTEGER NOT NULL REFERENCES tasks (id),
-    idx INTEGER NOT NULL,
-    url TEXT NOT NULL,
-    key TEXT,
-    state TEXT NOT NULL DEFAULT 'pending',
-    bytes INTEGER, sha256 TEXT, content_type TEXT,
-    downloaded_at REAL, archived_at REAL, last_error TEXT, role TEXT,
-    PRIMARY KEY (task, idx)
-);
-CREATE TABLE IF NOT EXISTS history (
-    task INTEGER NOT NULL REFERENCES tasks (id),
-    at REAL NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS history_by_task ON history (task, at);
-CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    dev INTEGER NOT NULL, ino INTEGER NOT NULL,
-    offset INTEGER NOT NULL, line_no INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejects (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL, line_no INTEGER NOT NULL, reason TEXT NOT NULL, line TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS health (
-    name TEXT PRIMARY KEY, state TEXT NOT NULL, message TEXT, at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS daemons (
-    id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL
-);
-"""
-# Tasks per state, kept by triggers so that /metrics reads five rows, never the whole table.
-COUNTS = """
-CREATE TABLE IF NOT EXISTS task_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
-CREATE TRIGGER IF NOT EXISTS task_counts_insert AFTER INSERT ON tasks BEGIN
-    INSERT INTO task_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS task_counts_update AFTER UPDATE OF state ON tasks WHEN OLD.state != NEW.state BEGIN
-    UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
-    INSERT INTO task_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS task_counts_delete AFTER DELETE ON tasks BEGIN
-    UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
-END;
-CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (provider, state, first_seen_at);
-"""
-
-
-def _use_wal(db: sqlite3.Connection) -> None:
-    """Switch to WAL; on a new file that races another opener the switch fails at once, so retry."""
-    for _ in range(100):  # the busy timeout does not cover it
-        try:
-            db.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e):
-                raise
-            time.sleep(0.05)
-    db.execute("PRAGMA journal_mode = WAL")
-
-
-def _add_columns(db: sqlite3.Connection) -> None:
-    """Columns added since the first release; an older state DB gains them here."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
-    for name, decl in (("record_due", "INTEGER NOT NULL DEFAULT 0"),
-                       ("running_for", "REAL NOT NULL DEFAULT 0"), ("owner", "TEXT"),
-                       ("next_poll_at", "REAL NOT NULL DEFAULT 0"), ("answered_at", "REAL"),
-                       ("empty_polls", "INTEGER NOT NULL DEFAULT 0"), ("empty_since", "REAL"),
-                       ("lane", "INTEGER NOT NULL DEFAULT 0")):
-        if name not in columns:
-            db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
-    if "role" not in {row[1] for row in db.execute("PRAGMA table_info(assets)")}:
-        db.execute("ALTER TABLE assets ADD COLUMN role TEXT")  # from before roles
-
+from archiver.state.sqlite_schema import migrate, use_wal
 
 MEMORY = ":memory:"  # an empty state DB in memory: what status and show read before the first run
 
 
-class SqliteState:
+def _unavailable(e: Exception) -> str:
+    return f"the SQLite state DB failed: {first_line(e)}"
+
+
+@errors_at_boundary((sqlite3.Error,), _unavailable)
+class SqliteState(CommonStore):
     """The state database in one SQLite file; every write is one transaction."""
 
     backend = "sqlite"
@@ -133,32 +42,23 @@ class SqliteState:
         self.me = me  # this daemon's ID in `tasks.owner`; a CLI process owns nothing
         if str(path) != MEMORY:
             private_file(path)  # before SQLite makes it 0644: it holds raw provider answers
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        _use_wal(self.db)
-        # NORMAL in WAL mode survives a process crash (kill -9); only power loss can
-        # drop the last commits, and the inbox offset rolls back with them.
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.executescript(SCHEMA)
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'task_counts'").fetchone():
-            # A state DB from before the counts were kept: count once, then triggers keep them.
-            self.db.executescript(f"BEGIN IMMEDIATE; {COUNTS}; INSERT OR IGNORE INTO task_counts"
-                                  " SELECT state, COUNT(*) FROM tasks GROUP BY state; COMMIT;")
-        # A CLI and a starting daemon may open a new file at once: the check and the ALTERs
-        # go in one write transaction, or both add the same column and one of them fails.
-        with self.transaction() as db:
-            _add_columns(db)
-        # Live tasks no daemon holds: what a claim looks at, whatever the number of ended tasks.
-        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_free ON tasks (id)"
-                        " WHERE owner IS NULL AND state IN ('queued', 'polling', 'downloading')")
-        self.db.execute("CREATE INDEX IF NOT EXISTS assets_by_key ON assets (key)")
-        # The poll queue: a daemon's due tasks by lane (its schedule step) and time (archiver/policy.py).
-        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_due ON tasks (provider, owner, lane, next_poll_at)"
-                        " WHERE state IN ('queued', 'polling')")
-        # Aging: each lane's tasks past its step's end, found without reading the rest of the lane.
-        self.db.execute("CREATE INDEX IF NOT EXISTS tasks_aging ON tasks (provider, owner, lane, first_seen_at)"
-                        " WHERE state IN ('queued', 'polling')")
+        try:
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StateUnavailable(_unavailable(e)) from e
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            use_wal(self.db)
+            # NORMAL in WAL mode survives a process crash (kill -9); only power loss can
+            # drop the last commits, and the inbox offset rolls back with them.
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            migrate(self.db)
+        except BaseException as e:
+            self.db.close()
+            if isinstance(e, sqlite3.Error):
+                raise StateUnavailable(_unavailable(e)) from e
+            raise
 
     async def close(self) -> None:
         self.db.close()
@@ -173,10 +73,20 @@ class SqliteState:
             raise
         self.db.execute("COMMIT")
 
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.db.execute(sql, params).fetchall()
+
+    async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.db.execute(sql, params).fetchone()
+
+    async def _apply(self, steps: Iterable[Step]) -> None:
+        with self.transaction() as db:
+            for sql, params in steps:
+                db.execute(sql, params)
+
     def _history(self, db: sqlite3.Connection, pk: int, state: TaskState, reason: str | None = None,
                  note: str | None = None) -> None:
-        db.execute("INSERT INTO history (task, at, state, reason, note) VALUES (?, ?, ?, ?, ?)",
-                   (pk, time.time(), state, reason, note))
+        db.execute(q.ADD_HISTORY, (pk, time.time(), state, reason, note))
 
     def _mine(self, db: sqlite3.Connection, pk: int) -> TaskState:
         """The task's state, if no other daemon holds it (else LeaseLost); it is ours from here."""
@@ -223,9 +133,8 @@ class SqliteState:
                               (self.me, time.time(), *providers, CLAIM_BATCH)).fetchall()
         return sorted((Claimed(r[0], r[1], TaskState(r[2])) for r in rows), key=lambda c: c.pk)
 
-    def bucket(self, key_id: str, rate: float) -> Bucket:
-        """One daemon: the key's pace is kept in this process."""
-        return TokenBucket(rate)
+    def rate_slots(self) -> RateSlots | None:
+        return None  # one daemon: a key's pace is kept in its process
 
     async def agree(self, name: str, value: str) -> str:
         return value  # one daemon agrees with itself
@@ -252,10 +161,9 @@ class SqliteState:
         now = time.time()
         with self.transaction() as db:
             new = [ref for ref, row in zip(refs, per_ref(refs, self._insert(db, refs, now)), strict=True) if row]
-            db.executemany("INSERT INTO rejects (at, line_no, reason, line) VALUES (?, ?, ?, ?)",
-                           [(now, r.line_no, r.reason, r.line) for r in rejects])
+            db.executemany(q.ADD_REJECT, [(now, r.line_no, r.reason, r.line) for r in rejects])
             if rejects:
-                db.execute("DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?", (KEEP_REJECTS,))
+                db.execute(q.TRIM_REJECTS, (KEEP_REJECTS,))
             db.execute("INSERT OR REPLACE INTO inbox (id, dev, ino, offset, line_no) VALUES (1, ?, ?, ?, ?)",
                        (position.dev, position.ino, position.offset, position.line_no))
         return new
@@ -288,52 +196,14 @@ class SqliteState:
     # --- reads --------------------------------------------------------------------------
 
     def _task(self, pk: int) -> Task:
-        return task_from_row(self.db.execute("SELECT * FROM tasks WHERE id = ?", (pk,)).fetchone())
-
-    async def task(self, pk: int) -> Task:
-        return self._task(pk)
-
-    async def find(self, provider: str, task_id: str) -> Task | None:
-        row = self.db.execute("SELECT * FROM tasks WHERE provider = ? AND task_id = ?",
-                              (provider, task_id)).fetchone()
-        return task_from_row(row) if row else None
-
-    async def tasks_in(self, states: Iterable[TaskState]) -> list[Task]:
-        states = tuple(states)
-        marks = ",".join("?" for _ in states)
-        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY id", states).fetchall()
-        return [task_from_row(r) for r in rows]
-
-    async def asset_count(self, pk: int) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM assets WHERE task = ?", (pk,)).fetchone()[0])
+        return task_from_row(self.db.execute(q.TASK, (pk,)).fetchone())
 
     def _assets(self, pk: int) -> list[Asset]:
-        rows = self.db.execute("SELECT * FROM assets WHERE task = ? ORDER BY idx", (pk,)).fetchall()
-        return [asset_from_row(r) for r in rows]
-
-    async def assets(self, pk: int) -> list[Asset]:
-        return self._assets(pk)
-
-    def _asset(self, pk: int, idx: int) -> Asset:
-        return asset_from_row(self.db.execute("SELECT * FROM assets WHERE task = ? AND idx = ?",
-                                              (pk, idx)).fetchone())
-
-    async def asset(self, pk: int, idx: int) -> Asset:
-        return self._asset(pk, idx)
+        return [asset_from_row(r) for r in self.db.execute(q.ASSETS, (pk,)).fetchall()]
 
     async def asset_work(self, pk: int, idx: int) -> tuple[Task, Asset, int]:
         """What archiving one asset needs: its task, itself, and how many assets the task has."""
-        return self._task(pk), self._asset(pk, idx), await self.asset_count(pk)
-
-    async def asset_by_key(self, key: str) -> Asset | None:
-        row = self.db.execute("SELECT * FROM assets WHERE key = ?", (key,)).fetchone()
-        return asset_from_row(row) if row else None
-
-    async def archived_keys(self) -> list[tuple[str, str, float | None, str]]:
-        """(provider, task_id, success_seen_at, key) of every archived asset, for `verify`."""
-        rows = self.db.execute("SELECT t.provider, t.task_id, t.success_seen_at, a.key FROM assets a JOIN tasks t"
-                               " ON t.id = a.task WHERE a.state = 'archived' AND a.key IS NOT NULL").fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return self._task(pk), await self.asset(pk, idx), await self.asset_count(pk)
 
     async def assets_pending(self) -> int:
         """Assets of this daemon's downloading tasks not archived yet: what the next start resumes."""
@@ -367,7 +237,7 @@ class SqliteState:
 
     async def age(self, provider: str, now: float, ends: Sequence[float]) -> int:
         """Move this daemon's waiting tasks of `provider` on to the lane of their age (policy.lane_at)."""
-        lane, at = lane_case(ends, now, "?")
+        lane, at = q.lane_case(ends, now)
         with self.transaction() as db:
             # A lane past the last is left by a schedule with more steps (a changed config): it is old now.
             moved = db.execute("UPDATE tasks SET lane = ? WHERE provider = ? AND owner = ? AND lane > ? AND state IN"
@@ -385,14 +255,6 @@ class SqliteState:
             cur = db.execute("UPDATE tasks SET next_poll_at = ?, lane = 0 WHERE id = ? AND owner = ? AND state IN"
                              " ('queued', 'polling')", (time.time(), pk, self.me))
         return cur.rowcount > 0
-
-    async def polled(self, pk: int, *, error: str | None = None, unknown_since: float | None = None,
-                     running_for: float | None = None, next_poll_at: float = 0.0, lane: int = 0,
-                     answered_at: float | None = None, empty: tuple[int, float | None] = (0, None)) -> None:
-        """Count one poll that left the task running (see polled_many); LeaseLost if another daemon holds it."""
-        if await self.polled_many([Polled(pk, time.time(), next_poll_at, lane, error, unknown_since, running_for,
-                                          answered_at, empty)]):
-            raise LeaseLost(f"task #{pk} is now held by another daemon")
 
     async def polled_many(self, polls: Sequence[Polled]) -> set[int]:
         """Count polls that left their tasks running and say when (and in which lane) to ask each next;
@@ -451,16 +313,6 @@ class SqliteState:
             self._history(db, pk, TaskState.FAILED, reason, message)
         return self._task(pk)
 
-    async def record_written(self, pk: int) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE tasks SET record_due = 0 WHERE id = ?", (pk,))
-
-    async def records_due(self, before: float, limit: int = 100) -> list[Task]:
-        """Failed tasks, ended before `before`, whose _failed record could not be written yet."""
-        rows = self.db.execute("SELECT * FROM tasks WHERE state = ? AND record_due = 1 AND updated_at < ?"
-                               " ORDER BY id LIMIT ?", (TaskState.FAILED, before, limit)).fetchall()
-        return [task_from_row(r) for r in rows]
-
     # --- assets -------------------------------------------------------------------------
 
     async def set_key(self, pk: int, idx: int, key: str) -> str:
@@ -469,26 +321,7 @@ class SqliteState:
             if db.execute("UPDATE assets SET key = ? WHERE task = ? AND idx = ? AND key IS NULL",
                           (key, pk, idx)).rowcount:
                 return key
-        return str(self._asset(pk, idx).key)
-
-    async def set_url(self, pk: int, idx: int, url: str) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE assets SET url = ? WHERE task = ? AND idx = ?", (url, pk, idx))
-
-    async def asset_error(self, pk: int, idx: int, error: str) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE assets SET last_error = ? WHERE task = ? AND idx = ?", (error, pk, idx))
-
-    async def requeue_asset(self, pk: int, idx: int, note: str) -> None:
-        """Put one archived asset back to work under its stored key (verify --fix); the task is polled again."""
-        now = time.time()
-        with self.transaction() as db:
-            db.execute("UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?", (pk, idx))
-            db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL, first_seen_at = ?,"
-                       " updated_at = ?, unknown_since = NULL, running_for = 0, owner = NULL, next_poll_at = ?,"
-                       " lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
-                       (TaskState.QUEUED, now, now, now, pk))
-            self._history(db, pk, TaskState.QUEUED, note=note)
+        return str((await self.asset(pk, idx)).key)
 
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
                        downloaded_at: float, archived_at: float) -> bool:
@@ -527,44 +360,9 @@ class SqliteState:
         found = {r[0]: r[1] for r in rows}
         return {s.value: found.get(s.value, 0) for s in TaskState}
 
-    async def kept_counts(self) -> dict[str, int]:
-        """Tasks per state from the trigger-kept table: constant cost at any number of tasks."""
-        found = dict(self.db.execute("SELECT state, n FROM task_counts").fetchall())
-        return {s.value: found.get(s.value, 0) for s in TaskState}
-
-    async def recent(self, states: Sequence[TaskState], limit: int, *, by: str = "updated_at") -> list[Task]:
-        """The newest tasks in `states`, by `updated_at` (last change) or `first_seen_at`."""
-        assert by in ("updated_at", "first_seen_at")
-        marks = ",".join("?" for _ in states)
-        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY {by} DESC, id DESC"
-                               " LIMIT ?", (*states, limit)).fetchall()
-        return [task_from_row(r) for r in rows]
-
-    async def recent_rejects(self, limit: int) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT at, line_no, reason, line FROM rejects ORDER BY id DESC LIMIT ?",
-                               (limit,)).fetchall()
-        return [dict(r) for r in rows]
-
-    async def retry(self, pks: Sequence[int]) -> int:
-        """Put ended tasks back to the start; their archived assets are kept, not redone."""
-        now = time.time()
-        with self.transaction() as db:
-            for pk in pks:
-                db.execute("UPDATE tasks SET state = ?, reason = NULL, code = NULL, message = NULL,"
-                           " first_seen_at = ?, updated_at = ?, unknown_since = NULL, owner = NULL, next_poll_at = ?,"
-                           " lane = 0, answered_at = NULL, empty_polls = 0, empty_since = NULL WHERE id = ?",
-                           (TaskState.QUEUED, now, now, now, pk))
-                db.execute("DELETE FROM assets WHERE task = ? AND state != 'archived'", (pk,))
-                self._history(db, pk, TaskState.QUEUED, note="retry")
-        return len(pks)
-
     async def oldest_pending(self, provider: str) -> float | None:
         """first_seen_at of the provider's oldest unfinished task; one index lookup per state."""
         firsts = [self.db.execute("SELECT MIN(first_seen_at) FROM tasks WHERE provider = ? AND state = ?",
                                   (provider, s)).fetchone()[0]
                   for s in (TaskState.QUEUED, TaskState.POLLING, TaskState.DOWNLOADING)]
         return min((f for f in firsts if f is not None), default=None)
-
-    async def probe_write(self) -> None:
-        """One tiny write transaction; raises if the DB cannot be written."""
-        await self.set_health("state_db", "ok")

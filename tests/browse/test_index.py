@@ -11,12 +11,12 @@ from archiver.archive_format.keys import day_key
 import pytest
 
 from archiver.browse.index import IndexLoop, page, rebuild
-from archiver.browse.pg_source import PostgresSource
 from archiver.browse.sources import open_source
 from archiver.config import Config
 from archiver.errors import StateUnavailable
 from archiver.model import Phase, TaskRef, TaskStatus
 from archiver.state import SqliteState, open_state
+from archiver.state.pg_reader import PgReader
 from tests.browse.conftest import World, make_world
 from tests.support.postgres import PgCluster, StateBackend
 
@@ -112,7 +112,7 @@ async def test_postgres_and_sqlite_build_the_same_index(tmp_path: Path, pg_dsn: 
               for name, dsn in (("sqlite", None), ("postgres", pg_dsn))]
     sources = [open_source(world.config) for world in worlds]
     try:
-        assert isinstance(sources[1], PostgresSource) and not isinstance(sources[0], PostgresSource)
+        assert isinstance(sources[1].reader, PgReader) and not isinstance(sources[0].reader, PgReader)
         prints = [source.fingerprints() for source in sources]
         assert prints[0] == prints[1] and len(prints[0]) == 5
         for date in prints[0]:

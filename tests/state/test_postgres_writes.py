@@ -21,7 +21,9 @@ KIE = {"kie": {"type": "kie", "api_key": "k"}}
 
 async def _open(tmp: Path, dsn: str, me: str) -> PostgresState:
     doc = base_config(tmp, KIE, state={"backend": "postgres", "dsn": dsn})
-    return await PostgresState.open(load_config(write_config(tmp / f"{me}.yaml", doc)), me)
+    config = load_config(write_config(tmp / f"{me}.yaml", doc))
+    return await PostgresState.open(config.state.dsn.reveal(), me, lease=config.state.lease,
+                                    inbox=str(config.inbox.path))
 
 
 @pytest.fixture
