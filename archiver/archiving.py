@@ -1,7 +1,7 @@
 """One asset's way into the archive: download, key, asset, sidecar, state (docs/design.md, commit points).
 
 Trouble never escapes `archive`: a permanent failure ends the task (with its _failed
-record), a transient one hands the asset back to the daemon to try again later.
+record), a transient one hands the asset back to its scheduler (workers.py) to try again later.
 """
 
 from __future__ import annotations
@@ -11,21 +11,24 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from archiver import datauri
 from archiver.archive_format.keys import KeyFields, failed_key, render_key, sidecar_key
 from archiver.archive_format.media import JSON_TYPE, choose_ext, content_type_for, media_for
 from archiver.archive_format.sidecar import asset_sidecar, failed_record
 from archiver.config import Config
-from archiver.download import Downloader, Fetched, discard, redact
+from archiver.download import Downloader, Fetched, redact
 from archiver.errors import (AlreadyStored, DiskFull, DownloadFailed, DownloadInterrupted, PermanentError,
                              StorageUnavailable, TransientError, UrlExpired)
 from archiver.logs import task_fields
 from archiver.model import Phase, TaskStatus
 from archiver.model import TaskState
 from archiver.recorder import Recorder
+from archiver.staging import Staging
 from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
 
@@ -34,27 +37,43 @@ log = logging.getLogger(__name__)
 # A download that ran out of retries waits download.retry_after, then tries again, up to
 MAX_ROUNDS = 3  # this many times before the task fails with download_failed
 
-AskOnce = Callable[[str, str], Awaitable[TaskStatus | None]]
-Refresh = Callable[[str, str, str], Awaitable[str | None]]  # provider, task_id, url → fresh link
-Requeue = Callable[[int, int, float], None]
+
+class Asker(Protocol):
+    """A provider entry's poller, asked again about a task that already succeeded (poller.py)."""
+
+    async def ask_once(self, task_id: str) -> TaskStatus | None: ...
+    async def refresh_url(self, task_id: str, url: str) -> str | None: ...
+
+
+class Scheduler(Protocol):
+    """Who runs the Archivist (workers.py): it tries an asset again later, and pauses every download."""
+
+    def requeue(self, pk: int, idx: int, delay: float) -> None: ...
+    async def disk_full(self, error: str) -> None: ...
+
+
+@dataclass(eq=False)
+class Downloading:
+    """A downloading task as whoever queued its assets read it; its queued assets share this."""
+
+    task: Task
+    count: int | None = None  # the task's asset count (keys and sidecars name it); None: read when first needed
+    ended: bool = False  # this daemon failed the task: its other queued assets are let go unread
 
 
 class Archivist:
-    """Archives assets; the daemon schedules them and owns the pause on a full disk."""
+    """Archives assets; its scheduler queues them and owns the pause on a full disk."""
 
     def __init__(self, config: Config, state: StateStore, storage: Storage, downloader: Downloader,
-                 staging: Path, *, ask_once: AskOnce, requeue: Requeue,
-                 disk_full: Callable[[str], Awaitable[None]], refresh: Refresh | None = None,
+                 staging: Staging, *, askers: Mapping[str, Asker], scheduler: Scheduler,
                  recorder: Recorder | None = None) -> None:
         self.config = config
         self.state = state
         self.storage = storage
         self.downloader = downloader
         self.staging = staging
-        self.ask_once = ask_once
-        self.requeue = requeue
-        self.disk_full = disk_full
-        self.refresh = refresh
+        self.askers = askers  # by entry name
+        self.scheduler = scheduler
         # Fresh links (kie download-url) to fetch an expired asset from; its key and sidecar
         # keep the original URL. Kept in memory only: they live 20 minutes.
         self.fetch_from: dict[tuple[int, int], str] = {}
@@ -69,21 +88,22 @@ class Archivist:
         self.recorder = recorder or Recorder()
         self.started = time.time()
 
-    async def archive(self, pk: int, idx: int) -> bool:
-        """Download one asset and store it with its sidecar; True once archived.
+    async def archive(self, job: Downloading, asset: Asset) -> bool:
+        """Download one asset of `job`'s task and store it with its sidecar; True once archived.
 
-        Trouble is recorded, never raised.
+        Trouble is recorded, never raised. `job` and `asset` are as the caller last read them: no
+        state read here, one asset being the hot path.
         """
-        task, asset, count = await self.state.asset_work(pk, idx)
-        if task.state != TaskState.DOWNLOADING or asset.state == "archived":
+        task, pk, idx = job.task, job.task.pk, asset.idx
+        if job.ended or task.state != TaskState.DOWNLOADING or asset.state == "archived":
             self.let_go(pk, idx)
             return False
         fields = task_fields(task.provider, task.task_id, TaskState.DOWNLOADING)
-        staged = self.staging / f"{pk}-{idx}.part"
+        staged = self.staging.part(pk, idx)
         started = time.monotonic()
         if (pk, idx) in self.staged and staged.exists():
             fetched, downloaded_at = self.staged[(pk, idx)]
-            return await self._keep(task, asset, count, staged, fetched, downloaded_at)
+            return await self._keep(job, asset, staged, fetched, downloaded_at)
         try:
             fetched = await self._fetch(task, asset, staged)
         except PermanentError as e:
@@ -95,26 +115,29 @@ class Archivist:
             self.inline.pop((pk, idx), None)
             log.error("provider=%s task_id=%s: download of %s failed: %s", task.provider, task.task_id,
                       redact(asset.url), e, extra=fields | {"reason": e.reason})
-            await self.write_failed(await self.state.failed(pk, e.reason, message=str(e)))
+            await self._fail(job, e.reason, str(e))
             return False
         except DiskFull as e:
             self.recorder.download("retry")
-            await self.disk_full(str(e))
-            await self._retry_later(task, asset, str(e), counts=False)
+            await self.scheduler.disk_full(str(e))
+            await self._retry_later(job, asset, str(e), counts=False)
             return False
         except TransientError as e:
             self.recorder.download("retry")
-            await self._retry_later(task, asset, str(e), counts=True)
+            await self._retry_later(job, asset, str(e), counts=True)
             return False
         self.recorder.download("ok", fetched.size, time.monotonic() - started)
         downloaded_at = time.time()
         self.staged[(pk, idx)] = (fetched, downloaded_at)
-        return await self._keep(task, asset, count, staged, fetched, downloaded_at)
+        return await self._keep(job, asset, staged, fetched, downloaded_at)
 
-    async def _keep(self, task: Task, asset: Asset, count: int, staged: Path, fetched: Fetched,
+    async def _keep(self, job: Downloading, asset: Asset, staged: Path, fetched: Fetched,
                     downloaded_at: float) -> bool:
         """A complete download in staging into the store, then the state DB."""
-        pk, idx = task.pk, asset.idx
+        task, pk, idx = job.task, job.task.pk, asset.idx
+        if job.count is None:  # queued from a poll's success: read once for the task, not per asset
+            job.count = await self.state.asset_count(pk)
+        count = job.count
         fields = task_fields(task.provider, task.task_id, TaskState.DOWNLOADING)
         ext = choose_ext(fetched.head, fetched.content_type, asset.url)
         media = media_for(ext, task.media)
@@ -133,11 +156,11 @@ class Archivist:
         except TransientError as e:
             # The store is down or full: the asset waits, however long that takes.
             if isinstance(e, DiskFull):
-                await self.disk_full(str(e))
+                await self.scheduler.disk_full(str(e))
             self._store_failed()
             self.storage_failing = True
             await self.state.set_health("storage", "failing", str(e))
-            await self._retry_later(task, asset, f"storage: {e}", counts=False)
+            await self._retry_later(job, asset, f"storage: {e}", counts=False)
             return False
         self.storage_failing_since = None
         if self.storage_failing:
@@ -146,7 +169,7 @@ class Archivist:
         done = await self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
                                          content_type=content_type, downloaded_at=downloaded_at,
                                          archived_at=archived_at)
-        discard(staged)
+        self.staging.discard(pk, idx)
         self.staged.pop((pk, idx), None)
         self.fetch_from.pop((pk, idx), None)
         self.inline.pop((pk, idx), None)
@@ -165,7 +188,7 @@ class Archivist:
         self.fetch_from.pop((pk, idx), None)
         self.inline.pop((pk, idx), None)
         self.rounds.pop((pk, idx), None)
-        discard(self.staging / f"{pk}-{idx}.part")
+        self.staging.discard(pk, idx)
 
     async def _fetch(self, task: Task, asset: Asset, staged: Path) -> Fetched:
         """The asset's bytes into staging: decoded from a data: URI, or downloaded."""
@@ -176,9 +199,13 @@ class Archivist:
             return await asyncio.to_thread(datauri.save, uri, staged, self.downloader.max_bytes)
         return await self.downloader.fetch(self.fetch_from.get((asset.task, asset.idx), asset.url), staged)
 
+    async def _ask_once(self, task: Task) -> TaskStatus | None:
+        asker = self.askers.get(task.provider)
+        return await asker.ask_once(task.task_id) if asker else None
+
     async def _inline_again(self, task: Task, asset: Asset) -> str:
         """An inline result whose payload memory lost (a restart, a crash): the provider is asked again."""
-        status = await self.ask_once(task.provider, task.task_id)
+        status = await self._ask_once(task)
         if status is None:
             raise DownloadInterrupted(f"{asset.url}: asking the provider again for the inline result failed")
         uri = status.urls[asset.idx] if status.phase == Phase.SUCCEEDED and asset.idx < len(status.urls) else ""
@@ -192,7 +219,7 @@ class Archivist:
         if (task.pk, asset.idx) in self.refreshed:
             return False
         self.refreshed.add((task.pk, asset.idx))
-        status = await self.ask_once(task.provider, task.task_id)
+        status = await self._ask_once(task)
         if status is None or status.phase != Phase.SUCCEEDED or asset.idx >= len(status.urls) \
                 or status.urls[asset.idx] == asset.url:
             return await self._fresh_link(task, asset)
@@ -202,18 +229,19 @@ class Archivist:
         if fresh.startswith("data:"):
             self.inline[(task.pk, asset.idx)] = fresh  # the state DB keeps the elided form only
         await self.state.set_url(task.pk, asset.idx, datauri.elide(fresh))
-        self.requeue(task.pk, asset.idx, 0.0)
+        self.scheduler.requeue(task.pk, asset.idx, 0.0)  # a requeue reads the asset again: the new URL
         return True
 
     async def _fresh_link(self, task: Task, asset: Asset) -> bool:
         """A provider-made temporary link to the same file (kie), fetched at once; never logged."""
-        link = await self.refresh(task.provider, task.task_id, asset.url) if self.refresh else None
+        asker = self.askers.get(task.provider)
+        link = await asker.refresh_url(task.task_id, asset.url) if asker else None
         if link is None:
             return False
         log.info("provider=%s task_id=%s: result URL %d expired; downloading it from a fresh link",
                  task.provider, task.task_id, asset.idx, extra=task_fields(task.provider, task.task_id))
         self.fetch_from[(task.pk, asset.idx)] = link
-        self.requeue(task.pk, asset.idx, 0.0)
+        self.scheduler.requeue(task.pk, asset.idx, 0.0)
         return True
 
     async def _store(self, key: str, staged: Path, content_type: str, sha256: str, again: bool,
@@ -269,21 +297,28 @@ class Archivist:
             known = digest.hexdigest()
         return known == sha256
 
-    async def _retry_later(self, task: Task, asset: Asset, error: str, *, counts: bool) -> None:
+    async def _retry_later(self, job: Downloading, asset: Asset, error: str, *, counts: bool) -> None:
+        task = job.task
         key = (task.pk, asset.idx)
         self.rounds[key] = self.rounds.get(key, 0) + counts
         if self.rounds[key] >= MAX_ROUNDS:
             del self.rounds[key]
             self.staged.pop(key, None)
             self.inline.pop(key, None)
-            discard(self.staging / f"{task.pk}-{asset.idx}.part")
-            await self.write_failed(await self.state.failed(task.pk, "download_failed", message=error))
+            self.staging.discard(task.pk, asset.idx)
+            await self._fail(job, "download_failed", error)
             return
         await self.state.asset_error(task.pk, asset.idx, error)
         retry_after = self.config.download.retry_after
         log.warning("provider=%s task_id=%s: %s; retrying in %gs", task.provider, task.task_id, error,
                     retry_after, extra=task_fields(task.provider, task.task_id, TaskState.DOWNLOADING))
-        self.requeue(task.pk, asset.idx, retry_after)
+        self.scheduler.requeue(task.pk, asset.idx, retry_after)
+
+    async def _fail(self, job: Downloading, reason: str, message: str) -> None:
+        """End the task for one asset; its other assets queued with `job` are let go without a state read."""
+        failed = await self.state.failed(job.task.pk, reason, message=message)
+        job.ended = True
+        await self.write_failed(failed)
 
     async def write_failed(self, task: Task) -> None:
         """Leave _failed/{provider}/{task_id}.json so the archive tells the whole story."""

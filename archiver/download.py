@@ -1,11 +1,11 @@
 """Fetch one result URL into staging: streamed, hashed on the way, length-checked, resumable.
 
 Redirects are followed here, hop by hop, so the URL guard judges every hop. A partial
-download is kept as `<dest>` with its validator (ETag / Last-Modified) in `<dest>.etag`;
-the next attempt asks for the rest with Range + If-Range, and starts over when the
-server ignores Range, the entity changed (If-Range failed, or a 206 names another
-validator) or a 206 starts elsewhere, so two versions are never spliced together. A
-permanent failure leaves nothing in staging.
+download is kept as `<dest>` with its validator (ETag / Last-Modified) in a resume note
+beside it (staging.py names both); the next attempt asks for the rest with Range + If-Range,
+and starts over when the server ignores Range, the entity changed (If-Range failed, or a
+206 names another validator) or a 206 starts elsewhere, so two versions are never spliced
+together. A permanent failure leaves nothing in staging.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from archiver.errors import (DiskFull, DownloadFailed, DownloadInterrupted, Perm
                              TransientError, UrlExpired)
 from archiver.pacing import retry_after
 from archiver.retry import Backoff
+from archiver.staging import discard, resume_note
 from archiver.urlguard import unsafe_from
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class _Resume:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
-        self.meta = dest.with_name(dest.name + ".etag")
+        self.meta = resume_note(dest)
 
     def load(self) -> tuple[int, str | None]:
         try:
@@ -90,13 +91,7 @@ class _Resume:
 
     def discard(self) -> None:
         """Forget the partial: the next attempt starts from zero."""
-        self.dest.unlink(missing_ok=True)
-        self.clear()
-
-
-def discard(dest: Path) -> None:
-    """Remove a staged download and its resume note."""
-    _Resume(dest).discard()
+        discard(self.dest)
 
 
 class Downloader:

@@ -2,7 +2,7 @@
 MAX_ROUNDS; a failing store never fails a task, however many rounds it takes.
 
 These run the real Archivist on a real state DB, local store and CDN on 127.0.0.1. The test
-plays the daemon's scheduler (`requeue`), so that the download.retry_after wait between rounds
+plays its scheduler (workers.py's `requeue`), so that the download.retry_after wait between rounds
 is recorded instead of slept.
 """
 
@@ -16,15 +16,29 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from archiver.archiving import MAX_ROUNDS, Archivist
+from archiver.archiving import MAX_ROUNDS, Archivist, Downloading
 from archiver.config import Config, load_config
 from archiver.download import Downloader
 from archiver.model import Phase, TaskState, TaskRef, TaskStatus
+from archiver.staging import Staging
 from archiver.state import SqliteState
 from archiver.storage import open_storage
 from tests.support.cdn import FaultCdn, Resource, serve_at
 from tests.support.daemon import base_config, write_config
 from tests.support.fakes import media_bytes
+
+
+@dataclass
+class Requeues:
+    """The Archivist's scheduler: records each requeue instead of waiting it out."""
+
+    requeued: list[tuple[int, int, float]] = field(default_factory=list)
+
+    def requeue(self, pk: int, idx: int, delay: float) -> None:
+        self.requeued.append((pk, idx, delay))
+
+    async def disk_full(self, error: str) -> None:
+        pass
 
 
 @dataclass
@@ -42,11 +56,16 @@ class Scene:
         await self.state.succeeded(task.pk, TaskStatus(Phase.SUCCEEDED, urls=tuple(self.cdn.url(n) for n in names)))
         return task.pk
 
+    async def archive(self, pk: int, idx: int) -> bool:
+        """One round, read afresh as the workers do after a requeue."""
+        task, asset, count = await self.state.asset_work(pk, idx)
+        return await self.archiver.archive(Downloading(task, count), asset)
+
     async def rounds(self, pk: int, idx: int, most: int) -> int:
-        """Archive, then again for each requeue, as the daemon would; how many rounds ran."""
+        """Archive, then again for each requeue, as the workers would; how many rounds ran."""
         for done in range(1, most + 1):
             before = len(self.requeued)
-            await self.archiver.archive(pk, idx)
+            await self.archive(pk, idx)
             if len(self.requeued) == before:
                 return done
         return most
@@ -59,21 +78,16 @@ async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
         cdn.base = base
         config = load_config(write_config(tmp_path / "config.yaml", base_config(tmp_path, {
             "kie": {"type": "kie", "api_key": "k", "base_url": "http://127.0.0.1:9"}})))
-        staging = config.state_dir / "staging"
-        staging.mkdir(parents=True)
+        staging = Staging(config.state_dir / "staging")
+        staging.create()
         state = SqliteState(config.state_dir / "archiver.db")
-        requeued: list[tuple[int, int, float]] = []
-
-        async def ask_once(provider: str, task_id: str) -> TaskStatus | None:
-            return None
-
-        # One attempt per round, no backoff: each round is one request to the CDN.
+        scheduler = Requeues()
+        # One attempt per round, no backoff: each round is one request to the CDN. No poller to ask again.
         downloader = Downloader(session, max_bytes=10**8, per_host=4, attempts=1, max_wait=0)
         archiver = Archivist(config, state, open_storage(config.storage), downloader, staging,
-                            ask_once=ask_once, requeue=lambda pk, idx, delay: requeued.append((pk, idx, delay)),
-                            disk_full=lambda error: None)
+                             askers={}, scheduler=scheduler)
         try:
-            yield Scene(config, state, archiver, cdn, requeued)
+            yield Scene(config, state, archiver, cdn, scheduler.requeued)
         finally:
             await state.close()
 
@@ -114,7 +128,7 @@ async def test_a_failing_store_never_fails_the_task(scene: Scene) -> None:
     assert {h.name: h.state for h in await scene.state.health()}["storage"] == "failing"
 
     (root / "kie").unlink()
-    await scene.archiver.archive(pk, 0)
+    await scene.archive(pk, 0)
     assert (await scene.state.task(pk)).state == TaskState.ARCHIVED
     assert {h.name: h.state for h in await scene.state.health()}["storage"] == "ok"
     [path] = root.glob("kie/*/*/*/waits/00.png")

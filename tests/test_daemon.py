@@ -10,7 +10,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from archiver import daemon as daemon_module
+from archiver.jobs import cancel
 from archiver.state.records import CLAIM_BATCH
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask, media_bytes
@@ -267,7 +267,7 @@ async def test_a_stop_ends_a_job_that_swallowed_its_cancel() -> None:
     job = asyncio.create_task(loop_that_loses_one_cancel())
     await asyncio.sleep(0.05)
     async with asyncio.timeout(10):
-        await daemon_module._cancel([job])
+        await cancel([job])
     assert job.cancelled() and lost == 1
 
 
