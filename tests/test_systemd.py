@@ -131,7 +131,7 @@ ROOT = Path(__file__).parent.parent
 # Upper-case words the README and docs use that are not environment variables (provider status
 # words, a placeholder, a flag), and variables only the test suite reads.
 NOT_FOR_THE_DAEMON = {"VAR", "TASK_ID", "TEXT_SUCCESS", "FIRST_SUCCESS", "CALLBACK_EXCEPTION", "SERVICE_RESULT",
-                      "O_APPEND",
+                      "O_APPEND", "DEFAULT_POLL_INTERVALS",
                       "ARCHIVER_CRASH_SEED", "ARCHIVER_PG_CRASH_SEED", "ARCHIVER_E2E_SEED", "ARCHIVER_RATE_SEED"}
 
 
