@@ -74,7 +74,7 @@ class Archivist:
         self.staging = staging
         self.askers = askers  # by entry name
         self.scheduler = scheduler
-        # Fresh links (kie download-url) to fetch an expired asset from; its key and sidecar
+        # Fresh links (a provider's download-url ability) to fetch an expired asset from; its key and sidecar
         # keep the original URL. Kept in memory only: they live 20 minutes.
         self.fetch_from: dict[tuple[int, int], str] = {}
         self.rounds: dict[tuple[int, int], int] = {}
@@ -233,7 +233,7 @@ class Archivist:
         return True
 
     async def _fresh_link(self, task: Task, asset: Asset) -> bool:
-        """A provider-made temporary link to the same file (kie), fetched at once; never logged."""
+        """A provider-made temporary link to the same file (a RefreshesUrls provider), fetched at once; never logged."""
         asker = self.askers.get(task.provider)
         link = await asker.refresh_url(task.task_id, asset.url) if asker else None
         if link is None:

@@ -53,7 +53,7 @@ def is_secret_field(name: str) -> bool:
 
 
 def redact_secrets(value: Any) -> Any:
-    """A copy of a provider's JSON with secret fields replaced, also inside JSON-in-a-string (kie's param).
+    """A copy of a provider's JSON with secret fields replaced, also inside JSON held in a string field.
 
     URLs lose their query string (a signature or a token lives there) and data: URIs their payload."""
     if isinstance(value, dict):

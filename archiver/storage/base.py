@@ -1,6 +1,6 @@
 """The Storage plug point: a few primitives every backend offers, errors as builtins.
 
-A key is a relative POSIX path ("kie/2026/11/22/abc/00.png"). `put_file` and
+A key is a relative POSIX path ("provider/2026/11/22/abc/00.png"). `put_file` and
 `put_bytes` are atomic: after a crash a key holds the old object, the new one, or
 nothing, never a part. Writing the same key twice leaves one object. A missing key
 raises FileNotFoundError; a failing store raises StorageUnavailable or DiskFull.
