@@ -22,9 +22,9 @@ from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 
 API_KEY = "crash-SECRET-1"
-TASKS = 240
+TASKS = 160
 KILLS = 5
-# About 40 s on a quiet machine, of which the final run takes 20 s; each wait below is
+# About 30 s on a quiet machine, of which the final run takes 13 s; each wait below is
 # bounded so that even together they stay well inside the test's own limit.
 BIG_STARTS_WITHIN = 20.0
 LAST_RUN_WITHIN = 75.0

@@ -22,7 +22,7 @@ from tests.support.rates import over_rate
 from tests.support.servers import serve
 
 API_KEY = "pgcrash-SECRET-1"
-TASKS = 600
+TASKS = 400
 DAEMONS = 3
 KILLS = 10
 RATE = 30.0  # per entry (each entry is its own key at the fake): 90 polls a second in all
