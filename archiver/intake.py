@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -53,6 +52,8 @@ class Intake:
                     counts = await self.state.kept_counts()
                     self.notifier.status(" ".join(f"{k} {v}" for k, v in counts.items()))
                     checked = now
+                if self.when_idle is not None and await self._idle():
+                    self.when_idle()
             except StateUnavailable:
                 pass  # the lines stay in the inbox; the heartbeat says why
             except OSError as e:
@@ -60,9 +61,6 @@ class Intake:
             except Exception:
                 # Intake must outlive any one bad moment (a locked or full state disk).
                 log.exception("inbox: unexpected error; retrying")
-            with contextlib.suppress(StateUnavailable):
-                if self.when_idle is not None and await self._idle():
-                    self.when_idle()
             await asyncio.sleep(0 if more else INBOX_TICK)  # a backlog is read batch after batch
 
     async def _read(self, reader: InboxReader) -> bool:
@@ -89,5 +87,14 @@ class Intake:
         return batch.full
 
     async def _idle(self) -> bool:
+        """Nothing in flight that this run can finish. Tasks of an entry without a key (or no longer
+        in the config) wait for a later run, so they do not keep a burst run going."""
         counts = await self.state.kept_counts()
-        return not (counts["queued"] or counts["polling"] or counts["downloading"] or self.workers.busy)
+        if self.workers.busy or counts["downloading"]:
+            return False
+        if not (counts["queued"] or counts["polling"]):
+            return True
+        for name, entry in self.config.providers.items():
+            if entry.no_key() is None and await self.state.oldest_pending(name) is not None:
+                return False
+        return True

@@ -337,3 +337,24 @@ async def test_an_entry_without_a_key_is_never_polled_and_waits_for_one(tmp_path
     assert status["counts"]["failed"] == 0
     assert status["health"].get("kie", {"state": "ok"})["state"] == "ok"
     assert {r.key for r in fake.requests_for("kie")} == {API_KEY}
+
+
+async def test_a_burst_run_ends_though_an_entry_without_a_key_has_tasks_waiting(tmp_path: Path) -> None:
+    """--burst finishes what it can: the tasks of an entry it never polls wait for a later run."""
+    fake = FakeApis(API_KEY)
+    add_tasks(fake, "n1")
+    fake.add(FakeTask("maxapi", "m1", ["success"], [media_bytes("png", 2048, "m1")]))
+    env = {k: v for k, v in os.environ.items() if k != "KIE_API_KEY"}
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY:-}", "base_url": base, "poll_intervals": ["0.2s"]},
+            "mx": {"type": "maxapi", "api_key": API_KEY, "base_url": base, "poll_intervals": ["0.2s"]},
+        }))
+        (tmp_path / "inbox.txt").write_text("kie n1\nmx m1\n")
+        code, _, err = await asyncio.wait_for(cli(config, "run", "--burst", env=env), timeout=60)
+        assert code == 0, err
+        code, out, err = await cli(config, "status", "--json", env=env)
+    counts = json.loads(out)["counts"]
+    assert (counts["archived"], counts["queued"]) == (1, 1), counts
+    assert fake.requests_for("kie") == []
