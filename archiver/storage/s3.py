@@ -32,7 +32,7 @@ from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.retry import Backoff
 from archiver.storage.base import STALE_SHARED, Listed, ObjectInfo
 from archiver.storage.s3client import Client
-from archiver.storage.s3parts import PART_SIZE, upload_parts
+from archiver.storage.s3parts import PART_SIZE, Pieces, upload_parts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,7 +135,7 @@ class S3Storage:
 
             def put(client: Any, condition: dict[str, str]) -> None:
                 with open(source, "rb") as body:  # streamed from disk, seekable for retries
-                    client.put_object(Body=body, **args, **condition)
+                    client.put_object(Body=Pieces(body), **args, **condition)
 
             await self._write("put", key, put, if_absent)
         else:

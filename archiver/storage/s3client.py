@@ -12,6 +12,9 @@ botocore's exceptions are translated in s3.py, where they are caught; this modul
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,11 +47,15 @@ def addressing_style(config: S3Config) -> str:
 def make_client(config: S3Config, retries: int) -> Any:
     """The botocore client for `config` (reads files, maybe asks a service: run in a thread)."""
     import boto3
+    import botocore.session
     from botocore.config import Config
     from botocore.exceptions import ProfileNotFound
 
     try:
-        session = boto3.session.Session(profile_name=config.profile)
+        core = botocore.session.Session(profile=config.profile)
+        core.get_scoped_config()  # a missing profile is found here
+        core.register_component("data_loader", _lean_loader(core.get_config_variable("data_path")))
+        session = boto3.session.Session(botocore_session=core)
     except ProfileNotFound:
         raise ConfigError(f"config: storage.s3.profile: no profile {config.profile!r} in the AWS config "
                           "or credentials files (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE)") from None
@@ -95,3 +102,37 @@ class Client:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _lean_loader(data_path: str | None) -> Any:
+    """botocore's own loader (so AWS_DATA_PATH still counts) reading its model files as plain
+    dicts with their documentation emptied: botocore keeps the API reference text that only
+    `help()` reads, a few MiB of a daemon's memory for as long as the client lives."""
+    from botocore.loaders import JSONFileLoader, create_loader
+
+    class LeanFiles(JSONFileLoader):
+        def load_file(self, file_path: str) -> Any:
+            # The order botocore tries them in: a plain file overrides a compressed one.
+            for path, opener in ((file_path + ".json", open), (file_path + ".json.gz", gzip.open)):
+                if os.path.isfile(path):
+                    with opener(path, "rb") as f:
+                        return _drop_docs(json.loads(f.read()))
+            return None
+
+    loader = create_loader(data_path)
+    loader.file_loader = LeanFiles()
+    return loader
+
+
+def _drop_docs(node: Any) -> Any:
+    """Empty every "documentation" text (a member of that name is a dict, and stays); emptied,
+    not removed: botocore indexes some of them (client context parameters)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("documentation"), str):
+            node["documentation"] = ""
+        for value in node.values():
+            _drop_docs(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_docs(value)
+    return node

@@ -2,7 +2,7 @@
 with `If-None-Match: *`, and holds several parts in memory at once.
 
 Parts go up one at a time, each streamed from disk (s3transfer's ReadFileChunk, seekable for
-botocore's retries), so an upload holds at most one part's buffers, never the part itself.
+botocore's retries) in pieces of 64 KiB, so an upload never holds a part in memory.
 Runs in one of the client's pool threads.
 """
 
@@ -40,7 +40,7 @@ def upload_parts(client: Any, args: dict[str, Any], source: Path, size: int, com
                 part["ChecksumSHA256"] = base64.b64encode(_hash_range(source, start, length)).decode()
                 extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": part["ChecksumSHA256"]}
             with ReadFileChunk.from_filename(str(source), start, length, enable_callbacks=False) as body:
-                part["ETag"] = client.upload_part(PartNumber=number, Body=body, **ids, **extra)["ETag"]
+                part["ETag"] = client.upload_part(PartNumber=number, Body=Pieces(body), **ids, **extra)["ETag"]
             parts.append(part)
         client.complete_multipart_upload(MultipartUpload={"Parts": parts}, **ids, **complete)
     except BaseException:
@@ -48,6 +48,26 @@ def upload_parts(client: Any, args: dict[str, Any], source: Path, size: int, com
         with contextlib.suppress(ClientError, BotoCoreError):
             client.abort_multipart_upload(**ids)
         raise
+
+
+class Pieces:
+    """A file read at most PIECE bytes at a time, whatever the reader asks (botocore hashes a body
+    in 1 MiB reads): small buffers come back to malloc's free lists, where 1 MiB ones raise glibc's
+    mmap threshold and then stay in each thread's arena. `read()` with no size still reads all."""
+
+    PIECE = 64 * 1024
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size if size is None or size < 0 else min(size, self.PIECE))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
 
 
 def _hash_range(path: Path, start: int, length: int) -> bytes:
