@@ -71,9 +71,16 @@ def make_client(config: S3Config, retries: int) -> Any:
             max_pool_connections=THREADS,
             request_checksum_calculation=mode,
             response_checksum_validation=mode,
-            s3={"addressing_style": addressing_style(config)},
+            s3={"addressing_style": addressing_style(config), **_payload_signing(config)},
         ),
     )
+
+
+def _payload_signing(config: S3Config) -> dict[str, bool]:
+    """Over plain http botocore reads every body once more to sign its SHA-256. With our own
+    checksum that read is redundant: the checksum header is signed, and the store checks the
+    body against it (as botocore itself does over https, sending UNSIGNED-PAYLOAD)."""
+    return {"payload_signing_enabled": False} if config.checksum else {}
 
 
 class Client:

@@ -306,9 +306,10 @@ async def test_signatures_are_checked_on_the_way(s3_bucket: str, moto_server: st
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     async with serve(S3Proxy(moto_server).app()) as url:
         storage = S3Storage(config(s3_bucket, url), retries=0)
-        with pytest.raises(StorageUnavailable, match="SignatureDoesNotMatch"):
+        with pytest.raises(StorageUnavailable, match="SignatureDoesNotMatch") as caught:
             await storage.put_bytes("k.json", b"{}", content_type="application/json")
         await storage.close()
+    assert "not-the-secret" not in str(caught.value) and "Signature=" not in str(caught.value)
 
 
 @pytest.mark.parametrize("source", ["file", "session token"])

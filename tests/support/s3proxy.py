@@ -3,7 +3,8 @@ one that refuses `If-None-Match` (as stores without conditional writes do), or o
 another writer's conditional write is in flight (409 ConditionalRequestConflict), or one
 having a bad day: a `script` of faults, each played once on the first request of its S3
 operation (and part number) that comes along. It checks every request's SigV4 signature as
-AWS does, which moto does not (403 SignatureDoesNotMatch).
+AWS does, which moto does not (403 SignatureDoesNotMatch), and the body against its signed
+payload hash or, for UNSIGNED-PAYLOAD, against its x-amz-checksum-sha256 where it has one.
 
 Faults: "503 SlowDown" and "500 InternalError" answer with that error once the body is in, as
 S3 does; "reset" reads part of the body, then resets the connection (RST) mid-upload;
@@ -20,6 +21,7 @@ path-style.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -166,7 +168,10 @@ def _signed(request: web.Request, body: bytes) -> bool:
     headers as sent) with the test credentials, and the payload hash checked against the body."""
     fields = _fields(request)
     payload = request.headers.get("X-Amz-Content-SHA256")
-    if "Signature" not in fields or payload != hashlib.sha256(body).hexdigest():
+    if "Signature" not in fields or payload not in (hashlib.sha256(body).hexdigest(), "UNSIGNED-PAYLOAD"):
+        return False
+    checksum = request.headers.get("x-amz-checksum-sha256")  # signed, and checked against the body as S3 does
+    if checksum is not None and checksum != base64.b64encode(hashlib.sha256(body).digest()).decode():
         return False
     region = fields["Credential"].split("/")[2]
     names = fields["SignedHeaders"].split(";")
