@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from archiver import __version__, archive_cli, inbox, logs
-from archiver.config import Config, describe, load_config
+from archiver.config import Config, load_config
+from archiver.config_view import describe
 from archiver.daemon import Daemon
 from archiver.errors import ArchiverError, ConfigError
 from archiver.scrub import Redactor, json_text, printable

@@ -1,8 +1,9 @@
 """The one retry policy: exponential backoff with jitter, a server's Retry-After honoured, a cap, N tries.
 
-Downloads (download.py) and S3 requests (storage/) retry a call with `Backoff.retrying`, on
-tenacity. The poller's pause after failed polls is a schedule (when to ask next), not a loop
-around one call, so it takes the same formula from `Backoff.delay`. The Retry-After header itself
+Downloads (download.py) and S3's 409 conflicts (storage/s3.py; botocore retries S3's other
+failures itself, in standard mode) retry a call with `Backoff.retrying`, on tenacity. The
+poller's pause after failed polls is a schedule (when to ask next), not a loop around one call,
+so it takes the same formula from `Backoff.delay`. The Retry-After header itself
 is read where the answer arrives (pacing.retry_after) and travels as `TransientError.retry_after`.
 """
 

@@ -99,6 +99,19 @@ BAD = {
         "providers:\n  kie: {type: kie, api_key: '${KIE_KEY'}\n", "config: providers.kie.api_key: unclosed"),
     "checksum as a string": (
         KIE + "storage: {s3: {checksum: 'false'}}\n", "config: storage.s3.checksum: expected true or false"),
+    "addressing_style unknown": (
+        KIE + "storage: {s3: {addressing_style: dns}}\n",
+        "config: storage.s3.addressing_style: 'dns' is not one of auto, path, virtual"),
+    "storage_class unknown": (
+        KIE + "storage: {s3: {storage_class: COLD}}\n", "config: storage.s3.storage_class: 'COLD' is not one of"),
+    "sse unknown": (KIE + "storage: {s3: {sse: kms}}\n", "config: storage.s3.sse: 'kms' is not one of AES256, aws:kms"),
+    "kms key without aws:kms": (
+        KIE + "storage: {s3: {sse: AES256, sse_kms_key_id: alias/archive}}\n",
+        "config: storage.s3.sse_kms_key_id: only used with storage.s3.sse aws:kms"),
+    "profile not a string": (KIE + "storage: {s3: {profile: [a]}}\n", "config: storage.s3.profile: expected a string"),
+    "sdk_checksums unknown": (
+        KIE + "storage: {s3: {sdk_checksums: never}}\n",
+        "config: storage.s3.sdk_checksums: 'never' is not one of when_supported, when_required"),
     "poll_intervals out of order": (
         "providers:\n  kie: {type: kie, api_key: x, poll_intervals: ['10s until 2m', '3s until 30s', '60s']}\n",
         "config: providers.kie.poll_intervals: steps out of order"),
@@ -229,3 +242,14 @@ def test_max_answer_defaults_to_8_mib_and_takes_a_size(tmp_path: Path) -> None:
     assert load(max_answer="32MiB") == 32 * 1024**2
     with pytest.raises(ConfigError, match=r"providers\.kie\.max_answer"):
         load(max_answer="lots")
+
+
+def test_s3_options_are_read(tmp_path: Path) -> None:
+    text = (KIE + "storage:\n  backend: s3\n  s3: {bucket: b, profile: archive, addressing_style: virtual, "
+            "storage_class: GLACIER_IR, sse: 'aws:kms', sse_kms_key_id: alias/archive, "
+            "sdk_checksums: when_supported}\n")
+    s3 = load_config(write(tmp_path, text)).storage.s3
+    assert (s3.profile, s3.addressing_style, s3.storage_class, s3.sse, s3.sse_kms_key_id, s3.sdk_checksums) == (
+        "archive", "virtual", "GLACIER_IR", "aws:kms", "alias/archive", "when_supported")
+    plain = load_config(write(tmp_path, KIE + "storage: {backend: s3, s3: {bucket: b}}\n")).storage.s3
+    assert (plain.profile, plain.addressing_style, plain.storage_class, plain.sse, plain.sdk_checksums) == (None,) * 5
