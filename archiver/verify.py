@@ -4,6 +4,8 @@ Every sidecar's asset must exist with the recorded size and sha256. On a store t
 a whole-object SHA-256 (S3 single-part uploads) that checksum is trusted unless `deep`;
 everything else is read back in bounded chunks and hashed. `--fix` puts damaged assets of
 tasks the state DB knows back to work; the daemon downloads them again under the same key.
+A missing or unreadable thumbnail (`no_thumbnail`) is no damage to the archive: it alone does not
+make verify fail, and `--fix` makes it again from the asset.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from archiver.archive_format.days import day_of_key, key_pattern, utc_day
-from archiver.archive_format.keys import (FAILED_PREFIX, INDEX_PREFIX, PAGE_KEY, asset_of_sidecar, is_sidecar,
-                                          sidecar_key)
+from archiver.archive_format.keys import (FAILED_PREFIX, INDEX_PREFIX, PAGE_KEY, THUMBS_PREFIX, asset_of_sidecar,
+                                          is_sidecar, sidecar_key, thumb_key)
 from archiver.archive_format.media import JSON_TYPE, media_of
 from archiver.archive_format.sidecar import asset_sidecar, read_recorded
 from archiver.config import Config, ProviderEntry
@@ -25,7 +28,9 @@ from archiver.model import ENDED
 from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
 from archiver.storage.base import Listed
+from archiver.thumbs.worker import Thumbnailer, thumb_from_store, wants_thumb
 
+DERIVED = frozenset({"no_thumbnail"})  # problems of what can be made again from the archive itself
 ORPHAN_AGE = 3600.0  # an asset may wait this long for its sidecar (the daemon writes it right after)
 CONCURRENCY = 8
 
@@ -33,6 +38,7 @@ CONCURRENCY = 8
 @dataclass
 class Problem:
     kind: str  # missing_asset | changed | truncated | wrong_size | bad_sidecar | no_sidecar | sidecar_gone
+    #            | no_thumbnail (derived, not damage: see DERIVED)
     key: str
     detail: str
     provider: str | None = None
@@ -47,13 +53,18 @@ class Report:
     problems: list[Problem] | None = None
     checked: int = 0  # every asset looked at, intact or not
 
+    @property
+    def damaged(self) -> bool:
+        """Something of the archive itself is wrong: a problem other than a missing thumbnail."""
+        return any(p.kind not in DERIVED for p in self.problems or [])
+
     def summary(self) -> str:
         n = len(self.problems or [])
         return (f"checked {_count(self.checked, 'asset')} ({_size(self.bytes)}): "
                 + (_count(n, "problem") if n else "no problems"))
 
     def as_json(self) -> dict[str, Any]:
-        return {"checked": self.checked, "assets": self.assets, "bytes": self.bytes, "ok": not self.problems,
+        return {"checked": self.checked, "assets": self.assets, "bytes": self.bytes, "ok": not self.damaged,
                 "problems": [asdict(p) for p in self.problems or []]}
 
 
@@ -73,9 +84,11 @@ def _size(n: int) -> str:
 class Verifier:
     def __init__(self, storage: Storage, layout: str, *, since: str | None = None, deep: bool = False,
                  state: StateStore | None = None, progress: Callable[[int, int], None] | None = None,
-                 orphan_age: float = ORPHAN_AGE) -> None:
+                 orphan_age: float = ORPHAN_AGE, thumbnails: bool = False) -> None:
         self.storage = storage
         self.orphan_age = orphan_age
+        self.thumbnails = thumbnails  # check each image's and video's thumbnail
+        self.thumbs: dict[str, int] = {}  # thumbnail key → size, as listed
         self.pattern = key_pattern(layout)
         self.since = since
         self.deep = deep
@@ -85,8 +98,12 @@ class Verifier:
         self.seen: set[str] = set()  # asset keys checked, whatever was found
 
     async def run(self) -> Report:
-        listing = {item.key: item async for item in self.storage.list()
-                   if not item.key.startswith((INDEX_PREFIX, FAILED_PREFIX)) and item.key != PAGE_KEY}
+        listing = {}
+        async for item in self.storage.list():
+            if item.key.startswith(THUMBS_PREFIX):
+                self.thumbs[item.key] = item.size
+            elif not item.key.startswith((INDEX_PREFIX, FAILED_PREFIX)) and item.key != PAGE_KEY:
+                listing[item.key] = item
         sidecars = [k for k in listing if is_sidecar(k) and self._wanted(asset_of_sidecar(k), listing[k])]
         gate, done = asyncio.Semaphore(CONCURRENCY), 0
 
@@ -144,6 +161,10 @@ class Verifier:
         else:
             self.seen.add(asset)
             self.report.assets += 1
+            if self.thumbnails and wants_thumb(asset) and not self.thumbs.get(thumb_key(asset)):
+                missing = thumb_key(asset) not in self.thumbs
+                self._problem("no_thumbnail", asset, "no thumbnail" if missing else "its thumbnail is empty",
+                              **fields)
 
     async def _digest(self, key: str) -> str | None:
         try:
@@ -177,9 +198,23 @@ class Verifier:
 
 
 
+async def fix_thumbnails(problems: list[Problem], config: Config, storage: Storage, scratch: Path) -> None:
+    """Make each missing thumbnail again from its asset in the store (no state DB needed)."""
+    thumbs = Thumbnailer(storage, config.thumbnails.size)
+    try:
+        for p in problems:
+            if p.kind == "no_thumbnail" and (media := wants_thumb(p.key)):
+                made = await thumb_from_store(thumbs, p.key, media, scratch)
+                p.fix = "thumbnail made again" if made else "not fixed: the asset cannot be read as " + media
+    finally:
+        thumbs.close()
+
+
 async def fix(problems: list[Problem], state: StateStore, config: Config, storage: Storage) -> None:
     """Repair what the state DB knows how to: say in each problem's `fix` what happened."""
     for p in problems:
+        if p.kind in DERIVED:
+            continue  # fix_thumbnails
         asset_key = asset_of_sidecar(p.key) if p.kind == "bad_sidecar" else p.key
         asset = await state.asset_by_key(asset_key)
         if asset is None:

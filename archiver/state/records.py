@@ -140,6 +140,10 @@ class IndexedAsset:
     content_type: str | None
     archived_at: float
     count: int
+    width: int | None = None
+    height: int | None = None
+    thumb: str | None = None  # the thumbnail's key, once made
+    placeholder: str | None = None  # its dominant colour, #rrggbb
 
     @property
     def seen(self) -> float:
@@ -198,7 +202,8 @@ def indexed_asset(row: Any) -> IndexedAsset:
         provider=row["provider"], task_id=row["task_id"], labels=json.loads(row["labels"]), hint=row["hint"],
         model=row["model"], prompt=row["prompt"], success_seen_at=row["success_seen_at"], idx=row["idx"],
         key=row["key"], bytes=row["bytes"], sha256=row["sha256"], content_type=row["content_type"],
-        archived_at=row["archived_at"], count=row["count"])
+        archived_at=row["archived_at"], count=row["count"], width=row["width"], height=row["height"],
+        thumb=row["thumb"], placeholder=row["placeholder"])
 
 
 def indexed_failure(row: Any) -> IndexedFailure:
