@@ -134,9 +134,12 @@ def _n(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
+SHOWN = 10  # no_thumbnail lines printed; an archive made before thumbnails lacks one for every image
+
+
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     # Imported here, as serve is: `archiver run` needs neither.
-    from archiver.verify import DERIVED, Verifier, fix, fix_thumbnails
+    from archiver.verify import Verifier, fix, fix_thumbnails
 
     if args.since is not None:
         try:
@@ -152,12 +155,13 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
             report = await Verifier(storage, config.storage.layout, since=args.since, deep=args.deep,
                                     state=state, progress=progress("verify: sidecars"),
                                     thumbnails=config.thumbnails.enabled).run()
-            if args.fix and report.problems:
+            if args.fix and report.thumbnails:
                 with tempfile.TemporaryDirectory(prefix="archiver-thumbs-") as scratch:
-                    await fix_thumbnails(report.problems, config, storage, Path(scratch))
+                    await fix_thumbnails(report.thumbnails, config, storage, Path(scratch))
+            if args.fix and report.problems:
                 if state is None:
                     for p in report.problems:
-                        p.fix = p.fix if p.kind in DERIVED else f"not fixed: no state DB at {path}"
+                        p.fix = f"not fixed: no state DB at {path}"
                 else:
                     await fix(report.problems, state, config, storage)
             return report
@@ -171,12 +175,17 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(report.as_json()))
     else:
-        for p in report.problems:  # keys and details may quote what a store or a sidecar holds
+        shown = report.thumbnails[:SHOWN] if not args.fix else report.thumbnails
+        for p in [*report.problems, *shown]:  # keys and details may quote what a store or a sidecar holds
             task = f" ({p.provider} {p.task_id})" if p.task_id else ""
             print(printable(f"{p.kind:<13} {p.key}{task}: {p.detail}")
                   + (f"\n{'':<13} fix: {printable(p.fix)}" if p.fix else ""))
+        if report.thumbnails:
+            more = len(report.thumbnails) - len(shown)
+            print((f"… and {more:,} more; " if more else "") + f"{_n(len(report.thumbnails), 'asset')} without a"
+                  " thumbnail: not damage; `archiver index --thumbnails` (or verify --fix) makes them")
         print(report.summary())
-    return 1 if report.damaged else 0  # a missing thumbnail alone is no damage
+    return 1 if report.problems else 0  # a missing thumbnail alone is no damage
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:

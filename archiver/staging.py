@@ -51,9 +51,9 @@ class Staging:
 
     def create(self) -> None:
         private_dir(self.root)
-        private_dir(self.thumbs)
-        for left in self.thumbs.iterdir():  # a stop's or a crash's: `archiver index --thumbnails` makes those
-            left.unlink(missing_ok=True)
+        if self.thumbs.is_dir():  # a stop's or a crash's links: `archiver index --thumbnails` makes those
+            for left in self.thumbs.iterdir():
+                left.unlink(missing_ok=True)
 
     @property
     def thumbs(self) -> Path:
@@ -64,6 +64,8 @@ class Staging:
         read and remove; made before the store takes the staged file. None if it cannot be made."""
         link = self.thumbs / f"{pk}-{idx}-{os.urandom(4).hex()}"
         try:
+            if not self.thumbs.is_dir():
+                private_dir(self.thumbs)
             os.link(self.part(pk, idx), link)
         except OSError:
             try:  # a file system without hard links

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,12 @@ class Report:
     bytes: int = 0  # of the assets checked, as the store lists them
     problems: list[Problem] | None = None
     checked: int = 0  # every asset looked at, intact or not
+    # Intact assets whose thumbnail is missing or empty (kind no_thumbnail): derived, so not damage.
+    thumbnails: list[Problem] = field(default_factory=list)
 
     @property
     def damaged(self) -> bool:
-        """Something of the archive itself is wrong: a problem other than a missing thumbnail."""
-        return any(p.kind not in DERIVED for p in self.problems or [])
+        return bool(self.problems)
 
     def summary(self) -> str:
         n = len(self.problems or [])
@@ -64,8 +65,9 @@ class Report:
                 + (_count(n, "problem") if n else "no problems"))
 
     def as_json(self) -> dict[str, Any]:
-        return {"checked": self.checked, "assets": self.assets, "bytes": self.bytes, "ok": not self.damaged,
-                "problems": [asdict(p) for p in self.problems or []]}
+        return {"checked": self.checked, "assets": self.assets, "bytes": self.bytes, "ok": not self.problems,
+                "problems": [asdict(p) for p in self.problems or []],
+                "no_thumbnail": [asdict(p) for p in self.thumbnails]}
 
 
 def _count(n: int, noun: str) -> str:
@@ -125,6 +127,7 @@ class Verifier:
                 self._problem("no_sidecar", key, "an asset without its sidecar, older than an hour")
         assert self.report.problems is not None
         self.report.problems.sort(key=lambda p: (p.key, p.kind))
+        self.report.thumbnails.sort(key=lambda p: p.key)
         self.report.checked = len(self.seen)
         self.report.bytes = sum(listing[k].size for k in self.seen if k in listing)
         return self.report
@@ -193,6 +196,9 @@ class Verifier:
 
     def _problem(self, kind: str, key: str, detail: str, **fields: Any) -> None:
         assert self.report.problems is not None
+        if kind in DERIVED:
+            self.report.thumbnails.append(Problem(kind, key, detail, **fields))
+            return
         self.seen.add(asset_of_sidecar(key) if kind == "bad_sidecar" else key)
         self.report.problems.append(Problem(kind, key, detail, **fields))
 
@@ -213,8 +219,6 @@ async def fix_thumbnails(problems: list[Problem], config: Config, storage: Stora
 async def fix(problems: list[Problem], state: StateStore, config: Config, storage: Storage) -> None:
     """Repair what the state DB knows how to: say in each problem's `fix` what happened."""
     for p in problems:
-        if p.kind in DERIVED:
-            continue  # fix_thumbnails
         asset_key = asset_of_sidecar(p.key) if p.kind == "bad_sidecar" else p.key
         asset = await state.asset_by_key(asset_key)
         if asset is None:
