@@ -1,7 +1,7 @@
 """A WebP thumbnail from an image file (Pillow) or a poster frame from a video (PyAV), and its placeholder colour.
 
-Memory stays bounded: a JPEG is decoded at a fraction of its size (`draft`), and every image is
-shrunk by whole factors (`reduce`, through `thumbnail`'s reducing_gap) before it is resampled.
+Memory stays bounded: a JPEG is decoded at a fraction of its size (`draft`), a large PNG strip by
+strip (pngstrips.py), and every image is shrunk by whole factors (`reduce`) before it is resampled.
 PyAV is optional (the `video` extra): without it a video gets no poster (`NoPoster`).
 """
 
@@ -13,11 +13,14 @@ from pathlib import Path
 
 from PIL import Image, ImageStat
 
+from archiver.thumbs import pngstrips
+
 Image.MAX_IMAGE_PIXELS = 16384 * 16384  # larger is a decompression bomb, refused as unreadable
 
 POSTER_WITHIN = 5.0  # seconds of video searched for a frame that is not nearly black
 DARK = 16.0  # mean luma (0-255) under which a frame counts as nearly black
 WEBP_QUALITY = 78
+LARGE = 6_000_000  # pixels: a PNG larger than this is read strip by strip (a whole one costs 4 bytes a pixel)
 
 
 class NoPoster(Exception):
@@ -45,6 +48,11 @@ def make_thumb(path: Path, media: str, size: int) -> Thumb:
 def _image(path: Path, size: int) -> Thumb:
     with Image.open(path) as im:
         width, height = im.size
+        factor = max(1, max(width, height) // (2 * size))  # to twice the size by whole factors, then resampled
+        if im.format == "PNG" and width * height > LARGE and factor > 1 and pngstrips.suitable(path):
+            small = pngstrips.reduced(path, factor)
+            small.thumbnail((size, size), Image.Resampling.LANCZOS)
+            return _encode(small, width, height)
         im.draft("RGB", (size, size))  # JPEG: the decoder scales by 1/2…1/8 while reading
         im.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
         return _encode(im, width, height)

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageStat
+from PIL import Image, ImageChops, ImageStat
 
 from archiver.thumbs.make import NoPoster, make_thumb
 from tests.support.archive import wav
@@ -52,3 +52,37 @@ def test_audio_gets_no_thumbnail(tmp_path: Path) -> None:
     path.write_bytes(wav())
     with pytest.raises(NoPoster):
         make_thumb(path, "audio", 400)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_a_large_png_read_in_strips_looks_as_read_whole(tmp_path: Path, mode: str) -> None:
+    """pngstrips: every filter type a real encoder picks, strip edges included, gives the same picture."""
+    from archiver.thumbs import pngstrips
+
+    base = Image.open(io.BytesIO(noisy_png(1500, 1100)))
+    gradient = Image.linear_gradient("L").resize((1500, 1100))
+    picture = Image.merge("RGB", (gradient, base.getchannel("G").point(lambda v: v // 4 + 96),
+                                  gradient.rotate(90).resize((1500, 1100))))
+    if mode == "RGBA":
+        picture.putalpha(gradient)
+    picture = picture.convert(mode) if mode in ("L", "P") else picture
+    path = tmp_path / "big.png"
+    picture.save(path, "PNG")
+    assert pngstrips.suitable(path)
+    old, pngstrips.STRIP = pngstrips.STRIP, 64 * 1024  # many strips, so their seams are tested
+    try:
+        strips = pngstrips.reduced(path, 3)
+    finally:
+        pngstrips.STRIP = old
+    whole = picture.convert(strips.mode).reduce(3)
+    assert strips.size == whole.size == (500, 367)
+    assert ImageStat.Stat(ImageChops.difference(strips, whole)).extrema == [(0, 0)] * len(strips.getbands())
+
+
+def test_a_cut_off_large_png_is_refused(tmp_path: Path) -> None:
+    from archiver.thumbs import pngstrips
+
+    path = tmp_path / "cut.png"
+    path.write_bytes(noisy_png(1200, 800)[:200_000])
+    with pytest.raises((ValueError, OSError)):
+        pngstrips.reduced(path, 2)
