@@ -7,6 +7,7 @@ Prints a table; figures are in bench/RESULTS.md. Needs Pillow and PyAV (`pip ins
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -18,7 +19,16 @@ from pathlib import Path
 
 from PIL import Image, ImageChops
 
-from archiver.thumbs.make import make_thumb
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support, shared with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from archiver.thumbs.make import make_thumb  # noqa: E402
+from measure import Child  # noqa: E402
+from tests.support.daemon import base_config, write_config  # noqa: E402
+from tests.support.fakes import FakeApis, FakeTask  # noqa: E402
+from tests.support.servers import serve  # noqa: E402
+
+KEY = "kie-bench-key"
+ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = """
 import json, sys
@@ -70,6 +80,44 @@ def video(path: Path, seconds: int = 10, fps: int = 24) -> None:
             out.mux(packet)
 
 
+async def daemon_peak(run: Path, bodies: list[bytes], thumbnails: bool) -> tuple[float, float, int]:
+    """The real daemon (`archiver run --burst`, everything in the new folder `run`) archiving `bodies` from a
+    fake kie: (peak RSS MiB, CPU s, thumbnails written)."""
+    run.mkdir()  # noqa: ASYNC240
+    fake = FakeApis(KEY)
+    for n, body in enumerate(bodies):
+        fake.add(FakeTask("kie", f"big-{n}", ["queued", "success"], [body], prompt=f"big {n}"))
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(run / "config.yaml", base_config(run, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+        }, index={"enabled": False}, thumbnails={"enabled": thumbnails}))
+        (run / "inbox.txt").write_text("".join(f"kie big-{n}\n" for n in range(len(bodies))))
+        env = dict(os.environ, KIE_API_KEY=KEY, PYTHONPATH=str(ROOT))
+        child = Child([sys.executable, "-m", "archiver", "run", "--burst", "-c", str(config)], run / "daemon.log",
+                      env=env)
+        done = asyncio.ensure_future(asyncio.to_thread(child.wait, 600))
+        peak = 0.0
+        while not done.done():  # VmHWM: this process's own peak (wait4's ru_maxrss keeps ours across the exec)
+            peak = max(peak, hwm_mib(child.pid))
+            await asyncio.sleep(0.02)
+        usage = await done
+    made = len(list((run / "archive" / "_thumbs").rglob("*.webp"))) if (run / "archive" / "_thumbs").exists() else 0
+    return peak, usage.cpu, made
+
+
+def hwm_mib(pid: int) -> float:
+    """The process's VmHWM, once it runs archiver: before its exec it is a fork of ours, with our peak."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"archiver" not in f.read():
+                return 0.0
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        return 0.0  # exited
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -93,12 +141,20 @@ def main() -> None:
         took = time.monotonic() - started
         rss = json.loads(out)
         size = big[0].stat().st_size / 2**20
+        bodies = [p.read_bytes() for p in big]
+        runs = [(on, asyncio.run(daemon_peak(folder / f"run-{n}", bodies, on)))
+                for n, on in enumerate((False, True, False, True))]  # interleaved
+        del bodies
     print("| file | size | CPU per thumbnail |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print("\n| 3 × 4096×4096 PNG, in a process that imported archiver.daemon | RSS before | peak RSS | wall |")
     print(f"|---|---|---|---|\n| {size:.1f} MiB each | {rss['before'] / 1024:.1f} MiB | {rss['peak'] / 1024:.1f} MiB"
           f" | {took:.1f} s |")
+    print("\n| `archiver run --burst`, 3 tasks × one 4096×4096 PNG | thumbnails | peak RSS | CPU | thumbnails made |")
+    print("|---|---|---|---|---|")
+    for on, (peak, used, made) in runs:
+        print(f"| | {'on' if on else 'off'} | {peak:.1f} MiB | {used:.2f} s | {made} |")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,10 @@ def _image(path: Path) -> dict[str, Any]:
         text = {k: _cap(v) for k, v in im.info.items() if k in PNG_TEXT and isinstance(v, str | bytes)}
         if text:
             found["text"] = text
-        exif = {name: _cap(v) for tag, v in im.getexif().items() if (name := EXIF_TAGS.get(tag))}
+        # A PNG's getexif() decodes the whole image to look for an eXIf chunk after the pixels: only the
+        # one before them (already in info) is read, so that a probe never touches the pixels.
+        tags = im.getexif() if im.format != "PNG" or "exif" in im.info else {}
+        exif = {name: _cap(v) for tag, v in tags.items() if (name := EXIF_TAGS.get(tag))}
         if exif:
             found["exif"] = exif
         xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")

@@ -72,3 +72,14 @@ def test_a_file_that_is_not_what_it_says_says_nothing(tmp_path: Path) -> None:
     path = tmp_path / "bad.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 100)
     assert probe(path, "image") == {"width": None, "height": None, "duration_s": None, "embedded": {}}
+
+
+def test_a_probe_never_decodes_the_pixels(tmp_path: Path) -> None:
+    """Only headers are read: a PNG whose pixel data is garbage still gives its size and text."""
+    body = bytearray(noisy_png(300, 200, text={"parameters": "kept"}))
+    start = body.index(b"IDAT") + 4
+    body[start:start + 500] = b"\x00" * 500  # the image data no longer inflates
+    path = tmp_path / "g.png"
+    path.write_bytes(bytes(body))
+    found = probe(path, "image")
+    assert (found["width"], found["height"], found["embedded"]["text"]) == (300, 200, {"parameters": "kept"})
