@@ -174,9 +174,14 @@ class Archivist:
         if self.storage_failing:
             self.storage_failing = False
             await self.state.set_health("storage", "ok")
-        done = await self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
-                                         content_type=content_type, downloaded_at=downloaded_at,
-                                         archived_at=archived_at)
+        try:
+            done = await self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
+                                             content_type=content_type, downloaded_at=downloaded_at,
+                                             archived_at=archived_at)
+        except BaseException:
+            if thumb_file is not None:  # the next attempt links the staged file again
+                thumb_file.unlink(missing_ok=True)
+            raise
         if said["width"] is not None:
             await self.state.set_media(key, width=said["width"], height=said["height"])
         if thumb_file is not None and self.thumbnailer is not None:

@@ -8,6 +8,7 @@ store renames (local) or deletes (S3) the staged name, the link keeps the bytes 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Collection
@@ -58,6 +59,11 @@ class Staging:
     @property
     def thumbs(self) -> Path:
         return self.root / "thumbs"
+
+    def thumbs_done(self) -> None:
+        """At a stop, once the thumbnail worker has ended: its folder goes when nothing is left in it."""
+        with contextlib.suppress(OSError):
+            self.thumbs.rmdir()
 
     def for_thumbnail(self, pk: int, idx: int) -> Path | None:
         """A name of its own for the staged file of asset `idx` of task `pk`, for the thumbnail worker to

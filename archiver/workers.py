@@ -171,6 +171,7 @@ class Workers:
         await cancel(pending)
         if self.thumbnailer is not None:
             await self.thumbnailer.stop(deadline if burst else 0.0)
+            self.staging.thumbs_done()
 
     async def _thumb_made(self, key: str, thumb: Thumb) -> None:
         await self.state.set_media(key, width=thumb.width, height=thumb.height, thumb=thumb_key(key),

@@ -62,7 +62,7 @@ EACH_FAILED = INDEX_FAILED.format(where="") + " ORDER BY updated_at"
 # Per day: what days.json shows, plus the newest change, so a day is rebuilt only when it moved.
 # `{day}` is the backend's way to say an epoch time's UTC date as YYYY-MM-DD.
 FINGERPRINTS = """
-SELECT {day} AS day, COUNT(DISTINCT t.id), COUNT(*), SUM(a.bytes), MAX(a.archived_at)
+SELECT {day} AS day, COUNT(DISTINCT t.id), COUNT(*), SUM(a.bytes), MAX(a.archived_at), COUNT(a.thumb)
 FROM assets a JOIN tasks t ON t.id = a.task
 WHERE a.state = 'archived' AND a.key IS NOT NULL GROUP BY 1
 """

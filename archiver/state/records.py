@@ -12,7 +12,8 @@ from archiver.model import TaskState, TaskRef
 KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
 LIVE = (TaskState.QUEUED, TaskState.POLLING, TaskState.DOWNLOADING)  # a daemon holds a lease on these
 CLAIM_BATCH = 2000  # tasks one claim takes at most: a start with a big backlog takes it in steps
-Fingerprint = tuple[int, int, int, int, float, float]  # tasks, assets, bytes, failed, newest asset, newest failure
+# tasks, assets, bytes, failed, newest asset, newest failure, thumbnails recorded (a thumbnail moves its day too)
+Fingerprint = tuple[int, int, int, int, float, float, int]
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ class Thumbnailer:
         except NoPoster as e:
             log.info("%s: no thumbnail: %s", key, e)
             return False
-        except (OSError, ValueError, SyntaxError, MemoryError) as e:  # Pillow's errors for a bad file
+        except Exception as e:  # Pillow's and FFmpeg's many errors for a bad file (a decompression bomb, too)
             log.warning("%s: no thumbnail: the file cannot be read as %s (%s: %s)", key, media, type(e).__name__, e)
             return False
         try:

@@ -32,7 +32,10 @@ async def _upgraded_and_read_back(tmp_path: Path, backend: StateBackend) -> None
             [before], _ = reader.day(1788307200, 1788307200 + 86400)
             assert (before.width, before.height, before.thumb, before.placeholder) == (None, None, None, None)
             await state.set_media(KEY, width=2048, height=1536)
+            before_thumb = reader.fingerprints()
             await state.set_media(KEY, thumb="_thumbs/" + KEY + ".webp", placeholder="#7a5c3e")
+            # A thumbnail moves its day's fingerprint, so the index loop writes the day again.
+            assert reader.fingerprints()["2026-09-02"] == before_thumb["2026-09-02"][:6] + (1,)
             [after], _ = reader.day(1788307200, 1788307200 + 86400)
             assert (after.width, after.height, after.thumb, after.placeholder) == (
                 2048, 1536, "_thumbs/" + KEY + ".webp", "#7a5c3e")
