@@ -104,7 +104,7 @@ def _thumbnails(config: Config) -> int:
     storage = open_storage(config.storage)
     started = time.monotonic()
 
-    async def go() -> tuple[int, int, int]:
+    async def go() -> tuple[int, int, int, bool]:
         state = await open_state(config) if state_exists(config) else None
 
         async def made(key: str, thumb: Any) -> None:
@@ -115,18 +115,21 @@ def _thumbnails(config: Config) -> int:
         thumbs = Thumbnailer(storage, config.thumbnails.size, made)
         try:
             with tempfile.TemporaryDirectory(prefix="archiver-thumbs-") as scratch:
-                return await backfill(thumbs, Path(scratch), progress("index: thumbnails"))
+                made, failed, had = await backfill(thumbs, Path(scratch), progress("index: thumbnails"))
+            if made and config.index.enabled:  # the day files name each thumbnail: written again, whole
+                await rebuild(config, storage, from_store=state is None)
+            return made, failed, had, bool(made and config.index.enabled)
         finally:
             thumbs.close()
             await storage.close()
             if state is not None:
                 await state.close()
 
-    made, failed, had = asyncio.run(go())
+    made, failed, had, rewritten = asyncio.run(go())
     _done_progress()
     print(f"index: {_n(made, 'thumbnail')} made, {had:,} already there"
           + (f", {failed:,} could not be made (see the log)" if failed else "")
-          + f" in {time.monotonic() - started:.1f}s")
+          + ("; day files written again" if rewritten else "") + f" in {time.monotonic() - started:.1f}s")
     return 0
 
 

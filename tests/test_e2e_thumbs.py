@@ -119,7 +119,13 @@ async def test_backfill_and_verify_on_an_archive_made_without_thumbnails(tmp_pat
 
     code, out, err = await cli(world.config_path, "index", "--thumbnails")
     assert code == 0, err
-    assert out.startswith(f"index: {len(pictures)} thumbnails made, 0 already there in ")
+    assert out.startswith(f"index: {len(pictures)} thumbnails made, 0 already there; day files written again in ")
+    # Recorded in the state DB with each thumbnail, so the day files rewritten from it name them.
+    entries = [a for k in keys() if k.startswith("_index/days/") for a in json.loads(get(k))["assets"]]
+    thumbed = {a["key"]: a for a in entries if a["thumb"]}
+    assert set(thumbed) == set(pictures)
+    assert all(a["thumb"] == thumb_key(k) and a["placeholder"].startswith("#") and a["width"]
+               for k, a in thumbed.items())
     assert " in " in out and out.strip() == out.strip().splitlines()[-1]  # one summary line, no progress off a TTY
     for key in pictures:
         with Image.open(io.BytesIO(get(thumb_key(key)))) as im:
