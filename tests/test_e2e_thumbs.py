@@ -18,7 +18,7 @@ from tests.browse.conftest import make_world
 from tests.support.daemon import base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask
 from tests.support.servers import serve
-from tests.thumbs.media import noisy_png, video
+from tests.support.media import noisy_png, video
 
 API_KEY = "kie-SECRET-51c0de"
 WALK = ["queued", "running", "success"]

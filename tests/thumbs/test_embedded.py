@@ -10,7 +10,7 @@ from PIL import Image
 
 from archiver.thumbs.embedded import CAP, probe
 from tests.support.archive import wav
-from tests.thumbs.media import XMP, noisy_png, video
+from tests.support.media import XMP, noisy_png, video
 
 WORKFLOW = '{"3": {"class_type": "KSampler", "inputs": {"seed": 42}}}'
 

@@ -10,7 +10,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from archiver.thumbs.make import NoPoster, make_thumb
 from tests.support.archive import wav
-from tests.thumbs.media import noisy_png, video
+from tests.support.media import noisy_png, video
 
 
 def test_an_image_gets_a_webp_of_400_px_on_its_longest_side(tmp_path: Path) -> None:
