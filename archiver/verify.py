@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from archiver.archive_format.days import day_of_key, key_pattern, utc_day
 from archiver.archive_format.keys import (FAILED_PREFIX, INDEX_PREFIX, PAGE_KEY, THUMBS_PREFIX, asset_of_sidecar,
@@ -164,10 +167,24 @@ class Verifier:
         else:
             self.seen.add(asset)
             self.report.assets += 1
-            if self.thumbnails and wants_thumb(asset) and not self.thumbs.get(thumb_key(asset)):
-                missing = thumb_key(asset) not in self.thumbs
-                self._problem("no_thumbnail", asset, "no thumbnail" if missing else "its thumbnail is empty",
-                              **fields)
+            if self.thumbnails and wants_thumb(asset) and (wrong := await self._thumb_wrong(asset)):
+                self._problem("no_thumbnail", asset, wrong, **fields)
+
+    async def _thumb_wrong(self, asset: str) -> str | None:
+        """Why the asset's thumbnail will not show: missing, empty, or (with `deep`) not a WebP that decodes."""
+        key = thumb_key(asset)
+        if key not in self.thumbs:
+            return "no thumbnail"
+        if not self.thumbs[key]:
+            return "its thumbnail is empty"
+        if self.deep:
+            try:
+                await asyncio.to_thread(_decode_webp, await self.storage.get(key))
+            except FileNotFoundError:
+                return "no thumbnail"
+            except Exception as e:  # whatever Pillow makes of a damaged file
+                return f"its thumbnail cannot be read: {type(e).__name__}: {e}"[:200]
+        return None
 
     async def _digest(self, key: str) -> str | None:
         try:
@@ -238,6 +255,11 @@ async def fix(problems: list[Problem], state: StateStore, config: Config, storag
         else:
             await state.requeue_asset(task.pk, asset.idx, note=f"verify --fix: {p.kind}")
             p.fix = "queued again: the daemon asks the provider and archives it anew under the same key"
+
+
+def _decode_webp(data: bytes) -> None:
+    with Image.open(io.BytesIO(data), formats=["WEBP"]) as im:
+        im.load()
 
 
 def _damaged(problems: list[Problem], key: str) -> bool:

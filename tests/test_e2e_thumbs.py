@@ -147,3 +147,20 @@ async def test_backfill_and_verify_on_an_archive_made_without_thumbnails(tmp_pat
     assert get(thumb_key(lost)) is not None
     code, out, _ = await cli(world.config_path, "verify", "--json")
     assert json.loads(out)["no_thumbnail"] == []
+
+
+async def test_verify_deep_names_a_damaged_thumbnail(tmp_path: Path) -> None:
+    world = await make_world(tmp_path, "local", tasks=6)
+    await world.storage.close()
+    code, _, err = await cli(world.config_path, "index", "--thumbnails")
+    assert code == 0, err
+    key = next(a["key"] for a in world.made.assets if a["media"] == "image")
+    path = tmp_path / "archive" / thumb_key(key)
+    path.write_bytes(path.read_bytes()[:40])  # still RIFF…WEBP, its image cut off
+    code, out, _ = await cli(world.config_path, "verify")
+    assert code == 0 and "no_thumbnail" not in out  # plain verify looks at the listing only
+    code, out, _ = await cli(world.config_path, "verify", "--deep", "--fix")
+    assert code == 0
+    assert f"no_thumbnail  {key}" in out and "its thumbnail cannot be read" in out and "thumbnail made again" in out
+    with Image.open(path) as im:
+        im.load()
