@@ -6,17 +6,21 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 from archiver.browse.index import IndexLoop, rebuild
+from archiver.archive_format.keys import thumb_key
 from archiver.browse import DEFAULT_LISTEN
 from archiver.config import Config
 from archiver.errors import ArchiverError, ConfigError
 from archiver.scrub import json_text, printable
 from archiver.state import open_state, state_exists, state_path
 from archiver.storage import open_storage
+from archiver.thumbs.worker import Thumbnailer, backfill
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -27,6 +31,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     index.add_argument("--rebuild", action="store_true", help="rewrite every day file from the state DB")
     index.add_argument("--from-store", action="store_true",
                        help="rebuild from the sidecars and _failed/ records in the store (no state DB needed)")
+    index.add_argument("--thumbnails", action="store_true",
+                       help="make every missing thumbnail and poster frame under _thumbs/ from the store")
     verify = command("verify", "check the store against the sidecars and the state DB")
     verify.add_argument("--since", metavar="DATE", help="only days from DATE (YYYY-MM-DD, UTC) on")
     verify.add_argument("--deep", action="store_true", help="read every byte, even where the store keeps a checksum")
@@ -59,6 +65,8 @@ def _done_progress() -> None:
 
 
 def cmd_index(config: Config, args: argparse.Namespace) -> int:
+    if args.thumbnails:
+        return _thumbnails(config)
     if not args.from_store and not state_exists(config):
         raise ArchiverError(f"no state at {state_path(config)}: run `archiver index --from-store` to build the index"
                             " from the store")
@@ -91,12 +99,50 @@ def cmd_index(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _thumbnails(config: Config) -> int:
+    """`index --thumbnails`: the backfill, from the store (streamed), recorded in the state DB where there is one."""
+    storage = open_storage(config.storage)
+    started = time.monotonic()
+
+    async def go() -> tuple[int, int, int, bool]:
+        state = await open_state(config) if state_exists(config) else None
+
+        async def made(key: str, thumb: Any) -> None:
+            if state is not None:
+                await state.set_media(key, width=thumb.width, height=thumb.height, thumb=thumb_key(key),
+                                      placeholder=thumb.placeholder)
+
+        thumbs = Thumbnailer(storage, config.thumbnails.size, made)
+        try:
+            with tempfile.TemporaryDirectory(prefix="archiver-thumbs-") as scratch:
+                made, failed, had = await backfill(thumbs, Path(scratch), progress("index: thumbnails"))
+            if made and config.index.enabled:  # the day files name each thumbnail: written again, whole
+                await rebuild(config, storage, from_store=state is None)
+            return made, failed, had, bool(made and config.index.enabled)
+        finally:
+            thumbs.close()
+            await storage.close()
+            if state is not None:
+                await state.close()
+
+    made, failed, had, rewritten = asyncio.run(go())
+    _done_progress()
+    print(f"index: {_n(made, 'thumbnail')} made, {had:,} already there"
+          + (f", {failed:,} could not be made (see the log)" if failed else "")
+          + ("; day files written again" if rewritten else "") + f" in {time.monotonic() - started:.1f}s")
+    return 0
+
+
 def _n(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
+SHOWN = 10  # no_thumbnail lines printed; an archive made before thumbnails lacks one for every image
+
+
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
-    from archiver.verify import Verifier, fix  # imported here, as serve is: `archiver run` needs neither
+    # Imported here, as serve is: `archiver run` needs neither.
+    from archiver.verify import Verifier, fix, fix_thumbnails
 
     if args.since is not None:
         try:
@@ -110,7 +156,11 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
         state = await open_state(config) if state_exists(config) else None
         try:
             report = await Verifier(storage, config.storage.layout, since=args.since, deep=args.deep,
-                                    state=state, progress=progress("verify: sidecars")).run()
+                                    state=state, progress=progress("verify: sidecars"),
+                                    thumbnails=config.thumbnails.enabled).run()
+            if args.fix and report.thumbnails:
+                with tempfile.TemporaryDirectory(prefix="archiver-thumbs-") as scratch:
+                    await fix_thumbnails(report.thumbnails, config, storage, Path(scratch))
             if args.fix and report.problems:
                 if state is None:
                     for p in report.problems:
@@ -128,12 +178,17 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(report.as_json()))
     else:
-        for p in report.problems:  # keys and details may quote what a store or a sidecar holds
+        shown = report.thumbnails[:SHOWN] if not args.fix else report.thumbnails
+        for p in [*report.problems, *shown]:  # keys and details may quote what a store or a sidecar holds
             task = f" ({p.provider} {p.task_id})" if p.task_id else ""
             print(printable(f"{p.kind:<13} {p.key}{task}: {p.detail}")
                   + (f"\n{'':<13} fix: {printable(p.fix)}" if p.fix else ""))
+        if report.thumbnails:
+            more = len(report.thumbnails) - len(shown)
+            print((f"… and {more:,} more; " if more else "") + f"{_n(len(report.thumbnails), 'asset')} without a"
+                  " thumbnail: not damage; `archiver index --thumbnails` (or verify --fix) makes them")
         print(report.summary())
-    return 1 if report.problems else 0
+    return 1 if report.problems else 0  # a missing thumbnail alone is no damage
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:

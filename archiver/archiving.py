@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from archiver import datauri
 from archiver.archive_format.keys import KeyFields, failed_key, render_key, sidecar_key
@@ -31,6 +31,8 @@ from archiver.recorder import Recorder
 from archiver.staging import Staging
 from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
+from archiver.thumbs.embedded import probe
+from archiver.thumbs.worker import Thumbnailer
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class Archivist:
 
     def __init__(self, config: Config, state: StateStore, storage: Storage, downloader: Downloader,
                  staging: Staging, *, askers: Mapping[str, Asker], scheduler: Scheduler,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, thumbnailer: Thumbnailer | None = None) -> None:
         self.config = config
         self.state = state
         self.storage = storage
@@ -86,6 +88,7 @@ class Archivist:
         self.storage_failing = False
         self.storage_failing_since: float | None = None  # first failed write of the current outage
         self.recorder = recorder or Recorder()
+        self.thumbnailer = thumbnailer
         self.started = time.time()
 
     async def archive(self, job: Downloading, asset: Asset) -> bool:
@@ -148,12 +151,17 @@ class Archivist:
             provider=task.provider, provider_type=entry.type, task_id=task.task_id, index=idx,
             count=count, ext=ext, media=media, model=task.model, date=date)))
         content_type = content_type_for(ext)
+        # What the file says of itself, for its sidecar; and the thumbnail worker's own name for the
+        # file, made now because the store takes the staged name away (staging.py).
+        said, thumb_file = await asyncio.to_thread(self._look, staged, media, pk, idx)
         try:
             archived_at = await self._store(key, staged, content_type, fetched.sha256, asset.key is not None,
                                             lambda at: asset_sidecar(
                 task, entry, asset, key=key, count=count, media=media, content_type=content_type,
-                size=fetched.size, sha256=fetched.sha256, downloaded_at=downloaded_at, archived_at=at))
+                size=fetched.size, sha256=fetched.sha256, downloaded_at=downloaded_at, archived_at=at, probe=said))
         except TransientError as e:
+            if thumb_file is not None:
+                thumb_file.unlink(missing_ok=True)
             # The store is down or full: the asset waits, however long that takes.
             if isinstance(e, DiskFull):
                 await self.scheduler.disk_full(str(e))
@@ -166,9 +174,18 @@ class Archivist:
         if self.storage_failing:
             self.storage_failing = False
             await self.state.set_health("storage", "ok")
-        done = await self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
-                                         content_type=content_type, downloaded_at=downloaded_at,
-                                         archived_at=archived_at)
+        try:
+            done = await self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
+                                             content_type=content_type, downloaded_at=downloaded_at,
+                                             archived_at=archived_at)
+        except BaseException:
+            if thumb_file is not None:  # the next attempt links the staged file again
+                thumb_file.unlink(missing_ok=True)
+            raise
+        if said["width"] is not None:
+            await self.state.set_media(key, width=said["width"], height=said["height"])
+        if thumb_file is not None and self.thumbnailer is not None:
+            self.thumbnailer.offer(key, media, thumb_file)  # never waits: a full queue skips it
         self.staging.discard(pk, idx)
         self.staged.pop((pk, idx), None)
         self.fetch_from.pop((pk, idx), None)
@@ -181,6 +198,11 @@ class Archivist:
             log.info("provider=%s task_id=%s: archived", task.provider, task.task_id,
                      extra=task_fields(task.provider, task.task_id, TaskState.ARCHIVED))
         return True
+
+    def _look(self, staged: Path, media: str, pk: int, idx: int) -> tuple[dict[str, Any], Path | None]:
+        """(in a thread) The staged file's own metadata, and a link to it for the thumbnail worker."""
+        wanted = self.thumbnailer is not None and media in ("image", "video")
+        return probe(staged, media), self.staging.for_thumbnail(pk, idx) if wanted else None
 
     def let_go(self, pk: int, idx: int) -> None:
         """Forget an asset this daemon no longer works on (ended, or another daemon's now), and its staged bytes."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from archiver.errors import ConfigError
 from archiver.providers import PROVIDERS
 from archiver.providers.entry import ProviderEntry, parse_entries
 from archiver.values import DEFAULT_POLL_INTERVALS as DEFAULT_POLL_INTERVALS  # re-exported, as Secret is
-from archiver.values import Secret, parse_duration, parse_size
+from archiver.values import Secret, expand_env, parse_duration, parse_size
 from archiver.values import section as _section
 
 DEFAULT_LAYOUT = "{provider}/{date:%Y/%m/%d}/{task_id}/{index:02d}.{ext}"
@@ -96,6 +94,14 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class ThumbnailsConfig:
+    """Thumbnails and poster frames under _thumbs/ (docs/archive-format.md): on or off, longest side in px."""
+
+    enabled: bool = True
+    size: int = 400
+
+
+@dataclass(frozen=True)
 class StateConfig:
     """Where task state lives (docs/operations.md): the SQLite file in state_dir, or PostgreSQL."""
 
@@ -117,9 +123,9 @@ class Config:
     warnings: tuple[str, ...] = ()  # said by check-config; nothing that stops a start
     index: IndexConfig = IndexConfig()
     state: StateConfig = StateConfig()
+    thumbnails: ThumbnailsConfig = ThumbnailsConfig()
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 
 
 def load_config(path: Path, *, require_secrets: bool = True) -> Config:
@@ -142,30 +148,10 @@ def load_config(path: Path, *, require_secrets: bool = True) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {path}: expected a mapping at the top level")
     unset: dict[str, str] = {}
-    raw = _expand(raw, "", require_secrets, unset)
+    raw = expand_env(raw, "", require_secrets, unset)
     return _build(raw, path.resolve().parent, path, unset)
 
 
-def _expand(node: Any, key: str, require: bool, unset: dict[str, str]) -> Any:
-    """${VAR} and ${VAR:-default} from the environment; `unset` learns key → VAR that fell back."""
-    if isinstance(node, dict):
-        return {k: _expand(v, f"{key}.{k}" if key else str(k), require, unset) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand(v, f"{key}[{i}]", require, unset) for i, v in enumerate(node)]
-    if isinstance(node, str):
-        def sub(m: re.Match[str]) -> str:
-            if m.group(1) in os.environ:
-                return os.environ[m.group(1)]
-            unset[key] = m.group(1)
-            if m.group(2) is not None:  # ${VAR:-default}, as in the shell
-                return m.group(2)[2:]
-            if require:
-                raise ConfigError(f"config: {key}: environment variable {m.group(1)} is not set")
-            return ""
-        if "${" in _VAR.sub("", node):
-            raise ConfigError(f"config: {key}: unclosed or malformed ${{…}}: write ${{VAR}} or ${{VAR:-default}}")
-        return _VAR.sub(sub, node)
-    return node
 
 
 def _names(cls: type) -> set[str]:
@@ -174,7 +160,8 @@ def _names(cls: type) -> set[str]:
 
 
 def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -> Config:
-    top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace", "http", "index", "state"}
+    top = {"state_dir", "inbox", "providers", "download", "storage", "shutdown_grace", "http", "index", "state",
+           "thumbnails"}
     for k in raw:
         if k not in top:
             raise ConfigError(f"config: {k}: unknown key (allowed: {', '.join(sorted(top))})")
@@ -200,6 +187,7 @@ def _build(raw: dict[str, Any], base: Path, path: Path, unset: dict[str, str]) -
         warnings=warnings,
         index=_index(raw),
         state=_state(raw),
+        thumbnails=_thumbnails(raw),
     )
 
 
@@ -222,13 +210,19 @@ def _state(raw: dict[str, Any]) -> StateConfig:
 
 def _index(raw: dict[str, Any]) -> IndexConfig:
     i = _section(raw, "index", "index", _names(IndexConfig))
-    enabled = i.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError("config: index.enabled: expected true or false")
+    enabled = _bool(i.get("enabled", True), "index.enabled")
     every = parse_duration(i.get("every", "60s"), "index.every")
     if every <= 0:
         raise ConfigError("config: index.every: must be above zero")
     return IndexConfig(enabled=enabled, every=every)
+
+
+def _thumbnails(raw: dict[str, Any]) -> ThumbnailsConfig:
+    t = _section(raw, "thumbnails", "thumbnails", _names(ThumbnailsConfig))
+    enabled, size = _bool(t.get("enabled", True), "thumbnails.enabled"), t.get("size", 400)
+    if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 2048:
+        raise ConfigError("config: thumbnails.size: expected a whole number of pixels from 32 to 2048")
+    return ThumbnailsConfig(enabled=enabled, size=size)
 
 
 def _path(base: Path, value: Any, key: str) -> Path:

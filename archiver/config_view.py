@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from archiver.config import _VAR, Config, S3Config
+from archiver.config import Config, S3Config
 from archiver.providers.entry import ProviderEntry
-from archiver.values import Secret, show_duration, show_size
+from archiver.values import ENV_VAR, Secret, show_duration, show_size
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class _Masked:
     note: str = ""
 
 
-_TOP = ("state_dir", "inbox", "providers", "download", "storage", "http", "shutdown_grace", "index", "state")
+_TOP = ("state_dir", "inbox", "providers", "download", "storage", "http", "shutdown_grace", "index", "state",
+        "thumbnails")
 
 
 def describe(config: Config, raw: Any) -> str:
@@ -67,6 +68,7 @@ def _view(config: Config, raw: dict[str, Any]) -> dict[str, Any]:
         "http": http,
         "shutdown_grace": show_duration(config.shutdown_grace),
         "index": {"enabled": config.index.enabled, "every": show_duration(config.index.every)},
+        "thumbnails": {"enabled": config.thumbnails.enabled, "size": config.thumbnails.size},
         "state": state,
     }
 
@@ -93,7 +95,7 @@ def _entry_view(entry: ProviderEntry, raw: dict[str, Any]) -> dict[str, Any]:
 def _mask(secret: Secret, written: Any) -> _Masked:
     if secret.value:
         return _Masked("'***'")
-    unset = [m.group(1) for m in _VAR.finditer(str(written or "")) if m.group(1) not in os.environ]
+    unset = [m.group(1) for m in ENV_VAR.finditer(str(written or "")) if m.group(1) not in os.environ]
     return _Masked("''", f"{', '.join(unset)} not set" if unset else "empty")
 
 

@@ -189,7 +189,7 @@ class Daemon:
             await polling.drain(self.pollers, self.config.shutdown_grace)
             reader.close()
             before = workers.finished
-            await workers.drain(downloads, deadline)
+            await workers.drain(downloads, deadline, burst=self.burst)
             watchdog.cancel()
             self.finished_at_stop = workers.finished - before
             with contextlib.suppress(StateUnavailable):

@@ -2,10 +2,15 @@
 
 The only module that knows the names there: asset `idx` of task `pk` downloads to
 `{pk}-{idx}.part`, and a partial download's resume note (download.py) is `{pk}-{idx}.part.etag`.
+`thumbs/` holds hard links to stored assets that the thumbnail worker (archiver/thumbs/) owns: the
+store renames (local) or deletes (S3) the staged name, the link keeps the bytes until a thumbnail is made.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +52,33 @@ class Staging:
 
     def create(self) -> None:
         private_dir(self.root)
+        if self.thumbs.is_dir():  # a stop's or a crash's links: `archiver index --thumbnails` makes those
+            for left in self.thumbs.iterdir():
+                left.unlink(missing_ok=True)
+
+    @property
+    def thumbs(self) -> Path:
+        return self.root / "thumbs"
+
+    def thumbs_done(self) -> None:
+        """At a stop, once the thumbnail worker has ended: its folder goes when nothing is left in it."""
+        with contextlib.suppress(OSError):
+            self.thumbs.rmdir()
+
+    def for_thumbnail(self, pk: int, idx: int) -> Path | None:
+        """A name of its own for the staged file of asset `idx` of task `pk`, for the thumbnail worker to
+        read and remove; made before the store takes the staged file. None if it cannot be made."""
+        link = self.thumbs / f"{pk}-{idx}-{os.urandom(4).hex()}"
+        try:
+            if not self.thumbs.is_dir():
+                private_dir(self.thumbs)
+            os.link(self.part(pk, idx), link)
+        except OSError:
+            try:  # a file system without hard links
+                shutil.copyfile(self.part(pk, idx), link)
+            except OSError:
+                return None
+        return link
 
     def part(self, pk: int, idx: int) -> Path:
         return self.root / f"{pk}-{idx}{PART}"
@@ -62,6 +94,8 @@ class Staging:
         run's tasks come back to us only when its lease runs out, and their downloads resume then.
         """
         for path in self.root.iterdir():
+            if path == self.thumbs:
+                continue
             asset = _asset_of(path.name)
             if asset not in keep and not (asset is not None and await _awaited(state, *asset)):
                 path.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ Below config.py and the provider modules alike, so that each provider can check 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from archiver.errors import ConfigError
 # (every, until): poll every `every` seconds while the task is younger than `until`.
 DEFAULT_POLL_INTERVALS = ((3.0, 30.0), (10.0, 120.0), (30.0, 900.0), (60.0, float("inf")))
 _UNITS = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
+ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")  # ${VAR}, ${VAR:-default}
 _BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
@@ -115,3 +117,25 @@ def show_size(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size}{unit}"
     return f"{n}B"
+
+
+def expand_env(node: Any, key: str, require: bool, unset: dict[str, str]) -> Any:
+    """${VAR} and ${VAR:-default} from the environment; `unset` learns key → VAR that fell back."""
+    if isinstance(node, dict):
+        return {k: expand_env(v, f"{key}.{k}" if key else str(k), require, unset) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_env(v, f"{key}[{i}]", require, unset) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) in os.environ:
+                return os.environ[m.group(1)]
+            unset[key] = m.group(1)
+            if m.group(2) is not None:  # ${VAR:-default}, as in the shell
+                return m.group(2)[2:]
+            if require:
+                raise ConfigError(f"config: {key}: environment variable {m.group(1)} is not set")
+            return ""
+        if "${" in ENV_VAR.sub("", node):
+            raise ConfigError(f"config: {key}: unclosed or malformed ${{…}}: write ${{VAR}} or ${{VAR:-default}}")
+        return ENV_VAR.sub(sub, node)
+    return node

@@ -4,20 +4,26 @@ Every sidecar's asset must exist with the recorded size and sha256. On a store t
 a whole-object SHA-256 (S3 single-part uploads) that checksum is trusted unless `deep`;
 everything else is read back in bounded chunks and hashed. `--fix` puts damaged assets of
 tasks the state DB knows back to work; the daemon downloads them again under the same key.
+A missing or unreadable thumbnail (`no_thumbnail`) is no damage to the archive: it alone does not
+make verify fail, and `--fix` makes it again from the asset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from archiver.archive_format.days import day_of_key, key_pattern, utc_day
-from archiver.archive_format.keys import (FAILED_PREFIX, INDEX_PREFIX, PAGE_KEY, asset_of_sidecar, is_sidecar,
-                                          sidecar_key)
+from archiver.archive_format.keys import (FAILED_PREFIX, INDEX_PREFIX, PAGE_KEY, THUMBS_PREFIX, asset_of_sidecar,
+                                          is_sidecar, sidecar_key, thumb_key)
 from archiver.archive_format.media import JSON_TYPE, media_of
 from archiver.archive_format.sidecar import asset_sidecar, read_recorded
 from archiver.config import Config, ProviderEntry
@@ -25,7 +31,9 @@ from archiver.model import ENDED
 from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
 from archiver.storage.base import Listed
+from archiver.thumbs.worker import Thumbnailer, thumb_from_store, wants_thumb
 
+DERIVED = frozenset({"no_thumbnail"})  # problems of what can be made again from the archive itself
 ORPHAN_AGE = 3600.0  # an asset may wait this long for its sidecar (the daemon writes it right after)
 CONCURRENCY = 8
 
@@ -33,6 +41,7 @@ CONCURRENCY = 8
 @dataclass
 class Problem:
     kind: str  # missing_asset | changed | truncated | wrong_size | bad_sidecar | no_sidecar | sidecar_gone
+    #            | no_thumbnail (derived, not damage: see DERIVED)
     key: str
     detail: str
     provider: str | None = None
@@ -46,6 +55,12 @@ class Report:
     bytes: int = 0  # of the assets checked, as the store lists them
     problems: list[Problem] | None = None
     checked: int = 0  # every asset looked at, intact or not
+    # Intact assets whose thumbnail is missing or empty (kind no_thumbnail): derived, so not damage.
+    thumbnails: list[Problem] = field(default_factory=list)
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.problems)
 
     def summary(self) -> str:
         n = len(self.problems or [])
@@ -54,7 +69,8 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         return {"checked": self.checked, "assets": self.assets, "bytes": self.bytes, "ok": not self.problems,
-                "problems": [asdict(p) for p in self.problems or []]}
+                "problems": [asdict(p) for p in self.problems or []],
+                "no_thumbnail": [asdict(p) for p in self.thumbnails]}
 
 
 def _count(n: int, noun: str) -> str:
@@ -73,9 +89,11 @@ def _size(n: int) -> str:
 class Verifier:
     def __init__(self, storage: Storage, layout: str, *, since: str | None = None, deep: bool = False,
                  state: StateStore | None = None, progress: Callable[[int, int], None] | None = None,
-                 orphan_age: float = ORPHAN_AGE) -> None:
+                 orphan_age: float = ORPHAN_AGE, thumbnails: bool = False) -> None:
         self.storage = storage
         self.orphan_age = orphan_age
+        self.thumbnails = thumbnails  # check each image's and video's thumbnail
+        self.thumbs: dict[str, int] = {}  # thumbnail key → size, as listed
         self.pattern = key_pattern(layout)
         self.since = since
         self.deep = deep
@@ -85,8 +103,12 @@ class Verifier:
         self.seen: set[str] = set()  # asset keys checked, whatever was found
 
     async def run(self) -> Report:
-        listing = {item.key: item async for item in self.storage.list()
-                   if not item.key.startswith((INDEX_PREFIX, FAILED_PREFIX)) and item.key != PAGE_KEY}
+        listing = {}
+        async for item in self.storage.list():
+            if item.key.startswith(THUMBS_PREFIX):
+                self.thumbs[item.key] = item.size
+            elif not item.key.startswith((INDEX_PREFIX, FAILED_PREFIX)) and item.key != PAGE_KEY:
+                listing[item.key] = item
         sidecars = [k for k in listing if is_sidecar(k) and self._wanted(asset_of_sidecar(k), listing[k])]
         gate, done = asyncio.Semaphore(CONCURRENCY), 0
 
@@ -108,6 +130,7 @@ class Verifier:
                 self._problem("no_sidecar", key, "an asset without its sidecar, older than an hour")
         assert self.report.problems is not None
         self.report.problems.sort(key=lambda p: (p.key, p.kind))
+        self.report.thumbnails.sort(key=lambda p: p.key)
         self.report.checked = len(self.seen)
         self.report.bytes = sum(listing[k].size for k in self.seen if k in listing)
         return self.report
@@ -144,6 +167,24 @@ class Verifier:
         else:
             self.seen.add(asset)
             self.report.assets += 1
+            if self.thumbnails and wants_thumb(asset) and (wrong := await self._thumb_wrong(asset)):
+                self._problem("no_thumbnail", asset, wrong, **fields)
+
+    async def _thumb_wrong(self, asset: str) -> str | None:
+        """Why the asset's thumbnail will not show: missing, empty, or (with `deep`) not a WebP that decodes."""
+        key = thumb_key(asset)
+        if key not in self.thumbs:
+            return "no thumbnail"
+        if not self.thumbs[key]:
+            return "its thumbnail is empty"
+        if self.deep:
+            try:
+                await asyncio.to_thread(_decode_webp, await self.storage.get(key))
+            except FileNotFoundError:
+                return "no thumbnail"
+            except Exception as e:  # whatever Pillow makes of a damaged file
+                return f"its thumbnail cannot be read: {type(e).__name__}: {e}"[:200]
+        return None
 
     async def _digest(self, key: str) -> str | None:
         try:
@@ -172,9 +213,24 @@ class Verifier:
 
     def _problem(self, kind: str, key: str, detail: str, **fields: Any) -> None:
         assert self.report.problems is not None
+        if kind in DERIVED:
+            self.report.thumbnails.append(Problem(kind, key, detail, **fields))
+            return
         self.seen.add(asset_of_sidecar(key) if kind == "bad_sidecar" else key)
         self.report.problems.append(Problem(kind, key, detail, **fields))
 
+
+
+async def fix_thumbnails(problems: list[Problem], config: Config, storage: Storage, scratch: Path) -> None:
+    """Make each missing thumbnail again from its asset in the store (no state DB needed)."""
+    thumbs = Thumbnailer(storage, config.thumbnails.size)
+    try:
+        for p in problems:
+            if p.kind == "no_thumbnail" and (media := wants_thumb(p.key)):
+                made = await thumb_from_store(thumbs, p.key, media, scratch)
+                p.fix = "thumbnail made again" if made else "not fixed: the asset cannot be read as " + media
+    finally:
+        thumbs.close()
 
 
 async def fix(problems: list[Problem], state: StateStore, config: Config, storage: Storage) -> None:
@@ -199,6 +255,11 @@ async def fix(problems: list[Problem], state: StateStore, config: Config, storag
         else:
             await state.requeue_asset(task.pk, asset.idx, note=f"verify --fix: {p.kind}")
             p.fix = "queued again: the daemon asks the provider and archives it anew under the same key"
+
+
+def _decode_webp(data: bytes) -> None:
+    with Image.open(io.BytesIO(data), formats=["WEBP"]) as im:
+        im.load()
 
 
 def _damaged(problems: list[Problem], key: str) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from archiver.archive_format.keys import thumb_key
 from archiver.archiving import Archivist, Asker, Downloading
 from archiver.config import Config, DownloadConfig
 from archiver.download import Downloader
@@ -24,6 +25,8 @@ from archiver.recorder import Recorder
 from archiver.staging import Staging
 from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
+from archiver.thumbs.make import Thumb
+from archiver.thumbs.worker import Thumbnailer
 from archiver.urlguard import UrlGuard, guarded_connector
 
 log = logging.getLogger(__name__)
@@ -50,8 +53,11 @@ class Workers:
         self.state = state
         self.staging = staging
         self.stopping = stopping
+        # Thumbnails: a queue and a thread of their own, fed after each store, never waited for.
+        self.thumbnailer = Thumbnailer(storage, config.thumbnails.size, self._thumb_made) \
+            if config.thumbnails.enabled else None
         self.archivist = Archivist(config, state, storage, downloader, staging, askers=askers, scheduler=self,
-                                   recorder=recorder)
+                                   recorder=recorder, thumbnailer=self.thumbnailer)
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         # What the worker of each queued (or requeued) asset starts from; None: read afresh. An asset is
         # in the queue, or on a requeue's timer, once while it is here.
@@ -156,12 +162,20 @@ class Workers:
             self.busy -= 1
             self.working.discard(key)
 
-    async def drain(self, jobs: list[asyncio.Task[None]], deadline: float) -> None:
-        """At a stop: the downloads in flight may finish until `deadline`; the rest resume next start."""
+    async def drain(self, jobs: list[asyncio.Task[None]], deadline: float, burst: bool = False) -> None:
+        """At a stop: the downloads in flight may finish until `deadline`; the rest resume next start.
+        The thumbnails queued are made too in burst mode; otherwise they are left for the backfill."""
         for job in self.idle:
             job.cancel()  # nothing in hand: waiting out its queue timeout would only delay the stop
         _, pending = await asyncio.wait(jobs, timeout=max(0.0, deadline - time.monotonic()))
         await cancel(pending)
+        if self.thumbnailer is not None:
+            await self.thumbnailer.stop(deadline if burst else 0.0)
+            self.staging.thumbs_done()
+
+    async def _thumb_made(self, key: str, thumb: Thumb) -> None:
+        await self.state.set_media(key, width=thumb.width, height=thumb.height, thumb=thumb_key(key),
+                                   placeholder=thumb.placeholder)
 
     async def records(self) -> None:
         """_failed records the store refused (or a crash cut off) are written again, now and then;

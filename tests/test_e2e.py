@@ -20,7 +20,7 @@ SIDECAR_FIELDS = {
     "schema", "provider", "provider_type", "task_id", "index", "count", "media", "model", "prompt",
     "input", "source_url", "key", "content_type", "bytes", "sha256", "task_created_at",
     "task_completed_at", "first_seen_at", "downloaded_at", "archived_at", "labels",
-    "provider_response", "archiver_version",
+    "provider_response", "archiver_version", "width", "height", "duration_s", "embedded",  # the last four: /2
 }
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
@@ -101,7 +101,7 @@ def check_asset(archive: Path, task: FakeTask, index: int, content: bytes, base:
     assert path.read_bytes() == content
     sidecar: dict[str, Any] = json.loads(Path(f"{path}.json").read_text())
     assert set(sidecar) == SIDECAR_FIELDS
-    assert sidecar["schema"] == "archiver.asset/1"
+    assert sidecar["schema"] == "archiver.asset/2"
     assert (sidecar["provider"], sidecar["provider_type"], sidecar["task_id"]) == ("kie", "kie", task.task_id)
     assert (sidecar["index"], sidecar["count"]) == (index, len(task.files))
     assert sidecar["key"] == key

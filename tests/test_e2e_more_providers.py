@@ -53,7 +53,7 @@ def archived(archive: Path, entry: str, task: FakeTask) -> list[dict[str, Any]]:
         [path] = [p for p in archive.glob(f"{entry}/*/*/*/{task.task_id}/{index:02d}.*") if p.suffix != ".json"]
         assert path.read_bytes() == content, path
         sidecar = json.loads(Path(f"{path}.json").read_text())
-        assert sidecar["schema"] == "archiver.asset/1" and sidecar["count"] == len(task.files), sidecar
+        assert sidecar["schema"] == "archiver.asset/2" and sidecar["count"] == len(task.files), sidecar
         sidecars.append(sidecar)
     return sidecars
 

@@ -1,4 +1,4 @@
-"""Day files (`archiver.day/1`) and days.json (`archiver.index/1`): their shapes, and the day of a key.
+"""Day files (`archiver.day/2`) and days.json (`archiver.index/1`): their shapes, and the day of a key.
 
 The shapes are documented in docs/archive-format.md.
 
@@ -17,10 +17,12 @@ from typing import Any
 
 from archiver.model import utc_iso
 
-DAY_SCHEMA = "archiver.day/1"
+DAY_SCHEMA = "archiver.day/2"  # /2 added thumb, width, height and placeholder
 INDEX_SCHEMA = "archiver.index/1"
 ASSET_FIELDS = ("key", "sidecar", "provider", "provider_type", "task_id", "index", "count", "media", "model",
-                "prompt", "labels", "content_type", "bytes", "sha256", "archived_at")
+                "prompt", "labels", "content_type", "bytes", "sha256", "archived_at", "thumb", "width", "height",
+                "placeholder")
+OPTIONAL = frozenset({"thumb", "width", "height", "placeholder"})
 FAILED_FIELDS = ("provider", "task_id", "reason", "provider_code", "provider_message", "record", "labels")
 
 
@@ -53,7 +55,8 @@ def encode_days(summaries: list[dict[str, Any]], now: float) -> bytes:
 
 
 def asset_entry(**values: Any) -> dict[str, Any]:
-    return {name: values[name] for name in ASSET_FIELDS}
+    """A day file's entry; `thumb`, `width`, `height` and `placeholder` may be left out (null)."""
+    return {name: values.get(name) if name in OPTIONAL else values[name] for name in ASSET_FIELDS}
 
 
 def failed_entry(**values: Any) -> dict[str, Any]:

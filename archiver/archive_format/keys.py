@@ -20,6 +20,7 @@ PLACEHOLDERS = ("provider", "provider_type", "task_id", "index", "count", "ext",
 SIDECAR_SUFFIX = ".json"
 FAILED_PREFIX = "_failed/"
 INDEX_PREFIX = "_index/"
+THUMBS_PREFIX = "_thumbs/"  # derived objects: `_thumbs/<asset key>.webp`, made again from the asset at will
 DAYS_KEY = "_index/days.json"
 PAGE_KEY = "index.html"
 # `.{name}.tmp-{12 hex}`: what a put leaves behind only when the process dies mid-write.
@@ -133,7 +134,12 @@ def asset_of_sidecar(sidecar: str) -> str:
 
 
 def is_sidecar(key: str) -> bool:
-    return key.endswith(SIDECAR_SUFFIX) and not key.startswith((INDEX_PREFIX, FAILED_PREFIX))
+    return key.endswith(SIDECAR_SUFFIX) and not key.startswith((INDEX_PREFIX, FAILED_PREFIX, THUMBS_PREFIX))
+
+
+def thumb_key(asset_key: str) -> str:
+    """The asset's thumbnail (an image) or poster frame (a video): a WebP beside the archive's own files."""
+    return f"{THUMBS_PREFIX}{asset_key}.webp"
 
 
 def failed_key(provider: str, task_id: str) -> str:

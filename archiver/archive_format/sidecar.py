@@ -1,4 +1,5 @@
-"""The JSON written beside each asset (`archiver.asset/1`) and the _failed record of a task (`archiver.failed/1`).
+"""The JSON beside each asset (`archiver.asset/2`; readers take `/1` too), and a task's _failed record
+(`archiver.failed/1`).
 
 What a provider reports is stored as returned, but for secrets (redaction.py). Result URLs
 are kept without their query string (signed links); the state DB alone has them whole.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +20,8 @@ from archiver.archive_format.keys import SIDECAR_SUFFIX
 from archiver.archive_format.redaction import bare_url, elide, redact_secrets
 from archiver.model import utc_iso
 
-ASSET_SCHEMA = "archiver.asset/1"
+ASSET_SCHEMA = "archiver.asset/2"
+ASSET_SCHEMAS = ("archiver.asset/1", ASSET_SCHEMA)  # /1 lacks width, height, duration_s and embedded
 FAILED_SCHEMA = "archiver.failed/1"
 
 
@@ -78,7 +80,9 @@ class ProviderFields(Protocol):
 
 def asset_sidecar(task: TaskFields, entry: ProviderFields, asset: AssetFields, *, key: str, count: int,
                   media: str, content_type: str, size: int, sha256: str,
-                  downloaded_at: float, archived_at: float) -> bytes:
+                  downloaded_at: float, archived_at: float, probe: Mapping[str, Any] | None = None) -> bytes:
+    """`probe` is what the file says of itself (archiver/thumbs/embedded.py): width, height, duration_s, embedded."""
+    probe = probe or {}
     doc: dict[str, Any] = {
         "schema": ASSET_SCHEMA,
         "provider": task.provider,
@@ -97,6 +101,10 @@ def asset_sidecar(task: TaskFields, entry: ProviderFields, asset: AssetFields, *
         "content_type": content_type,
         "bytes": size,
         "sha256": sha256,
+        "width": probe.get("width"),
+        "height": probe.get("height"),
+        "duration_s": probe.get("duration_s"),
+        "embedded": probe.get("embedded") or {},
         "task_created_at": task.task_created_at,
         "task_completed_at": task.task_completed_at,
         "first_seen_at": utc_iso(task.first_seen_at),
@@ -151,8 +159,10 @@ def read_recorded(data: bytes) -> Recorded:
     return Recorded(size, sha256, doc.get("provider"), doc.get("task_id"))
 
 
-def read_asset_entry(key: str, data: bytes, pattern: re.Pattern[str] | None) -> tuple[str, dict[str, Any]]:
+def read_asset_entry(key: str, data: bytes, pattern: re.Pattern[str] | None,
+                     thumb: str | None = None) -> tuple[str, dict[str, Any]]:
     """The day and the day-file entry of the sidecar at `key`; the layout's date wins over archived_at.
+    `thumb` is the asset's thumbnail key when the store holds one. A `/1` sidecar has no width or height.
 
     ValueError, KeyError, TypeError or AttributeError when it is no sidecar of that asset."""
     doc = json.loads(data)
@@ -163,7 +173,8 @@ def read_asset_entry(key: str, data: bytes, pattern: re.Pattern[str] | None) -> 
                                                "archived_at")}
     if doc.get("key") != asset or fields["task_id"] is None:
         raise ValueError(f"its key field says {doc.get('key')!r}")
-    return date, asset_entry(key=asset, sidecar=key, labels=doc.get("labels") or {}, **fields)
+    size = {name: doc.get(name) if isinstance(doc.get(name), int) else None for name in ("width", "height")}
+    return date, asset_entry(key=asset, sidecar=key, labels=doc.get("labels") or {}, thumb=thumb, **size, **fields)
 
 
 def read_failed_entry(key: str, data: bytes) -> tuple[str, dict[str, Any]]:

@@ -150,7 +150,7 @@ class IndexLoop:
         prints = await asyncio.to_thread(source.fingerprints)
         written = 0
         for date in sorted(set(prints) | set(self.known), reverse=True):  # newest first: what people open
-            now = prints.get(date, (0, 0, 0, 0, 0.0, 0.0))
+            now = prints.get(date, (0, 0, 0, 0, 0.0, 0.0, 0))
             if self.known.get(date) == now:
                 continue
             if date not in self.known and _summary(date, now) == stored.get(date):

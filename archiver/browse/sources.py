@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from archiver.archive_format.days import Day, asset_entry, failed_entry, key_pattern, utc_day
-from archiver.archive_format.keys import FAILED_PREFIX, failed_key, is_sidecar
+from archiver.archive_format.keys import (FAILED_PREFIX, THUMBS_PREFIX, asset_of_sidecar, failed_key, is_sidecar,
+                                          thumb_key)
 from archiver.archive_format.media import media_of
 from archiver.archive_format.sidecar import read_asset_entry, read_failed_entry
 from archiver.config import Config
@@ -82,13 +83,17 @@ class StateSource:
             key=r.key, sidecar=r.key + ".json", provider=r.provider, provider_type=self.types.get(r.provider),
             task_id=r.task_id, index=r.idx, count=r.count, media=media_of(r.content_type, r.hint), model=r.model,
             prompt=r.prompt, labels=r.labels, content_type=r.content_type, bytes=r.bytes, sha256=r.sha256,
-            archived_at=utc_iso(r.archived_at)))
+            archived_at=utc_iso(r.archived_at), thumb=r.thumb, width=r.width, height=r.height,
+            placeholder=r.placeholder))
 
 
 async def read_store(storage: Storage, layout: str, progress: Callable[[int, int], None] | None = None,
                      concurrency: int = 16) -> tuple[dict[str, Day], int]:
     """Every day from the sidecars and _failed records in the store; also how many were unreadable."""
-    keys = [item.key async for item in storage.list() if is_sidecar(item.key) or item.key.startswith(FAILED_PREFIX)]
+    listed = [item.key async for item in storage.list()]
+    thumbs = {k for k in listed if k.startswith(THUMBS_PREFIX)}
+    keys = [k for k in listed if is_sidecar(k) or k.startswith(FAILED_PREFIX)]
+    del listed
     pattern = key_pattern(layout)
     days: dict[str, Day] = {}
     bad = done = 0
@@ -98,7 +103,7 @@ async def read_store(storage: Storage, layout: str, progress: Callable[[int, int
         nonlocal bad, done
         async with gate:
             try:
-                _add(days, key, await storage.get(key), pattern)
+                _add(days, key, await storage.get(key), pattern, thumbs)
             except FileNotFoundError:
                 pass  # deleted since the listing
             except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -113,10 +118,11 @@ async def read_store(storage: Storage, layout: str, progress: Callable[[int, int
     return days, bad
 
 
-def _add(days: dict[str, Day], key: str, data: bytes, pattern: Any) -> None:
+def _add(days: dict[str, Day], key: str, data: bytes, pattern: Any, thumbs: set[str]) -> None:
     if key.startswith(FAILED_PREFIX):
         date, entry = read_failed_entry(key, data)
         days.setdefault(date, Day(date)).failed.append(entry)
     else:
-        date, entry = read_asset_entry(key, data, pattern)
+        thumb = thumb_key(asset_of_sidecar(key))
+        date, entry = read_asset_entry(key, data, pattern, thumb if thumb in thumbs else None)
         days.setdefault(date, Day(date)).assets.append(entry)

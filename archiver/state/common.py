@@ -136,6 +136,11 @@ class CommonStore:
     async def set_url(self, pk: int, idx: int, url: str) -> None:
         await self._apply([(q.SET_URL, (url, pk, idx))])
 
+    async def set_media(self, key: str, *, width: int | None = None, height: int | None = None,
+                        thumb: str | None = None, placeholder: str | None = None) -> None:
+        """The archived asset at `key`: its pixel size, its thumbnail's key and placeholder (None: unchanged)."""
+        await self._apply([(q.SET_MEDIA, (width, height, thumb, placeholder, key))])
+
     async def asset_error(self, pk: int, idx: int, error: str) -> None:
         await self._apply([(q.ASSET_ERROR, (error, pk, idx))])
 

@@ -144,6 +144,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX tasks_aging ON tasks (provider, owner, lane, first_seen_at) WHERE state IN ('queued', 'polling');
     """,
+    # 6: what the browse index shows of each asset before it loads: its size, its thumbnail, a placeholder colour.
+    """
+    ALTER TABLE assets ADD COLUMN width INTEGER, ADD COLUMN height INTEGER, ADD COLUMN thumb TEXT,
+        ADD COLUMN placeholder TEXT;
+    """,
 )
 VERSION = len(MIGRATIONS)
 

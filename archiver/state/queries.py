@@ -32,6 +32,9 @@ TRIM_REJECTS = "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - 
 ADD_HISTORY = "INSERT INTO history (task, at, state, reason, note) VALUES (?, ?, ?, ?, ?)"
 
 SET_URL = "UPDATE assets SET url = ? WHERE task = ? AND idx = ?"
+# What the file says of its size, and its thumbnail (archiver/thumbs/); a NULL leaves a value as it was.
+SET_MEDIA = ("UPDATE assets SET width = COALESCE(?, width), height = COALESCE(?, height), thumb = COALESCE(?, thumb),"
+             " placeholder = COALESCE(?, placeholder) WHERE key = ?")
 ASSET_ERROR = "UPDATE assets SET last_error = ? WHERE task = ? AND idx = ?"
 ASSET_PENDING = "UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?"
 DROP_UNARCHIVED = "DELETE FROM assets WHERE task = ? AND state <> 'archived'"
@@ -43,7 +46,7 @@ REQUEUE = ("UPDATE tasks SET state = 'queued', reason = NULL, code = NULL, messa
 # The browse index (ArchiveReader): one row per archived asset, with what its sidecar says.
 INDEX_ASSETS = """
 SELECT t.provider, t.task_id, t.labels, t.media AS hint, t.model, t.prompt, t.success_seen_at,
-       a.idx, a.key, a.bytes, a.sha256, a.content_type, a.archived_at,
+       a.idx, a.key, a.bytes, a.sha256, a.content_type, a.archived_at, a.width, a.height, a.thumb, a.placeholder,
        (SELECT COUNT(*) FROM assets c WHERE c.task = t.id) AS count
 FROM assets a JOIN tasks t ON t.id = a.task
 WHERE a.state = 'archived' AND a.key IS NOT NULL {where}
@@ -59,7 +62,7 @@ EACH_FAILED = INDEX_FAILED.format(where="") + " ORDER BY updated_at"
 # Per day: what days.json shows, plus the newest change, so a day is rebuilt only when it moved.
 # `{day}` is the backend's way to say an epoch time's UTC date as YYYY-MM-DD.
 FINGERPRINTS = """
-SELECT {day} AS day, COUNT(DISTINCT t.id), COUNT(*), SUM(a.bytes), MAX(a.archived_at)
+SELECT {day} AS day, COUNT(DISTINCT t.id), COUNT(*), SUM(a.bytes), MAX(a.archived_at), COUNT(a.thumb)
 FROM assets a JOIN tasks t ON t.id = a.task
 WHERE a.state = 'archived' AND a.key IS NOT NULL GROUP BY 1
 """

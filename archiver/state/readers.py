@@ -22,15 +22,16 @@ _DAY = "date({}, 'unixepoch')"
 
 
 def fingerprints(asset_rows: Iterable[Any], failed_rows: Iterable[Any]) -> dict[str, Fingerprint]:
-    """Per day, from the two fingerprint queries' rows: (tasks, assets, bytes, failed, newest asset, newest failure)."""
-    assets = {day: (tasks, count, int(size or 0), newest or 0.0)  # int: PostgreSQL sums to a Decimal
-              for day, tasks, count, size, newest in asset_rows}
+    """Per day, from the two fingerprint queries' rows: (tasks, assets, bytes, failed, newest asset, newest failure,
+    thumbnails)."""
+    assets = {day: (tasks, count, int(size or 0), newest or 0.0, thumbs)  # int: PostgreSQL sums to a Decimal
+              for day, tasks, count, size, newest, thumbs in asset_rows}
     failed = {day: (count, newest) for day, count, newest in failed_rows}
     prints = {}
     for day in assets.keys() | failed.keys():
-        tasks, count, size, newest = assets.get(day, (0, 0, 0, 0.0))
+        tasks, count, size, newest, thumbs = assets.get(day, (0, 0, 0, 0.0, 0))
         fails, failed_at = failed.get(day, (0, 0.0))
-        prints[day] = (tasks, count, size, fails, newest, failed_at)
+        prints[day] = (tasks, count, size, fails, newest, failed_at, thumbs)
     return prints
 
 

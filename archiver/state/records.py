@@ -12,7 +12,8 @@ from archiver.model import TaskState, TaskRef
 KEEP_REJECTS = 50  # rejected inbox lines kept for `archiver status`, newest first
 LIVE = (TaskState.QUEUED, TaskState.POLLING, TaskState.DOWNLOADING)  # a daemon holds a lease on these
 CLAIM_BATCH = 2000  # tasks one claim takes at most: a start with a big backlog takes it in steps
-Fingerprint = tuple[int, int, int, int, float, float]  # tasks, assets, bytes, failed, newest asset, newest failure
+# tasks, assets, bytes, failed, newest asset, newest failure, thumbnails recorded (a thumbnail moves its day too)
+Fingerprint = tuple[int, int, int, int, float, float, int]
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,10 @@ class IndexedAsset:
     content_type: str | None
     archived_at: float
     count: int
+    width: int | None = None
+    height: int | None = None
+    thumb: str | None = None  # the thumbnail's key, once made
+    placeholder: str | None = None  # its dominant colour, #rrggbb
 
     @property
     def seen(self) -> float:
@@ -198,7 +203,8 @@ def indexed_asset(row: Any) -> IndexedAsset:
         provider=row["provider"], task_id=row["task_id"], labels=json.loads(row["labels"]), hint=row["hint"],
         model=row["model"], prompt=row["prompt"], success_seen_at=row["success_seen_at"], idx=row["idx"],
         key=row["key"], bytes=row["bytes"], sha256=row["sha256"], content_type=row["content_type"],
-        archived_at=row["archived_at"], count=row["count"])
+        archived_at=row["archived_at"], count=row["count"], width=row["width"], height=row["height"],
+        thumb=row["thumb"], placeholder=row["placeholder"])
 
 
 def indexed_failure(row: Any) -> IndexedFailure:

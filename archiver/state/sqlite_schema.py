@@ -121,6 +121,13 @@ def _first_versioned(db: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     _first_versioned,  # 1
+    # 2: what the browse index shows of each asset before it loads: its size, its thumbnail, a placeholder colour.
+    """
+    ALTER TABLE assets ADD COLUMN width INTEGER;
+    ALTER TABLE assets ADD COLUMN height INTEGER;
+    ALTER TABLE assets ADD COLUMN thumb TEXT;
+    ALTER TABLE assets ADD COLUMN placeholder TEXT;
+    """,
 )
 VERSION = len(MIGRATIONS)
 

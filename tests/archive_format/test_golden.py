@@ -1,7 +1,8 @@
 """The on-disk format, byte for byte: a sidecar, a _failed record, a day file and days.json from fixed inputs.
 
-The files in golden/ were rendered by the code before the format moved into archive_format/;
-a change here changes every archive's files, so it needs a new schema name, not a new golden file.
+The files in golden/ were rendered by the code before the format moved into archive_format/, and
+rendered again, on purpose, for `archiver.asset/2` and `archiver.day/2` (width, height, embedded;
+thumb and placeholder). A change here changes every archive's files, so it needs a new schema name.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ def asset(idx: int = 0, state: str = "archived") -> Asset:
 
 def sidecar() -> bytes:
     return asset_sidecar(task(), ENTRY, asset(), key=key(), count=2, media="image", content_type="image/png",
-                         size=1234, sha256="ab" * 32, downloaded_at=SEEN + 31.5, archived_at=SEEN + 32.125)
+                         size=1234, sha256="ab" * 32, downloaded_at=SEEN + 31.5, archived_at=SEEN + 32.125,
+                         probe={"width": 2048, "height": 1536, "duration_s": None,
+                                "embedded": {"text": {"parameters": "a red fox\nSteps: 30, Sampler: Euler a"},
+                                             "digital_source_type": "http://cv.iptc.org/newscodes/digitalsourcetype/"
+                                                                    "trainedAlgorithmicMedia"}})
 
 
 def record() -> bytes:
@@ -79,7 +84,9 @@ def day() -> bytes:
             key=f"kie/2026/09/02/t-1/0{idx}.png", sidecar=f"kie/2026/09/02/t-1/0{idx}.png.json", provider="kie",
             provider_type="kie", task_id="t-1", index=idx, count=2, media="image", model="seedream-4.5",
             prompt="a red fox in deep snow, «studio»", labels={"project": "fjörd ✓"}, content_type="image/png",
-            bytes=1234 + idx, sha256="cd" * 32, archived_at=at))
+            bytes=1234 + idx, sha256="cd" * 32, archived_at=at,
+            thumb=f"_thumbs/kie/2026/09/02/t-1/0{idx}.png.webp" if idx == 0 else None, width=2048 if idx == 0 else None,
+            height=1536 if idx == 0 else None, placeholder="#7a5c3e" if idx == 0 else None))
     d.failed.append(failed_entry(provider="kie", task_id="t-2", reason="content_moderation", provider_code="422",
                                  provider_message="flagged", record=failed_key("kie", "t-2"), labels={}))
     return d.encode()
@@ -107,7 +114,7 @@ def test_bytes_as_before(name: str, render: Any) -> None:
 def test_schema_names() -> None:
     docs = [json.loads(render()) for render in (sidecar, record, day, days)]
     assert [d["schema"] for d in docs] == [ASSET_SCHEMA, FAILED_SCHEMA, DAY_SCHEMA, INDEX_SCHEMA] == [
-        "archiver.asset/1", "archiver.failed/1", "archiver.day/1", "archiver.index/1"]
+        "archiver.asset/2", "archiver.failed/1", "archiver.day/2", "archiver.index/1"]
 
 
 def test_readers_give_back_what_the_writers_wrote() -> None:
@@ -115,5 +122,12 @@ def test_readers_give_back_what_the_writers_wrote() -> None:
     assert (recorded.bytes, recorded.sha256, recorded.provider, recorded.task_id) == (1234, "ab" * 32, "kie", "t-1")
     date, entry = read_asset_entry(key() + ".json", sidecar(), None)
     assert date == "2026-09-02" and entry["key"] == key() and entry["labels"] == {"project": "fjörd ✓"}
+    assert (entry["width"], entry["height"], entry["thumb"]) == (2048, 1536, None)
+    v1 = json.loads(sidecar())
+    for name in ("width", "height", "duration_s", "embedded"):
+        del v1[name]
+    v1["schema"] = "archiver.asset/1"  # a sidecar written before /2: still read, without a size
+    _, old = read_asset_entry(key() + ".json", json.dumps(v1).encode(), None, thumb="_thumbs/x.webp")
+    assert (old["width"], old["height"], old["thumb"], old["prompt"]) == (None, None, "_thumbs/x.webp", entry["prompt"])
     date, failed = read_failed_entry(failed_key("kie", "t-1"), record())
     assert (date, failed["reason"], failed["record"]) == ("2026-09-02", "content_moderation", "_failed/kie/t-1.json")

@@ -45,10 +45,15 @@ async def test_day_file_shape(world: World) -> None:
     assert {a["key"] for a in assets} == {a["key"] for a in world.made.assets}
     one = next(a for a in assets if a["key"] == world.made.assets[0]["key"])
     assert list(one) == ["key", "sidecar", "provider", "provider_type", "task_id", "index", "count", "media",
-                         "model", "prompt", "labels", "content_type", "bytes", "sha256", "archived_at"]
+                         "model", "prompt", "labels", "content_type", "bytes", "sha256", "archived_at", "thumb",
+                         "width", "height", "placeholder"]
     assert one["sidecar"] == one["key"] + ".json"
+    # archiver.day/2's thumb and placeholder come from the thumbnail (none made here); width and height from
+    # the state DB, which this generated archive leaves empty, as an archive made before them has it.
+    assert (one["thumb"], one["placeholder"], one["width"], one["height"]) == (None, None, None, None)
     sidecar = json.loads(await world.storage.get(one["sidecar"]))
-    assert {k: sidecar[k] for k in one if k != "sidecar"} == {k: v for k, v in one.items() if k != "sidecar"}
+    own = {k: v for k, v in one.items() if k not in ("sidecar", "thumb", "placeholder", "width", "height")}
+    assert {k: sidecar[k] for k in own} == own
     failed = [f for d in docs for f in d["failed"]]
     assert {f["task_id"] for f in failed} == {f["task_id"] for f in world.made.failed}
     assert set(failed[0]) == {"provider", "task_id", "reason", "provider_code", "provider_message", "record",
@@ -184,4 +189,4 @@ async def test_rebuild_empties_a_day_that_lost_everything(tmp_path: Path) -> Non
     assert [d["date"] for d in json.loads(await world.storage.get("_index/days.json"))["days"]] == [
         "2026-09-03", "2026-09-01"]
     assert json.loads(await world.storage.get(day_key("2026-09-02"))) == {
-        "schema": "archiver.day/1", "date": "2026-09-02", "assets": [], "failed": []}
+        "schema": "archiver.day/2", "date": "2026-09-02", "assets": [], "failed": []}

@@ -1,0 +1,157 @@
+"""The thumbnail worker (its own small queue and one thread) and the backfill from the store.
+
+The worker is handed a file it owns (staging.py links it before the store takes the staged file),
+so it never downloads anything and never holds up a download or a poll: when its queue is full
+an asset is skipped. A failure is logged and left for `archiver index --thumbnails`; it never
+touches the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from archiver.archive_format.keys import INDEX_PREFIX, THUMBS_PREFIX, is_sidecar, sidecar_key, thumb_key
+from archiver.archive_format.media import content_type_of_key, media_of
+from archiver.storage import Storage
+from archiver.thumbs.make import NoPoster, Thumb, make_thumb
+
+log = logging.getLogger(__name__)
+
+WEBP_TYPE = "image/webp"
+QUEUE = 32  # assets waiting for a thumbnail; more are skipped (backfill makes theirs)
+KINDS = ("image", "video")
+
+Made = Callable[[str, Thumb], Awaitable[None]]  # told of each thumbnail written: the asset key, the thumbnail
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str  # the asset's key
+    media: str
+    path: Path  # ours: removed once the thumbnail is made or given up
+
+
+class Thumbnailer:
+    """Makes thumbnails one at a time on a thread of its own; `run` is the daemon's loop for it."""
+
+    def __init__(self, storage: Storage, size: int, made: Made | None = None) -> None:
+        self.storage = storage
+        self.size = size
+        self.made = made
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbs")
+        self.loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.loop = asyncio.create_task(self.run(), name="thumbnails")
+
+    async def stop(self, deadline: float) -> None:
+        """Make the queued thumbnails until `deadline` (time.monotonic()), then stop; the rest wait for backfill."""
+        if self.loop is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())):
+                await self.queue.join()
+        self.loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.loop
+
+    def offer(self, key: str, media: str, path: Path) -> None:
+        """Queue a thumbnail of `path` (which becomes ours) for the asset at `key`; never waits."""
+        if media not in KINDS:
+            path.unlink(missing_ok=True)
+            return
+        if self.loop is None:  # the first one starts the loop, on the daemon's event loop
+            self.start()
+        try:
+            self.queue.put_nowait(Job(key, media, path))
+        except asyncio.QueueFull:
+            log.warning("%s: no thumbnail now, the thumbnail queue is full; `archiver index --thumbnails` makes it",
+                        key)
+            path.unlink(missing_ok=True)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                job = await self.queue.get()
+                try:
+                    await self.one(job.key, job.media, job.path)
+                finally:
+                    job.path.unlink(missing_ok=True)
+                    self.queue.task_done()
+        finally:
+            while not self.queue.empty():  # a stop: what is left waits for the backfill
+                self.queue.get_nowait().path.unlink(missing_ok=True)
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def one(self, key: str, media: str, path: Path) -> bool:
+        """Make and store the thumbnail of one asset; False (and a log line) when there is none."""
+        try:
+            thumb = await asyncio.get_running_loop().run_in_executor(self.pool, make_thumb, path, media, self.size)
+        except NoPoster as e:
+            log.info("%s: no thumbnail: %s", key, e)
+            return False
+        except Exception as e:  # Pillow's and FFmpeg's many errors for a bad file (a decompression bomb, too)
+            log.warning("%s: no thumbnail: the file cannot be read as %s (%s: %s)", key, media, type(e).__name__, e)
+            return False
+        try:
+            await self.storage.put_bytes(thumb_key(key), thumb.data, content_type=WEBP_TYPE)
+            if self.made is not None:
+                await self.made(key, thumb)
+        except Exception as e:  # a store or state outage: the backfill makes it later
+            log.warning("%s: thumbnail not stored or not recorded (%s); `archiver index --thumbnails` makes it",
+                        key, e)
+            return False
+        return True
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def wants_thumb(key: str) -> str | None:
+    """The media kind of an archived asset that gets a thumbnail, from its key; None for anything else."""
+    if key.startswith((INDEX_PREFIX, THUMBS_PREFIX, "_failed/")) or is_sidecar(key):
+        return None
+    media = media_of(content_type_of_key(key), None)
+    return media if media in KINDS else None
+
+
+async def thumb_from_store(thumbs: Thumbnailer, key: str, media: str, scratch: Path) -> bool:
+    """One asset's thumbnail made again from the store: the asset streamed to a temp file, then made."""
+    fd, name = await asyncio.to_thread(tempfile.mkstemp, suffix=".asset", dir=scratch)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in thumbs.storage.read(key):
+                await asyncio.to_thread(out.write, chunk)
+        return await thumbs.one(key, media, path)
+    finally:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+async def backfill(thumbs: Thumbnailer, scratch: Path, progress: Callable[[int, int], None] | None = None,
+                   ) -> tuple[int, int, int]:
+    """Every missing thumbnail, made from the store; (made, failed, already there)."""
+    listed = {item.key async for item in thumbs.storage.list()}
+    # An asset counts once its sidecar is there (docs/design.md, commit points).
+    keys = [(k, m) for k in sorted(listed) if (m := wants_thumb(k)) and sidecar_key(k) in listed]
+    missing = [(k, m) for k, m in keys if thumb_key(k) not in listed]
+    made = failed = 0
+    for n, (key, media) in enumerate(missing, 1):
+        try:
+            ok = await thumb_from_store(thumbs, key, media, scratch)
+        except FileNotFoundError:
+            ok = False  # deleted since the listing
+        made, failed = made + ok, failed + (not ok)
+        if progress:
+            progress(n, len(missing))
+    return made, failed, len(keys) - len(missing)

@@ -1,0 +1,166 @@
+"""End to end: the real daemon makes thumbnails and poster frames as it archives (local disk and S3 on
+moto); a corrupt image is archived all the same, without one, and the log says why. `archiver index
+--thumbnails` backfills an archive made without them; `verify` reports `no_thumbnail` and `--fix` makes it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageStat
+
+from archiver.archive_format.keys import thumb_key
+from tests.browse.conftest import make_world
+from tests.support.daemon import base_config, cli, write_config
+from tests.support.fakes import FakeApis, FakeTask
+from tests.support.servers import serve
+from tests.support.media import noisy_png, video
+
+API_KEY = "kie-SECRET-51c0de"
+WALK = ["queued", "running", "success"]
+
+
+def s3_of(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return {"bucket": request.getfixturevalue("s3_bucket"), "prefix": "ai/", "region": "us-east-1",
+            "endpoint_url": request.getfixturevalue("moto_server")}
+
+
+def reader(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """get(key) → bytes or None, and keys(), straight from the store (behind archiver's back)."""
+    if backend == "local":
+        root = tmp_path / "archive"
+        return (lambda key: (root / key).read_bytes() if (root / key).exists() else None,
+                lambda: [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()])
+    client, bucket = request.getfixturevalue("s3_client"), request.getfixturevalue("s3_bucket")
+
+    def get(key: str) -> bytes | None:
+        try:
+            return client.get_object(Bucket=bucket, Key="ai/" + key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+
+    def keys() -> list[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="ai/")
+        return [o["Key"][3:] for page in pages for o in page.get("Contents", [])]
+    return get, keys
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+async def test_the_daemon_makes_thumbnails_and_posters(tmp_path: Path, backend: str,
+                                                       request: pytest.FixtureRequest) -> None:
+    picture = noisy_png(900, 600, text={"parameters": "a lighthouse at dusk\nSteps: 20"})
+    broken = noisy_png(400, 400)[:1500]  # sniffs as PNG; its pixels are cut off
+    clip = video(tmp_path / "clip.mp4", frames=24, black=6).read_bytes()
+    fake = FakeApis(API_KEY)
+    fake.add(FakeTask("kie", "pic-1", WALK, [picture], prompt="a lighthouse"))
+    fake.add(FakeTask("kie", "broken-1", WALK, [broken], prompt="broken"))
+    fake.add(FakeTask("kie", "clip-1", WALK, [clip], model="sora-2-text-to-video", prompt="orange"))
+    storage = {"backend": backend, "local": {"root": str(tmp_path / "archive")}}
+    if backend == "s3":
+        storage["s3"] = s3_of(request)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+        }, storage=storage, index={"enabled": False}, thumbnails={"size": 256}))
+        env = dict(os.environ, KIE_API_KEY=API_KEY)
+        (tmp_path / "inbox.txt").write_text("kie pic-1\nkie broken-1\nkie clip-1\n")
+        code, _, err = await cli(config, "run", "--burst", env=env)
+    assert code == 0, err
+    get, keys = reader(backend, tmp_path, request)
+    assets = {json.loads(get(k))["task_id"]: k.removesuffix(".json") for k in keys()
+              if k.endswith(".json") and not k.startswith("_")}
+    assert set(assets) == {"pic-1", "broken-1", "clip-1"}  # the corrupt image is archived all the same
+    with Image.open(io.BytesIO(get(thumb_key(assets["pic-1"])))) as im:
+        assert (im.format, im.size) == ("WEBP", (256, 171))
+    with Image.open(io.BytesIO(get(thumb_key(assets["clip-1"])))) as im:
+        assert ImageStat.Stat(im.convert("L")).mean[0] > 60  # the first frame that is not black
+    assert get(thumb_key(assets["broken-1"])) is None
+    assert f"{assets['broken-1']}: no thumbnail: the file cannot be read as image" in err
+    assert get(assets["pic-1"]) == picture and get(assets["broken-1"]) == broken  # never changed
+    sidecar = json.loads(get(assets["pic-1"] + ".json"))
+    assert sidecar["schema"] == "archiver.asset/2" and (sidecar["width"], sidecar["height"]) == (900, 600)
+    assert sidecar["embedded"]["text"]["parameters"] == "a lighthouse at dusk\nSteps: 20"
+    movie = json.loads(get(assets["clip-1"] + ".json"))
+    assert (movie["width"], movie["height"]) == (320, 240) and 1.5 < movie["duration_s"] < 2.5
+    assert not (tmp_path / "state/staging/thumbs").exists()  # every link handed over was removed, then its folder
+
+    # The day file, from the state DB: thumb, size and placeholder of each.
+    code, _, err = await cli(config, "index", env=env)
+    assert code == 0, err
+    [day] = [k for k in keys() if k.startswith("_index/days/")]
+    entries = {a["task_id"]: a for a in json.loads(get(day))["assets"]}
+    pic = entries["pic-1"]
+    assert (pic["thumb"], pic["width"], pic["height"]) == (thumb_key(assets["pic-1"]), 900, 600)
+    assert pic["placeholder"].startswith("#") and len(pic["placeholder"]) == 7
+    assert entries["broken-1"]["thumb"] is None and entries["clip-1"]["thumb"] == thumb_key(assets["clip-1"])
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+async def test_backfill_and_verify_on_an_archive_made_without_thumbnails(tmp_path: Path, backend: str,
+                                                                         request: pytest.FixtureRequest) -> None:
+    world = await make_world(tmp_path, backend, s3_of(request) if backend == "s3" else None, tasks=12,
+                             video=video(tmp_path / "v.mp4").read_bytes(), audio=True)
+    await world.storage.close()
+    get, keys = reader(backend, tmp_path, request)
+    pictures = [a["key"] for a in world.made.assets if a["media"] in ("image", "video")]
+    assert pictures and not [k for k in keys() if k.startswith("_thumbs/")]
+
+    code, out, _ = await cli(world.config_path, "verify", "--json")
+    assert code == 0  # a missing thumbnail alone is no damage
+    doc = json.loads(out)
+    assert doc["ok"] and doc["problems"] == []
+    assert sorted(p["key"] for p in doc["no_thumbnail"]) == sorted(pictures)
+    assert {p["kind"] for p in doc["no_thumbnail"]} == {"no_thumbnail"}
+
+    code, out, err = await cli(world.config_path, "index", "--thumbnails")
+    assert code == 0, err
+    assert out.startswith(f"index: {len(pictures)} thumbnails made, 0 already there; day files written again in ")
+    # Recorded in the state DB with each thumbnail, so the day files rewritten from it name them.
+    entries = [a for k in keys() if k.startswith("_index/days/") for a in json.loads(get(k))["assets"]]
+    thumbed = {a["key"]: a for a in entries if a["thumb"]}
+    assert set(thumbed) == set(pictures)
+    assert all(a["thumb"] == thumb_key(k) and a["placeholder"].startswith("#") and a["width"]
+               for k, a in thumbed.items())
+    assert " in " in out and out.strip() == out.strip().splitlines()[-1]  # one summary line, no progress off a TTY
+    for key in pictures:
+        with Image.open(io.BytesIO(get(thumb_key(key)))) as im:
+            assert im.format == "WEBP" and max(im.size) <= 400
+    code, out, _ = await cli(world.config_path, "index", "--thumbnails")
+    assert out.startswith(f"index: 0 thumbnails made, {len(pictures)} already there")
+
+    # verify --fix makes a lost one again.
+    lost = pictures[0]
+    if backend == "local":
+        (tmp_path / "archive" / thumb_key(lost)).unlink()
+    else:
+        request.getfixturevalue("s3_client").delete_object(Bucket=request.getfixturevalue("s3_bucket"),
+                                                           Key="ai/" + thumb_key(lost))
+    code, out, _ = await cli(world.config_path, "verify", "--fix")
+    assert code == 0
+    assert f"no_thumbnail  {lost}" in out and "fix: thumbnail made again" in out
+    assert out.strip().endswith("no problems")
+    assert get(thumb_key(lost)) is not None
+    code, out, _ = await cli(world.config_path, "verify", "--json")
+    assert json.loads(out)["no_thumbnail"] == []
+
+
+async def test_verify_deep_names_a_damaged_thumbnail(tmp_path: Path) -> None:
+    world = await make_world(tmp_path, "local", tasks=6)
+    await world.storage.close()
+    code, _, err = await cli(world.config_path, "index", "--thumbnails")
+    assert code == 0, err
+    key = next(a["key"] for a in world.made.assets if a["media"] == "image")
+    path = tmp_path / "archive" / thumb_key(key)
+    path.write_bytes(path.read_bytes()[:40])  # still RIFF…WEBP, its image cut off
+    code, out, _ = await cli(world.config_path, "verify")
+    assert code == 0 and "no_thumbnail" not in out  # plain verify looks at the listing only
+    code, out, _ = await cli(world.config_path, "verify", "--deep", "--fix")
+    assert code == 0
+    assert f"no_thumbnail  {key}" in out and "its thumbnail cannot be read" in out and "thumbnail made again" in out
+    with Image.open(path) as im:
+        im.load()
