@@ -91,8 +91,8 @@ async def healthz_until(client: aiohttp.ClientSession, base: str | None, want: i
 
 
 async def test_three_daemons_keep_one_keys_rate_limit_together(tmp_path: Path, pg_dsn: str) -> None:
-    """4 requests/s for one kie key: three daemons polling 24 tasks as fast as they may stay within it."""
-    rate, names = 4.0, [f"rate-{n:02d}" for n in range(24)]
+    """8 requests/s for one kie key: three daemons polling 24 tasks as fast as they may stay within it."""
+    rate, names = 8.0, [f"rate-{n:02d}" for n in range(24)]
     fake = FakeApis(API_KEY)
     add_tasks(fake, names, ["running", "running", "success"])
     async with serve(fake.app()) as base:
