@@ -301,20 +301,30 @@ async def test_the_state_folder_is_private_under_umask_022(tmp_path: Path) -> No
     assert stat.S_IMODE(os.stat(asset).st_mode) == 0o644
 
 
-async def test_an_entry_without_a_key_is_never_polled_and_waits_for_one(tmp_path: Path) -> None:
-    """`${KIE_API_KEY:-}` unset: no request with an empty Bearer, one warning, status says no_key, and
-    the tasks wait queued until a restart with the key archives them."""
+def keyless_world() -> tuple[FakeApis, dict[str, str]]:
+    """A kie task and a maxapi task, and an environment without KIE_API_KEY."""
     fake = FakeApis(API_KEY)
     add_tasks(fake, "n1")
     fake.add(FakeTask("maxapi", "m1", ["success"], [media_bytes("png", 2048, "m1")]))
-    env = {k: v for k, v in os.environ.items() if k != "KIE_API_KEY"}
+    return fake, {k: v for k, v in os.environ.items() if k != "KIE_API_KEY"}
+
+
+def keyless_config(tmp_path: Path, fake: FakeApis, base: str) -> Path:
+    """kie's key from `${KIE_API_KEY:-}`, maxapi's set; both tasks in the inbox."""
+    fake.base = base
+    (tmp_path / "inbox.txt").write_text("kie n1\nmx m1\n")
+    return write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+        "kie": {"type": "kie", "api_key": "${KIE_API_KEY:-}", "base_url": base, "poll_intervals": ["0.2s"]},
+        "mx": {"type": "maxapi", "api_key": API_KEY, "base_url": base, "poll_intervals": ["0.2s"]},
+    }))
+
+
+async def test_an_entry_without_a_key_is_never_polled_and_waits_for_one(tmp_path: Path) -> None:
+    """`${KIE_API_KEY:-}` unset: no request with an empty Bearer, one warning, status says no_key, and
+    the tasks wait queued until a restart with the key archives them."""
+    fake, env = keyless_world()
     async with serve(fake.app()) as base:
-        fake.base = base
-        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
-            "kie": {"type": "kie", "api_key": "${KIE_API_KEY:-}", "base_url": base, "poll_intervals": ["0.2s"]},
-            "mx": {"type": "maxapi", "api_key": API_KEY, "base_url": base, "poll_intervals": ["0.2s"]},
-        }))
-        (tmp_path / "inbox.txt").write_text("kie n1\nmx m1\n")
+        config = keyless_config(tmp_path, fake, base)
         daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
         await daemon.start()
         # The keyed entry's task goes all the way: the daemon had every chance to poll the other.
@@ -341,17 +351,9 @@ async def test_an_entry_without_a_key_is_never_polled_and_waits_for_one(tmp_path
 
 async def test_a_burst_run_ends_though_an_entry_without_a_key_has_tasks_waiting(tmp_path: Path) -> None:
     """--burst finishes what it can: the tasks of an entry it never polls wait for a later run."""
-    fake = FakeApis(API_KEY)
-    add_tasks(fake, "n1")
-    fake.add(FakeTask("maxapi", "m1", ["success"], [media_bytes("png", 2048, "m1")]))
-    env = {k: v for k, v in os.environ.items() if k != "KIE_API_KEY"}
+    fake, env = keyless_world()
     async with serve(fake.app()) as base:
-        fake.base = base
-        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
-            "kie": {"type": "kie", "api_key": "${KIE_API_KEY:-}", "base_url": base, "poll_intervals": ["0.2s"]},
-            "mx": {"type": "maxapi", "api_key": API_KEY, "base_url": base, "poll_intervals": ["0.2s"]},
-        }))
-        (tmp_path / "inbox.txt").write_text("kie n1\nmx m1\n")
+        config = keyless_config(tmp_path, fake, base)
         code, _, err = await asyncio.wait_for(cli(config, "run", "--burst", env=env), timeout=60)
         assert code == 0, err
         code, out, err = await cli(config, "status", "--json", env=env)
