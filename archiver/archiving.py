@@ -177,13 +177,11 @@ class Archivist:
         try:
             done = await self.state.archived(pk, idx, size=fetched.size, sha256=fetched.sha256,
                                              content_type=content_type, downloaded_at=downloaded_at,
-                                             archived_at=archived_at)
+                                             archived_at=archived_at, width=said["width"], height=said["height"])
         except BaseException:
             if thumb_file is not None:  # the next attempt links the staged file again
                 thumb_file.unlink(missing_ok=True)
             raise
-        if said["width"] is not None:
-            await self.state.set_media(key, width=said["width"], height=said["height"])
         if thumb_file is not None and self.thumbnailer is not None:
             self.thumbnailer.offer(key, media, thumb_file)  # never waits: a full queue skips it
         self.staging.discard(pk, idx)

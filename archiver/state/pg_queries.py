@@ -66,7 +66,8 @@ SUCCEEDED = ("WITH done AS (SELECT count(*) = %(n)s AS all_done FROM assets WHER
 
 # One asset archived, and its task with it when it was the last (see PostgresState.archived).
 ARCHIVED = ("WITH done AS (UPDATE assets SET state = 'archived', bytes = %(size)s, sha256 = %(sha)s,"
-            " content_type = %(ct)s, downloaded_at = %(down)s, archived_at = %(at)s, last_error = NULL"
+            " content_type = %(ct)s, downloaded_at = %(down)s, archived_at = %(at)s, last_error = NULL,"
+            " width = COALESCE(%(width)s, width), height = COALESCE(%(height)s, height)"
             " WHERE task = %(pk)s AND idx = %(idx)s), left_over AS (SELECT count(*) AS n FROM assets"
             " WHERE task = %(pk)s AND idx <> %(idx)s AND state <> 'archived'),"
             " fin AS (UPDATE tasks SET state = 'archived', updated_at = %(at)s, owner = NULL WHERE id = %(pk)s"

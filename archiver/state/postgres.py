@@ -362,7 +362,8 @@ class PostgresState(CommonStore):
         return str(row["key"]) if row else key
 
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
-                       downloaded_at: float, archived_at: float) -> bool:
+                       downloaded_at: float, archived_at: float, width: int | None = None,
+                       height: int | None = None) -> bool:
         async with self._tx() as conn:
             # The lock first, in its own statement: the next one's snapshot then sees the other
             # assets a worker of ours archived meanwhile, so the task's last asset always ends it.
@@ -370,7 +371,7 @@ class PostgresState(CommonStore):
             row = await (await self._run(
                 conn, pq.ARCHIVED,
                 {"size": size, "sha": sha256, "ct": content_type, "down": downloaded_at, "at": archived_at,
-                 "pk": pk, "idx": idx, "now": time.time()})).fetchone()
+                 "pk": pk, "idx": idx, "now": time.time(), "width": width, "height": height})).fetchone()
             return bool(row and row["n"])
 
     # --- health and status --------------------------------------------------------------

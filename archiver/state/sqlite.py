@@ -324,13 +324,16 @@ class SqliteState(CommonStore):
         return str((await self.asset(pk, idx)).key)
 
     async def archived(self, pk: int, idx: int, *, size: int, sha256: str, content_type: str,
-                       downloaded_at: float, archived_at: float) -> bool:
-        """Mark one asset archived; the task follows when it was the last. True if it did."""
+                       downloaded_at: float, archived_at: float, width: int | None = None,
+                       height: int | None = None) -> bool:
+        """Mark one asset archived, with its pixel size if known; the task follows when it was the last.
+        True if it did."""
         with self.transaction() as db:
             self._mine(db, pk)
             db.execute("UPDATE assets SET state = 'archived', bytes = ?, sha256 = ?, content_type = ?,"
-                       " downloaded_at = ?, archived_at = ?, last_error = NULL WHERE task = ? AND idx = ?",
-                       (size, sha256, content_type, downloaded_at, archived_at, pk, idx))
+                       " downloaded_at = ?, archived_at = ?, last_error = NULL, width = COALESCE(?, width),"
+                       " height = COALESCE(?, height) WHERE task = ? AND idx = ?",
+                       (size, sha256, content_type, downloaded_at, archived_at, width, height, pk, idx))
             left = db.execute("SELECT COUNT(*) FROM assets WHERE task = ? AND state != 'archived'",
                               (pk,)).fetchone()[0]
             if left:
