@@ -10,6 +10,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from archiver.jobs import cancel
 from archiver.state.records import CLAIM_BATCH
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
@@ -360,3 +362,23 @@ async def test_a_burst_run_ends_though_an_entry_without_a_key_has_tasks_waiting(
     counts = json.loads(out)["counts"]
     assert (counts["archived"], counts["queued"]) == (1, 1), counts
     assert fake.requests_for("kie") == []
+
+
+async def test_a_daemon_whose_every_entry_lacks_a_key_runs_and_stops(tmp_path: Path) -> None:
+    """The example config with no key set (the README's first command): the daemon runs, polls
+    nothing, takes lines into its inbox, and stops cleanly."""
+    fake, env = keyless_world()
+    async with serve(fake.app()) as base:
+        config = keyless_config(tmp_path, fake, base)
+        doc = yaml.safe_load(config.read_text())
+        doc["providers"]["mx"]["api_key"] = "${MAXAPI_KEY_UNSET_HERE:-}"
+        config.write_text(yaml.safe_dump(doc))
+        daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+        await daemon.start()
+        await daemon.wait_running()
+        status = await daemon.wait_for(lambda s: s["counts"]["queued"] == 2)
+        await asyncio.sleep(1.5)  # a few claim rounds: each used to fail with "no query solution"
+        assert await daemon.stop() == 0
+    assert fake.requests == [] and status["counts"]["failed"] == 0
+    log = (tmp_path / "daemon.log").read_text()
+    assert "state DB failed" not in log and "Traceback" not in log, log[-3000:]

@@ -120,6 +120,8 @@ class SqliteState(CommonStore):
 
     async def claim(self, held: int, providers: Sequence[str]) -> list[Claimed]:
         """Take live tasks of our providers no daemon holds (new, retried, or a previous run's)."""
+        if not providers:
+            return []  # every entry without a key: `IN ()` leaves INDEXED BY no plan ("no query solution")
         marks = ",".join("?" for _ in providers)
         with self.transaction() as db:
             # Newest first: after a restart with a backlog, young tasks are polled first (policy.py).
