@@ -10,7 +10,7 @@ import pytest
 from archiver.archive_format.keys import KeyFields, check_key, render_key
 from archiver.archive_format.media import TYPES, choose_ext, content_type_for, media_for, sniff_ext
 from archiver.storage.local import LocalStorage
-from tests.support.fakes import JPEG, MP4, PNG
+from tests.support.fakes import JPEG, MP3, MP4, PNG, WAV
 
 DEFAULT_LAYOUT = "{provider}/{date:%Y/%m/%d}/{task_id}/{index:02d}.{ext}"
 LAYOUTS = [
@@ -88,8 +88,6 @@ WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 "
 GIF = b"GIF89a\x01\x00"
 WEBM = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81"
 MOV = b"\x00\x00\x00\x14ftypqt  "
-MP3 = b"ID3\x04\x00\x00"
-WAV = b"RIFF\x00\x00\x00\x00WAVEfmt "
 
 
 @pytest.mark.parametrize(("head", "ext"), [(PNG, "png"), (JPEG, "jpg"), (WEBP, "webp"), (GIF, "gif"),
