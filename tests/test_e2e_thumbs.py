@@ -1,12 +1,17 @@
 """End to end: the real daemon makes thumbnails and poster frames as it archives (local disk and S3 on
-moto); a corrupt image is archived all the same, without one, and the log says why. `archiver index
---thumbnails` backfills an archive made without them; `verify` reports `no_thumbnail` and `--fix` makes it."""
+moto); a corrupt image is archived all the same, without one, and the log says why. Its thumbnail process
+can die and the daemon goes on; it leaves none behind. `archiver index --thumbnails` backfills an archive made
+without them; `verify` reports `no_thumbnail` and `--fix` makes it."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import signal
+import struct
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +20,11 @@ from PIL import Image, ImageStat
 
 from archiver.archive_format.keys import thumb_key
 from tests.browse.conftest import make_world
-from tests.support.daemon import base_config, cli, write_config
+from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.fakes import FakeApis, FakeTask
 from tests.support.servers import serve
 from tests.support.media import noisy_png, video
+from tests.support.procs import thumbnail_child, until_gone
 
 API_KEY = "kie-SECRET-51c0de"
 WALK = ["queued", "running", "success"]
@@ -164,3 +170,88 @@ async def test_verify_deep_names_a_damaged_thumbnail(tmp_path: Path) -> None:
     assert f"no_thumbnail  {key}" in out and "its thumbnail cannot be read" in out and "thumbnail made again" in out
     with Image.open(path) as im:
         im.load()
+
+
+DIED = ": no thumbnail: the thumbnail process died of SIGKILL; `archiver index --thumbnails` makes it"
+
+
+def waiting_in_pipe(pid: int) -> int:
+    """Bytes written to the process's stdin that it has not read yet."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(fd)
+
+
+async def thumbnailing_daemon(tmp_path: Path, fake: FakeApis, base: str) -> DaemonProcess:
+    fake.base = base
+    config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+        "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+    }, index={"enabled": False}))
+    daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
+    await daemon.start()
+    return daemon
+
+
+def made(tmp_path: Path) -> int:
+    return len(list((tmp_path / "archive/_thumbs").rglob("*.webp")))
+
+
+async def test_the_daemon_outlives_its_thumbnail_process(tmp_path: Path) -> None:
+    """SIGKILL the thumbnail process between two thumbnails, then with one in hand: each death is logged, every
+    task archived, the next thumbnail made by a new child. After a kill -9 of the daemon, its child exits."""
+    fake = FakeApis(API_KEY)
+    for n in range(4):
+        fake.add(FakeTask("kie", f"pic-{n}", WALK, [noisy_png(500, 400 + n)], prompt=f"picture {n}"))
+    inbox = tmp_path / "inbox.txt"
+    inbox.write_text("kie pic-0\n")
+    async with serve(fake.app()) as base:
+        daemon = await thumbnailing_daemon(tmp_path, fake, base)
+        try:
+            assert daemon.proc is not None
+            await daemon.wait_for(lambda s: made(tmp_path) == 1)
+            first = thumbnail_child(daemon.proc.pid)
+            assert first is not None and first != daemon.proc.pid
+            os.kill(first, signal.SIGKILL)  # idle: the next thumbnail finds it dead
+            with inbox.open("a") as f:
+                f.write("kie pic-1\n")
+            await daemon.wait_for(lambda s: made(tmp_path) == 2)
+            second = thumbnail_child(daemon.proc.pid)
+            assert second not in (None, first)
+            assert second is not None
+            os.kill(second, signal.SIGSTOP)  # frozen, so that the next job waits in its pipe
+            with inbox.open("a") as f:
+                f.write("kie pic-2\n")
+            await daemon.wait_for(lambda s: waiting_in_pipe(second) > 0)
+            os.kill(second, signal.SIGKILL)  # with a thumbnail in hand
+            await daemon.wait_for(lambda s: s["counts"]["archived"] == 3 and DIED in daemon.log.read_text())
+            with inbox.open("a") as f:
+                f.write("kie pic-3\n")
+            await daemon.wait_for(lambda s: s["counts"]["archived"] == 4 and made(tmp_path) == 3)
+            third = thumbnail_child(daemon.proc.pid)
+            assert third not in (None, first, second)
+            assert third is not None
+        finally:
+            code = await daemon.stop(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert await until_gone(third, 10)  # its stdin ended with the daemon
+    text = daemon.log.read_text()
+    assert "the thumbnail process died of SIGKILL, between two thumbnails; starting another" in text
+    assert text.count(DIED) == 1 and text.count("thumbnail process died") == 2
+
+
+async def test_a_stop_ends_the_thumbnail_process(tmp_path: Path) -> None:
+    fake = FakeApis(API_KEY)
+    fake.add(FakeTask("kie", "pic-0", WALK, [noisy_png(500, 400)], prompt="a picture"))
+    (tmp_path / "inbox.txt").write_text("kie pic-0\n")
+    async with serve(fake.app()) as base:
+        daemon = await thumbnailing_daemon(tmp_path, fake, base)
+        try:
+            assert daemon.proc is not None
+            await daemon.wait_for(lambda s: made(tmp_path) == 1)
+            child = thumbnail_child(daemon.proc.pid)
+            assert child is not None
+        finally:
+            assert await daemon.stop() == 0
+    assert await until_gone(child, 1)  # ended by the daemon before it exited

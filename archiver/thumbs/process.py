@@ -79,6 +79,8 @@ class ThumbProcess:
     async def _running(self) -> asyncio.subprocess.Process:
         if self.proc is not None and self.proc.returncode is None:
             return self.proc
+        if self.proc is not None:  # it died between two thumbnails (an OOM kill picks the largest process)
+            log.warning("%s, between two thumbnails; starting another", _how(await self._end(self.proc, kill=False)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
         # -P: not the daemon's working directory on sys.path, only ROOT (and what PYTHONPATH had).
         self.proc = await asyncio.create_subprocess_exec(
@@ -124,8 +126,8 @@ def _size(head: dict[str, Any]) -> int:
     return size
 
 
-def _how(code: int, error: Exception) -> str:
+def _how(code: int, error: Exception | None = None) -> str:
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"the thumbnail process died of {signal.Signals(-code).name}"
-    return f"the thumbnail process exited with code {code} ({type(error).__name__})"
+    return f"the thumbnail process exited with code {code}" + (f" ({type(error).__name__})" if error else "")
