@@ -83,9 +83,12 @@ class ThumbProcess:
             log.warning("%s, between two thumbnails; starting another", _how(await self._end(self.proc, kill=False)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
         # -P: not the daemon's working directory on sys.path, only ROOT (and what PYTHONPATH had).
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "archiver.thumbs.child", env=env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-P", "-m", "archiver.thumbs.child", env=env,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        except OSError as e:  # no process to be had now (EAGAIN, ENOMEM): the next thumbnail tries again
+            raise ChildDied(f"the thumbnail process cannot start: {e}") from None
         log.debug("thumbnail process started: pid %d", self.proc.pid)
         return self.proc
 

@@ -44,13 +44,12 @@ class Job:
 class Thumbnailer:
     """Makes thumbnails one at a time in a child process of its own; `run` is the daemon's loop for it."""
 
-    def __init__(self, storage: Storage, size: int, made: Made | None = None,
-                 process: ThumbProcess | None = None) -> None:
+    def __init__(self, storage: Storage, size: int, made: Made | None = None) -> None:
         self.storage = storage
         self.size = size
         self.made = made
         self.queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE)
-        self.process = process or ThumbProcess()
+        self.process = ThumbProcess()
         self.loop: asyncio.Task[None] | None = None
 
     def start(self) -> None:
