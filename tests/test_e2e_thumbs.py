@@ -5,6 +5,7 @@ without them; `verify` reports `no_thumbnail` and `--fix` makes it."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -12,6 +13,7 @@ import os
 import signal
 import struct
 import termios
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -184,57 +186,60 @@ def waiting_in_pipe(pid: int) -> int:
         os.close(fd)
 
 
-async def thumbnailing_daemon(tmp_path: Path, fake: FakeApis, base: str) -> DaemonProcess:
-    fake.base = base
-    config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
-        "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
-    }, index={"enabled": False}))
-    daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
-    await daemon.start()
-    return daemon
+@contextlib.asynccontextmanager
+async def thumbnailing(tmp_path: Path, pictures: int) -> AsyncIterator[DaemonProcess]:
+    """The daemon, running, with `pictures` tasks at the fake kie (pic-0, pic-1…) and none in its inbox yet."""
+    fake = FakeApis(API_KEY)
+    for n in range(pictures):
+        fake.add(FakeTask("kie", f"pic-{n}", WALK, [noisy_png(500, 400 + n)], prompt=f"picture {n}"))
+    (tmp_path / "inbox.txt").write_text("")
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+        }, index={"enabled": False}))
+        daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
+        await daemon.start()
+        try:
+            yield daemon
+        finally:
+            if daemon.proc is not None and daemon.proc.returncode is None:  # the test failed before its stop
+                await daemon.stop(signal.SIGKILL)
 
 
 def made(tmp_path: Path) -> int:
     return len(list((tmp_path / "archive/_thumbs").rglob("*.webp")))
 
 
+async def thumbnails_then_child(daemon: DaemonProcess, tmp_path: Path, task: str, thumbnails: int) -> int:
+    """Put `task` in the inbox; once there are `thumbnails`, the pid of the daemon's thumbnail process."""
+    with (tmp_path / "inbox.txt").open("a") as f:
+        f.write(f"kie {task}\n")
+    await daemon.wait_for(lambda s: made(tmp_path) == thumbnails)
+    assert daemon.proc is not None
+    child = thumbnail_child(daemon.proc.pid)
+    assert child is not None and child != daemon.proc.pid
+    return child
+
+
 async def test_the_daemon_outlives_its_thumbnail_process(tmp_path: Path) -> None:
     """SIGKILL the thumbnail process between two thumbnails, then with one in hand: each death is logged, every
     task archived, the next thumbnail made by a new child. After a kill -9 of the daemon, its child exits."""
-    fake = FakeApis(API_KEY)
-    for n in range(4):
-        fake.add(FakeTask("kie", f"pic-{n}", WALK, [noisy_png(500, 400 + n)], prompt=f"picture {n}"))
-    inbox = tmp_path / "inbox.txt"
-    inbox.write_text("kie pic-0\n")
-    async with serve(fake.app()) as base:
-        daemon = await thumbnailing_daemon(tmp_path, fake, base)
-        try:
-            assert daemon.proc is not None
-            await daemon.wait_for(lambda s: made(tmp_path) == 1)
-            first = thumbnail_child(daemon.proc.pid)
-            assert first is not None and first != daemon.proc.pid
-            os.kill(first, signal.SIGKILL)  # idle: the next thumbnail finds it dead
-            with inbox.open("a") as f:
-                f.write("kie pic-1\n")
-            await daemon.wait_for(lambda s: made(tmp_path) == 2)
-            second = thumbnail_child(daemon.proc.pid)
-            assert second not in (None, first)
-            assert second is not None
-            os.kill(second, signal.SIGSTOP)  # frozen, so that the next job waits in its pipe
-            with inbox.open("a") as f:
-                f.write("kie pic-2\n")
-            await daemon.wait_for(lambda s: waiting_in_pipe(second) > 0)
-            os.kill(second, signal.SIGKILL)  # with a thumbnail in hand
-            await daemon.wait_for(lambda s: s["counts"]["archived"] == 3 and DIED in daemon.log.read_text())
-            with inbox.open("a") as f:
-                f.write("kie pic-3\n")
-            await daemon.wait_for(lambda s: s["counts"]["archived"] == 4 and made(tmp_path) == 3)
-            third = thumbnail_child(daemon.proc.pid)
-            assert third not in (None, first, second)
-            assert third is not None
-        finally:
-            code = await daemon.stop(signal.SIGKILL)
-    assert code == -signal.SIGKILL
+    async with thumbnailing(tmp_path, 4) as daemon:
+        first = await thumbnails_then_child(daemon, tmp_path, "pic-0", 1)
+        os.kill(first, signal.SIGKILL)  # idle: the next thumbnail finds it dead
+        second = await thumbnails_then_child(daemon, tmp_path, "pic-1", 2)
+        assert second != first
+        os.kill(second, signal.SIGSTOP)  # frozen, so that the next job waits in its pipe
+        with (tmp_path / "inbox.txt").open("a") as f:
+            f.write("kie pic-2\n")
+        await daemon.wait_for(lambda s: waiting_in_pipe(second) > 0)
+        os.kill(second, signal.SIGKILL)  # with a thumbnail in hand
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 3 and DIED in daemon.log.read_text())
+        third = await thumbnails_then_child(daemon, tmp_path, "pic-3", 3)
+        assert third not in (first, second)
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 4)
+        assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
     assert await until_gone(third, 10)  # its stdin ended with the daemon
     text = daemon.log.read_text()
     assert "the thumbnail process died of SIGKILL, between two thumbnails; starting another" in text
@@ -242,16 +247,7 @@ async def test_the_daemon_outlives_its_thumbnail_process(tmp_path: Path) -> None
 
 
 async def test_a_stop_ends_the_thumbnail_process(tmp_path: Path) -> None:
-    fake = FakeApis(API_KEY)
-    fake.add(FakeTask("kie", "pic-0", WALK, [noisy_png(500, 400)], prompt="a picture"))
-    (tmp_path / "inbox.txt").write_text("kie pic-0\n")
-    async with serve(fake.app()) as base:
-        daemon = await thumbnailing_daemon(tmp_path, fake, base)
-        try:
-            assert daemon.proc is not None
-            await daemon.wait_for(lambda s: made(tmp_path) == 1)
-            child = thumbnail_child(daemon.proc.pid)
-            assert child is not None
-        finally:
-            assert await daemon.stop() == 0
+    async with thumbnailing(tmp_path, 1) as daemon:
+        child = await thumbnails_then_child(daemon, tmp_path, "pic-0", 1)
+        assert await daemon.stop() == 0
     assert await until_gone(child, 1)  # ended by the daemon before it exited
