@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from archiver.config import Config, load_config
-from archiver.state import state_path
+from archiver.archive_format.keys import thumb_key
+from archiver.state import open_state, state_path
 from archiver.storage import Storage, open_storage
+from archiver.thumbs.make import Thumb
+from archiver.thumbs.worker import Thumbnailer, backfill
 from tests.support.archive import TYPES, Generated, generate_state, write_storage
 from tests.support.daemon import write_config
 from tests.support.postgres import StateBackend
@@ -39,13 +42,32 @@ def world_config(tmp: Path, backend: str, s3: dict[str, Any] | None = None, **ex
 
 async def make_world(tmp: Path, backend: str, s3: dict[str, Any] | None = None, *, tasks: int = 60, days: int = 3,
                      video: bytes | None = None, audio: bool = False, start: dt.date = dt.date(2026, 9, 1),
-                     state: StateBackend | None = None) -> World:
+                     state: StateBackend | None = None, pictures: list[bytes] | None = None) -> World:
     path = world_config(tmp, backend, s3, **(state.config() if state else {}))
     config = load_config(path, require_secrets=False)
-    made = await generate_state(config, tasks, days, video=video, audio=audio, start=start)
+    made = await generate_state(config, tasks, days, video=video, audio=audio, start=start, pictures=pictures)
     storage = open_storage(config.storage)
     await write_storage(storage, made)
     return World(config, path, storage, made, state_path(config))
+
+
+async def make_thumbnails(world: World, scratch: Path) -> int:
+    """Every thumbnail and poster made from the store and recorded in the state DB, as `index --thumbnails` does."""
+    state = await open_state(world.config)
+
+    async def made(key: str, thumb: Thumb) -> None:
+        await state.set_media(key, width=thumb.width, height=thumb.height, thumb=thumb_key(key),
+                              placeholder=thumb.placeholder)
+
+    thumbs = Thumbnailer(world.storage, world.config.thumbnails.size, made)
+    scratch.mkdir(exist_ok=True)
+    try:
+        count, failed, _ = await backfill(thumbs, scratch)
+    finally:
+        thumbs.close()
+        await state.close()
+    assert not failed
+    return count
 
 
 @pytest.fixture(params=["local", "s3"])
