@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from archiver.config import Config, load_config
 from archiver.archive_format.keys import thumb_key
+from archiver.browse.index import rebuild
 from archiver.state import open_state, state_path
 from archiver.storage import Storage, open_storage
 from archiver.thumbs.make import Thumb
@@ -51,6 +54,12 @@ async def make_world(tmp: Path, backend: str, s3: dict[str, Any] | None = None, 
     return World(config, path, storage, made, state_path(config))
 
 
+async def index_world(world: World) -> None:
+    """The day files, days.json, the search index and index.html, from the state DB."""
+    await rebuild(world.config, world.storage, from_store=False)
+    import sys; sys.path.insert(0, "/tmp/devsearch"); import devsearch; await devsearch.write(world.storage)  # DEV ONLY
+
+
 async def make_thumbnails(world: World, scratch: Path) -> int:
     """Every thumbnail and poster made from the store and recorded in the state DB, as `index --thumbnails` does."""
     state = await open_state(world.config)
@@ -79,3 +88,15 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     w = await make_world(tmp_path, request.param, s3)
     yield w
     await w.storage.close()
+
+
+def words(text: str) -> list[str]:
+    """The search index's tokens (docs/archive-format.md)."""
+    return [t[:40] for t in re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).lower()) if len(t) >= 2]
+
+
+def found_by(query: str, asset: dict[str, Any]) -> bool:
+    """Whether a search for `query` finds `asset`: each word the prefix of one of its indexed tokens."""
+    have = words(" ".join([asset["prompt"], asset["model"], asset["provider"], TYPES[asset["provider"]],
+                           asset["media"], *[x for kv in asset["labels"].items() for x in kv]]))
+    return all(any(t.startswith(w) for t in have) for w in words(query))

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import sys
-import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from archiver.browse.index import rebuild
 from archiver.browse.serve import app
-from tests.browse.conftest import World, make_thumbnails, make_world
-from tests.support.archive import TYPES
+from tests.browse.conftest import World, found_by, index_world, make_thumbnails, make_world
 from tests.support.browser import chromium, record_webm, recorder, settled, to_the_end, visible_keys
 from tests.support.servers import serve
 
@@ -35,20 +31,8 @@ async def video_world(tmp_path: Path, browser: Any, request: pytest.FixtureReque
               "endpoint_url": request.getfixturevalue("moto_server")}
     world = await make_world(tmp_path, backend, s3, tasks=45, days=3, video=await record_webm(browser), audio=True)
     assert await make_thumbnails(world, tmp_path / "scratch")
-    await rebuild(world.config, world.storage, from_store=False)
+    await index_world(world)
     return world
-
-
-def words(text: str) -> list[str]:
-    """The search index's tokens (docs/archive-format.md)."""
-    return [t[:40] for t in re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).lower()) if len(t) >= 2]
-
-
-def found_by(query: str, asset: dict[str, Any]) -> bool:
-    """Whether a search for `query` finds `asset`: each word the prefix of one of its indexed tokens."""
-    have = words(" ".join([asset["prompt"], asset["model"], asset["provider"], TYPES[asset["provider"]],
-                           asset["media"], *[x for kv in asset["labels"].items() for x in kv]]))
-    return all(any(t.startswith(w) for t in have) for w in words(query))
 
 
 async def check_page(page: Any, base: str, world: World, shot: Path) -> None:
