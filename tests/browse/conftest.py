@@ -57,3 +57,24 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     w = await make_world(tmp_path, request.param, s3)
     yield w
     await w.storage.close()
+
+
+class Recording:
+    """A storage that records the key of every put, then passes everything on to the real one."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.puts: list[str] = []
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
+        await self.storage.put_bytes(key, data, content_type=content_type, if_absent=if_absent)
+        self.puts.append(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+    def take(self, prefix: str = "") -> list[str]:
+        """The keys put since the last take that start with `prefix`, sorted."""
+        out = sorted(k for k in self.puts if k.startswith(prefix))
+        self.puts = []
+        return out
