@@ -6,24 +6,27 @@ day — counts, bytes and the newest change — and rebuilds only the days whose
 moved. A day file whose bytes are unchanged is not written again. Every file is one
 whole-object put (atomic on both storage backends), so a reader sees the old file or the
 new one. A failed write is logged and its day stays "moved", so the next round tries
-again; no task ever waits on it.
+again; no task ever waits on it. The search index follows the same days: only the tokens
+whose entries changed are written, into the shards they fall in (archiver/browse/search_index.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Iterator
 from importlib import resources
+from dataclasses import dataclass
 from typing import Any
 
 from archiver.archive_format.days import Day, encode_days
 from archiver.archive_format.keys import DAYS_KEY, PAGE_KEY, day_key
 from archiver.archive_format.media import HTML_TYPE, JSON_TYPE
+from archiver.archive_format.search import FullBuild, Postings, day_postings
+from archiver.browse.search_index import Changes, SearchWriter, diff, stored_postings
 from archiver.browse.sources import Fingerprint, StateSource, open_source, read_store
 from archiver.config import Config
 from archiver.errors import TransientError
@@ -69,21 +72,31 @@ class IndexWriter:
         self.summaries = {s["date"]: s for s in self.stored_summaries}
         return self.summaries
 
+    async def stored_day(self, date: str) -> bytes | None:
+        """The day file the store holds now (its digest is kept), or None."""
+        try:
+            data = await self.storage.get(day_key(date))
+        except FileNotFoundError:
+            return None
+        self.digests[date] = hashlib.sha256(data).hexdigest()
+        return data
+
     async def write_day(self, day: Day, *, force: bool = False) -> bool:
         """Write one day file unless the store already holds these bytes; True if written."""
         # A big day is most of a MiB of JSON: encoded off the event loop, as the daemon's workers share it.
-        data = await asyncio.to_thread(day.encode)
+        return await self.put_day(day.date, await asyncio.to_thread(day.encode), day.summary(), force=force)
+
+    async def put_day(self, date: str, data: bytes, summary: dict[str, Any], *, force: bool = False) -> bool:
         digest = hashlib.sha256(data).hexdigest()
         if not force:
-            if day.date not in self.digests:
-                with contextlib.suppress(FileNotFoundError):
-                    self.digests[day.date] = hashlib.sha256(await self.storage.get(day_key(day.date))).hexdigest()
-            if self.digests.get(day.date) == digest:
-                self.summaries[day.date] = day.summary()
+            if date not in self.digests:
+                await self.stored_day(date)
+            if self.digests.get(date) == digest:
+                self.summaries[date] = summary
                 return False
-        await self.storage.put_bytes(day_key(day.date), data, content_type=JSON_TYPE)
-        self.digests[day.date] = digest
-        self.summaries[day.date] = day.summary()
+        await self.storage.put_bytes(day_key(date), data, content_type=JSON_TYPE)
+        self.digests[date] = digest
+        self.summaries[date] = summary
         return True
 
     async def write_days_json(self, *, force: bool = False) -> bool:
@@ -97,12 +110,29 @@ class IndexWriter:
         return True
 
 
+@dataclass
+class Staged:
+    """A day read this round, whose file is written once its search changes are."""
+
+    date: str
+    data: bytes
+    summary: dict[str, Any]
+    postings: Postings
+    fingerprint: Fingerprint
+
+
+BATCH = 4  # days staged before their search changes are written: bounds what a catch-up round holds
+
+
 class IndexLoop:
     """The daemon's index writer: one round every `index.every`, apart from the download workers."""
 
     def __init__(self, config: Config, storage: Storage) -> None:
         self.config = config
         self.writer = IndexWriter(storage)
+        self.search = SearchWriter(storage)
+        self.staged: list[Staged] = []
+        self.changes: Changes = {}
         self.known: dict[str, Fingerprint] = {}  # fingerprints of the days the store is current for
         self.source: StateSource | None = None
         self.page_written = False
@@ -147,8 +177,11 @@ class IndexLoop:
         if not self.page_written:
             await self.writer.write_page()
             self.page_written = True
-        prints = await asyncio.to_thread(source.fingerprints)
         written = 0
+        if self.search.listed is None and not await self.search.load():
+            written += await self.build_search(source, bool(self.writer.stored_summaries))
+        prints = await asyncio.to_thread(source.fingerprints)
+        self.staged, self.changes = [], {}  # what a failed round staged is computed again
         for date in sorted(set(prints) | set(self.known), reverse=True):  # newest first: what people open
             now = prints.get(date, (0, 0, 0, 0, 0.0, 0.0, 0))
             if self.known.get(date) == now:
@@ -157,12 +190,47 @@ class IndexLoop:
                 self.known[date] = now  # days.json already shows this day as it is
                 continue
             day = await asyncio.to_thread(source.day, date)
-            written += await self.writer.write_day(day)
-            self.known[date] = now
+            await self.stage(day, now)
+            if len(self.staged) >= BATCH:
+                written += await self.flush()
+        written += await self.flush()
         written += await self.writer.write_days_json()
         if written:
             log.info("index: %d file(s) written", written)
         return written
+
+
+    async def stage(self, day: Day, fingerprint: Fingerprint) -> None:
+        """Encode a moved day and record which of its tokens' entries changed since the store's version."""
+        data = await asyncio.to_thread(day.encode)
+        new = await asyncio.to_thread(day_postings, day)
+        old = self.search.recent.get(day.date)
+        if old is None:  # read once per process for a day; the day-file writer keeps its digest
+            old = await asyncio.to_thread(stored_postings, await self.writer.stored_day(day.date))
+        diff(day.date, old, new, self.changes)
+        self.staged.append(Staged(day.date, data, day.summary(), new, fingerprint))
+
+    async def flush(self) -> int:
+        """The staged days' search changes, then their day files: a crash between leaves the day "moved"."""
+        written = await self.search.apply(self.changes) if self.changes else 0
+        for s in self.staged:
+            written += await self.writer.put_day(s.date, s.data, s.summary)
+            self.known[s.date] = s.fingerprint
+            self.search.remember(s.date, s.postings)
+        self.staged, self.changes = [], {}
+        return written
+
+    async def build_search(self, source: StateSource, has_days: bool) -> int:
+        """No manifest: an empty index for a new archive, or every day's entries for one made before it."""
+        if not has_days:
+            self.search.listed = set()
+            return 0
+        log.info("index: no search index yet; building it from the state DB")
+        build = FullBuild()
+        each = source.each_day()
+        while (day := await asyncio.to_thread(_next, each)) is not None:
+            await asyncio.to_thread(build.add, day)
+        return await self.search.write_all(build)
 
 
 def _next(days: Iterator[Day]) -> Day | None:
@@ -175,14 +243,17 @@ def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
 
 async def rebuild(config: Config, storage: Storage, *, from_store: bool,
                   progress: Any = None) -> dict[str, int]:
-    """Rewrite every day file, days.json and index.html, from the state DB or from the store."""
+    """Rewrite every day file, the search index, days.json and index.html, from the state DB or the store."""
     writer = IndexWriter(storage)
+    search = SearchWriter(storage)
+    build = FullBuild()
     await writer.write_page()
     before = set(await writer.load_days())
     totals = {"days": 0, "assets": 0, "failed": 0, "unreadable": 0}
 
     async def write(day: Day, n: int, count: int) -> None:
         await writer.write_day(day, force=True)
+        await asyncio.to_thread(build.add, day)
         before.discard(day.date)
         totals["days"] += 1
         totals["assets"] += len(day.assets)
@@ -208,5 +279,6 @@ async def rebuild(config: Config, storage: Storage, *, from_store: bool,
             source.close()
     for date in before:  # listed before but empty now: its old file must not show stale entries
         await writer.write_day(Day(date), force=True)
+    await search.write_all(build)
     await writer.write_days_json(force=True)
     return totals

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
-import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 from archiver.config import Config, load_config
 from archiver.archive_format.keys import thumb_key
+from archiver.archive_format.search import tokens
 from archiver.browse.index import rebuild
 from archiver.state import open_state, state_path
 from archiver.storage import Storage, open_storage
@@ -57,7 +56,6 @@ async def make_world(tmp: Path, backend: str, s3: dict[str, Any] | None = None, 
 async def index_world(world: World) -> None:
     """The day files, days.json, the search index and index.html, from the state DB."""
     await rebuild(world.config, world.storage, from_store=False)
-    import sys; sys.path.insert(0, "/tmp/devsearch"); import devsearch; await devsearch.write(world.storage)  # DEV ONLY
 
 
 async def make_thumbnails(world: World, scratch: Path) -> int:
@@ -90,13 +88,29 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await w.storage.close()
 
 
-def words(text: str) -> list[str]:
-    """The search index's tokens (docs/archive-format.md)."""
-    return [t[:40] for t in re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).lower()) if len(t) >= 2]
+class Recording:
+    """A storage that records the key of every put, then passes everything on to the real one."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.puts: list[str] = []
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
+        await self.storage.put_bytes(key, data, content_type=content_type, if_absent=if_absent)
+        self.puts.append(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+    def take(self, prefix: str = "") -> list[str]:
+        """The keys put since the last take that start with `prefix`, sorted."""
+        out = sorted(k for k in self.puts if k.startswith(prefix))
+        self.puts = []
+        return out
 
 
 def found_by(query: str, asset: dict[str, Any]) -> bool:
     """Whether a search for `query` finds `asset`: each word the prefix of one of its indexed tokens."""
-    have = words(" ".join([asset["prompt"], asset["model"], asset["provider"], TYPES[asset["provider"]],
+    have = tokens(" ".join([asset["prompt"], asset["model"], asset["provider"], TYPES[asset["provider"]],
                            asset["media"], *[x for kv in asset["labels"].items() for x in kv]]))
-    return all(any(t.startswith(w) for t in have) for w in words(query))
+    return all(any(t.startswith(w) for t in have) for w in tokens(query))

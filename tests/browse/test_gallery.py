@@ -142,7 +142,8 @@ async def test_the_placeholder_shows_before_the_thumbnail(tmp_path: Path, browse
             held.set()
             await page.wait_for_function("""() => [...document.querySelectorAll('.tile')]
                 .filter(t => t.getBoundingClientRect().top < innerHeight)  // lazy: those on screen
-                .every(t => t.dataset.state === 'loaded' && getComputedStyle(t.querySelector('img')).opacity === '1')""")
+                .every(t => t.dataset.state === 'loaded'
+                            && getComputedStyle(t.querySelector('img')).opacity === '1')""")
             size = await page.eval_on_selector(tile + " img", "i => [i.naturalWidth, i.naturalHeight]")
             assert max(size) == 400
             await page.screenshot(path=str(tmp_path / "thumbnails.png"))
@@ -163,7 +164,8 @@ async def test_an_archive_without_thumbnails_or_search_index(tmp_path: Path, bro
             await page.goto(base + "/")
             await to_the_end(page)
             tiles = await page.eval_on_selector_all("#assets [data-key]", """cs => cs.map(c => [c.dataset.media,
-                c.querySelector('.tile').dataset.state, !!c.querySelector('.tile img'), !!c.querySelector('.tile svg')])""")
+                c.querySelector('.tile').dataset.state, !!c.querySelector('.tile img'),
+                !!c.querySelector('.tile svg')])""")
             assert {media for media, *_ in tiles} == {"image", "video", "audio"}
             assert all(rest == ["none", False, True] for _, *rest in tiles)
             assert all(p == "/" or p.startswith("/_index/") for p in asked), asked

@@ -7,8 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from archiver.archive_format.keys import day_key
 import pytest
+
+from archiver.archive_format.keys import DAYS_KEY, day_key
+from archiver.archive_format.search import SEARCH_PREFIX
 
 from archiver.browse.index import IndexLoop, page, rebuild
 from archiver.browse.sources import open_source
@@ -17,7 +19,7 @@ from archiver.errors import StateUnavailable
 from archiver.model import Phase, TaskRef, TaskStatus
 from archiver.state import SqliteState, open_state
 from archiver.state.pg_reader import PgReader
-from tests.browse.conftest import World, make_world
+from tests.browse.conftest import Recording, World, make_world
 from tests.support.postgres import PgCluster, StateBackend
 
 
@@ -79,15 +81,21 @@ async def archive_one(config: Config, task_id: str) -> str:
 
 async def test_loop_rewrites_only_touched_days(tmp_path: Path, state_backend: StateBackend) -> None:
     world = await make_world(tmp_path, "local", state=state_backend)
-    loop = IndexLoop(world.config, world.storage)
+    store = Recording(world.storage)
+    loop = IndexLoop(world.config, store)  # type: ignore[arg-type]
     written = await loop.round()
-    assert written == 3 + 1  # three day files, then days.json (index.html is not counted)
+    shards = store.take(SEARCH_PREFIX)
+    assert written == 3 + 1 + len(shards)  # three day files, days.json, the search index (index.html not counted)
     root = world.config.storage.local.root
     before = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert await loop.round() == 0  # nothing changed: nothing written
 
     key = await archive_one(world.config, "new-task")
-    assert await loop.round() == 2  # today's day file and days.json
+    written = await loop.round()
+    puts = store.puts
+    assert sorted(k for k in puts if k.startswith("_index/days")) == [DAYS_KEY, day_key(time.strftime("%Y-%m-%d",
+                                                                                                      time.gmtime()))]
+    assert written == 2 + len(store.take(SEARCH_PREFIX))  # and the shards of the new asset's words
     after = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert {k: v for k, v in after.items() if k in before} == before  # old days untouched (same inode)
     today = time.strftime("%Y-%m-%d", time.gmtime())
@@ -101,10 +109,12 @@ async def test_a_new_loop_trusts_an_index_that_is_current(tmp_path: Path, state_
     """After a restart, days that days.json already shows as they are cost no writes."""
     world = await make_world(tmp_path, "local", state=state_backend)
     await rebuild(world.config, world.storage, from_store=False)
-    loop = IndexLoop(world.config, world.storage)
+    store = Recording(world.storage)
+    loop = IndexLoop(world.config, store)  # type: ignore[arg-type]
     assert await loop.round() == 0
     await archive_one(world.config, "after-restart")
-    assert await loop.round() == 2
+    written = await loop.round()
+    assert written == 2 + len(store.take(SEARCH_PREFIX))  # today's day file, days.json, the shards of its words
     assert loop.source is not None
     loop.source.close()
 
@@ -142,14 +152,15 @@ async def test_loop_waits_out_a_postgres_server_that_is_down(tmp_path: Path, pri
     """A round while the server is down fails as StateUnavailable; the next one reconnects."""
     private_pg.start()
     world = await make_world(tmp_path, "local", tasks=20, state=StateBackend("postgres", private_pg.create_database()))
-    loop = IndexLoop(world.config, world.storage)
-    assert await loop.round() == 3 + 1
+    store = Recording(world.storage)
+    loop = IndexLoop(world.config, store)  # type: ignore[arg-type]
+    assert await loop.round() == 3 + 1 + len(store.take(SEARCH_PREFIX))
     private_pg.stop()
     with pytest.raises(StateUnavailable, match="does not answer"):
         await loop.round()
     private_pg.start()
     await archive_one(world.config, "after-outage")
-    assert await loop.round() == 2
+    assert await loop.round() == 2 + len(store.take(SEARCH_PREFIX))
     assert loop.source is not None
     loop.source.close()
     await world.storage.close()

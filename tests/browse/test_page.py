@@ -117,7 +117,8 @@ async def check_page(page: Any, base: str, world: World, shot: Path) -> None:
     await page.click(f'[data-key="{sound["key"]}"] button')
     duration = await page.eval_on_selector("#detail-media audio", """a => new Promise(done => {
         if (a.readyState >= 1) return done(a.duration);
-        a.addEventListener('loadedmetadata', () => done(a.duration)); a.addEventListener('error', () => done(-1)); })""")
+        a.addEventListener('loadedmetadata', () => done(a.duration));
+        a.addEventListener('error', () => done(-1)); })""")
     assert abs(duration - 0.5) < 0.01
     await page.click("#close")
 
