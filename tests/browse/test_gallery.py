@@ -14,7 +14,7 @@ import pytest
 
 from archiver.browse.serve import app
 from tests.browse.conftest import World, found_by, index_world, make_thumbnails, make_world
-from tests.support.browser import chromium, recorder, settled, to_the_end, visible_keys
+from tests.support.browser import chromium, record_webm, recorder, settled, to_the_end, visible_keys
 from tests.support.media import scene_png
 from tests.support.servers import serve
 
@@ -62,7 +62,8 @@ async def test_a_search_finds_an_asset_many_days_back_and_reads_no_other_day(
         assert day_files(asked) - before == {target["day"]}  # only the day that holds the match was read
         shards = [p for p in asked if p.startswith("/_index/search/") and not p.endswith("manifest.json")]
         assert 0 < len(shards) <= len(target["prompt"].split())
-        assert "1 match" in (await page.text_content("#stats") or "") or len(expected) > 1
+        matches = f"{len(expected)} match{'es' if len(expected) > 1 else ''} on 1 day · {len(expected)} shown"
+        assert (await page.text_content("#stats") or "").startswith(matches)
         await page.screenshot(path=str(tmp_path / "search.png"))
 
         # A common word: newest first, the first screen reads only the days it shows; scrolling reads on.
@@ -113,9 +114,12 @@ async def test_the_date_jump_shows_that_day_then_older_ones_and_leads_back(
 
 
 async def test_the_placeholder_shows_before_the_thumbnail(tmp_path: Path, browser: Any) -> None:
-    """`_thumbs/` answers are held back: the tile shows its placeholder colour, then the thumbnail."""
+    """`_thumbs/` answers are held back: the tile shows its placeholder colour, then the thumbnail.
+
+    Its last screenshot is README's docs/gallery.png."""
     pictures = [scene_png(640, 480, n) if n % 3 else scene_png(480, 640, n) for n in range(24)]
-    world = await make_world(tmp_path, "local", tasks=30, days=2, pictures=pictures)
+    world = await make_world(tmp_path, "local", tasks=30, days=2, pictures=pictures, video=await record_webm(browser),
+                             audio=True)
     try:
         assert await make_thumbnails(world, tmp_path / "scratch")
         await index_world(world)
@@ -141,7 +145,7 @@ async def test_the_placeholder_shows_before_the_thumbnail(tmp_path: Path, browse
 
             held.set()
             await page.wait_for_function("""() => [...document.querySelectorAll('.tile')]
-                .filter(t => t.getBoundingClientRect().top < innerHeight)  // lazy: those on screen
+                .filter(t => t.querySelector('img') && t.getBoundingClientRect().top < innerHeight)  // lazy: on screen
                 .every(t => t.dataset.state === 'loaded'
                             && getComputedStyle(t.querySelector('img')).opacity === '1')""")
             size = await page.eval_on_selector(tile + " img", "i => [i.naturalWidth, i.naturalHeight]")
