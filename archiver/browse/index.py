@@ -182,7 +182,8 @@ class IndexLoop:
             written += await self.build_search(source, bool(self.writer.stored_summaries))
         prints = await asyncio.to_thread(source.fingerprints)
         self.staged, self.changes = [], {}  # what a failed round staged is computed again
-        for date in sorted(set(prints) | set(self.known), reverse=True):  # newest first: what people open
+        # newest first: what people open; with the days days.json lists, so one emptied while we were down is seen
+        for date in sorted(set(prints) | set(self.known) | set(stored), reverse=True):
             now = prints.get(date, (0, 0, 0, 0, 0.0, 0.0, 0))
             if self.known.get(date) == now:
                 continue

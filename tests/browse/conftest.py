@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from archiver.archive_format.search import MANIFEST_KEY, read_manifest, read_shard, shard_key, shard_of
 from archiver.config import Config, load_config
-from archiver.state import state_path
+from archiver.state import SqliteState, state_path
 from archiver.storage import Storage, open_storage
 from tests.support.archive import TYPES, Generated, generate_state, write_storage
 from tests.support.daemon import write_config
@@ -78,3 +79,26 @@ class Recording:
         out = sorted(k for k in self.puts if k.startswith(prefix))
         self.puts = []
         return out
+
+
+async def empty_day(world: World, date: str) -> None:
+    """Put every task of `date` back to work, as `archiver retry` would: the day loses all it had."""
+    state = SqliteState(world.db)
+    try:
+        rows = state.db.execute("SELECT id FROM tasks WHERE date(COALESCE(success_seen_at, updated_at),"
+                                " 'unixepoch') = ?", (date,)).fetchall()
+        state.db.execute("DELETE FROM assets WHERE key LIKE ?", (f"%/{date.replace('-', '/')}/%",))
+        await state.retry([r[0] for r in rows])
+    finally:
+        await state.close()
+
+
+async def search_postings(storage: Storage) -> dict[str, dict[str, list[int]]]:
+    """Every token's entries in the shards the stored manifest lists, each token from the shard it belongs to."""
+    ids = set(read_manifest(await storage.get(MANIFEST_KEY)))
+    out: dict[str, dict[str, list[int]]] = {}
+    for shard in ids:
+        for token, dates in read_shard(shard, await storage.get(shard_key(shard))).items():
+            assert shard_of(token, ids) == shard, (token, shard)
+            out[token] = dates
+    return out
