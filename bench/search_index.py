@@ -118,24 +118,25 @@ def rss_peak_kib() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
-async def incremental(root: Path) -> None:
-    """One loop round after 50 new assets today, in a fresh process: what the daemon would hold and do."""
+async def incremental(root: Path, new: int) -> None:
+    """One loop round after `new` assets today, in a fresh process: what the daemon would hold and do."""
     before = rss_peak_kib()
     storage = Counting(root)
     today = Day(TODAY, json.loads(await storage.get(day_key(TODAY)))["assets"])
     writer = SearchWriter(storage)
     await writer.load()
     writer.remember(today.date, day_postings(today))  # what the loop holds after its previous round
-    rng = random.Random(SEED + 1)
+    rng = random.Random(SEED + new)
     vocab, weights = zipf()
     start = len(today.assets)
-    today.assets += [_asset(rng, vocab, weights, today.date, start + i) for i in range(50)]
+    today.assets += [_asset(rng, vocab, weights, today.date, start + i) for i in range(new)]
     held = rss_peak_kib()
     took = time.perf_counter()
     changes: dict[str, Any] = {}
     diff(today.date, writer.recent[today.date], day_postings(today), changes)
     written = await writer.apply(changes)
     took = time.perf_counter() - took
+    await LocalStorage(root).put_bytes(day_key(TODAY), today.encode(), content_type="application/json")
     print(json.dumps({"seconds": took, "written": written, "changed_tokens": len(changes), "gets": storage.gets,
                       "read": storage.got, "put": storage.put, "rss_before_kib": held, "rss_peak_kib": rss_peak_kib(),
                       "start_kib": before}))
@@ -156,7 +157,8 @@ async def main(assets: int, days: int) -> None:
         added = time.perf_counter() - started
         await SearchWriter(storage).write_all(build)
         full = time.perf_counter() - started
-        await storage.put_bytes(day_key(TODAY), all_days[-1].encode(), content_type="application/json")
+        for day in all_days:  # the day files, for the processes below
+            await storage.put_bytes(day_key(day.date), day.encode(), content_type="application/json")
         del all_days, build
         sizes = sorted(p.stat().st_size for p in (root / "_index/search").iterdir() if p.name != "manifest.json")
         print(f"full build: {full:.1f} s ({added:.1f} s tokenizing), {len(sizes):,} shards + manifest,"
@@ -166,15 +168,38 @@ async def main(assets: int, days: int) -> None:
         for word in (RARE, "thornq", "th", vocab_word(0), vocab_word(5000)):
             total, files, hits = await query_bytes(storage, word)
             print(f"query {word!r}: reads {files} files, {total / 1024:.1f} KiB; {hits:,} entries match")
-        child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--incremental", str(root),
-                                                     stdout=asyncio.subprocess.PIPE)
-        out, _ = await child.communicate()
-        r = json.loads(out)
-        print(f"incremental round, 50 new assets today: {r['changed_tokens']:,} tokens changed,"
-              f" {r['written']:,} files written ({r['put'] / 1024:.0f} KiB), {r['gets']:,} shards read"
-              f" ({r['read'] / 1024:.0f} KiB), {r['seconds']:.2f} s; peak RSS"
-              f" {r['rss_peak_kib'] / 1024:.0f} MiB ({r['rss_before_kib'] / 1024:.0f} MiB before the round,"
-              f" which holds the generated archive and today's postings)")
+        r = await child("--full", root)
+        print(f"full build from the {days} day files in a process of its own (as the daemon does for an archive"
+              f" without a search index): {r['seconds']:.1f} s, peak RSS {r['rss_peak_kib'] / 1024:.0f} MiB"
+              f" ({r['start_kib'] / 1024:.0f} MiB after its imports)")
+        for new in (1, 5, 50):
+            r = await child("--incremental", root, str(new))  # each round after the one before
+            print(f"incremental round, {new} new assets today: {r['changed_tokens']:,} tokens changed,"
+                  f" {r['written']:,} files written ({r['put'] / 1024:.0f} KiB), {r['gets']:,} shards read"
+                  f" ({r['read'] / 1024:.0f} KiB), {r['seconds']:.2f} s; peak RSS {r['rss_peak_kib'] / 1024:.0f} MiB"
+                  f" ({r['rss_before_kib'] / 1024:.0f} MiB before the round, with today's day and its postings)")
+
+
+async def child(*args: Any) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, __file__, *map(str, args),
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    return dict(json.loads(out))
+
+
+async def full(root: Path) -> None:
+    """The loop's full build (an archive without a search index): day files one at a time, then every shard."""
+    start = rss_peak_kib()
+    storage = LocalStorage(root)
+    took = time.perf_counter()
+    build = FullBuild()
+    for path in sorted((root / "_index/days").iterdir()):
+        doc = json.loads(await storage.get(f"_index/days/{path.name}"))
+        build.add(Day(doc["date"], doc["assets"]))
+        del doc
+    await SearchWriter(storage).write_all(build)
+    print(json.dumps({"seconds": time.perf_counter() - took, "rss_peak_kib": rss_peak_kib(), "start_kib": start}))
 
 
 def vocab_word(rank: int) -> str:
@@ -183,7 +208,9 @@ def vocab_word(rank: int) -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--incremental"]:
-        asyncio.run(incremental(Path(sys.argv[2])))
+        asyncio.run(incremental(Path(sys.argv[2]), int(sys.argv[3])))
+    elif sys.argv[1:2] == ["--full"]:
+        asyncio.run(full(Path(sys.argv[2])))
     else:
         args = [int(a) for a in sys.argv[1:3]]
         asyncio.run(main(*(args + [100_000, 60][len(args):])))

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 Changes = dict[str, dict[str, list[int] | None]]  # token → date → its entries now (None: none any more)
 KEEP_RECENT = 2  # days whose postings stay in memory: today and, around midnight, yesterday
-CONCURRENCY = 8  # shards read and written at once
+CONCURRENCY = 4  # shards read and written at once
 
 
 def diff(date: str, old: Postings, new: Postings, into: Changes) -> None:
