@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from archiver.archive_format.search import MANIFEST_KEY, read_manifest, read_shard, shard_key, shard_of
+from archiver.archive_format.search import MANIFEST_KEY, postings, read_manifest, read_shard, shard_key, shard_of
 from archiver.config import Config, load_config
 from archiver.state import SqliteState, state_path
 from archiver.storage import Storage, open_storage
@@ -101,4 +102,14 @@ async def search_postings(storage: Storage) -> dict[str, dict[str, list[int]]]:
         for token, dates in read_shard(shard, await storage.get(shard_key(shard))).items():
             assert shard_of(token, ids) == shard, (token, shard)
             out[token] = dates
+    return out
+
+
+async def expected_postings(storage: Storage) -> dict[str, dict[str, list[int]]]:
+    """What the search index must hold: every token of every stored day file, by day."""
+    out: dict[str, dict[str, list[int]]] = {}
+    async for item in storage.list("_index/days/"):
+        doc = json.loads(await storage.get(item.key))
+        for token, numbers in postings(doc["assets"]).items():
+            out.setdefault(token, {})[doc["date"]] = numbers
     return out
