@@ -131,6 +131,7 @@ async def incremental(root: Path, new: int) -> None:
     start = len(today.assets)
     today.assets += [_asset(rng, vocab, weights, today.date, start + i) for i in range(new)]
     held = rss_peak_kib()
+    storage.gets = storage.got = 0  # what the round reads, not the manifest and today's file before it
     took = time.perf_counter()
     changes: dict[str, Any] = {}
     diff(today.date, writer.recent[today.date], day_postings(today), changes)
