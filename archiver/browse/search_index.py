@@ -17,9 +17,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from archiver.archive_format.days import Day
 from archiver.archive_format.media import JSON_TYPE
 from archiver.archive_format.search import (MANIFEST_KEY, FullBuild, Postings, Shard, encode_manifest, encode_shard,
                                             encode_tokens, postings, read_manifest, read_shard, shard_key, shard_of)
@@ -92,6 +93,13 @@ class SearchWriter:
             await self._put(gone, encode_shard(gone, []))
         self.listed = now
         return len(now) + 1
+
+    async def write_days(self, days: AsyncIterator[Day]) -> int:
+        """The whole index from `days`: memory holds it encoded once, about its size on disk."""
+        build = FullBuild()
+        async for day in days:
+            await asyncio.to_thread(build.add, day)
+        return await self.write_all(build)
 
     async def apply(self, changes: Changes) -> int:
         """Write the shards whose bytes `changes` alter, then the manifest if its list changed; how many files."""

@@ -7,10 +7,13 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from archiver.archive_format.keys import DAYS_KEY, day_key
 from archiver.archive_format.search import (MANIFEST_KEY, SEARCH_PREFIX, asset_tokens, read_manifest,
                                             shard_key, shard_of)
 from archiver.browse.index import IndexLoop, rebuild
+from archiver.errors import StorageUnavailable
 from tests.browse.conftest import Recording, World, empty_day, expected_postings, make_world, search_postings
 from tests.browse.test_index import archive_one, day_files
 
@@ -84,3 +87,19 @@ async def test_an_archive_made_before_the_search_index_gets_one(tmp_path: Path) 
     assert read_manifest(await world.storage.get(MANIFEST_KEY)) == read_manifest(built[MANIFEST_KEY])
     loop.close()
 
+
+
+async def test_a_rebuild_writes_the_search_index_before_the_day_files(tmp_path: Path) -> None:
+    """Cut off at its first day file, a rebuild has already written the whole search index from the state DB."""
+    world = await make_world(tmp_path, "local")
+    root = world.config.storage.local.root
+    (root / "_index").mkdir()
+    (root / "_index/days").write_text("a file where a folder must be")
+    with pytest.raises(StorageUnavailable, match="cannot write"):
+        await rebuild(world.config, world.storage, from_store=False)
+    index = await search_postings(world.storage)
+    (root / "_index/days").unlink()
+    loop = IndexLoop(world.config, world.storage)  # the loop finds the day files missing and writes them
+    await loop.round()
+    assert index == await search_postings(world.storage) == await expected_postings(world.storage)
+    loop.close()
