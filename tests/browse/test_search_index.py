@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from archiver.archive_format.keys import DAYS_KEY, day_key
-from archiver.archive_format.search import (MANIFEST_KEY, SEARCH_PREFIX, asset_tokens, read_manifest,
+from archiver.archive_format.search import (MANIFEST_KEY, SEARCH_PREFIX, SHARD_LIMIT, asset_tokens, read_manifest,
                                             shard_key, shard_of)
 from archiver.browse.index import IndexLoop, rebuild
+from archiver.browse.search_index import Changes, SearchWriter
 from archiver.errors import StorageUnavailable
+from archiver.storage.local import LocalStorage
 from tests.browse.conftest import Recording, World, empty_day, expected_postings, make_world, search_postings
 from tests.browse.test_index import archive_one, day_files
 
@@ -103,3 +105,26 @@ async def test_a_rebuild_writes_the_search_index_before_the_day_files(tmp_path: 
     await loop.round()
     assert index == await search_postings(world.storage) == await expected_postings(world.storage)
     loop.close()
+
+
+async def test_a_shard_that_grows_past_the_limit_splits_and_the_manifest_follows(tmp_path: Path) -> None:
+    store = Recording(LocalStorage(tmp_path))
+    writer = SearchWriter(store)  # type: ignore[arg-type]
+    first: Changes = {"th": {"2026-10-01": [0]}, "thorn": {"2026-10-01": [0]}, "dragon": {"2026-10-01": [0]}}
+    assert await writer.apply(first) == 3  # th, dr, the manifest
+    store.take()
+    # 12,000 new tokens under "th": some 400 KiB, so "th" keeps only the token "th"; the rest move down.
+    grow: Changes = {f"th{i:05d}": {"2026-10-02": [i % 7]} for i in range(12_000)}
+    grow["dragon"] = {"2026-10-01": None}  # and "dr" loses its only token
+    await writer.apply(grow)
+    puts = store.puts
+    manifest = puts.index(MANIFEST_KEY)
+    assert set(puts[manifest + 1:]) == {shard_key("th"), shard_key("dr")}  # after the manifest: the rest, emptied
+    assert all(k.startswith(shard_key("th")[:-5]) for k in puts[:manifest])  # the new shards before it
+    ids = set(read_manifest(await store.get(MANIFEST_KEY)))
+    assert "dr" not in ids and {"th", "th00", "th09", "th1", "tho"} <= ids and "th0" not in ids
+    assert json.loads(await store.get(shard_key("dr")))["tokens"] == {}
+    assert max([len(await store.get(shard_key(s))) for s in ids]) <= SHARD_LIMIT
+    index = await search_postings(store)  # type: ignore[arg-type]
+    assert index["th"] == index["thorn"] == {"2026-10-01": [0]} and index["th00008"] == {"2026-10-02": [1]}
+    assert len(index) == 12_002 and shard_of("thorn", ids) == "tho"
