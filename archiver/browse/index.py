@@ -178,9 +178,9 @@ class IndexLoop:
             await self.writer.write_page()
             self.page_written = True
         written = 0
-        if self.search.listed is None and not await self.search.load():
-            written += await self.build_search(source, bool(self.writer.stored_summaries))
         prints = await asyncio.to_thread(source.fingerprints)
+        if self.search.listed is None and not await self.search.load():
+            written += await self.build_search(source, bool(prints))
         self.staged, self.changes = [], {}  # what a failed round staged is computed again
         # newest first: what people open; with the days days.json lists, so one emptied while we were down is seen
         for date in sorted(set(prints) | set(self.known) | set(stored), reverse=True):
@@ -199,7 +199,6 @@ class IndexLoop:
         if written:
             log.info("index: %d file(s) written", written)
         return written
-
 
     async def stage(self, day: Day, fingerprint: Fingerprint) -> None:
         """Encode a moved day and record which of its tokens' entries changed since the store's version."""
@@ -222,7 +221,8 @@ class IndexLoop:
         return written
 
     async def build_search(self, source: StateSource, has_days: bool) -> int:
-        """No manifest: an empty index for a new archive, or every day's entries for one made before it."""
+        """No manifest: an empty index for an empty archive, else every day's entries in one pass (an archive
+        made before the search index, or one indexed for the first time), not a batch of days at a time."""
         if not has_days:
             self.search.listed = set()
             return 0
