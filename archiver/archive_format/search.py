@@ -99,7 +99,7 @@ def pack(shard: str, frags: list[tuple[str, bytes]], limit: int = SHARD_LIMIT) -
     """
     if not frags:
         return {}
-    size = len(encode_shard(shard, [])) + sum(len(f) + 1 for _, f in frags)
+    size = len(encode_shard(shard, [])) + sum(len(f) for _, f in frags) + len(frags) - 1  # with the commas
     if size <= limit or all(len(t) == len(shard) for t, _ in frags):
         return {shard: encode_shard(shard, (f for _, f in frags))}
     out: dict[str, bytes] = {}

@@ -116,3 +116,10 @@ def test_manifest_round_trip() -> None:
     assert json.loads(data) == {"schema": "archiver.search/1", "generated_at": "1970-01-01T00:00:00.000Z",
                                 "shards": ["dr", "th", "上海"]}
     assert read_manifest(data) == ["dr", "th", "上海"]
+
+
+def test_a_file_of_exactly_the_limit_is_not_split() -> None:
+    decoded = {f"ab{i:04d}": {"2026-10-01": [i]} for i in range(50)}
+    [data] = encode_tokens("ab", decoded).values()
+    assert list(encode_tokens("ab", decoded, limit=len(data))) == ["ab"]
+    assert len(encode_tokens("ab", decoded, limit=len(data) - 1)) > 1
