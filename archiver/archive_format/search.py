@@ -99,7 +99,7 @@ def pack(shard: str, frags: list[tuple[str, bytes]], limit: int = SHARD_LIMIT) -
     """
     if not frags:
         return {}
-    size = len(encode_shard(shard, [])) + sum(len(f) + 1 for _, f in frags)
+    size = len(encode_shard(shard, [])) + sum(len(f) for _, f in frags) + len(frags) - 1  # with the commas
     if size <= limit or all(len(t) == len(shard) for t, _ in frags):
         return {shard: encode_shard(shard, (f for _, f in frags))}
     out: dict[str, bytes] = {}
@@ -145,17 +145,20 @@ def read_manifest(data: bytes) -> list[str]:
 
 
 class FullBuild:
-    """Every day's postings, kept as encoded pieces per token (about the index's own size), then packed.
+    """Every day's postings, kept encoded in one buffer per token (about the index's own size), then packed.
 
-    Used by a rebuild: memory holds the encoded index once, never a Python object per posting.
+    Used by a rebuild: memory holds the encoded index once, never a Python object per posting or per day.
     """
 
     def __init__(self) -> None:
-        self.pieces: dict[str, list[bytes]] = {}
+        self.pieces: dict[str, bytearray] = {}
 
     def add(self, day: Day) -> None:
         for token, numbers in day_postings(day).items():
-            self.pieces.setdefault(token, []).append(piece(day.date, numbers))
+            buf = self.pieces.get(token)
+            if buf is None:
+                buf = self.pieces[token] = bytearray()
+            buf += piece(day.date, numbers) + b"\n"  # a piece is ASCII without a newline
 
     def shards(self, limit: int = SHARD_LIMIT) -> Iterable[tuple[str, bytes]]:
         """(shard id, file) for every shard, one 2-character group at a time, in token order."""
@@ -164,7 +167,7 @@ class FullBuild:
             if group and group[0][0][:2] != token[:2]:
                 yield from pack(group[0][0][:2], group, limit).items()
                 group = []
-            group.append((token, fragment(token, self.pieces.pop(token))))
+            group.append((token, fragment(token, self.pieces.pop(token).split(b"\n")[:-1])))
         if group:
             yield from pack(group[0][0][:2], group, limit).items()
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable
 from importlib import resources
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 from archiver.archive_format.days import Day, encode_days
 from archiver.archive_format.keys import DAYS_KEY, PAGE_KEY, day_key
 from archiver.archive_format.media import HTML_TYPE, JSON_TYPE
-from archiver.archive_format.search import FullBuild, Postings, day_postings
+from archiver.archive_format.search import Postings, day_postings
 from archiver.browse.search_index import Changes, SearchWriter, diff, stored_postings
 from archiver.browse.sources import Fingerprint, StateSource, open_source, read_store
 from archiver.config import Config
@@ -178,11 +178,12 @@ class IndexLoop:
             await self.writer.write_page()
             self.page_written = True
         written = 0
-        if self.search.listed is None and not await self.search.load():
-            written += await self.build_search(source, bool(self.writer.stored_summaries))
         prints = await asyncio.to_thread(source.fingerprints)
+        if self.search.listed is None and not await self.search.load():
+            written += await self.build_search(source, bool(prints))
         self.staged, self.changes = [], {}  # what a failed round staged is computed again
-        for date in sorted(set(prints) | set(self.known), reverse=True):  # newest first: what people open
+        # newest first: what people open; with the days days.json lists, so one emptied while we were down is seen
+        for date in sorted(set(prints) | set(self.known) | set(stored), reverse=True):
             now = prints.get(date, (0, 0, 0, 0, 0.0, 0.0, 0))
             if self.known.get(date) == now:
                 continue
@@ -198,7 +199,6 @@ class IndexLoop:
         if written:
             log.info("index: %d file(s) written", written)
         return written
-
 
     async def stage(self, day: Day, fingerprint: Fingerprint) -> None:
         """Encode a moved day and record which of its tokens' entries changed since the store's version."""
@@ -221,20 +221,13 @@ class IndexLoop:
         return written
 
     async def build_search(self, source: StateSource, has_days: bool) -> int:
-        """No manifest: an empty index for a new archive, or every day's entries for one made before it."""
+        """No manifest: an empty index for an empty archive, else every day's entries in one pass (an archive
+        made before the search index, or one indexed for the first time), not a batch of days at a time."""
         if not has_days:
             self.search.listed = set()
             return 0
         log.info("index: no search index yet; building it from the state DB")
-        build = FullBuild()
-        each = source.each_day()
-        while (day := await asyncio.to_thread(_next, each)) is not None:
-            await asyncio.to_thread(build.add, day)
-        return await self.search.write_all(build)
-
-
-def _next(days: Iterator[Day]) -> Day | None:
-    return next(days, None)
+        return await self.search.write_days(source.stream())
 
 
 def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
@@ -243,42 +236,48 @@ def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
 
 async def rebuild(config: Config, storage: Storage, *, from_store: bool,
                   progress: Any = None) -> dict[str, int]:
-    """Rewrite every day file, the search index, days.json and index.html, from the state DB or the store."""
+    """Rewrite the search index, every day file, days.json and index.html, from the state DB or the store.
+
+    The search index is written first, in a pass of its own: the loop takes a stored day file for
+    what the shards hold, so a rebuild cut off after the day files must not leave older shards.
+    """
     writer = IndexWriter(storage)
-    search = SearchWriter(storage)
-    build = FullBuild()
     await writer.write_page()
     before = set(await writer.load_days())
     totals = {"days": 0, "assets": 0, "failed": 0, "unreadable": 0}
 
-    async def write(day: Day, n: int, count: int) -> None:
-        await writer.write_day(day, force=True)
-        await asyncio.to_thread(build.add, day)
-        before.discard(day.date)
-        totals["days"] += 1
-        totals["assets"] += len(day.assets)
-        totals["failed"] += len(day.failed)
-        if progress:
-            progress("wrote", n, count)
+    async def write(days: AsyncIterator[Day], count: int) -> None:
+        n = 0
+        async for day in days:
+            n += 1
+            await writer.write_day(day, force=True)
+            before.discard(day.date)
+            totals["days"] += 1
+            totals["assets"] += len(day.assets)
+            totals["failed"] += len(day.failed)
+            if progress:
+                progress("wrote", n, count)
 
+    search = SearchWriter(storage)
     if from_store:
         days, totals["unreadable"] = await read_store(storage, config.storage.layout,
                                                       progress and (lambda n, total: progress("read", n, total)))
-        for n, day in enumerate(days.values(), 1):
-            await write(day, n, len(days))
+        await search.write_days(_each(days.values()))
+        await write(_each(days.values()), len(days))
     else:
         source = await asyncio.to_thread(open_source, config)
         try:
             count = len(await asyncio.to_thread(source.fingerprints))
-            each = source.each_day()
-            n = 0
-            while (next_day := await asyncio.to_thread(_next, each)) is not None:
-                n += 1
-                await write(next_day, n, count)
+            await search.write_days(source.stream())
+            await write(source.stream(), count)
         finally:
             source.close()
     for date in before:  # listed before but empty now: its old file must not show stale entries
         await writer.write_day(Day(date), force=True)
-    await search.write_all(build)
     await writer.write_days_json(force=True)
     return totals
+
+
+async def _each(days: Iterable[Day]) -> AsyncIterator[Day]:
+    for day in days:
+        yield day

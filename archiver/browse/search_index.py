@@ -17,9 +17,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
+from archiver.archive_format.days import Day
 from archiver.archive_format.media import JSON_TYPE
 from archiver.archive_format.search import (MANIFEST_KEY, FullBuild, Postings, Shard, encode_manifest, encode_shard,
                                             encode_tokens, postings, read_manifest, read_shard, shard_key, shard_of)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 Changes = dict[str, dict[str, list[int] | None]]  # token → date → its entries now (None: none any more)
 KEEP_RECENT = 2  # days whose postings stay in memory: today and, around midnight, yesterday
-CONCURRENCY = 8  # shards read and written at once
+CONCURRENCY = 4  # shards read and written at once
 
 
 def diff(date: str, old: Postings, new: Postings, into: Changes) -> None:
@@ -75,7 +76,7 @@ class SearchWriter:
         for old in sorted(self.recent)[:-KEEP_RECENT]:
             del self.recent[old]
 
-    async def write_all(self, build: FullBuild, progress: Callable[[int], None] | None = None) -> int:
+    async def write_all(self, build: FullBuild) -> int:
         """Every shard of `build`, then the manifest; shards listed before but not now are emptied."""
         if self.listed is None:
             await self.load()
@@ -85,13 +86,19 @@ class SearchWriter:
         while (one := await asyncio.to_thread(next, shards, None)) is not None:
             await self._put(*one)
             now.add(one[0])
-            if progress:
-                progress(len(now))
         await self.storage.put_bytes(MANIFEST_KEY, encode_manifest(now, time.time()), content_type=JSON_TYPE)
-        for gone in sorted(before - now):  # unlisted now; emptied so that no removed word stays readable
-            await self._put(gone, encode_shard(gone, []))
+        gone = sorted(before - now)
+        for shard in gone:  # unlisted now; emptied so that no removed word stays readable
+            await self._put(shard, encode_shard(shard, []))
         self.listed = now
-        return len(now) + 1
+        return len(now) + 1 + len(gone)
+
+    async def write_days(self, days: AsyncIterator[Day]) -> int:
+        """The whole index from `days`: memory holds it encoded once, about its size on disk."""
+        build = FullBuild()
+        async for day in days:
+            await asyncio.to_thread(build.add, day)
+        return await self.write_all(build)
 
     async def apply(self, changes: Changes) -> int:
         """Write the shards whose bytes `changes` alter, then the manifest if its list changed; how many files."""
@@ -122,7 +129,14 @@ class SearchWriter:
                     await self._put(name, data)
                     written += 1
 
-        await asyncio.gather(*(one(shard) for shard in sorted(groups)))
+        tasks = [asyncio.create_task(one(shard)) for shard in sorted(groups)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # the first failure ends the round: no shard is written after it
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         if now != listed:
             await self.storage.put_bytes(MANIFEST_KEY, encode_manifest(now, time.time()), content_type=JSON_TYPE)
             written += 1

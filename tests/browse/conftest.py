@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from archiver.config import Config, load_config
 from archiver.archive_format.keys import thumb_key
-from archiver.archive_format.search import tokens
+from archiver.archive_format.search import (MANIFEST_KEY, postings, read_manifest, read_shard, shard_key, shard_of,
+                                            tokens)
 from archiver.browse.index import rebuild
-from archiver.state import open_state, state_path
+from archiver.config import Config, load_config
+from archiver.state import SqliteState, open_state, state_path
 from archiver.storage import Storage, open_storage
 from archiver.thumbs.make import Thumb
 from archiver.thumbs.worker import Thumbnailer, backfill
@@ -107,6 +109,39 @@ class Recording:
         out = sorted(k for k in self.puts if k.startswith(prefix))
         self.puts = []
         return out
+
+
+async def empty_day(world: World, date: str) -> None:
+    """Put every task of `date` back to work, as `archiver retry` would: the day loses all it had."""
+    state = SqliteState(world.db)
+    try:
+        rows = state.db.execute("SELECT id FROM tasks WHERE date(COALESCE(success_seen_at, updated_at),"
+                                " 'unixepoch') = ?", (date,)).fetchall()
+        state.db.execute("DELETE FROM assets WHERE key LIKE ?", (f"%/{date.replace('-', '/')}/%",))
+        await state.retry([r[0] for r in rows])
+    finally:
+        await state.close()
+
+
+async def search_postings(storage: Storage) -> dict[str, dict[str, list[int]]]:
+    """Every token's entries in the shards the stored manifest lists, each token from the shard it belongs to."""
+    ids = set(read_manifest(await storage.get(MANIFEST_KEY)))
+    out: dict[str, dict[str, list[int]]] = {}
+    for shard in ids:
+        for token, dates in read_shard(shard, await storage.get(shard_key(shard))).items():
+            assert shard_of(token, ids) == shard, (token, shard)
+            out[token] = dates
+    return out
+
+
+async def expected_postings(storage: Storage) -> dict[str, dict[str, list[int]]]:
+    """What the search index must hold: every token of every stored day file, by day."""
+    out: dict[str, dict[str, list[int]]] = {}
+    async for item in storage.list("_index/days/"):
+        doc = json.loads(await storage.get(item.key))
+        for token, numbers in postings(doc["assets"]).items():
+            out.setdefault(token, {})[doc["date"]] = numbers
+    return out
 
 
 def found_by(query: str, asset: dict[str, Any]) -> bool:
