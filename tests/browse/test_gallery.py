@@ -40,6 +40,22 @@ async def many_days(tmp_path: Path) -> AsyncIterator[World]:
     await world.storage.close()
 
 
+def own_word(world: World, days_in: int) -> dict[str, Any]:
+    """An asset of START + `days_in` whose prompt ends in its task's number, "#42": with two digits, a word of
+    its own."""
+    day = str(START + dt.timedelta(days=days_in))
+    return next(a for a in world.made.assets if a["day"] == day and a["task_id"] >= "t000010")
+
+
+async def opened(browser: Any, base: str) -> tuple[Any, list[str]]:
+    """A page on the gallery at 1280×900, its first screen drawn, and the paths it has asked for."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    asked = recorder(page, base)
+    await page.goto(base + "/")
+    await settled(page)
+    return page, asked
+
+
 def day_files(asked: list[str]) -> set[str]:
     return {p.removeprefix("/_index/days/").removesuffix(".json") for p in asked if p.startswith("/_index/days/")}
 
@@ -47,13 +63,9 @@ def day_files(asked: list[str]) -> set[str]:
 async def test_a_search_finds_an_asset_many_days_back_and_reads_no_other_day(
         tmp_path: Path, browser: Any, many_days: World) -> None:
     made = many_days.made
-    # 37 days back; its prompt ends in its task's number, "#42": with two digits, a word of its own
-    target = next(a for a in made.assets if a["day"] == str(START + dt.timedelta(days=2)) and a["task_id"] >= "t000010")
+    target = own_word(many_days, 2)  # 37 days back
     async with serve(app(many_days.storage)) as base:
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
-        asked = recorder(page, base)
-        await page.goto(base + "/")
-        await settled(page)
+        page, asked = await opened(browser, base)
         before = day_files(asked)
         assert before and target["day"] not in before  # the first screen holds only the newest days
 
@@ -101,13 +113,9 @@ async def test_a_search_finds_a_word_only_in_today_and_one_many_days_back(
     yesterday = str(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
     assert read_manifest(await many_days.storage.get(MANIFEST_KEY)).through == yesterday
     assert "fresh" not in await search_postings(many_days.storage)
-    made = many_days.made
-    old = next(a for a in made.assets if a["day"] == str(START + dt.timedelta(days=3)) and a["task_id"] >= "t000010")
+    made, old = many_days.made, own_word(many_days, 3)  # 36 days back
     async with serve(app(many_days.storage)) as base:
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
-        asked = recorder(page, base)
-        await page.goto(base + "/")
-        await settled(page)
+        page, asked = await opened(browser, base)
         await page.fill("#q", "fresh")  # only in today's asset
         await settled(page)
         assert await visible_keys(page) == [today_key]
