@@ -73,7 +73,7 @@ async def make_thumbnails(world: World, scratch: Path) -> int:
     try:
         count, failed, _ = await backfill(thumbs, scratch)
     finally:
-        thumbs.close()
+        await thumbs.close()
         await state.close()
     assert not failed
     return count
