@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from archiver.archive_format.search import MANIFEST_KEY, read_manifest
+from archiver.archive_format.search import MANIFEST_KEY, asset_tokens, read_manifest
 from archiver.browse.index import IndexLoop
+from archiver.browse.search_index import SearchWriter
 from archiver.browse.serve import app
 from tests.browse.conftest import World, found_by, index_world, make_thumbnails, make_world, search_postings
 from tests.browse.test_index import archive_one
@@ -113,13 +114,20 @@ async def test_a_search_finds_a_word_only_in_today_and_one_many_days_back(
     yesterday = str(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
     assert read_manifest(await many_days.storage.get(MANIFEST_KEY)).through == yesterday
     assert "fresh" not in await search_postings(many_days.storage)
+    # As a fold cut off before its manifest: the shards hold today's entries, `through` is still yesterday.
+    # The page must not show today's asset twice (from the day file and from the shards).
+    today = str(dt.datetime.now(dt.UTC).date())
+    [fresh] = json.loads(await many_days.storage.get(f"_index/days/{today}.json"))["assets"]
+    writer = SearchWriter(many_days.storage)
+    assert await writer.load()
+    await writer.apply({t: {today: [0]} for t in asset_tokens(fresh)})
+    assert (await search_postings(many_days.storage))["fresh"] == {today: [0]} and writer.through == yesterday
     made, old = many_days.made, own_word(many_days, 3)  # 36 days back
     async with serve(app(many_days.storage)) as base:
         page, asked = await opened(browser, base)
         await page.fill("#q", "fresh")  # only in today's asset
         await settled(page)
         assert await visible_keys(page) == [today_key]
-        today = str(dt.datetime.now(dt.UTC).date())
         assert asked.count(f"/_index/days/{today}.json") == 1  # loaded for the first screen, then reused
 
         await page.fill("#q", old["prompt"])  # 30 and more days back: through its shards
