@@ -216,17 +216,24 @@ def _curl_cli(jobs: list[Job], parallel: int) -> dict[str, str]:
 CLIENTS: dict[str, str] = {  # name → what it is, as the table says it
     "aiohttp-today": "aiohttp as archiver/download.py: iter_any, 64 KiB read_bufsize, 256 KiB batches",
     "aiohttp-1MiB": "aiohttp with read_bufsize 1 MiB, iter_chunked(1 MiB), 1 MiB batches",
+    "aiohttp-uvloop": "aiohttp as today, on uvloop's event loop",
     "httpx": "httpx.AsyncClient (h11), aiter_raw, 256 KiB batches",
     "pycurl": "pycurl, one easy handle per thread in a pool of --parallel",
     "curl": "curl --parallel (no hashing, no fsync)",
     "disk": "the disk alone (same bytes and folders, fsynced; no network, no hashing)",
 }
-NEEDS = {"httpx": "httpx", "pycurl": "pycurl"}
+ASYNC = ("aiohttp-today", "aiohttp-1MiB", "aiohttp-uvloop", "httpx")  # the clients that run an event loop
+IMPORTS = {"curl": "subprocess", "aiohttp-today": "aiohttp", "aiohttp-1MiB": "aiohttp", "aiohttp-uvloop": "uvloop"}
+NEEDS = {"httpx": "httpx", "pycurl": "pycurl", "aiohttp-uvloop": "uvloop"}
 
 
 def run_one(name: str, jobs: list[Job], parallel: int, size: int) -> dict[str, str]:
     if name == "aiohttp-today":
         return asyncio.run(_aiohttp(jobs, parallel, bufsize=None, chunk=None, batch=DAEMON_BATCH))
+    if name == "aiohttp-uvloop":
+        import uvloop
+
+        return uvloop.run(_aiohttp(jobs, parallel, bufsize=None, chunk=None, batch=DAEMON_BATCH))
     if name == "aiohttp-1MiB":
         return asyncio.run(_aiohttp(jobs, parallel, bufsize=BIG, chunk=BIG, batch=BIG))
     if name == "httpx":
@@ -244,9 +251,10 @@ def child(a: argparse.Namespace) -> None:
             for t in range(a.tasks)]
     name = a.client[0]
     if name != "disk":  # imported outside the timed span, as a daemon has its client loaded
-        __import__({"curl": "subprocess", "aiohttp-today": "aiohttp", "aiohttp-1MiB": "aiohttp"}.get(name, name))
-    before, start = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        __import__(IMPORTS.get(name, name))
+    before, start, loop0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), time.thread_time()
     digests = run_one(name, jobs, a.parallel, a.size)
+    loop = time.thread_time() - loop0  # this thread runs the event loop of the asyncio clients
     wall, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if name == "curl":  # curl's own CPU: it is a child of this process
@@ -256,7 +264,7 @@ def child(a: argparse.Namespace) -> None:
     whole = sum(p.stat().st_size for p in files)
     every = hashlib.sha256("".join(f"{Path(k).relative_to(a.dir)}={v}\n" for k, v in sorted(digests.items()))
                            .encode()).hexdigest()[:12] if digests else ""
-    print(json.dumps({"wall": wall, "cpu": cpu, "bytes": whole, "files": len(files), "digest": every}))
+    print(json.dumps({"wall": wall, "cpu": cpu, "loop": loop, "bytes": whole, "files": len(files), "digest": every}))
 
 
 def main() -> int:
@@ -287,7 +295,8 @@ def main() -> int:
             for name in names if r % 2 == 0 else reversed(names):  # alternate the order too
                 runs[name].append(_timed(a, name, work, f"http://127.0.0.1:{cdn_port}", cdn))
                 got = runs[name][-1]
-                print(f"round {r + 1} {name}: {got['wall']:.2f} s, {got['cpu']:.2f} CPU s, CDN {got['cdn']:.2f}, "
+                print(f"round {r + 1} {name}: {got['wall']:.2f} s, {got['cpu']:.2f} CPU s (loop thread "
+                      f"{got['loop']:.2f}), CDN {got['cdn']:.2f}, "
                       f"others {got['others']:.2f} CPU s; {got['files']} files, {got['digest'] or '-'}", flush=True)
     finally:
         cdn.stop()
@@ -331,16 +340,18 @@ def _timed(a: argparse.Namespace, name: str, work: Path, cdn_url: str, cdn: Chil
 def table(a: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> str:
     """Medians per client, and ratios: throughput against the disk alone, CPU against aiohttp today."""
     gib = a.tasks * a.files * a.size / (1 << 30)
-    med = {n: {k: statistics.median(r[k] for r in got) for k in ("wall", "cpu", "cdn")} for n, got in runs.items()}
+    keys = ("wall", "cpu", "loop", "cdn")
+    med = {n: {k: statistics.median(r[k] for r in got) for k in keys} for n, got in runs.items()}
     disk, today = med.get("disk", {}).get("wall"), med.get("aiohttp-today", {}).get("cpu")
     rows = [f"{a.tasks} tasks × {a.files} × {a.size / MiB:g} MiB = {gib:.2f} GiB, {a.parallel} at a time; "
             f"medians of {a.rounds}",
-            "| client | wall s | CPU s | CPU s/GiB | × the disk alone (throughput) | CPU ÷ aiohttp today "
-            "| CDN CPU s |", "|---|--:|--:|--:|--:|--:|--:|"]
+            "| client | wall s | CPU s | CPU s/GiB | loop thread CPU s | × the disk alone (throughput) "
+            "| CPU ÷ aiohttp today | CDN CPU s |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
     for name, m in med.items():
         vs_disk = f"{disk / m['wall']:.2f}×" if disk else "-"
         vs_today = f"{m['cpu'] / today:.2f}" if today and name != "disk" else "-"
-        rows.append(f"| {CLIENTS[name]} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['cpu'] / gib:.2f} | {vs_disk} "
+        loop = f"{m['loop']:.2f}" if name in ASYNC else "-"
+        rows.append(f"| {CLIENTS[name]} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['cpu'] / gib:.2f} | {loop} | {vs_disk} "
                     f"| {vs_today} | {m['cdn']:.2f} |")
     return "\n".join(rows)
 
