@@ -148,41 +148,61 @@ async def _each_job(jobs: list[Job], parallel: int, one: Callable[[str, Path], A
     await asyncio.gather(*(worker() for _ in range(parallel)))
 
 
-def _pycurl(jobs: list[Job], parallel: int) -> dict[str, str]:
-    """pycurl, one easy handle (kept alive) per thread in a pool of `parallel`; the write callback
-    hashes and writes in that thread. libcurl's buffer is raised to DAEMON_BATCH."""
+def _pycurl_fetch(digests: dict[str, str]) -> Callable[[str, Path], None]:
+    """A blocking fetch of one body by pycurl, with one easy handle (kept alive) per thread; its write
+    callback hashes and writes in that thread. libcurl's buffer is raised to DAEMON_BATCH."""
     import threading
 
     import pycurl
 
-    local, digests = threading.local(), dict[str, str]()
+    local = threading.local()
 
-    def task(job: Job) -> None:
+    def fetch(url: str, path: Path) -> None:
         if not hasattr(local, "curl"):
             local.curl = pycurl.Curl()
             local.curl.setopt(pycurl.BUFFERSIZE, DAEMON_BATCH)
             local.curl.setopt(pycurl.HTTPHEADER, ["Accept-Encoding: identity"])
             local.curl.setopt(pycurl.CONNECTTIMEOUT, 30)
-        curl = local.curl
-        for url, path in zip(job[1], prepare(job), strict=True):
-            hasher = hashlib.sha256()
-            with open(path, "wb") as file:
-                def write(piece: bytes, file: BinaryIO = file, hasher: Any = hasher) -> None:
-                    hasher.update(piece)
-                    file.write(piece)
+        curl, hasher = local.curl, hashlib.sha256()
+        with open(path, "wb") as file:
+            def write(piece: bytes) -> None:
+                hasher.update(piece)
+                file.write(piece)
 
-                curl.setopt(pycurl.URL, url)
-                curl.setopt(pycurl.WRITEFUNCTION, write)
-                curl.perform()
-                if curl.getinfo(pycurl.RESPONSE_CODE) != 200:
-                    raise RuntimeError(f"{url}: HTTP {curl.getinfo(pycurl.RESPONSE_CODE)}")
-                file.flush()
-                os.fsync(file.fileno())
-            digests[str(path)] = hasher.hexdigest()
+            curl.setopt(pycurl.URL, url)
+            curl.setopt(pycurl.WRITEFUNCTION, write)
+            curl.perform()
+            if curl.getinfo(pycurl.RESPONSE_CODE) != 200:
+                raise RuntimeError(f"{url}: HTTP {curl.getinfo(pycurl.RESPONSE_CODE)}")
+            file.flush()
+            os.fsync(file.fileno())
+        digests[str(path)] = hasher.hexdigest()
+
+    return fetch
+
+
+def _pycurl(jobs: list[Job], parallel: int) -> dict[str, str]:
+    """pycurl in a pool of `parallel` threads, each taking a task: no event loop at all."""
+    digests: dict[str, str] = {}
+    fetch = _pycurl_fetch(digests)
+
+    def task(job: Job) -> None:
+        for url, path in zip(job[1], prepare(job), strict=True):
+            fetch(url, path)
         fsync_dir(job[0])
 
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(task, jobs))
+    return digests
+
+
+async def _pycurl_from_loop(jobs: list[Job], parallel: int) -> dict[str, str]:
+    """pycurl as a daemon would use it: the same async workers as aiohttp's, each body one hop to a
+    pool of `parallel` download threads, so the loop sees a download only start and end."""
+    digests: dict[str, str] = {}
+    fetch, loop = _pycurl_fetch(digests), asyncio.get_running_loop()
+    with ThreadPoolExecutor(parallel) as pool:
+        await _each_job(jobs, parallel, lambda url, path: loop.run_in_executor(pool, fetch, url, path))
     return digests
 
 
@@ -218,13 +238,16 @@ CLIENTS: dict[str, str] = {  # name → what it is, as the table says it
     "aiohttp-1MiB": "aiohttp with read_bufsize 1 MiB, iter_chunked(1 MiB), 1 MiB batches",
     "aiohttp-uvloop": "aiohttp as today, on uvloop's event loop",
     "httpx": "httpx.AsyncClient (h11), aiter_raw, 256 KiB batches",
-    "pycurl": "pycurl, one easy handle per thread in a pool of --parallel",
+    "pycurl": "pycurl, one easy handle per thread in a pool of --parallel (no event loop)",
+    "pycurl-asyncio": "pycurl in that pool, each body one hop from asyncio workers",
     "curl": "curl --parallel (no hashing, no fsync)",
     "disk": "the disk alone (same bytes and folders, fsynced; no network, no hashing)",
 }
-ASYNC = ("aiohttp-today", "aiohttp-1MiB", "aiohttp-uvloop", "httpx")  # the clients that run an event loop
-IMPORTS = {"curl": "subprocess", "aiohttp-today": "aiohttp", "aiohttp-1MiB": "aiohttp", "aiohttp-uvloop": "uvloop"}
-NEEDS = {"httpx": "httpx", "pycurl": "pycurl", "aiohttp-uvloop": "uvloop"}
+# The clients that run an event loop (in the child's main thread).
+ASYNC = ("aiohttp-today", "aiohttp-1MiB", "aiohttp-uvloop", "httpx", "pycurl-asyncio")
+IMPORTS = {"curl": "subprocess", "aiohttp-today": "aiohttp", "aiohttp-1MiB": "aiohttp", "aiohttp-uvloop": "uvloop",
+           "pycurl-asyncio": "pycurl"}
+NEEDS = {"httpx": "httpx", "pycurl": "pycurl", "pycurl-asyncio": "pycurl", "aiohttp-uvloop": "uvloop"}
 
 
 def run_one(name: str, jobs: list[Job], parallel: int, size: int) -> dict[str, str]:
@@ -240,6 +263,8 @@ def run_one(name: str, jobs: list[Job], parallel: int, size: int) -> dict[str, s
         return asyncio.run(_httpx(jobs, parallel))
     if name == "pycurl":
         return _pycurl(jobs, parallel)
+    if name == "pycurl-asyncio":
+        return asyncio.run(_pycurl_from_loop(jobs, parallel))
     if name == "curl":
         return _curl_cli(jobs, parallel)
     return _disk(jobs, parallel, size)
