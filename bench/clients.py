@@ -27,13 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from fakes import result_url
 from measure import Child, busy_seconds, free_port, wait_port
+
+from archiver.files import fsync_dir
 
 PY, HERE, MiB = sys.executable, Path(__file__).resolve().parent, 1 << 20
 DAEMON_BATCH = 256 * 1024  # archiver/download.py CHUNK: bytes gathered before one thread hop
@@ -56,12 +58,20 @@ def close_synced(file: BinaryIO) -> None:
     file.close()
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+async def store(body: AsyncIterator[bytes], path: Path, batch: int) -> str:
+    """Receive `body` on the loop into `path`, hashed and written in a thread a batch at a time, then
+    fsynced; its sha256. archiver/download.py's `_stream`, less the limits and resume."""
+    hasher, pending, size = hashlib.sha256(), list[bytes](), 0
+    file = await asyncio.to_thread(open, path, "wb")
+    async for piece in body:
+        pending.append(piece)
+        size += len(piece)
+        if size >= batch:
+            await asyncio.to_thread(absorb, file, hasher, pending)
+            pending, size = [], 0
+    await asyncio.to_thread(absorb, file, hasher, pending)
+    await asyncio.to_thread(close_synced, file)
+    return hasher.hexdigest()
 
 
 def prepare(job: Job) -> list[Path]:
@@ -86,20 +96,10 @@ async def _aiohttp(jobs: list[Job], parallel: int, *, bufsize: int | None, chunk
                                      trust_env=False, **extra) as session:
 
         async def one(url: str, path: Path) -> None:
-            hasher, pending, size = hashlib.sha256(), list[bytes](), 0
-            file = await asyncio.to_thread(open, path, "wb")
             async with session.get(url, headers={"Accept-Encoding": "identity"}, allow_redirects=False) as resp:
                 resp.raise_for_status()
                 body = resp.content.iter_chunked(chunk) if chunk else resp.content.iter_any()
-                async for piece in body:
-                    pending.append(piece)
-                    size += len(piece)
-                    if size >= batch:
-                        await asyncio.to_thread(absorb, file, hasher, pending)
-                        pending, size = [], 0
-            await asyncio.to_thread(absorb, file, hasher, pending)
-            await asyncio.to_thread(close_synced, file)
-            digests[str(path)] = hasher.hexdigest()
+                digests[str(path)] = await store(body, path, batch)
 
         await _each_job(jobs, parallel, one)
     return digests
@@ -115,19 +115,9 @@ async def _httpx(jobs: list[Job], parallel: int) -> dict[str, str]:
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
 
         async def one(url: str, path: Path) -> None:
-            hasher, pending, size = hashlib.sha256(), list[bytes](), 0
-            file = await asyncio.to_thread(open, path, "wb")
             async with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as resp:
                 resp.raise_for_status()
-                async for piece in resp.aiter_raw():
-                    pending.append(piece)
-                    size += len(piece)
-                    if size >= DAEMON_BATCH:
-                        await asyncio.to_thread(absorb, file, hasher, pending)
-                        pending, size = [], 0
-            await asyncio.to_thread(absorb, file, hasher, pending)
-            await asyncio.to_thread(close_synced, file)
-            digests[str(path)] = hasher.hexdigest()
+                digests[str(path)] = await store(resp.aiter_raw(), path, DAEMON_BATCH)
 
         await _each_job(jobs, parallel, one)
     return digests
