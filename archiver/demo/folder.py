@@ -1,0 +1,58 @@
+"""The demo's folder: a config pointing at this run's fakes, the inbox lines of its tasks, and which run it is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from archiver import inbox
+from archiver.demo.plan import ENTRIES, Planned
+
+HEADER = """\
+# Written by `archiver demo` at each run: the provider entries point at that run's fake providers on
+# 127.0.0.1 and carry their fake keys. Everything else is as config.example.yaml has it, under this folder.
+# The commands read it as any config: archiver -c {config} status | show | verify | serve
+"""
+RUN_LABEL = re.compile(rb"\bdemo=run-(\d+)\b")
+
+
+def write_config(folder: Path, bases: Mapping[str, str], keys: Mapping[str, str]) -> Path:
+    """`folder`/config.yaml: local storage, SQLite state, thumbnails and the index on; each entry at its fake
+    (`bases` and `keys` by provider type), polled often, since the fakes answer at once."""
+    providers: dict[str, Any] = {}
+    for name, entry in ENTRIES.items():
+        kind = entry["type"]
+        providers[name] = {**entry, "api_key": keys[kind], "base_url": bases[kind],
+                           "poll_intervals": ["0.5s until 10s", "1s"]}
+        if kind == "acedata":
+            providers[name]["requests_per_second"] = 10  # the default 1 would make the demo wait on its rate
+    doc = {
+        "state_dir": "./state",
+        "inbox": {"path": "./inbox.txt"},
+        "providers": providers,
+        "download": {"allow_addresses": ["127.0.0.0/8"]},  # the fake CDN is on loopback, which the guard refuses
+        "storage": {"backend": "local", "local": {"root": "./archive"}},
+        "shutdown_grace": "60s",  # with --burst, the thumbnails queued at the end are made within it
+        "index": {"enabled": True},
+        "thumbnails": {"enabled": True},
+    }
+    path = folder / "config.yaml"
+    path.write_text(HEADER.format(config=path) + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def next_run(inbox_path: Path) -> int:
+    """1 for a new folder; one more than the last run whose tasks the inbox holds."""
+    if not inbox_path.exists():
+        return 1
+    return 1 + max((int(n) for n in RUN_LABEL.findall(inbox_path.read_bytes())), default=0)
+
+
+def queue(inbox_path: Path, tasks: list[Planned], run: int) -> None:
+    """One inbox line per task, in the documented format: entry, task ID, labels."""
+    for t in tasks:
+        inbox.append(inbox_path, f"{t.entry} {t.task_id} project={t.project} demo=run-{run}")
