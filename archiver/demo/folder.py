@@ -10,30 +10,24 @@ from typing import Any
 import yaml
 
 from archiver import inbox
-from archiver.demo.plan import ENTRIES, Planned
+from archiver.demo.plan import Planned
 
 HEADER = """\
 # Written by `archiver demo` at each run: the provider entries point at that run's fake providers on
-# 127.0.0.1 and carry their fake keys. Everything else is as config.example.yaml has it, under this folder.
+# 127.0.0.1 and carry their fake keys (real keys go in ${{VARS}}, never in a file: config.example.yaml).
+# The rest is config.example.yaml's, under this folder, with no HTTP server.
 # The commands read it as any config: archiver -c {config} status | show | verify | serve
 """
 RUN_LABEL = re.compile(rb"\bdemo=run-(\d+)\b")
 
 
-def write_config(folder: Path, bases: Mapping[str, str], keys: Mapping[str, str]) -> Path:
-    """`folder`/config.yaml: local storage, SQLite state, thumbnails and the index on; each entry at its fake
-    (`bases` and `keys` by provider type), polled often, since the fakes answer at once."""
-    providers: dict[str, Any] = {}
-    for name, entry in ENTRIES.items():
-        kind = entry["type"]
-        providers[name] = {**entry, "api_key": keys[kind], "base_url": bases[kind],
-                           "poll_intervals": ["0.5s until 10s", "1s"]}
-        if kind == "acedata":
-            providers[name]["requests_per_second"] = 10  # the default 1 would make the demo wait on its rate
+def write_config(folder: Path, providers: Mapping[str, Mapping[str, Any]]) -> Path:
+    """`folder`/config.yaml: local storage, SQLite state, thumbnails and the index on, and `providers`: the
+    entries of ENTRIES as the fakes give them (base_url, key), polled often, since the fakes answer at once."""
     doc = {
         "state_dir": "./state",
         "inbox": {"path": "./inbox.txt"},
-        "providers": providers,
+        "providers": {name: dict(entry) for name, entry in providers.items()},
         "download": {"allow_addresses": ["127.0.0.0/8"]},  # the fake CDN is on loopback, which the guard refuses
         "storage": {"backend": "local", "local": {"root": "./archive"}},
         "shutdown_grace": "60s",  # with --burst, the thumbnails queued at the end are made within it

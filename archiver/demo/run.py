@@ -12,7 +12,7 @@ import zlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from archiver import logs
 from archiver.config import Config, load_config
@@ -24,7 +24,7 @@ from archiver.model import TaskState
 from archiver.scrub import Redactor
 from archiver.state import StateStore, open_state, state_path
 from archiver.status import current_status, status_text
-from archiver.testing import FakeProviders, FakeTask
+from archiver.testing import FakeProviders, fails, succeeds
 
 NO_VIDEO = "videos: none this time: PyAV, the `video` extra, is not installed (pip install -e '.[video]')"
 
@@ -45,25 +45,22 @@ async def _demo(folder: Path, port: int | None, log: TextIO) -> int:
     run = next_run(folder / "inbox.txt")
     planned = tasks(video, random.Random())
     bodies = await asyncio.gather(*(asyncio.to_thread(render, t) for t in planned))
-    async with FakeProviders() as fakes:
+    async with FakeProviders(poll_interval="0.5s") as fakes:
         for t, files in zip(planned, bodies, strict=True):
             if not t.unknown:
-                fakes.add(fake_task(t, files, fakes.base))
-        config = load_config(write_config(folder, {kind: fakes.base for kind in _types()},
-                                          {kind: fakes.api_key for kind in _types()}))
+                fake_task(fakes, t, files)
+        config = load_config(write_config(folder, {name: entry(fakes, name) for name in ENTRIES}))
         queue(config.inbox.path, planned, run)
         print(f"demo run {run}: {len(planned)} tasks queued for {len(ENTRIES)} fake provider entries on 127.0.0.1;"
               f" the daemon archives them into {folder / 'archive'} (its log: {folder / 'archiver.log'})",
               flush=True)
         logs.setup(redactor=Redactor.from_config(config), stream=log)
         await _with_progress(Daemon(config, burst=True).run(), config, len(planned))
-        refreshed = len(fakes.requests_for("kie:download-url"))
+        refreshed = len(fakes.requests(api="kie:download-url"))
     async with _state(config) as state:
         print(status_text(await current_status(state, config)))
         wrong = await _check(state, planned)
     print(_summary(planned, wrong, refreshed, time.monotonic() - started))
-    for line in wrong:
-        print(f"  not as planned: {line}")
     print(f"try: archiver -c {folder / 'config.yaml'} verify   (or status, show, index --from-store)")
     if wrong or port is None:
         return 1 if wrong else 0
@@ -84,20 +81,22 @@ def _file(f: File, prompt: str, seed: int) -> bytes:
     return media.picture(media.Picture(prompt, seed % len(media.PALETTES), f.size, f.kind, seed))
 
 
-def fake_task(t: Planned, files: list[bytes], base: str) -> FakeTask:
-    """The fake provider's side of a planned task. An expired URL is the same at every poll, as kie's are: only
-    its download-url gives a link that works."""
-    kind = ENTRIES[t.entry]
-    where = {"acedata": kind.get("service", ""), "fal": "fal-ai/flux"}.get(kind["type"], t.where)
-    if kind["type"] == "kie" and "api" in kind:
-        where = kind["api"]
-    return FakeTask(kind["type"], t.task_id, list(t.steps), list(files), model=t.model, prompt=t.prompt,
-                    fail_code=t.fail_code, fail_msg=t.fail_msg, where=where, slow=t.slow, expired=t.expired,
-                    urls=[f"{base}/cdn/{t.task_id}/{i}?sig=SIGNED-1" for i in range(len(files))] if t.expired else None)
+def fake_task(fakes: FakeProviders, t: Planned, files: list[bytes]) -> None:
+    """The fake provider's side of a planned task: two polls "running", then its end."""
+    entry = ENTRIES[t.entry]
+    where = entry.get("api") or entry.get("service") or t.where or None  # None: the kit's default (fal's app)
+    outcome = succeeds(*files) if t.ends == "archived" else fails()  # fails(): the provider's documented code
+    fakes.task(entry["type"], outcome, task_id=t.task_id, where=where, running_polls=2, running_seconds=t.running,
+               expiring=t.expired, download_seconds=t.slow, model=t.model, prompt=t.prompt)
 
 
-def _types() -> set[str]:
-    return {e["type"] for e in ENTRIES.values()}
+def entry(fakes: FakeProviders, name: str) -> dict[str, Any]:
+    """Entry `name` of ENTRIES at its fake, with its fake key."""
+    options = {k: v for k, v in ENTRIES[name].items() if k != "type"}
+    made = fakes.entry(ENTRIES[name]["type"], **options)
+    if made["type"] == "acedata":
+        made["requests_per_second"] = 10  # its default 1 a second would make the demo wait on the rate limit
+    return made
 
 
 async def _with_progress(work: object, config: Config, total: int) -> None:
@@ -115,16 +114,18 @@ async def _with_progress(work: object, config: Config, total: int) -> None:
 
 async def _progress(config: Config, total: int) -> None:
     state: StateStore | None = None
+    before = 0  # tasks of earlier runs, ended before this one began
     try:
         while True:
             await asyncio.sleep(0.25)
             if state is None and state_path(config).exists():
                 state = await open_state(config)
+                before = sum((await state.counts()).get(s, 0) for s in ("archived", "failed"))
             if state is not None:
                 counts = await state.counts()
-                ended = counts.get("archived", 0) + counts.get("failed", 0)
+                ended = sum(counts.get(s, 0) for s in ("archived", "failed")) - before
                 line = "  ".join(f"{k} {v}" for k, v in counts.items())
-                print(f"\rdaemon: {line}  ({ended} ended)\033[K", end="", file=sys.stderr, flush=True)
+                print(f"\rdaemon: {line}  ({ended} of {total} ended)\033[K", end="", file=sys.stderr, flush=True)
     finally:
         if state is not None:
             await state.close()
@@ -139,26 +140,29 @@ async def _state(config: Config) -> AsyncIterator[StateStore]:
         await state.close()
 
 
-async def _check(state: StateStore, planned: list[Planned]) -> list[str]:
-    """What did not end as planned, one line each."""
+async def _check(state: StateStore, planned: list[Planned]) -> dict[str, str]:
+    """The tasks that did not end as planned: task ID → how they ended."""
     ended = {(t.provider, t.task_id): t for t in await state.tasks_in((TaskState.ARCHIVED, TaskState.FAILED))}
-    wrong = []
+    wrong = {}
     for p in planned:
         task = ended.get((p.entry, p.task_id))
         got = "not ended" if task is None else "archived" if task.state is TaskState.ARCHIVED else task.reason
         if got != p.ends:
-            wrong.append(f"{p.entry} {p.task_id}: {got}, planned {p.ends}")
+            wrong[p.task_id] = str(got)
     return wrong
 
 
-def _summary(planned: list[Planned], wrong: list[str], refreshed: int, took: float) -> str:
+def _summary(planned: list[Planned], wrong: dict[str, str], refreshed: int, took: float) -> str:
     archived = [p for p in planned if p.ends == "archived"]
     failed = Counter(p.ends for p in planned if p.ends != "archived")
     verdict = "every task ended as planned" if not wrong else f"{len(wrong)} task(s) did not end as planned"
-    return (f"demo: {verdict} in {took:.1f}s: {len(archived)} archived ({sum(len(p.files) for p in archived)} files),"
-            f" {sum(failed.values())} failed the way providers document ("
+    return (f"\ndemo: {verdict} in {took:.1f}s: {len(archived)} archived ({sum(len(p.files) for p in archived)}"
+            f" files), {sum(failed.values())} failed the way providers document ("
             + ", ".join(f"{k} {v}" for k, v in sorted(failed.items())) + ")"
-            + (f"; an expired kie URL was saved by a fresh link ({refreshed} asked)" if refreshed else ""))
+            + ("\n  an expired kie URL was saved by a fresh link from kie's download-url"
+               if refreshed and not any(p.expired and p.task_id in wrong for p in planned) else "")
+            + "".join(f"\n  not as planned: {p.entry} {p.task_id}: {wrong[p.task_id]}, planned {p.ends}"
+                      for p in planned if p.task_id in wrong))
 
 
 async def _serve(config: Config, port: int) -> int:
