@@ -1,5 +1,5 @@
-"""`archiver demo` end to end, as a user runs it: a subprocess in a fresh folder, then a second run in the same
-folder that serves the gallery, opened in Chromium."""
+"""`archiver demo` end to end, as a user runs it: a subprocess in a fresh folder; then in the same folder a run
+cut short by Ctrl-C, and one that finishes its tasks, adds its own and serves the gallery, opened in Chromium."""
 
 from __future__ import annotations
 
@@ -125,8 +125,24 @@ async def test_the_demo_archives_every_task_as_planned(first_run: FirstRun) -> N
     assert code == 0, out + err
 
 
-async def test_a_second_run_adds_tasks_keeps_the_first_and_serves_the_gallery(first_run: FirstRun,
-                                                                              tmp_path: Path) -> None:
+async def _cut_short(folder: Path) -> str:
+    """A run stopped by Ctrl-C while its daemon works; its output."""
+    proc = await asyncio.create_subprocess_exec(*DEMO, "--no-serve", "--dir", str(folder),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+    assert line.startswith("demo run "), line
+    await asyncio.sleep(1.5)  # the daemon has read the inbox and polls
+    proc.send_signal(signal.SIGINT)
+    out = line + (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
+    assert await proc.wait() == 130, out
+    return out
+
+
+async def test_runs_in_one_folder_add_tasks_finish_a_cut_short_one_and_serve_the_gallery(first_run: FirstRun,
+                                                                                        tmp_path: Path) -> None:
+    cut = await _cut_short(first_run.folder)
+    assert "again finishes them" in cut, cut
     proc = await asyncio.create_subprocess_exec(*DEMO, "--dir", str(first_run.folder), "--port", "0",
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
@@ -137,14 +153,14 @@ async def test_a_second_run_adds_tasks_keeps_the_first_and_serves_the_gallery(fi
             assert line, f"the demo ended without serving:\n{shown}{(await proc.stderr.read()).decode()}"  # type: ignore[union-attr]
             shown += line
         url = next(w for w in shown.split() if w.startswith("http://127.0.0.1:"))
-        assert "every task ended as planned" in shown and "demo run 2" in shown, shown
+        assert "every task ended as planned" in shown and "an earlier run left unfinished" in shown, shown
 
         runs = await _outcomes(first_run.folder)
-        assert runs == {"run-1": PLANNED, "run-2": PLANNED}
+        assert runs == {"run-1": PLANNED, "run-2": PLANNED, "run-3": PLANNED}
         root = first_run.folder / "archive"
         now = _files(root)
         assert {k: now.get(k) for k in first_run.files} == first_run.files  # nothing of the first run changed
-        assert len(now) > len(first_run.files) * 1.8
+        assert len(now) > len(first_run.files) * 2.8
 
         keys = sorted(s["key"] for s in _sidecars(root))
         async with chromium() as browser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ HEADER = """\
 # The rest is config.example.yaml's, under this folder, with no HTTP server.
 # The commands read it as any config: archiver -c {config} status | show | verify | serve
 """
+RECORD = "demo-tasks.jsonl"
 RUN_LABEL = re.compile(rb"\bdemo=run-(\d+)\b")
 
 
@@ -46,7 +48,20 @@ def next_run(inbox_path: Path) -> int:
     return 1 + max((int(n) for n in RUN_LABEL.findall(inbox_path.read_bytes())), default=0)
 
 
-def queue(inbox_path: Path, tasks: list[Planned], run: int) -> None:
-    """One inbox line per task, in the documented format: entry, task ID, labels."""
+def queue(folder: Path, inbox_path: Path, tasks: list[Planned], run: int) -> None:
+    """One inbox line per task, in the documented format (entry, task ID, labels), each recorded first in
+    `folder`/demo-tasks.jsonl with its plan: a run cut short by Ctrl-C is finished by the next."""
+    with open(folder / RECORD, "a", encoding="utf-8") as record:
+        record.writelines(json.dumps({"entry": t.entry, "task_id": t.task_id, "plan": t.plan, "run": run}) + "\n"
+                          for t in tasks)
     for t in tasks:
         inbox.append(inbox_path, f"{t.entry} {t.task_id} project={t.project} demo=run-{run}")
+
+
+def recorded(folder: Path) -> dict[tuple[str, str], int]:
+    """The plan of every task an earlier run queued, by (entry, task ID)."""
+    path = folder / RECORD
+    if not path.exists():
+        return {}
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {(r["entry"], r["task_id"]): r["plan"] for r in lines}

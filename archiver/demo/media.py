@@ -110,7 +110,7 @@ def video_available() -> bool:
     return True
 
 
-def clip(prompt: str, palette: int, seed: int, size: tuple[int, int] = (480, 270), frames: int = 36,
+def clip(prompt: str, palette: int, seed: int, size: tuple[int, int] = (480, 270), frames: int = 24,
          rate: int = 12) -> bytes:
     """A short MP4 (H.264): the scene's sun rising and its hills drifting, the prompt drawn in."""
     import av

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import string
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # The config's provider entries, as config.example.yaml names them, and what each one is.
@@ -47,6 +47,7 @@ class Planned:
     slow: float = 0.0  # seconds the CDN takes per file
     where: str = ""  # the fake's own word: apipod family, Replicate's output shape
     task_id: str = field(default="", compare=False)
+    plan: int = field(default=-1, compare=False)  # its place in TASKS, which the folder's record keeps
 
     @property
     def video(self) -> bool:
@@ -102,8 +103,12 @@ TASKS = [
 
 def tasks(video: bool, rng: random.Random) -> list[Planned]:
     """This run's tasks, each with a task ID of its provider's shape, new every run; without `video`, no clips."""
-    chosen = [t for t in TASKS if video or not t.video]
-    return [Planned(**{**t.__dict__, "task_id": task_id(ENTRIES[t.entry]["type"], rng)}) for t in chosen]
+    return [again(n, task_id(ENTRIES[t.entry]["type"], rng)) for n, t in enumerate(TASKS) if video or not t.video]
+
+
+def again(plan: int, task_id: str) -> Planned:
+    """Task `plan` of TASKS under `task_id`."""
+    return replace(TASKS[plan], task_id=task_id, plan=plan)
 
 
 def task_id(provider_type: str, rng: random.Random) -> str:

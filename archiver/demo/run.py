@@ -18,8 +18,8 @@ from archiver import logs
 from archiver.config import Config, load_config
 from archiver.daemon import Daemon
 from archiver.demo import media
-from archiver.demo.folder import next_run, queue, write_config
-from archiver.demo.plan import ENTRIES, File, Planned, tasks
+from archiver.demo.folder import next_run, queue, recorded, write_config
+from archiver.demo.plan import ENTRIES, File, Planned, again, tasks
 from archiver.model import TaskState
 from archiver.scrub import Redactor
 from archiver.state import StateStore, open_state, state_path
@@ -44,27 +44,42 @@ async def _demo(folder: Path, port: int | None, log: TextIO) -> int:
         print(NO_VIDEO)
     run = next_run(folder / "inbox.txt")
     planned = tasks(video, random.Random())
-    bodies = await asyncio.gather(*(asyncio.to_thread(render, t) for t in planned))
     async with FakeProviders(poll_interval="0.5s") as fakes:
-        for t, files in zip(planned, bodies, strict=True):
+        config = load_config(write_config(folder, {name: entry(fakes, name) for name in ENTRIES}))
+        left = await _unfinished(config, folder)  # by an earlier run cut short: the new fakes know them too
+        bodies = await asyncio.gather(*(asyncio.to_thread(render, t) for t in planned + left))
+        for t, files in zip(planned + left, bodies, strict=True):
             if not t.unknown:
                 fake_task(fakes, t, files)
-        config = load_config(write_config(folder, {name: entry(fakes, name) for name in ENTRIES}))
-        queue(config.inbox.path, planned, run)
-        print(f"demo run {run}: {len(planned)} tasks queued for {len(ENTRIES)} fake provider entries on 127.0.0.1;"
-              f" the daemon archives them into {folder / 'archive'} (its log: {folder / 'archiver.log'})",
+        queue(folder, config.inbox.path, planned, run)
+        print(f"demo run {run}: {len(planned)} tasks queued for {len(ENTRIES)} fake provider entries on 127.0.0.1"
+              + (f", and {len(left)} an earlier run left unfinished" if left else "")
+              + f"; the daemon archives them into {folder / 'archive'} (its log: {folder / 'archiver.log'})",
               flush=True)
         logs.setup(redactor=Redactor.from_config(config), stream=log)
-        await _with_progress(Daemon(config, burst=True).run(), config, len(planned))
+        await _with_progress(Daemon(config, burst=True).run(), config, len(planned) + len(left))
         refreshed = len(fakes.requests(api="kie:download-url"))
     async with _state(config) as state:
         print(status_text(await current_status(state, config)))
-        wrong = await _check(state, planned)
-    print(_summary(planned, wrong, refreshed, time.monotonic() - started))
+        wrong = await _check(state, planned + left)
+    if any(got == "not ended" for got in wrong.values()):
+        print(f"\ndemo: stopped before every task ended; `archiver demo --dir {folder}` again finishes them")
+        return 130
+    print(_summary(planned + left, wrong, refreshed, time.monotonic() - started))
     print(f"try: archiver -c {folder / 'config.yaml'} verify   (or status, show, index --from-store)")
     if wrong or port is None:
         return 1 if wrong else 0
     return await _serve(config, port)
+
+
+async def _unfinished(config: Config, folder: Path) -> list[Planned]:
+    """The tasks earlier runs queued that have not ended (their inbox lines maybe not even read), as planned."""
+    plans = recorded(folder)
+    ended: set[tuple[str, str]] = set()
+    if plans and state_path(config).exists():
+        async with _state(config) as state:
+            ended = {(t.provider, t.task_id) for t in await state.tasks_in((TaskState.ARCHIVED, TaskState.FAILED))}
+    return [again(plan, key[1]) for key, plan in plans.items() if key not in ended]
 
 
 def render(task: Planned) -> list[bytes]:
@@ -93,10 +108,9 @@ def fake_task(fakes: FakeProviders, t: Planned, files: list[bytes]) -> None:
 def entry(fakes: FakeProviders, name: str) -> dict[str, Any]:
     """Entry `name` of ENTRIES at its fake, with its fake key."""
     options = {k: v for k, v in ENTRIES[name].items() if k != "type"}
-    made = fakes.entry(ENTRIES[name]["type"], **options)
-    if made["type"] == "acedata":
-        made["requests_per_second"] = 10  # its default 1 a second would make the demo wait on the rate limit
-    return made
+    # The fakes have no rate limit: at the providers' own (kie 10 a second for all its entries, acedata 1) the
+    # demo would mostly wait on it.
+    return fakes.entry(ENTRIES[name]["type"], **options, requests_per_second=50)
 
 
 async def _with_progress(work: object, config: Config, total: int) -> None:
