@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import sys
 import time
 import zlib
@@ -32,6 +33,9 @@ NO_VIDEO = "videos: none this time: PyAV, the `video` extra, is not installed (p
 def demo(folder: Path, port: int | None) -> int:
     """Run the demo in `folder`; serve the gallery on `port` until Ctrl-C unless it is None. 0 if every
     task ended as planned."""
+    if port is not None and not _free(port):
+        print(f"demo: 127.0.0.1:{port} is taken (another demo?): pass --port PORT, or --no-serve", file=sys.stderr)
+        return 2
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "archiver.log", "a", encoding="utf-8") as log:
         return asyncio.run(_demo(folder, port, log))
@@ -177,6 +181,16 @@ def _summary(planned: list[Planned], wrong: dict[str, str], refreshed: int, took
                if refreshed and not any(p.expired and p.task_id in wrong for p in planned) else "")
             + "".join(f"\n  not as planned: {p.entry} {p.task_id}: {wrong[p.task_id]}, planned {p.ends}"
                       for p in planned if p.task_id in wrong))
+
+
+def _free(port: int) -> bool:
+    """Whether the gallery's port can be had now: asked before the run, not only after it."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def _serve(config: Config, port: int) -> int:
