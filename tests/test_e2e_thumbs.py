@@ -14,9 +14,9 @@ import pytest
 from PIL import Image, ImageStat
 
 from archiver.archive_format.keys import thumb_key
+from archiver.testing import FakeApis, FakeTask
 from tests.browse.conftest import make_world
 from tests.support.daemon import base_config, cli, write_config
-from tests.support.fakes import FakeApis, FakeTask
 from tests.support.servers import serve
 from tests.support.media import noisy_png, video
 

@@ -23,6 +23,22 @@ KIE_PRODUCT_PATHS = {
 }
 
 
+def kie_record(task: FakeTask, step: str, urls: list[str]) -> dict[str, Any]:
+    """The `data` of a Market recordInfo answer at `step`; `param` and `resultJson` are JSON strings."""
+    state = {"queued": "waiting", "running": "generating", "success": "success", "empty": "success",
+             "fail": "fail"}[step]
+    done = step in ("success", "empty", "fail")
+    return {
+        "taskId": task.task_id, "model": task.model, "state": state,
+        "param": json.dumps({"model": task.model, "callBackUrl": task.callback, "input": {"prompt": task.prompt}}),
+        "resultJson": json.dumps({"resultUrls": urls if step == "success" else []}) if state == "success" else "",
+        "failCode": task.fail_code if step == "fail" else "",
+        "failMsg": task.fail_msg if step == "fail" else "",
+        "completeTime": TASK_CREATED_MS + 10_000 if done else None,
+        "createTime": TASK_CREATED_MS, "updateTime": TASK_CREATED_MS + 10_000,
+    }
+
+
 class KieApis(ApiBase):
     def kie_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/jobs/recordInfo", self.kie)
@@ -40,19 +56,7 @@ class KieApis(ApiBase):
         if early := self._throttled(task):
             return early
         step = task.step()
-        state = {"queued": "waiting", "running": "generating", "success": "success", "empty": "success",
-                 "fail": "fail"}[step]
-        result = {"resultUrls": [self.url(task, i) for i in range(len(task.files)) if step == "success"]}
-        done = step in ("success", "empty", "fail")
-        data = {
-            "taskId": task.task_id, "model": task.model, "state": state,
-            "param": json.dumps({"model": task.model, "callBackUrl": task.callback, "input": {"prompt": task.prompt}}),
-            "resultJson": json.dumps(result) if state == "success" else "",
-            "failCode": task.fail_code if step == "fail" else "",
-            "failMsg": task.fail_msg if step == "fail" else "",
-            "completeTime": TASK_CREATED_MS + 10_000 if done else None,
-            "createTime": TASK_CREATED_MS, "updateTime": TASK_CREATED_MS + 10_000,
-        }
+        data = kie_record(task, step, [self.url(task, i) for i in range(len(task.files)) if step == "success"])
         return web.json_response({"code": 200, "msg": "success", "data": data})
 
     # Product steps: "queued"/"running" (not done), "partial" (Suno FIRST_SUCCESS), "success", "fail".

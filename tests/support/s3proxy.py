@@ -33,7 +33,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.support.cdn import _reset as reset_connection  # the fake CDN's RST
+from archiver.testing.cdn import reset_connection
 
 # Hop-by-hop, or set again by aiohttp from the body it sends.
 _DROP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
