@@ -7,6 +7,7 @@ Only the command line is here; the rest (media, plan, folder, run) is imported w
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from archiver.demo.run import demo
+    try:
+        from archiver.demo.run import demo
 
-    return demo(args.dir, None if args.no_serve else args.port)
+        return demo(args.dir, None if args.no_serve else args.port)
+    except KeyboardInterrupt:  # before the daemon or the gallery took Ctrl-C over
+        print(f"\ndemo: stopped; `archiver demo --dir {args.dir}` again finishes what was queued", file=sys.stderr)
+        return 130

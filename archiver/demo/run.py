@@ -11,7 +11,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -117,11 +117,11 @@ def entry(fakes: FakeProviders, name: str) -> dict[str, Any]:
     return fakes.entry(ENTRIES[name]["type"], **options, requests_per_second=50)
 
 
-async def _with_progress(work: object, config: Config, total: int) -> None:
+async def _with_progress(work: Coroutine[Any, Any, None], config: Config, total: int) -> None:
     """Await the daemon; on a terminal, redraw one line of task counts meanwhile."""
     shown = asyncio.create_task(_progress(config, total)) if sys.stderr.isatty() else None
     try:
-        await work  # type: ignore[misc]
+        await work
     finally:
         if shown is not None:
             shown.cancel()
