@@ -37,6 +37,7 @@ class FakeProviders:
         self.apis = FakeApis(*self.keys.values())
         self.cdn = FaultCdn()
         self._ids = itertools.count(1)
+        self._run = uuid.uuid4().hex[:6]  # made-up task IDs differ between runs on one state DB
         self._stack: AsyncExitStack | None = None
 
     async def __aenter__(self) -> FakeProviders:
@@ -101,7 +102,7 @@ class FakeProviders:
         where = DEFAULT_WHERE.get(provider_type, "") if where is None else where
         if task_id is None:
             n = next(self._ids)
-            task_id = str(uuid.UUID(int=n)) if provider_type == "fal" else f"{provider_type}-task-{n:04d}"
+            task_id = str(uuid.uuid4()) if provider_type == "fal" else f"{provider_type}-{self._run}-{n:04d}"
         code, message = outcome.failure(provider_type, where) if outcome.end == "fail" else (None, None)
         task = FakeTask(provider_type, task_id, ["running"] * running_polls + [outcome.end],
                         outcome.bodies(f"{provider_type}/{task_id}"), fail_code=code, fail_msg=message,
