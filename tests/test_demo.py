@@ -146,7 +146,7 @@ async def _cut_short(folder: Path, tmp_path: Path) -> str:
 async def test_runs_in_one_folder_add_tasks_finish_a_cut_short_one_and_serve_the_gallery(first_run: FirstRun,
                                                                                         tmp_path: Path) -> None:
     cut = await _cut_short(first_run.folder, tmp_path)
-    assert "again finishes them" in cut and cut.count("videos: none") == 1, cut
+    assert "again finishes" in cut and cut.count("videos: none") == 1, cut
     proc = await asyncio.create_subprocess_exec(*DEMO, "--dir", str(first_run.folder), "--port", "0",
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
