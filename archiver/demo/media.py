@@ -46,6 +46,11 @@ def scene(prompt: str, palette: int, size: tuple[int, int], seed: int, phase: fl
     sw, sh = max(1, w // 2), max(1, h // 2)
     ramp = Image.linear_gradient("L").resize((sw, sh))
     small = Image.composite(Image.new("RGB", (sw, sh), bottom), Image.new("RGB", (sw, sh), top), ramp)
+    if sum(top) < 150:  # a night sky has stars
+        stars = ImageDraw.Draw(small)
+        for _ in range(sw * sh // 900):
+            x, y, b = rng.uniform(0, sw), sh * 0.6 * rng.random() ** 1.6, rng.randint(150, 255)
+            stars.point((x, y), fill=(b, b, min(255, b + 20)))
     glow = Image.new("L", (sw, sh), 0)
     cx = sw * (0.25 + 0.5 * rng.random()) + sw * 0.3 * phase
     cy = sh * (0.35 + 0.15 * rng.random()) - sh * 0.1 * phase
@@ -64,6 +69,10 @@ def scene(prompt: str, palette: int, size: tuple[int, int], seed: int, phase: fl
             points.append((x, base - amp * (math.sin(a) + 0.35 * math.sin(2.7 * a + layer))))
         points.append((sw, sh))
         draw.polygon(points, fill=shade)
+    if seed % 3 == 0:  # a lake: the land above it, mirrored and darkened
+        line = int(sh * 0.8)
+        above = small.crop((0, 2 * line - sh, sw, line)).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        small.paste(Image.blend(above, Image.new("RGB", above.size, top), 0.35), (0, line))
     image = small.filter(ImageFilter.GaussianBlur(1.2)).resize(size, Image.Resampling.BICUBIC)
     _caption(image, prompt)
     return image
