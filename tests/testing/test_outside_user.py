@@ -48,3 +48,4 @@ async def test_without_pytest_fixture_as_a_plain_context_manager() -> None:
                 headers={"Authorization": "Bearer wrong"}) as resp:
             assert resp.status == 401
     assert fake.requests_per_key() == {"wrong": 1} and task.polls == 0
+
