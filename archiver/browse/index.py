@@ -6,24 +6,27 @@ day — counts, bytes and the newest change — and rebuilds only the days whose
 moved. A day file whose bytes are unchanged is not written again. Every file is one
 whole-object put (atomic on both storage backends), so a reader sees the old file or the
 new one. A failed write is logged and its day stays "moved", so the next round tries
-again; no task ever waits on it.
+again; no task ever waits on it. The search index follows the same days: only the tokens
+whose entries changed are written, into the shards they fall in (archiver/browse/search_index.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable
 from importlib import resources
+from dataclasses import dataclass
 from typing import Any
 
 from archiver.archive_format.days import Day, encode_days
 from archiver.archive_format.keys import DAYS_KEY, PAGE_KEY, day_key
 from archiver.archive_format.media import HTML_TYPE, JSON_TYPE
+from archiver.archive_format.search import Postings, day_postings
+from archiver.browse.search_index import Changes, SearchWriter, diff, stored_postings
 from archiver.browse.sources import Fingerprint, StateSource, open_source, read_store
 from archiver.config import Config
 from archiver.errors import TransientError
@@ -69,21 +72,31 @@ class IndexWriter:
         self.summaries = {s["date"]: s for s in self.stored_summaries}
         return self.summaries
 
+    async def stored_day(self, date: str) -> bytes | None:
+        """The day file the store holds now (its digest is kept), or None."""
+        try:
+            data = await self.storage.get(day_key(date))
+        except FileNotFoundError:
+            return None
+        self.digests[date] = hashlib.sha256(data).hexdigest()
+        return data
+
     async def write_day(self, day: Day, *, force: bool = False) -> bool:
         """Write one day file unless the store already holds these bytes; True if written."""
         # A big day is most of a MiB of JSON: encoded off the event loop, as the daemon's workers share it.
-        data = await asyncio.to_thread(day.encode)
+        return await self.put_day(day.date, await asyncio.to_thread(day.encode), day.summary(), force=force)
+
+    async def put_day(self, date: str, data: bytes, summary: dict[str, Any], *, force: bool = False) -> bool:
         digest = hashlib.sha256(data).hexdigest()
         if not force:
-            if day.date not in self.digests:
-                with contextlib.suppress(FileNotFoundError):
-                    self.digests[day.date] = hashlib.sha256(await self.storage.get(day_key(day.date))).hexdigest()
-            if self.digests.get(day.date) == digest:
-                self.summaries[day.date] = day.summary()
+            if date not in self.digests:
+                await self.stored_day(date)
+            if self.digests.get(date) == digest:
+                self.summaries[date] = summary
                 return False
-        await self.storage.put_bytes(day_key(day.date), data, content_type=JSON_TYPE)
-        self.digests[day.date] = digest
-        self.summaries[day.date] = day.summary()
+        await self.storage.put_bytes(day_key(date), data, content_type=JSON_TYPE)
+        self.digests[date] = digest
+        self.summaries[date] = summary
         return True
 
     async def write_days_json(self, *, force: bool = False) -> bool:
@@ -97,12 +110,29 @@ class IndexWriter:
         return True
 
 
+@dataclass
+class Staged:
+    """A day read this round, whose file is written once its search changes are."""
+
+    date: str
+    data: bytes
+    summary: dict[str, Any]
+    postings: Postings
+    fingerprint: Fingerprint
+
+
+BATCH = 4  # days staged before their search changes are written: bounds what a catch-up round holds
+
+
 class IndexLoop:
     """The daemon's index writer: one round every `index.every`, apart from the download workers."""
 
     def __init__(self, config: Config, storage: Storage) -> None:
         self.config = config
         self.writer = IndexWriter(storage)
+        self.search = SearchWriter(storage)
+        self.staged: list[Staged] = []
+        self.changes: Changes = {}
         self.known: dict[str, Fingerprint] = {}  # fingerprints of the days the store is current for
         self.source: StateSource | None = None
         self.page_written = False
@@ -147,9 +177,13 @@ class IndexLoop:
         if not self.page_written:
             await self.writer.write_page()
             self.page_written = True
-        prints = await asyncio.to_thread(source.fingerprints)
         written = 0
-        for date in sorted(set(prints) | set(self.known), reverse=True):  # newest first: what people open
+        prints = await asyncio.to_thread(source.fingerprints)
+        if self.search.listed is None and not await self.search.load():
+            written += await self.build_search(source, bool(prints))
+        self.staged, self.changes = [], {}  # what a failed round staged is computed again
+        # newest first: what people open; with the days days.json lists, so one emptied while we were down is seen
+        for date in sorted(set(prints) | set(self.known) | set(stored), reverse=True):
             now = prints.get(date, (0, 0, 0, 0, 0.0, 0.0, 0))
             if self.known.get(date) == now:
                 continue
@@ -157,16 +191,43 @@ class IndexLoop:
                 self.known[date] = now  # days.json already shows this day as it is
                 continue
             day = await asyncio.to_thread(source.day, date)
-            written += await self.writer.write_day(day)
-            self.known[date] = now
+            await self.stage(day, now)
+            if len(self.staged) >= BATCH:
+                written += await self.flush()
+        written += await self.flush()
         written += await self.writer.write_days_json()
         if written:
             log.info("index: %d file(s) written", written)
         return written
 
+    async def stage(self, day: Day, fingerprint: Fingerprint) -> None:
+        """Encode a moved day and record which of its tokens' entries changed since the store's version."""
+        data = await asyncio.to_thread(day.encode)
+        new = await asyncio.to_thread(day_postings, day)
+        old = self.search.recent.get(day.date)
+        if old is None:  # read once per process for a day; the day-file writer keeps its digest
+            old = await asyncio.to_thread(stored_postings, await self.writer.stored_day(day.date))
+        diff(day.date, old, new, self.changes)
+        self.staged.append(Staged(day.date, data, day.summary(), new, fingerprint))
 
-def _next(days: Iterator[Day]) -> Day | None:
-    return next(days, None)
+    async def flush(self) -> int:
+        """The staged days' search changes, then their day files: a crash between leaves the day "moved"."""
+        written = await self.search.apply(self.changes) if self.changes else 0
+        for s in self.staged:
+            written += await self.writer.put_day(s.date, s.data, s.summary)
+            self.known[s.date] = s.fingerprint
+            self.search.remember(s.date, s.postings)
+        self.staged, self.changes = [], {}
+        return written
+
+    async def build_search(self, source: StateSource, has_days: bool) -> int:
+        """No manifest: an empty index for an empty archive, else every day's entries in one pass (an archive
+        made before the search index, or one indexed for the first time), not a batch of days at a time."""
+        if not has_days:
+            self.search.listed = set()
+            return 0
+        log.info("index: no search index yet; building it from the state DB")
+        return await self.search.write_days(source.stream())
 
 
 def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
@@ -175,38 +236,48 @@ def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
 
 async def rebuild(config: Config, storage: Storage, *, from_store: bool,
                   progress: Any = None) -> dict[str, int]:
-    """Rewrite every day file, days.json and index.html, from the state DB or from the store."""
+    """Rewrite the search index, every day file, days.json and index.html, from the state DB or the store.
+
+    The search index is written first, in a pass of its own: the loop takes a stored day file for
+    what the shards hold, so a rebuild cut off after the day files must not leave older shards.
+    """
     writer = IndexWriter(storage)
     await writer.write_page()
     before = set(await writer.load_days())
     totals = {"days": 0, "assets": 0, "failed": 0, "unreadable": 0}
 
-    async def write(day: Day, n: int, count: int) -> None:
-        await writer.write_day(day, force=True)
-        before.discard(day.date)
-        totals["days"] += 1
-        totals["assets"] += len(day.assets)
-        totals["failed"] += len(day.failed)
-        if progress:
-            progress("wrote", n, count)
+    async def write(days: AsyncIterator[Day], count: int) -> None:
+        n = 0
+        async for day in days:
+            n += 1
+            await writer.write_day(day, force=True)
+            before.discard(day.date)
+            totals["days"] += 1
+            totals["assets"] += len(day.assets)
+            totals["failed"] += len(day.failed)
+            if progress:
+                progress("wrote", n, count)
 
+    search = SearchWriter(storage)
     if from_store:
         days, totals["unreadable"] = await read_store(storage, config.storage.layout,
                                                       progress and (lambda n, total: progress("read", n, total)))
-        for n, day in enumerate(days.values(), 1):
-            await write(day, n, len(days))
+        await search.write_days(_each(days.values()))
+        await write(_each(days.values()), len(days))
     else:
         source = await asyncio.to_thread(open_source, config)
         try:
             count = len(await asyncio.to_thread(source.fingerprints))
-            each = source.each_day()
-            n = 0
-            while (next_day := await asyncio.to_thread(_next, each)) is not None:
-                n += 1
-                await write(next_day, n, count)
+            await search.write_days(source.stream())
+            await write(source.stream(), count)
         finally:
             source.close()
     for date in before:  # listed before but empty now: its old file must not show stale entries
         await writer.write_day(Day(date), force=True)
     await writer.write_days_json(force=True)
     return totals
+
+
+async def _each(days: Iterable[Day]) -> AsyncIterator[Day]:
+    for day in days:
+        yield day
