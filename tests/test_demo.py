@@ -23,6 +23,7 @@ from PIL import Image
 
 from archiver.archive_format.days import DAY_SCHEMA, INDEX_SCHEMA
 from archiver.archive_format.keys import thumb_key
+from archiver.archive_format.search import MANIFEST_KEY, read_manifest, read_shard, shard_key, shard_of
 from archiver.archive_format.sidecar import ASSET_SCHEMA, FAILED_SCHEMA
 from archiver.config import load_config
 from archiver.demo.plan import TASKS
@@ -122,6 +123,15 @@ async def test_the_demo_archives_every_task_as_planned(first_run: FirstRun) -> N
     assert entries["schema"] == DAY_SCHEMA and (root / "index.html").exists()
     assert {a["key"] for a in entries["assets"]} == {s["key"] for s in sidecars}  # one day: every run's assets
     assert all(a["thumb"] for a in entries["assets"] if a["media"] != "audio")
+    # The search index (docs/archive-format.md) finds a word of a prompt, in every run's assets that hold it.
+    shard = shard_of("lighthouse", set(read_manifest((root / MANIFEST_KEY).read_bytes())))
+    assert shard is not None
+    found = read_shard(shard, (root / shard_key(shard)).read_bytes())["lighthouse"][day["date"]]
+    last = len(entries["assets"]) - 1
+    hits = [entries["assets"][last - n]["prompt"] for n in found]  # entries count from the day file's end
+    assert all("lighthouse" in p for p in hits) and len(hits) == sum("lighthouse" in (s["prompt"] or "")
+                                                                      for s in sidecars)
+    assert hits and all("lighthouse" in p for p in hits)
 
     code, out, err = await cli(first_run.folder / "config.yaml", "verify")
     assert code == 0, out + err
