@@ -1,16 +1,19 @@
 """The search index at scale: 100,000 assets over 60 days, prompts of 12–25 words from a Zipf-like vocabulary.
 
     .venv/bin/python bench/search_index.py [assets] [days]     # about half a minute at 100,000
-Prints: the index's size, its shards, what a one-word query reads (the page's rule), the time of a full
-build, and one incremental round after 50 new assets today (shards written, time, peak RSS of a
-process that does only that round, as the daemon's loop would). Writes to a local store in a temp dir.
-The loop's own round (archiver/browse/index.py) does the same diff and apply after reading the day
-from the state DB; the state DB is left out here so the figures are the search index's alone.
+Prints: the index's size, its shards (every day before today: today is in no shard), what a one-word
+query reads (the page's rule), the time of a full build, the loop's rounds after 1, 5 and 50 new
+assets today (files and shards written: no shard), and the once-a-day fold of today into the shards
+after midnight (shards written, time, peak RSS), each in a process of its own that holds what the
+daemon's loop would. Writes to a local store in a temp dir. The rounds run the loop's own `stage`,
+`flush` and `fold` (archiver/browse/index.py) on a day made here: the state DB is left out, so the
+figures are the index's alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import random
@@ -24,13 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from archiver.archive_format.days import Day, asset_entry  # noqa: E402
 from archiver.archive_format.keys import day_key  # noqa: E402
-from archiver.archive_format.search import (MANIFEST_KEY, FullBuild, day_postings, read_manifest,  # noqa: E402
+from archiver.archive_format.search import (MANIFEST_KEY, SEARCH_PREFIX, FullBuild, read_manifest,  # noqa: E402
                                             shard_key, shard_of, tokens)
-from archiver.browse.search_index import SearchWriter, diff  # noqa: E402
+from archiver.browse.index import IndexLoop  # noqa: E402
+from archiver.browse.search_index import SearchWriter, day_before  # noqa: E402
 from archiver.storage.local import LocalStorage  # noqa: E402
 
 SEED = 2026
 TODAY = "2026-12-05"
+CLOSED = day_before(TODAY)  # the newest day in the shards
 RARE = "thornquux"  # occurs in one asset, 50 days back; "th" is one of the biggest groups
 MODELS = ["seedream-4.5", "gpt-image-1", "flux-1.1-pro", "veo-3", "kling-2.1", "sora-2", "midjourney-v7", "imagen-4"]
 PROVIDERS = [("kie", "kie"), ("pod", "apipod"), ("ace", "acedata"), ("fal", "fal"), ("rep", "replicate")]
@@ -44,7 +49,7 @@ class Counting(LocalStorage):
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        self.gets = self.got = self.puts = self.put = 0
+        self.gets = self.got = self.puts = self.put = self.shards = self.shard_bytes = 0
 
     async def get(self, key: str) -> bytes:
         data = await super().get(key)
@@ -54,6 +59,8 @@ class Counting(LocalStorage):
     async def put_bytes(self, key: str, data: bytes, *, content_type: str, if_absent: bool = False) -> None:
         await super().put_bytes(key, data, content_type=content_type, if_absent=if_absent)
         self.puts, self.put = self.puts + 1, self.put + len(data)
+        if key.startswith(SEARCH_PREFIX) and key != MANIFEST_KEY:
+            self.shards, self.shard_bytes = self.shards + 1, self.shard_bytes + len(data)
 
 
 def vocabulary(rng: random.Random, size: int = 20_000) -> list[str]:
@@ -100,7 +107,7 @@ async def query_bytes(storage: LocalStorage, word: str) -> tuple[int, int, int]:
     """(bytes, files, hits) of one query word: the manifest, then the page's rule for shards."""
     [w] = tokens(word)
     manifest = await storage.get(MANIFEST_KEY)
-    ids = set(read_manifest(manifest))
+    ids = set(read_manifest(manifest).shards)
     wanted = {s for s in ids if s.startswith(w) and len(s) > len(w)}
     if (own := shard_of(w, ids)) is not None:
         wanted.add(own)
@@ -118,14 +125,18 @@ def rss_peak_kib() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
+def loop_without_db(storage: LocalStorage, today: str) -> IndexLoop:
+    """The daemon's index loop, driven here through `stage`, `flush` and `fold`, which need no state DB."""
+    return IndexLoop(None, storage, today=lambda: today)  # type: ignore[arg-type]
+
+
 async def incremental(root: Path, new: int) -> None:
     """One loop round after `new` assets today, in a fresh process: what the daemon would hold and do."""
     before = rss_peak_kib()
     storage = Counting(root)
+    loop = loop_without_db(storage, TODAY)
+    await loop.search.load()
     today = Day(TODAY, json.loads(await storage.get(day_key(TODAY)))["assets"])
-    writer = SearchWriter(storage)
-    await writer.load()
-    writer.remember(today.date, day_postings(today))  # what the loop holds after its previous round
     rng = random.Random(SEED + new)
     vocab, weights = zipf()
     start = len(today.assets)
@@ -133,14 +144,33 @@ async def incremental(root: Path, new: int) -> None:
     held = rss_peak_kib()
     storage.gets = storage.got = 0  # what the round reads, not the manifest and today's file before it
     took = time.perf_counter()
-    changes: dict[str, Any] = {}
-    diff(today.date, writer.recent[today.date], day_postings(today), changes)
-    written = await writer.apply(changes)
+    await loop.stage(today, (0, len(today.assets), 0, 0, 0.0, 0.0, 0))
+    written = await loop.flush()
     took = time.perf_counter() - took
-    await LocalStorage(root).put_bytes(day_key(TODAY), today.encode(), content_type="application/json")
-    print(json.dumps({"seconds": took, "written": written, "changed_tokens": len(changes), "gets": storage.gets,
+    print(json.dumps({"seconds": took, "written": written, "shards": storage.shards, "gets": storage.gets,
                       "read": storage.got, "put": storage.put, "rss_before_kib": held, "rss_peak_kib": rss_peak_kib(),
                       "start_kib": before}))
+
+
+async def fold(root: Path) -> None:
+    """The first round after midnight: today (with the assets the rounds above added) goes into the shards."""
+    before = rss_peak_kib()
+    storage = Counting(root)
+    loop = loop_without_db(storage, _next_day(TODAY))
+    await loop.search.load()
+    assets = len(json.loads(await storage.get(day_key(TODAY)))["assets"])
+    storage.gets = storage.got = 0
+    took = time.perf_counter()
+    written = await loop.fold({TODAY: (0, assets, 0, 0, 0.0, 0.0, 0)}, TODAY)
+    took = time.perf_counter() - took
+    through = read_manifest(await storage.get(MANIFEST_KEY)).through
+    print(json.dumps({"seconds": took, "written": written, "shards": storage.shards, "shard_bytes": storage.shard_bytes,
+                      "gets": storage.gets, "read": storage.got, "put": storage.put, "assets": assets,
+                      "through": through, "rss_peak_kib": rss_peak_kib(), "start_kib": before}))
+
+
+def _next_day(date: str) -> str:
+    return str(dt.date.fromisoformat(date) + dt.timedelta(days=1))
 
 
 async def main(assets: int, days: int) -> None:
@@ -154,9 +184,10 @@ async def main(assets: int, days: int) -> None:
         started = time.perf_counter()
         build = FullBuild()
         for day in all_days:
-            build.add(day)
+            if day.date <= CLOSED:  # as the loop and a rebuild do: today is in no shard
+                build.add(day)
         added = time.perf_counter() - started
-        await SearchWriter(storage).write_all(build)
+        await SearchWriter(storage).write_all(build, CLOSED)
         full = time.perf_counter() - started
         for day in all_days:  # the day files, for the processes below
             await storage.put_bytes(day_key(day.date), day.encode(), content_type="application/json")
@@ -175,10 +206,15 @@ async def main(assets: int, days: int) -> None:
               f" ({r['start_kib'] / 1024:.0f} MiB after its imports)")
         for new in (1, 5, 50):
             r = await child("--incremental", root, str(new))  # each round after the one before
-            print(f"incremental round, {new} new assets today: {r['changed_tokens']:,} tokens changed,"
-                  f" {r['written']:,} files written ({r['put'] / 1024:.0f} KiB), {r['gets']:,} shards read"
-                  f" ({r['read'] / 1024:.0f} KiB), {r['seconds']:.2f} s; peak RSS {r['rss_peak_kib'] / 1024:.0f} MiB"
-                  f" ({r['rss_before_kib'] / 1024:.0f} MiB before the round, with today's day and its postings)")
+            print(f"round after {new} new assets today: {r['shards']:,} shards written, {r['written']:,} files"
+                  f" ({r['put'] / 1024:.0f} KiB), {r['gets']:,} files read ({r['read'] / 1024:.0f} KiB),"
+                  f" {r['seconds']:.2f} s; peak RSS {r['rss_peak_kib'] / 1024:.0f} MiB"
+                  f" ({r['rss_before_kib'] / 1024:.0f} MiB before the round, with today's day)")
+        r = await child("--fold", root)
+        print(f"fold after midnight, today's {r['assets']:,} assets into the shards: {r['shards']:,} shards written"
+              f" ({r['shard_bytes'] / 2**20:.1f} MiB) + the manifest, {r['gets']:,} files read"
+              f" ({r['read'] / 2**20:.1f} MiB), {r['seconds']:.2f} s; peak RSS {r['rss_peak_kib'] / 1024:.0f} MiB"
+              f" ({r['start_kib'] / 1024:.0f} MiB after its imports); through {r['through']}")
 
 
 async def child(*args: Any) -> dict[str, Any]:
@@ -197,9 +233,10 @@ async def full(root: Path) -> None:
     build = FullBuild()
     for path in sorted((root / "_index/days").iterdir()):
         doc = json.loads(await storage.get(f"_index/days/{path.name}"))
-        build.add(Day(doc["date"], doc["assets"]))
+        if doc["date"] <= CLOSED:
+            build.add(Day(doc["date"], doc["assets"]))
         del doc
-    await SearchWriter(storage).write_all(build)
+    await SearchWriter(storage).write_all(build, CLOSED)
     print(json.dumps({"seconds": time.perf_counter() - took, "rss_peak_kib": rss_peak_kib(), "start_kib": start}))
 
 
@@ -210,6 +247,8 @@ def vocab_word(rank: int) -> str:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--incremental"]:
         asyncio.run(incremental(Path(sys.argv[2]), int(sys.argv[3])))
+    elif sys.argv[1:2] == ["--fold"]:
+        asyncio.run(fold(Path(sys.argv[2])))
     elif sys.argv[1:2] == ["--full"]:
         asyncio.run(full(Path(sys.argv[2])))
     else:

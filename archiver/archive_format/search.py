@@ -1,8 +1,9 @@
-"""The search index (`archiver.search/1`, `archiver.search-shard/1`): tokens, shards, their names and bytes.
+"""The search index (`archiver.search/2`, `archiver.search-shard/1`): tokens, shards, their names and bytes.
 
 The shapes are documented in docs/archive-format.md (the search index). Each shard maps a token to
 the days and entries where it occurs; an entry number counts from the END of the day file's
 `assets`, so assets that arrive later (they sort first) do not renumber the ones already indexed.
+The shards hold closed days only, up to the manifest's `through`; newer days are searched in their day files.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from archiver.archive_format.days import Day
 from archiver.archive_format.keys import INDEX_PREFIX
 from archiver.model import utc_iso
 
-SEARCH_SCHEMA = "archiver.search/1"
+SEARCH_SCHEMA = "archiver.search/2"
 SHARD_SCHEMA = "archiver.search-shard/1"
 SEARCH_PREFIX = f"{INDEX_PREFIX}search/"
 MANIFEST_KEY = f"{SEARCH_PREFIX}manifest.json"
@@ -29,6 +31,7 @@ Postings = dict[str, list[int]]  # token → entry numbers of one day, ascending
 Shard = dict[str, dict[str, list[int]]]  # token → date → entry numbers: a shard's decoded `tokens`
 
 _WORD = re.compile(r"[^\W_]+")  # maximal runs of Unicode letters or digits; the page uses [\p{L}\p{N}]+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
@@ -132,16 +135,28 @@ def read_shard(shard: str, data: bytes) -> Shard:
     return decoded
 
 
-def encode_manifest(shards: Iterable[str], now: float) -> bytes:
-    doc = {"schema": SEARCH_SCHEMA, "generated_at": utc_iso(now), "shards": sorted(shards)}
+@dataclass(frozen=True)
+class Manifest:
+    """The manifest's content: the shard ids that exist, and the newest day the shards hold (None: no day)."""
+
+    shards: list[str]
+    through: str | None
+
+
+def encode_manifest(shards: Iterable[str], through: str | None, now: float) -> bytes:
+    doc = {"schema": SEARCH_SCHEMA, "generated_at": utc_iso(now), "through": through, "shards": sorted(shards)}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def read_manifest(data: bytes) -> list[str]:
+def read_manifest(data: bytes) -> Manifest:
+    """ValueError for anything but an `archiver.search/2` manifest: a /1 one's shards hold today as well."""
     doc = json.loads(data)
     if not isinstance(doc, dict) or doc.get("schema") != SEARCH_SCHEMA or not isinstance(doc.get("shards"), list):
-        raise ValueError("not an archiver.search/1 manifest")
-    return [str(s) for s in doc["shards"]]
+        raise ValueError(f"not an {SEARCH_SCHEMA} manifest")
+    through = doc.get("through")
+    if through is not None and not (isinstance(through, str) and _DATE.fullmatch(through)):
+        raise ValueError(f"{SEARCH_SCHEMA} manifest: `through` is not a date")
+    return Manifest([str(s) for s in doc["shards"]], through)
 
 
 class FullBuild:

@@ -6,8 +6,11 @@ day — counts, bytes and the newest change — and rebuilds only the days whose
 moved. A day file whose bytes are unchanged is not written again. Every file is one
 whole-object put (atomic on both storage backends), so a reader sees the old file or the
 new one. A failed write is logged and its day stays "moved", so the next round tries
-again; no task ever waits on it. The search index follows the same days: only the tokens
-whose entries changed are written, into the shards they fall in (archiver/browse/search_index.py).
+again; no task ever waits on it. The search index holds closed days only: today's day file
+is written every round, but its words touch no shard. The first round after a day closes (UTC
+midnight, or a restart days later) folds the days since the manifest's `through` into the
+shards, then moves `through`. A change to a day already folded in writes only the tokens whose
+entries changed, into the shards they fall in (archiver/browse/search_index.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib import resources
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +28,8 @@ from typing import Any
 from archiver.archive_format.days import Day, encode_days
 from archiver.archive_format.keys import DAYS_KEY, PAGE_KEY, day_key
 from archiver.archive_format.media import HTML_TYPE, JSON_TYPE
-from archiver.archive_format.search import Postings, day_postings
-from archiver.browse.search_index import Changes, SearchWriter, diff, stored_postings
+from archiver.archive_format.search import day_postings
+from archiver.browse.search_index import Changes, SearchWriter, day_before, diff, stored_postings, utc_today
 from archiver.browse.sources import Fingerprint, StateSource, open_source, read_store
 from archiver.config import Config
 from archiver.errors import TransientError
@@ -117,18 +120,21 @@ class Staged:
     date: str
     data: bytes
     summary: dict[str, Any]
-    postings: Postings
     fingerprint: Fingerprint
 
 
-BATCH = 4  # days staged before their search changes are written: bounds what a catch-up round holds
+BATCH = 4  # days staged (or folded) before their search changes are written: bounds what a catch-up round holds
 
 
 class IndexLoop:
-    """The daemon's index writer: one round every `index.every`, apart from the download workers."""
+    """The daemon's index writer: one round every `index.every`, apart from the download workers.
 
-    def __init__(self, config: Config, storage: Storage) -> None:
+    `today` gives the UTC date (`YYYY-MM-DD`): days before it are closed and go into the search shards.
+    """
+
+    def __init__(self, config: Config, storage: Storage, today: Callable[[], str] = utc_today) -> None:
         self.config = config
+        self.today = today
         self.writer = IndexWriter(storage)
         self.search = SearchWriter(storage)
         self.staged: list[Staged] = []
@@ -179,8 +185,9 @@ class IndexLoop:
             self.page_written = True
         written = 0
         prints = await asyncio.to_thread(source.fingerprints)
+        closed = day_before(self.today())  # the newest day that can no longer change, but for late writes
         if self.search.listed is None and not await self.search.load():
-            written += await self.build_search(source, bool(prints))
+            written += await self.build_search(source, closed)
         self.staged, self.changes = [], {}  # what a failed round staged is computed again
         # newest first: what people open; with the days days.json lists, so one emptied while we were down is seen
         for date in sorted(set(prints) | set(self.known) | set(stored), reverse=True):
@@ -195,20 +202,21 @@ class IndexLoop:
             if len(self.staged) >= BATCH:
                 written += await self.flush()
         written += await self.flush()
+        written += await self.fold(prints, closed)
         written += await self.writer.write_days_json()
         if written:
             log.info("index: %d file(s) written", written)
         return written
 
     async def stage(self, day: Day, fingerprint: Fingerprint) -> None:
-        """Encode a moved day and record which of its tokens' entries changed since the store's version."""
+        """Encode a moved day; if the shards hold it, record which of its tokens' entries changed since the
+        store's version (what the shards were built from). A newer day (today) touches no shard."""
         data = await asyncio.to_thread(day.encode)
-        new = await asyncio.to_thread(day_postings, day)
-        old = self.search.recent.get(day.date)
-        if old is None:  # read once per process for a day; the day-file writer keeps its digest
+        if self.search.holds(day.date):  # rare: a late write, a task put back to work, a rebuild from the store
+            new = await asyncio.to_thread(day_postings, day)
             old = await asyncio.to_thread(stored_postings, await self.writer.stored_day(day.date))
-        diff(day.date, old, new, self.changes)
-        self.staged.append(Staged(day.date, data, day.summary(), new, fingerprint))
+            diff(day.date, old, new, self.changes)
+        self.staged.append(Staged(day.date, data, day.summary(), fingerprint))
 
     async def flush(self) -> int:
         """The staged days' search changes, then their day files: a crash between leaves the day "moved"."""
@@ -216,31 +224,52 @@ class IndexLoop:
         for s in self.staged:
             written += await self.writer.put_day(s.date, s.data, s.summary)
             self.known[s.date] = s.fingerprint
-            self.search.remember(s.date, s.postings)
         self.staged, self.changes = [], {}
         return written
 
-    async def build_search(self, source: StateSource, has_days: bool) -> int:
-        """No manifest: an empty index for an empty archive, else every day's entries in one pass (an archive
-        made before the search index, or one indexed for the first time), not a batch of days at a time."""
-        if not has_days:
-            self.search.listed = set()
+    async def fold(self, prints: dict[str, Fingerprint], closed: str) -> int:
+        """Put the days after `through` up to `closed` into the shards, then move `through` to `closed`.
+
+        Once a day, after midnight UTC (or after a restart days later). It runs after this round's day
+        files are written, and reads them: the shards point at entries of exactly the stored files.
+        A fold cut off before its manifest is done again (it sets each token's entries for a day).
+        """
+        through = self.search.through
+        if through is not None and through >= closed:
             return 0
+        dates = sorted(d for d, fp in prints.items() if fp[1] and d <= closed and (through is None or d > through))
+        written = 0
+        for start in range(0, max(len(dates), 1), BATCH):  # at least once: `through` moves even with no day
+            changes: Changes = {}
+            batch = dates[start:start + BATCH]
+            for date in batch:
+                new = await asyncio.to_thread(stored_postings, await self.writer.stored_day(date))
+                diff(date, {}, new, changes)
+            last = start + BATCH >= len(dates)
+            written += await self.search.apply(changes, through=closed if last else batch[-1])
+        log.info("index: %d day(s) folded into the search index, through %s", len(dates), closed)
+        return written
+
+    async def build_search(self, source: StateSource, closed: str) -> int:
+        """No manifest: every closed day's entries in one pass (an archive made before the search index, or one
+        indexed for the first time), not a batch of days at a time; an empty archive gets an empty index."""
         log.info("index: no search index yet; building it from the state DB")
-        return await self.search.write_days(source.stream())
+        return await self.search.write_days(source.stream(), closed)
 
 
 def _summary(date: str, fp: Fingerprint) -> dict[str, Any]:
     return {"date": date, "tasks": fp[0], "assets": fp[1], "bytes": fp[2], "failed": fp[3]}
 
 
-async def rebuild(config: Config, storage: Storage, *, from_store: bool,
-                  progress: Any = None) -> dict[str, int]:
-    """Rewrite the search index, every day file, days.json and index.html, from the state DB or the store.
+async def rebuild(config: Config, storage: Storage, *, from_store: bool, progress: Any = None,
+                  today: Callable[[], str] = utc_today) -> dict[str, int]:
+    """Rewrite the search index (every day before `today`), every day file, days.json and index.html, from
+    the state DB or the store.
 
     The search index is written first, in a pass of its own: the loop takes a stored day file for
     what the shards hold, so a rebuild cut off after the day files must not leave older shards.
     """
+    closed = day_before(today())
     writer = IndexWriter(storage)
     await writer.write_page()
     before = set(await writer.load_days())
@@ -262,13 +291,13 @@ async def rebuild(config: Config, storage: Storage, *, from_store: bool,
     if from_store:
         days, totals["unreadable"] = await read_store(storage, config.storage.layout,
                                                       progress and (lambda n, total: progress("read", n, total)))
-        await search.write_days(_each(days.values()))
+        await search.write_days(_each(days.values()), closed)
         await write(_each(days.values()), len(days))
     else:
         source = await asyncio.to_thread(open_source, config)
         try:
             count = len(await asyncio.to_thread(source.fingerprints))
-            await search.write_days(source.stream())
+            await search.write_days(source.stream(), closed)
             await write(source.stream(), count)
         finally:
             source.close()

@@ -1,14 +1,17 @@
 """Writing the search index (`_index/search/`, docs/archive-format.md): whole, or only the shards that changed.
 
-What memory holds, so the daemon stays small (docs/operations.md): the manifest's list of shard
-ids, and the postings of the two newest days written (today changes every round; its next
-change is diffed against them). An older day's previous postings are read from its stored day
-file when it changes, which the day-file writer reads then anyway. A round reads the shards that
+The shards hold closed days only (up to the manifest's `through`): today's words touch no shard,
+and a day is folded in once, the first round after it closes. What memory holds, so the daemon
+stays small (docs/operations.md): the manifest's list of shard ids and its `through`. When a
+folded day changes, its previous postings are read from its stored day file (what the shards
+were built from), which the day-file writer reads then anyway. A round reads the shards that
 its changed tokens fall in from the store, a few at a time, and drops each once written: there is
 no cache of shards (a GET costs less than the RAM of the whole index, and a PUT is needed anyway).
 Shards are written before the day files they point into, and the manifest after the shards it
 lists; a failed write leaves the round's days "moved", so the next round computes and writes the
-same changes again (each sets a token's entries for a day, so doing it twice is harmless).
+same changes again (each sets a token's entries for a day, so doing it twice is harmless). The
+manifest moves `through` after the shards that fold a day in; readers ignore the shards' entries
+of days after `through`, so a reader of the older manifest sees each day once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,8 +33,15 @@ from archiver.storage import Storage
 log = logging.getLogger(__name__)
 
 Changes = dict[str, dict[str, list[int] | None]]  # token → date → its entries now (None: none any more)
-KEEP_RECENT = 2  # days whose postings stay in memory: today and, around midnight, yesterday
 CONCURRENCY = 4  # shards read and written at once
+
+
+def utc_today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def day_before(date: str) -> str:
+    return str(dt.date.fromisoformat(date) - dt.timedelta(days=1))
 
 
 def diff(date: str, old: Postings, new: Postings, into: Changes) -> None:
@@ -57,27 +68,27 @@ class SearchWriter:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.listed: set[str] | None = None  # the shard ids the stored manifest lists; None until read
-        self.recent: dict[str, Postings] = {}
+        self.through: str | None = None  # the newest day the shards hold; None: none
 
     async def load(self) -> bool:
-        """Read the manifest's list; False when there is none (or it is unreadable): a full build is due."""
+        """Read the manifest; False when there is none (or it is unreadable, or /1): a full build is due."""
         try:
-            self.listed = set(read_manifest(await self.storage.get(MANIFEST_KEY)))
-            return True
+            manifest = read_manifest(await self.storage.get(MANIFEST_KEY))
         except FileNotFoundError:
             return False
         except (ValueError, TypeError) as e:
             log.warning("%s is unreadable (%s); the search index is built again", MANIFEST_KEY, e)
             return False
+        self.listed, self.through = set(manifest.shards), manifest.through
+        return True
 
-    def remember(self, date: str, new: Postings) -> None:
-        """Keep the postings of the newest days written, to diff their next change against."""
-        self.recent[date] = new
-        for old in sorted(self.recent)[:-KEEP_RECENT]:
-            del self.recent[old]
+    def holds(self, date: str) -> bool:
+        """Whether the shards hold `date` (a closed day already folded in): its changes go through `apply`."""
+        return self.through is not None and date <= self.through
 
-    async def write_all(self, build: FullBuild) -> int:
-        """Every shard of `build`, then the manifest; shards listed before but not now are emptied."""
+    async def write_all(self, build: FullBuild, through: str) -> int:
+        """Every shard of `build` (days up to `through`), then the manifest; shards listed before but not now
+        are emptied."""
         if self.listed is None:
             await self.load()
         before = self.listed or set()
@@ -86,22 +97,25 @@ class SearchWriter:
         while (one := await asyncio.to_thread(next, shards, None)) is not None:
             await self._put(*one)
             now.add(one[0])
-        await self.storage.put_bytes(MANIFEST_KEY, encode_manifest(now, time.time()), content_type=JSON_TYPE)
+        await self._put_manifest(now, through)
         gone = sorted(before - now)
         for shard in gone:  # unlisted now; emptied so that no removed word stays readable
             await self._put(shard, encode_shard(shard, []))
         self.listed = now
         return len(now) + 1 + len(gone)
 
-    async def write_days(self, days: AsyncIterator[Day]) -> int:
-        """The whole index from `days`: memory holds it encoded once, about its size on disk."""
+    async def write_days(self, days: AsyncIterator[Day], through: str) -> int:
+        """The whole index from `days` up to `through` (later ones are skipped): memory holds it encoded once,
+        about its size on disk."""
         build = FullBuild()
         async for day in days:
-            await asyncio.to_thread(build.add, day)
-        return await self.write_all(build)
+            if day.date <= through:
+                await asyncio.to_thread(build.add, day)
+        return await self.write_all(build, through)
 
-    async def apply(self, changes: Changes) -> int:
-        """Write the shards whose bytes `changes` alter, then the manifest if its list changed; how many files."""
+    async def apply(self, changes: Changes, through: str | None = None) -> int:
+        """Write the shards whose bytes `changes` alter, then the manifest if its list changed or `through` is
+        given and moves it; how many files."""
         listed = self.listed or set()
         groups: dict[str, list[str]] = {}
         for token in changes:
@@ -137,14 +151,19 @@ class SearchWriter:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        if now != listed:
-            await self.storage.put_bytes(MANIFEST_KEY, encode_manifest(now, time.time()), content_type=JSON_TYPE)
+        if now != listed or (through is not None and through != self.through):
+            await self._put_manifest(now, through or self.through)
             written += 1
         for name, data in later:
             await self._put(name, data)
             written += 1
         self.listed = now
         return written
+
+    async def _put_manifest(self, shards: set[str], through: str | None) -> None:
+        await self.storage.put_bytes(MANIFEST_KEY, encode_manifest(shards, through, time.time()),
+                                     content_type=JSON_TYPE)
+        self.through = through
 
     async def _get(self, shard: str) -> bytes | None:
         try:

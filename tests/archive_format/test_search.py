@@ -6,9 +6,12 @@ import json
 import random
 from typing import Any
 
+import pytest
+
 from archiver.archive_format.days import Day, asset_entry
-from archiver.archive_format.search import (SHARD_LIMIT, FullBuild, day_postings, encode_manifest, encode_tokens,
-                                            file_name, read_manifest, read_shard, shard_key, shard_of, tokens)
+from archiver.archive_format.search import (SHARD_LIMIT, FullBuild, Manifest, day_postings, encode_manifest,
+                                            encode_tokens, file_name, read_manifest, read_shard, shard_key, shard_of,
+                                            tokens)
 
 
 def asset(n: int, prompt: str, *, model: str = "seedream-4.5", labels: dict[str, str] | None = None,
@@ -112,10 +115,21 @@ def test_same_content_gives_the_same_bytes() -> None:
 
 
 def test_manifest_round_trip() -> None:
-    data = encode_manifest(["th", "dr", "上海"], 0)
-    assert json.loads(data) == {"schema": "archiver.search/1", "generated_at": "1970-01-01T00:00:00.000Z",
-                                "shards": ["dr", "th", "上海"]}
-    assert read_manifest(data) == ["dr", "th", "上海"]
+    data = encode_manifest(["th", "dr", "上海"], "2026-10-01", 0)
+    assert json.loads(data) == {"schema": "archiver.search/2", "generated_at": "1970-01-01T00:00:00.000Z",
+                                "through": "2026-10-01", "shards": ["dr", "th", "上海"]}
+    assert read_manifest(data) == Manifest(["dr", "th", "上海"], "2026-10-01")
+    assert read_manifest(encode_manifest([], None, 0)) == Manifest([], None)
+
+
+@pytest.mark.parametrize("doc", [
+    {"schema": "archiver.search/1", "generated_at": "1970-01-01T00:00:00.000Z", "shards": ["dr"]},  # holds today too
+    {"schema": "archiver.search/2", "through": "yesterday", "shards": ["dr"]},
+    {"schema": "archiver.search/2", "through": "2026-10-01", "shards": "dr"},
+])
+def test_a_manifest_of_another_shape_is_refused(doc: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        read_manifest(json.dumps(doc).encode())
 
 
 def test_a_file_of_exactly_the_limit_is_not_split() -> None:

@@ -73,7 +73,7 @@ async def make_thumbnails(world: World, scratch: Path) -> int:
     try:
         count, failed, _ = await backfill(thumbs, scratch)
     finally:
-        thumbs.close()
+        await thumbs.close()
         await state.close()
     assert not failed
     return count
@@ -125,7 +125,7 @@ async def empty_day(world: World, date: str) -> None:
 
 async def search_postings(storage: Storage) -> dict[str, dict[str, list[int]]]:
     """Every token's entries in the shards the stored manifest lists, each token from the shard it belongs to."""
-    ids = set(read_manifest(await storage.get(MANIFEST_KEY)))
+    ids = set(read_manifest(await storage.get(MANIFEST_KEY)).shards)
     out: dict[str, dict[str, list[int]]] = {}
     for shard in ids:
         for token, dates in read_shard(shard, await storage.get(shard_key(shard))).items():
@@ -135,10 +135,13 @@ async def search_postings(storage: Storage) -> dict[str, dict[str, list[int]]]:
 
 
 async def expected_postings(storage: Storage) -> dict[str, dict[str, list[int]]]:
-    """What the search index must hold: every token of every stored day file, by day."""
+    """What the search index must hold: every token of every stored day file up to the manifest's `through`."""
+    through = read_manifest(await storage.get(MANIFEST_KEY)).through
     out: dict[str, dict[str, list[int]]] = {}
     async for item in storage.list("_index/days/"):
         doc = json.loads(await storage.get(item.key))
+        if through is None or doc["date"] > through:
+            continue
         for token, numbers in postings(doc["assets"]).items():
             out.setdefault(token, {})[doc["date"]] = numbers
     return out

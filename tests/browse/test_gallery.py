@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 
+from archiver.archive_format.search import MANIFEST_KEY, asset_tokens, read_manifest
+from archiver.browse.index import IndexLoop
+from archiver.browse.search_index import SearchWriter
 from archiver.browse.serve import app
-from tests.browse.conftest import World, found_by, index_world, make_thumbnails, make_world
+from tests.browse.conftest import World, found_by, index_world, make_thumbnails, make_world, search_postings
+from tests.browse.test_index import archive_one
 from tests.support.browser import chromium, record_webm, recorder, settled, to_the_end, visible_keys
 from tests.support.media import scene_png
 from tests.support.servers import serve
@@ -37,6 +41,22 @@ async def many_days(tmp_path: Path) -> AsyncIterator[World]:
     await world.storage.close()
 
 
+def own_word(world: World, days_in: int) -> dict[str, Any]:
+    """An asset of START + `days_in` whose prompt ends in its task's number, "#42": with two digits, a word of
+    its own."""
+    day = str(START + dt.timedelta(days=days_in))
+    return next(a for a in world.made.assets if a["day"] == day and a["task_id"] >= "t000010")
+
+
+async def opened(browser: Any, base: str) -> tuple[Any, list[str]]:
+    """A page on the gallery at 1280×900, its first screen drawn, and the paths it has asked for."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    asked = recorder(page, base)
+    await page.goto(base + "/")
+    await settled(page)
+    return page, asked
+
+
 def day_files(asked: list[str]) -> set[str]:
     return {p.removeprefix("/_index/days/").removesuffix(".json") for p in asked if p.startswith("/_index/days/")}
 
@@ -44,13 +64,9 @@ def day_files(asked: list[str]) -> set[str]:
 async def test_a_search_finds_an_asset_many_days_back_and_reads_no_other_day(
         tmp_path: Path, browser: Any, many_days: World) -> None:
     made = many_days.made
-    # 37 days back; its prompt ends in its task's number, "#42": with two digits, a word of its own
-    target = next(a for a in made.assets if a["day"] == str(START + dt.timedelta(days=2)) and a["task_id"] >= "t000010")
+    target = own_word(many_days, 2)  # 37 days back
     async with serve(app(many_days.storage)) as base:
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
-        asked = recorder(page, base)
-        await page.goto(base + "/")
-        await settled(page)
+        page, asked = await opened(browser, base)
         before = day_files(asked)
         assert before and target["day"] not in before  # the first screen holds only the newest days
 
@@ -85,6 +101,52 @@ async def test_a_search_finds_an_asset_many_days_back_and_reads_no_other_day(
         await to_the_end(page)
         assert sorted(await visible_keys(page)) == sorted(
             a["key"] for a in made.assets if found_by("lighthouse", a) and a["labels"]["project"] == "ad")
+
+
+async def test_a_search_finds_a_word_only_in_today_and_one_many_days_back(
+        tmp_path: Path, browser: Any, many_days: World) -> None:
+    """Today's words are in no shard (the loop folds a day in once it is closed): the page matches today's
+    day file itself, puts its matches first, then the shards' from 30 and more days back."""
+    today_key = await archive_one(many_days.config, "today-task")  # prompt "fresh", model seedream-4.5
+    loop = IndexLoop(many_days.config, many_days.storage)  # the daemon's round: today's day file, no shard
+    await loop.round()
+    loop.close()
+    yesterday = str(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+    assert read_manifest(await many_days.storage.get(MANIFEST_KEY)).through == yesterday
+    assert "fresh" not in await search_postings(many_days.storage)
+    # As a fold cut off before its manifest: the shards hold today's entries, `through` is still yesterday.
+    # The page must not show today's asset twice (from the day file and from the shards).
+    today = str(dt.datetime.now(dt.UTC).date())
+    [fresh] = json.loads(await many_days.storage.get(f"_index/days/{today}.json"))["assets"]
+    writer = SearchWriter(many_days.storage)
+    assert await writer.load()
+    await writer.apply({t: {today: [0]} for t in asset_tokens(fresh)})
+    assert (await search_postings(many_days.storage))["fresh"] == {today: [0]} and writer.through == yesterday
+    made, old = many_days.made, own_word(many_days, 3)  # 36 days back
+    async with serve(app(many_days.storage)) as base:
+        page, asked = await opened(browser, base)
+        await page.fill("#q", "fresh")  # only in today's asset
+        await settled(page)
+        assert await visible_keys(page) == [today_key]
+        assert asked.count(f"/_index/days/{today}.json") == 1  # loaded for the first screen, then reused
+
+        await page.fill("#q", old["prompt"])  # 30 and more days back: through its shards
+        await settled(page)
+        expected = [a["key"] for a in made.assets if found_by(old["prompt"], a)]
+        assert sorted(await visible_keys(page)) == sorted(expected) and old["key"] in expected
+
+        await page.fill("#q", "fresh " + old["prompt"])  # every word must match: nothing does
+        await settled(page)
+        assert await visible_keys(page) == []
+
+        await page.fill("#q", "seedream")  # in both: today's match first, then the shards', newest first
+        await to_the_end(page)
+        keys = await visible_keys(page)
+        older = [a for a in made.assets if found_by("seedream", a)]
+        assert keys[0] == today_key and sorted(keys[1:]) == sorted(a["key"] for a in older) and len(older) > 10
+        shown = await page.eval_on_selector_all("#assets h2", "hs => hs.map(h => h.textContent)")
+        assert shown == sorted(shown, reverse=True) and shown[0] > yesterday
+        await page.screenshot(path=str(tmp_path / "today.png"))
 
 
 async def test_the_date_jump_shows_that_day_then_older_ones_and_leads_back(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -11,7 +12,6 @@ import pytest
 
 from archiver.archive_format.keys import DAYS_KEY, day_key
 from archiver.archive_format.search import MANIFEST_KEY, SEARCH_PREFIX, read_manifest
-
 from archiver.browse.index import IndexLoop, page, rebuild
 from archiver.browse.sources import open_source
 from archiver.config import Config
@@ -40,6 +40,8 @@ async def test_rebuild_from_state_and_from_store_agree(world: World) -> None:
     assert {k: v for k, v in again_search.items() if k != MANIFEST_KEY} == {
         k: v for k, v in search.items() if k != MANIFEST_KEY}  # the manifest differs only in generated_at
     assert read_manifest(again_search[MANIFEST_KEY]) == read_manifest(search[MANIFEST_KEY])
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    assert read_manifest(search[MANIFEST_KEY]).through == str(yesterday)  # the shards hold the days before today
     again = json.loads(await world.storage.get("_index/days.json"))
     assert again["days"] == days_doc["days"] and again["schema"] == "archiver.index/1"
     assert [d["date"] for d in again["days"]] == ["2026-09-03", "2026-09-02", "2026-09-01"]  # newest first
@@ -101,7 +103,7 @@ async def test_loop_rewrites_only_touched_days(tmp_path: Path, state_backend: St
     puts = store.puts
     assert sorted(k for k in puts if k.startswith("_index/days")) == [DAYS_KEY, day_key(time.strftime("%Y-%m-%d",
                                                                                                       time.gmtime()))]
-    assert written == 2 + len(store.take(SEARCH_PREFIX))  # and the shards of the new asset's words
+    assert store.take(SEARCH_PREFIX) == [] and written == 2  # today's words touch no shard
     after = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert {k: v for k, v in after.items() if k in before} == before  # old days untouched (same inode)
     today = time.strftime("%Y-%m-%d", time.gmtime())
@@ -120,7 +122,7 @@ async def test_a_new_loop_trusts_an_index_that_is_current(tmp_path: Path, state_
     assert await loop.round() == 0
     await archive_one(world.config, "after-restart")
     written = await loop.round()
-    assert written == 2 + len(store.take(SEARCH_PREFIX))  # today's day file, days.json, the shards of its words
+    assert store.take(SEARCH_PREFIX) == [] and written == 2  # today's day file and days.json; no shard
     assert loop.source is not None
     loop.source.close()
 

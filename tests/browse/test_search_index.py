@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -34,30 +34,79 @@ async def test_rebuild_indexes_every_word_at_its_asset(world: World) -> None:
     assert any(days[d][len(days[d]) - 1 - n]["key"] == some["key"] for d, ns in index[word].items() for n in ns)
 
 
-async def test_the_loop_writes_only_the_shards_of_the_new_words(tmp_path: Path) -> None:
+class Clock:
+    """The loop's `today`, moved on by the test: the real UTC date unless set."""
+
+    def __init__(self) -> None:
+        self.date = dt.datetime.now(dt.UTC).date()
+
+    def __call__(self) -> str:
+        return str(self.date)
+
+
+async def test_today_touches_no_shard_and_is_folded_in_after_midnight(tmp_path: Path) -> None:
     world = await make_world(tmp_path, "local")
     store = Recording(world.storage)
-    loop = IndexLoop(world.config, store)  # type: ignore[arg-type]
+    clock = Clock()
+    today, yesterday = str(clock.date), str(clock.date - dt.timedelta(days=1))
+    loop = IndexLoop(world.config, store, today=clock)  # type: ignore[arg-type]
     await loop.round()
-    before = set(read_manifest(await world.storage.get(MANIFEST_KEY)))
+    before = read_manifest(await world.storage.get(MANIFEST_KEY))
+    assert before.through == yesterday
     store.take()
-    key = await archive_one(world.config, "new-task")  # prompt "fresh", model seedream-4.5, label project=new
+    keys = [await archive_one(world.config, "new-task")]  # prompt "fresh", model seedream-4.5, label project=new
     await loop.round()
-    today = time.strftime("%Y-%m-%d", time.gmtime())
-    [new] = json.loads(await world.storage.get(day_key(today)))["assets"]
-    after = set(read_manifest(await world.storage.get(MANIFEST_KEY)))
-    shards = {shard_key(shard_of(t, after) or "") for t in asset_tokens(new)}
-    assert len(shards) < len(before) // 3  # a few of the index's shards, not all of them
-    assert store.take() == sorted(shards | {day_key(today), DAYS_KEY} | ({MANIFEST_KEY} if after != before else set()))
-    index = await search_postings(world.storage)
-    assert index["fresh"] == {today: [0]} and new["key"] == key
-    assert index == await expected_postings(world.storage)
+    assert store.take() == sorted([day_key(today), DAYS_KEY])  # no shard, no manifest
+    keys.append(await archive_one(world.config, "newer-task"))
+    assert await loop.round() == 2 and store.take() == sorted([day_key(today), DAYS_KEY])
+    assert "fresh" not in await search_postings(world.storage)
 
-    await archive_one(world.config, "newer-task")  # the same words again: entry 0 stays the first asset
-    assert await loop.round() > 0
-    assert (await search_postings(world.storage))["fresh"] == {today: [0, 1]}
-    store.take()
-    assert await loop.round() == 0 and store.take() == []  # nothing moved: nothing written
+    clock.date += dt.timedelta(days=1)  # midnight: today is closed, and folded in once
+    new = json.loads(await world.storage.get(day_key(today)))["assets"]
+    assert [a["key"] for a in new] == keys[::-1]
+    shards = {shard_key(shard_of(t, set(before.shards)) or t[:2]) for a in new for t in asset_tokens(a)}
+    assert len(shards) < len(before.shards) // 3  # a few of the index's shards, not all of them
+    puts = await loop.round(), store.take()
+    after = read_manifest(await world.storage.get(MANIFEST_KEY))
+    assert puts[1] == sorted(shards | {MANIFEST_KEY}) and puts[0] == len(puts[1]) and after.through == today
+    index = await search_postings(world.storage)
+    assert index["fresh"] == {today: [0, 1]}
+    assert index == await expected_postings(world.storage)
+    assert await loop.round() == 0 and store.take() == []  # folded once
+
+    # A late write to a day already folded in: only the shards of the tokens whose entries changed.
+    await archive_one(world.config, "late-task")
+    await loop.round()
+    written = store.take(SEARCH_PREFIX)
+    assert written and set(written) <= shards
+    assert (await search_postings(world.storage))["fresh"] == {today: [0, 1, 2]}
+    loop.close()
+
+    clock.date += dt.timedelta(days=3)  # a restart days later, nothing new: only `through` moves
+    loop = IndexLoop(world.config, store, today=clock)  # type: ignore[arg-type]
+    assert await loop.round() == 1 and store.take() == [MANIFEST_KEY]
+    assert read_manifest(await world.storage.get(MANIFEST_KEY)).through == str(clock.date - dt.timedelta(days=1))
+    loop.close()
+
+
+async def test_a_rebuild_holds_the_days_before_today_and_the_loop_folds_the_rest(tmp_path: Path) -> None:
+    world = await make_world(tmp_path, "local")  # 2026-09-01 to 2026-09-03
+    await rebuild(world.config, world.storage, from_store=False, today=lambda: "2026-09-03")
+    assert read_manifest(await world.storage.get(MANIFEST_KEY)).through == "2026-09-02"
+    index = await search_postings(world.storage)
+    assert {d for dates in index.values() for d in dates} == {"2026-09-01", "2026-09-02"}
+    assert index == await expected_postings(world.storage)
+    store = Recording(world.storage)
+    loop = IndexLoop(world.config, store, today=lambda: "2026-09-03")  # type: ignore[arg-type]
+    assert await loop.round() == 0  # 2026-09-03 is today: its words stay in its day file
+    loop.close()
+    loop = IndexLoop(world.config, store, today=lambda: "2026-09-05")  # type: ignore[arg-type]
+    await loop.round()
+    assert all(k.startswith(SEARCH_PREFIX) for k in store.take())
+    assert read_manifest(await world.storage.get(MANIFEST_KEY)).through == "2026-09-04"
+    index = await search_postings(world.storage)
+    assert {d for dates in index.values() for d in dates} == {"2026-09-01", "2026-09-02", "2026-09-03"}
+    assert index == await expected_postings(world.storage)
     loop.close()
 
 
@@ -76,17 +125,23 @@ async def test_the_loop_drops_a_day_that_lost_everything(tmp_path: Path) -> None
     loop.close()
 
 
-async def test_an_archive_made_before_the_search_index_gets_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("before", ["none", "search/1"])
+async def test_an_archive_made_before_the_search_index_gets_one(tmp_path: Path, before: str) -> None:
+    """Without a manifest, or with an `archiver.search/1` one (its shards hold today too): a full build."""
     world = await make_world(tmp_path, "local")
     await rebuild(world.config, world.storage, from_store=False)
     built = await day_files(world, SEARCH_PREFIX)
     shutil.rmtree(world.config.storage.local.root / "_index/search")  # as an archive made before it has it
+    if before == "search/1":
+        old = {"schema": "archiver.search/1", "generated_at": "2026-09-04T00:00:00.000Z", "shards": ["zz"]}
+        await world.storage.put_bytes(MANIFEST_KEY, json.dumps(old).encode(), content_type="application/json")
     loop = IndexLoop(world.config, world.storage)
     assert await loop.round() == len(built)  # every shard and the manifest; the day files were current
     again = await day_files(world, SEARCH_PREFIX)
     del again[MANIFEST_KEY]
     assert again == {k: v for k, v in built.items() if k != MANIFEST_KEY}
     assert read_manifest(await world.storage.get(MANIFEST_KEY)) == read_manifest(built[MANIFEST_KEY])
+    assert read_manifest(built[MANIFEST_KEY]).through is not None
     loop.close()
 
 
@@ -121,7 +176,7 @@ async def test_a_shard_that_grows_past_the_limit_splits_and_the_manifest_follows
     manifest = puts.index(MANIFEST_KEY)
     assert set(puts[manifest + 1:]) == {shard_key("th"), shard_key("dr")}  # after the manifest: the rest, emptied
     assert all(k.startswith(shard_key("th")[:-5]) for k in puts[:manifest])  # the new shards before it
-    ids = set(read_manifest(await store.get(MANIFEST_KEY)))
+    ids = set(read_manifest(await store.get(MANIFEST_KEY)).shards)
     assert "dr" not in ids and {"th", "th00", "th09", "th1", "tho"} <= ids and "th0" not in ids
     assert json.loads(await store.get(shard_key("dr")))["tokens"] == {}
     assert max([len(await store.get(shard_key(s))) for s in ids]) <= SHARD_LIMIT
