@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from archiver import __version__, archive_cli, inbox, logs
+from archiver import __version__, archive_cli, demo, inbox, logs
 from archiver.config import Config, load_config
 from archiver.config_view import describe
 from archiver.daemon import Daemon
@@ -25,7 +25,7 @@ from archiver.model import ENDED, TaskRef, utc_iso, valid_task_id
 from archiver.model import TaskState
 from archiver.state import SqliteState, StateStore, Task, open_state, state_path
 from archiver.state.sqlite import MEMORY
-from archiver.status import INBOX_SHOWN, current_status, task_view
+from archiver.status import current_status, show_text, status_text, task_view
 
 CONFIG_PLACES = ("./config.yaml", "/etc/archiver/config.yaml")
 
@@ -77,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("--failed", action="store_true", help="every failed task")
     command("check-config", "validate the config and print it resolved, secrets masked")
     archive_cli.add_parsers(sub, common)
+    demo.add_parser(sub)
     return p
 
 
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in PRINTING:
         # The Unix default, as head's neighbours (cat, seq) have it: a closed pipe ends us silently.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if args.command == "demo":  # the one command without a config: it writes its own
+        return demo.cmd_demo(args)
     try:
         path = find_config(args.config)
         config = load_config(path, require_secrets=args.command in ("run", "check-config"))
@@ -174,53 +177,6 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def status_text(report: dict[str, Any]) -> str:
-    daemon = report["daemon"]
-    lines = [f"daemon: running (pid {daemon['pid']}, up {_span(daemon['uptime_seconds'])})"
-             if daemon["running"] else "daemon: not running"]
-    lines.append("tasks: " + "  ".join(f"{k} {v}" for k, v in report["counts"].items()))
-    if report["backend"] != "sqlite":  # the one SQLite daemon is the line above
-        lines += _section("live daemons", [
-            f"{d['host']} pid {d['pid']} since {d['since']}, holds "
-            + (" ".join(f"{k} {v}" for k, v in d["holds"].items()) or "nothing") for d in report["daemons"]])
-    for name, h in report["health"].items():
-        detail = f" ({h['message']})" if h["message"] and h["state"] != "ok" else ""
-        when = " since " + h["since"] + (", stale: from before the daemon's start" if h["stale"] else "")
-        lines.append(f"{name}: {h['state']}{detail}{when}")
-    lines += _section("in flight (newest first)", [
-        f"{t['state']:<12} {t['provider']} {t['task_id']}  polls {t['polls']}"
-        + (f"  last error: {t['last_error']}" if t["last_error"] else "") for t in report["in_flight"]])
-    lines += _section("recent failures", [
-        f"{t['provider']} {t['task_id']}  {t['reason']}"
-        + (f"  [{t['code']}] " if t["code"] else "  ") + (t["message"] or "")
-        for t in report["recent_failures"]])
-    lines += _section("rejected inbox lines (newest first)", [
-        f"{r['at']} line {r['line']}: {r['reason']}: {_clip(r['text'], 80)}" for r in report["rejected_lines"]])
-    unread = report["inbox"]["unread"]
-    more = [f"… ({report['inbox']['unread_bytes']:,} bytes not read in all)"] if len(unread) >= INBOX_SHOWN else []
-    lines += _section("inbox lines not read yet (oldest first)", [
-        f"line {u['line']}: {_clip(u['text'], 80)}" + (f"  (to be rejected: {u['error']})" if u["error"] else "")
-        for u in unread] + more)
-    return "\n".join(map(printable, lines))  # provider messages and inbox lines are outside text
-
-
-def _span(seconds: int) -> str:
-    """3h12m, 4m05s, 12s."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def _section(title: str, lines: list[str]) -> list[str]:
-    return [f"{title}:", *(f"  {line}" for line in lines)] if lines else []
-
-
 def _check_ref(config: Config, provider: str, task_id: str, command: str) -> None:
     """Refuse a provider that is not configured, or an ID no inbox line could carry."""
     if provider not in config.providers:
@@ -243,21 +199,6 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
 async def _show(config: Config, provider: str, task_id: str) -> dict[str, Any]:
     async with _state(config, empty_ok=True) as state:
         return await task_view(state, config, provider, task_id)
-
-
-def show_text(doc: dict[str, Any]) -> str:
-    if doc["state"] == "inbox":
-        return "\n".join(map(printable, [
-            f"{doc['provider']} {doc['task_id']}: in the inbox (line {doc['inbox_line']}), not read by the daemon yet",
-            "labels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-")]))
-    lines = [f"{doc['provider']} {doc['task_id']}: {doc['state']}"
-             + (f" ({doc['reason']}: {doc['message'] or ''})" if doc["reason"] else ""),
-             "labels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-"),
-             f"polls: {doc['polls']}" + (f"  last error: {doc['last_error']}" if doc["last_error"] else "")]
-    lines += _section("history", [f"{h['at']} {h['state']}" + (f" {h['reason']}" if h["reason"] else "")
-                                  + (f" — {h['note']}" if h["note"] else "") for h in doc["history"]])
-    lines += _section("assets", [f"{a['index']:02d} {a['state']:<9} {a['key'] or '-'}" for a in doc["assets"]])
-    return "\n".join(map(printable, lines))
 
 
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 from archiver.scrub import LogScrub, Redactor
 
@@ -26,9 +27,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def setup(fmt: str = "text", level: int = logging.INFO, redactor: Redactor | None = None) -> None:
-    """Log to stderr; every line has the config's secrets redacted and control characters escaped."""
-    handler = logging.StreamHandler(sys.stderr)
+def setup(fmt: str = "text", level: int = logging.INFO, redactor: Redactor | None = None,
+          stream: TextIO | None = None) -> None:
+    """Log to stderr (or `stream`); every line has the config's secrets redacted and control characters escaped."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(LogScrub(redactor or Redactor(())))
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)sZ %(levelname)s %(name)s: %(message)s")

@@ -1,7 +1,7 @@
 """The status read model: the report `archiver status` and `GET /status` give, and the task view of `show`.
 
-Plain dicts of JSON types, built from the state DB, the lock file and the inbox; the CLI renders
-them as text or JSON, the HTTP server as JSON.
+Plain dicts of JSON types, built from the state DB, the lock file and the inbox, and their text
+(`status_text`, `show_text`) as the CLI and the demo print it; the HTTP server gives them as JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from archiver import inbox
 from archiver.config import Config
 from archiver.errors import ArchiverError
 from archiver.lock import Holder, running
+from archiver.scrub import printable
 from archiver.model import TaskState, utc_iso
 from archiver.state import KEEP_REJECTS, Health, StateStore, Task, state_path
 from archiver.state import Daemon as DaemonRow
@@ -112,3 +113,65 @@ def _health_name(h: Health, live: dict[str, DaemonRow]) -> str:
         return h.name
     d = live.get(h.daemon)
     return f"{h.name}@{d.host}:{d.pid}" if d else f"{h.name}@{h.daemon}"
+
+
+def status_text(report: dict[str, Any]) -> str:
+    daemon = report["daemon"]
+    lines = [f"daemon: running (pid {daemon['pid']}, up {_span(daemon['uptime_seconds'])})"
+             if daemon["running"] else "daemon: not running"]
+    lines.append("tasks: " + "  ".join(f"{k} {v}" for k, v in report["counts"].items()))
+    if report["backend"] != "sqlite":  # the one SQLite daemon is the line above
+        lines += _section("live daemons", [
+            f"{d['host']} pid {d['pid']} since {d['since']}, holds "
+            + (" ".join(f"{k} {v}" for k, v in d["holds"].items()) or "nothing") for d in report["daemons"]])
+    for name, h in report["health"].items():
+        detail = f" ({h['message']})" if h["message"] and h["state"] != "ok" else ""
+        when = " since " + h["since"] + (", stale: from before the daemon's start" if h["stale"] else "")
+        lines.append(f"{name}: {h['state']}{detail}{when}")
+    lines += _section("in flight (newest first)", [
+        f"{t['state']:<12} {t['provider']} {t['task_id']}  polls {t['polls']}"
+        + (f"  last error: {t['last_error']}" if t["last_error"] else "") for t in report["in_flight"]])
+    lines += _section("recent failures", [
+        f"{t['provider']} {t['task_id']}  {t['reason']}"
+        + (f"  [{t['code']}] " if t["code"] else "  ") + (t["message"] or "")
+        for t in report["recent_failures"]])
+    lines += _section("rejected inbox lines (newest first)", [
+        f"{r['at']} line {r['line']}: {r['reason']}: {_clip(r['text'], 80)}" for r in report["rejected_lines"]])
+    unread = report["inbox"]["unread"]
+    more = [f"… ({report['inbox']['unread_bytes']:,} bytes not read in all)"] if len(unread) >= INBOX_SHOWN else []
+    lines += _section("inbox lines not read yet (oldest first)", [
+        f"line {u['line']}: {_clip(u['text'], 80)}" + (f"  (to be rejected: {u['error']})" if u["error"] else "")
+        for u in unread] + more)
+    return "\n".join(map(printable, lines))  # provider messages and inbox lines are outside text
+
+
+def _span(seconds: int) -> str:
+    """3h12m, 4m05s, 12s."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _section(title: str, lines: list[str]) -> list[str]:
+    return [f"{title}:", *(f"  {line}" for line in lines)] if lines else []
+
+
+def show_text(doc: dict[str, Any]) -> str:
+    if doc["state"] == "inbox":
+        return "\n".join(map(printable, [
+            f"{doc['provider']} {doc['task_id']}: in the inbox (line {doc['inbox_line']}), not read by the daemon yet",
+            "labels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-")]))
+    lines = [f"{doc['provider']} {doc['task_id']}: {doc['state']}"
+             + (f" ({doc['reason']}: {doc['message'] or ''})" if doc["reason"] else ""),
+             "labels: " + (" ".join(f"{k}={v}" for k, v in doc["labels"].items()) or "-"),
+             f"polls: {doc['polls']}" + (f"  last error: {doc['last_error']}" if doc["last_error"] else "")]
+    lines += _section("history", [f"{h['at']} {h['state']}" + (f" {h['reason']}" if h["reason"] else "")
+                                  + (f" — {h['note']}" if h["note"] else "") for h in doc["history"]])
+    lines += _section("assets", [f"{a['index']:02d} {a['state']:<9} {a['key'] or '-'}" for a in doc["assets"]])
+    return "\n".join(map(printable, lines))

@@ -365,7 +365,7 @@ async def test_a_burst_run_ends_though_an_entry_without_a_key_has_tasks_waiting(
 
 
 async def test_a_daemon_whose_every_entry_lacks_a_key_runs_and_stops(tmp_path: Path) -> None:
-    """The example config with no key set (the README's first command): the daemon runs, polls
+    """The example config with no key set (the README's daemon start-up): the daemon runs, polls
     nothing, takes lines into its inbox, and stops cleanly."""
     fake, env = keyless_world()
     async with serve(fake.app()) as base:
