@@ -44,7 +44,7 @@ def kind(url: str) -> str:
         return "index"
     if path in ("", "index.html"):
         return "page"
-    return "sidecars" if path.endswith(".json") else "originals"
+    return "sidecars" if path.endswith(".json") else "originals ." + path.rpartition(".")[2]
 
 
 @dataclass
