@@ -191,7 +191,7 @@ def _kinds(load: Load) -> str:
 
 def report(a: argparse.Namespace, s: dict[str, Any], firsts: list[Load], searches: list[Load],
            cpu: tuple[float, float] | None, total: int, files: int, media: list[Path], has_search: bool) -> None:
-    first_ms, first_mb = _median([f.ms for f in firsts]), statistics.median(f.bytes_shown for f in firsts) / MB
+    first_mb = statistics.median(f.bytes_shown for f in firsts) / MB
     idle_mb = statistics.median(f.bytes_idle for f in firsts) / MB
     ok = lambda met: "met" if met else "**not met**"  # noqa: E731
     print(f"\ntree: {a.tree} at {revision(a.tree)}; {files} real files archived, {total:,} index entries over "
@@ -203,9 +203,13 @@ def report(a: argparse.Namespace, s: dict[str, Any], firsts: list[Load], searche
     print(f"| bytes for the first screen (until its images loaded) | **{first_mb:.2f} MB** | ≤ 1.5 MB "
           f"| {ok(first_mb <= 1.5)} |")
     print(f"| bytes until the network is quiet after load | {idle_mb:.2f} MB; first run: {_kinds(firsts[0])} | | |")
-    print(f"| time to the first screen, {total:,} assets (median of {len(firsts)}) | "
-          + (f"**{first_ms:.0f} ms** | < 1 s | {ok(first_ms < 1000)} |" if first_ms is not None
+    images_ms = _median([f.images_ms for f in firsts])
+    print(f"| time to the first screen, {total:,} assets: its images loaded (median of {len(firsts)}) | "
+          + (f"**{images_ms:.0f} ms** | < 1 s | {ok(images_ms < 1000)} |" if images_ms is not None
              else "not reached in 120 s | < 1 s | **not met** |"))
+    print("| the same, with every video in view showing a frame | " + " / ".join(
+        f"{f.ms:.0f} ms" if f.ms is not None else "not within 30 s more" for f in firsts)
+          + f" ({firsts[0].media} images and videos in view) | | |")
     search_ms = _median([x.ms for x in searches])
     how = "through the search index" if has_search else "no search index in this tree: the page loads days until found"
     if search_ms is None:

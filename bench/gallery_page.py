@@ -8,6 +8,7 @@ arrived for QUIET seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,14 +20,17 @@ from tests.support.browser import ARGS, CHROMIUM  # noqa: E402
 
 VIEWPORT = {"width": 1280, "height": 900}
 QUIET = 1.5
-# The first screen: every <img> and <video> of the page (not the detail dialog's) that is in the viewport
-# has loaded — an image complete, a video with a frame to show. Checked each frame from the start.
+# The first screen: every <img> and <video> of the page (not the detail dialog's) in the viewport has
+# loaded — an image complete, a video with a frame to show (readyState 2). Checked each frame from the
+# start; `__images` is the same moment for the images alone, since Chromium may leave a video at its metadata.
 FIRST_SCREEN = """(() => {
   const inView = e => { const r = e.getBoundingClientRect();
     return r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < innerHeight && r.left < innerWidth; };
   const loaded = e => e.tagName === 'IMG' ? !e.getAttribute('src') || e.complete : e.readyState >= 2 || e.error;
   const tick = () => {
     const media = [...document.querySelectorAll('img, video')].filter(e => !e.closest('dialog') && inView(e));
+    const images = media.filter(e => e.tagName === 'IMG');
+    if (window.__images === undefined && images.length && images.every(loaded)) window.__images = performance.now();
     if (!media.length || !media.every(loaded)) return requestAnimationFrame(tick);
     window.__firstScreen = performance.now(); window.__media = media.length;
   };
@@ -38,6 +42,8 @@ SHOWN = """id => [...document.querySelectorAll('img')].some(e => (e.currentSrc |
 
 def kind(url: str) -> str:
     path = url.split("://", 1)[-1].partition("/")[2].partition("?")[0]
+    if not url.startswith("http") or path == "favicon.ico":
+        return "other"
     if path.startswith("_thumbs/"):
         return "thumbnails"
     if path.startswith("_index/"):
@@ -72,12 +78,14 @@ class Net:
         self.got.clear()
 
     def total(self) -> int:
-        return sum(self.got.values())
+        return sum(n for rid, n in self.got.items() if self.urls.get(rid, "").startswith("http"))
 
     def by_kind(self) -> dict[str, tuple[int, int]]:
         """kind → (requests, bytes)."""
         out: dict[str, tuple[int, int]] = {}
         for rid, url in self.urls.items():
+            if kind(url) == "other":
+                continue
             n, b = out.get(kind(url), (0, 0))
             out[kind(url)] = (n + 1, b + self.got.get(rid, 0))
         return out
@@ -91,10 +99,11 @@ class Net:
 @dataclass
 class Load:
     ms: float | None  # None: not reached within the limit
-    bytes_shown: int  # bytes received until then
+    bytes_shown: int  # bytes received until then (for a first screen: until its images loaded)
     bytes_idle: int  # bytes received until the network was quiet
     kinds: dict[str, tuple[int, int]]
     media: int = 0  # <img>/<video> elements in the first screen
+    images_ms: float | None = None  # the first screen's images alone
 
 
 async def _open(browser: Any, url: str) -> tuple[Any, Any, Net]:
@@ -115,14 +124,14 @@ async def first_screen(browser: Any, url: str, limit: float = 120.0) -> Load:
 
     context, page, net = await _open(browser, url)
     try:
-        try:
-            await page.wait_for_function("() => window.__firstScreen !== undefined", timeout=limit * 1000)
-            ms, media = await page.evaluate("[window.__firstScreen, window.__media]")
-        except PlaywrightTimeout:
-            ms, media = None, 0
+        with contextlib.suppress(PlaywrightTimeout):
+            await page.wait_for_function("() => window.__images !== undefined", timeout=limit * 1000)
         shown = net.total()
+        with contextlib.suppress(PlaywrightTimeout):  # a video gets 30 s more at most
+            await page.wait_for_function("() => window.__firstScreen !== undefined", timeout=30_000)
+        ms, media, images = await page.evaluate("[window.__firstScreen, window.__media, window.__images]")
         await net.quiet()
-        return Load(ms, shown, net.total(), net.by_kind(), media)
+        return Load(ms, shown, net.total(), net.by_kind(), media or 0, images)
     finally:
         await context.close()
 
@@ -133,7 +142,8 @@ async def search(browser: Any, url: str, word: str, task_id: str, box: str, limi
 
     context, page, net = await _open(browser, url)
     try:
-        await page.wait_for_function("() => window.__firstScreen !== undefined", timeout=120_000)
+        await page.wait_for_function("() => (window.__firstScreen ?? window.__images) !== undefined",
+                                     timeout=120_000)
         await net.quiet()
         net.reset()
         started = time.perf_counter()
