@@ -120,7 +120,7 @@ def _thumbnails(config: Config) -> int:
                 await rebuild(config, storage, from_store=state is None)
             return made, failed, had, bool(made and config.index.enabled)
         finally:
-            thumbs.close()
+            await thumbs.close()
             await storage.close()
             if state is not None:
                 await state.close()

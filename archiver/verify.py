@@ -230,7 +230,7 @@ async def fix_thumbnails(problems: list[Problem], config: Config, storage: Stora
                 made = await thumb_from_store(thumbs, p.key, media, scratch)
                 p.fix = "thumbnail made again" if made else "not fixed: the asset cannot be read as " + media
     finally:
-        thumbs.close()
+        await thumbs.close()
 
 
 async def fix(problems: list[Problem], state: StateStore, config: Config, storage: Storage) -> None:

@@ -1,10 +1,11 @@
-"""Fake kie API and CDN for the benchmarks, each run as its own process on 127.0.0.1.
+"""kie's API and a CDN for the benchmarks, each run as its own process on 127.0.0.1.
 
     python bench/fakes.py api PORT --cdn URL --files 2 --size 2097152 --kind png --running-polls 0 [--finish-after S]
     python bench/fakes.py cdn PORT [--rate BYTES_PER_S]
 
-Neither keeps content, so each costs little per request: the API answers any task ID with
-"generating" for `--running-polls` polls (-1: forever), then success, except that a task
+Neither keeps content, so each costs little per request: the API (kie's JSON as the kit's fake
+kie writes it, archiver/testing/kie.py) answers any task ID with "generating" for
+`--running-polls` polls (-1: forever), then success, except that a task
 named `late-<epoch ms>` (its append time) finishes `--finish-after` seconds after that; the CDN streams
 `/f/{size}/{name}.{kind}` as deterministic bytes, one reused 1 MiB block at a time, so a
 512 MiB body never sits in memory; `--rate` caps each response (so each connection) at that
@@ -17,13 +18,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import random
 import re
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # archiver from this checkout
+from archiver.testing import FakeTask  # noqa: E402
+from archiver.testing.kie import kie_record  # noqa: E402
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "mp4": b"\x00\x00\x00\x18ftypmp42"}
 CHUNK = 1 << 20
@@ -38,7 +44,6 @@ def result_url(cdn: str, task_id: str, index: int, size: int, kind: str) -> str:
 def api(args: argparse.Namespace) -> web.Application:
     """kie's GET /api/v1/jobs/recordInfo; `resultJson` and `param` are JSON strings, as at kie."""
     polls: dict[str, list[tuple[float, str]]] = {}
-    param = json.dumps({"model": "bench-image", "input": {"prompt": "a lighthouse at dusk"}})
 
     async def record_info(request: web.Request) -> web.Response:
         task_id = request.query.get("taskId", "")
@@ -47,11 +52,9 @@ def api(args: argparse.Namespace) -> web.Application:
         if late := LATE.fullmatch(task_id):
             running = time.time() < int(late[1]) / 1000 + args.finish_after
         urls = [result_url(args.cdn, task_id, i, args.size, args.kind) for i in range(args.files)]
-        state = "generating" if running else "success"
-        data = {"taskId": task_id, "model": "bench-image", "state": state,
-                "param": param, "resultJson": "" if running else json.dumps({"resultUrls": urls}),
-                "failCode": "", "failMsg": "", "completeTime": None if running else 1763800000000,
-                "createTime": 1763799990000, "updateTime": 1763800000000}
+        # kie's own JSON, as the kit's fake kie writes it; no task table, so each request costs little.
+        data = kie_record(FakeTask("kie", task_id, [], model="bench-image"), "running" if running else "success", urls)
+        state = data["state"]
         # Stamped as the answer leaves: for a success, the earliest the daemon can know it.
         seen.append((time.time(), state))
         return web.json_response({"code": 200, "msg": "success", "data": data})

@@ -130,3 +130,73 @@ def _name(frame: str) -> str:
     """`fetch (archiver/download.py:91)` → `archiver/download.py:fetch`."""
     func, _, where = frame.partition(" (")
     return "/".join(where.rpartition(":")[0].split("/")[-2:]) + ":" + func
+
+
+# Where a sample's time goes, first match wins; matched against its whole stack. Imports first,
+# so that start-up is never counted as work; the receive path before the rest of aiohttp.
+LOOP_KINDS = (
+    ("start-up imports", ("<frozen importlib",)),
+    ("thumbnails", ("archiver/thumbs/",)),
+    ("SQLite state", ("archiver/state/",)),
+    ("HTTP receive: socket reads, parser, StreamReader, flow control",
+     ("_read_ready (", "aiohttp/streams.py", "resume_reading (", "pause_reading (")),
+    ("HTTP request and connection (aiohttp)", ("aiohttp/",)),
+    ("thread hops: to_thread, wake-ups", ("run_in_executor (", "_read_from_self (", "call_soon_threadsafe (")),
+    ("polling and intake", ("archiver/poll", "archiver/pacing", "archiver/providers/", "archiver/intake",
+                            "archiver/inbox")),
+    ("logging", ("logging/__init__.py",)),
+)
+LEAF_KINDS = (  # what is left, by the frame the sample stands on
+    ("event loop: select, timers, task steps", ("(selectors.py", "(asyncio/", "(contextlib.py")),
+    ("archiver's own code", ("(archiver/",)),
+)
+
+
+def profile_split(raw: Path, source: Path) -> str:
+    """The event-loop thread's and the worker threads' samples by kind of work, in percent.
+
+    A worker sample is named by the source line it stands on in `source` (the repository): a
+    hasher's update is hashing, an fsync is an fsync, a write is a file write."""
+    loop: Counter[str] = Counter()
+    workers: Counter[str] = Counter()
+    lines = [line.rpartition(" ") for line in raw.read_text().splitlines()]
+    main = {root.split(")")[0] for stack, _, _ in lines if "MainThread" in (root := stack.split(";")[0])}
+    for stack, _, count in lines:
+        frames = stack.split(";")
+        if frames[0].split(")")[0] in main:
+            loop[_loop_kind(stack, frames[-1])] += int(count)
+        else:
+            workers[_worker_kind(frames, source)] += int(count)
+    out = []
+    for name, seen in (("event-loop thread", loop), ("worker threads", workers)):
+        total = sum(seen.values()) or 1
+        out.append(f"{name}: {total} samples")
+        out += [f"{100 * n / total:5.1f} % {kind}" for kind, n in seen.most_common()]
+    return "\n".join(out)
+
+
+def _loop_kind(stack: str, leaf: str) -> str:
+    for kind, marks in LOOP_KINDS:
+        if any(m in stack for m in marks):
+            return kind
+    return next((kind for kind, marks in LEAF_KINDS if any(m in leaf for m in marks)), "other (stdlib)")
+
+
+def _worker_kind(frames: list[str], source: Path) -> str:
+    if any("archiver/thumbs/" in f for f in frames):
+        return "thumbnails"
+    if frames[-1].startswith("_worker (concurrent/futures/thread.py"):
+        return "pool threads waiting for work"
+    ours = [f for f in frames if " (archiver/" in f]
+    if not ours:
+        return "other"
+    where = ours[-1].rpartition(" (")[2].rstrip(")")
+    path, _, line = where.rpartition(":")
+    text = (source / path).read_text().splitlines()[int(line) - 1] if (source / path).is_file() else ""
+    if "hash" in text or "sha256" in text:
+        return "hashing"
+    if "fsync" in text or "makedirs_synced" in text:
+        return "fsync (files and folders)"
+    if "write" in text or "open" in text:
+        return "file writes and opens"
+    return f"other: {path}"

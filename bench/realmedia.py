@@ -22,7 +22,7 @@ from PIL import Image, ImageChops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support, shared with the tests
 from tests.support.daemon import base_config, write_config  # noqa: E402
-from tests.support.fakes import FakeApis, FakeTask  # noqa: E402
+from archiver.testing import FakeApis, FakeTask  # noqa: E402
 from tests.support.servers import serve  # noqa: E402
 
 KEY = "kie-bench-key"

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from measure import profile_summary, wait_quiet
+from measure import profile_split, profile_summary, wait_quiet
 from scenarios import MiB, Plan, Row, latency, throughput, waiting
 from targets import Result, targets
 from targets import table as targets_table
@@ -137,7 +137,8 @@ def main() -> int:
     print("\n" + table(rows) if rows else "")
     print("\n" + targets_table(goals) if goals else "")
     for raw in sorted(args.profile.glob("*.txt")) if args.profile else []:
-        print(f"\nprofile {raw}:\n{profile_summary(raw)}")
+        split = profile_split(raw, Path(__file__).resolve().parents[1])
+        print(f"\nprofile {raw}:\n{profile_summary(raw)}\n\nby kind of work:\n{split}")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Thumbnails: CPU seconds per thumbnail (a 2048×2048 noisy PNG, a 10 s 1080p video) and the peak RSS of a
-process that has imported the daemon and makes thumbnails of 4096×4096 PNGs (target ≤ 96 MiB).
+"""Thumbnails: CPU seconds per thumbnail (a 2048×2048 noisy PNG, a 10 s 1080p video), and the peak RSS while
+making thumbnails of 4096×4096 PNGs (target ≤ 96 MiB): of the thumbnail process alone, and of the real daemon
+and its thumbnail process, each its own, in `archiver run --burst`.
 
     .venv/bin/python bench/thumbs.py            # about a minute, most of it encoding the video
 Prints a table; figures are in bench/RESULTS.md. Needs Pillow and PyAV (`pip install -e '.[test]'`).
@@ -8,10 +9,7 @@ Prints a table; figures are in bench/RESULTS.md. Needs Pillow and PyAV (`pip ins
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,19 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realmedia import Job, archive, photo, video  # noqa: E402  (puts the repo root on sys.path first)
 
 from archiver.thumbs.make import make_thumb  # noqa: E402
-
-CHILD = """
-import json, sys
-from pathlib import Path
-import archiver.daemon  # what `archiver run` has imported before its first thumbnail
-from archiver.thumbs.make import make_thumb
-def kib(field):  # VmHWM is this process's own peak (ru_maxrss keeps the parent's across exec)
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
-before = kib("VmHWM")
-for path in sys.argv[1:]:
-    make_thumb(Path(path), "image", 400)
-print(json.dumps({"before": before, "peak": kib("VmHWM")}))
-"""
+from archiver.thumbs.process import ThumbProcess  # noqa: E402
+from tests.support.procs import thumbnail_child  # noqa: E402
 
 
 def cpu() -> float:
@@ -49,18 +36,44 @@ def per_thumb(path: Path, media: str, runs: int) -> float:
     return (cpu() - start) / runs
 
 
-async def daemon_peak(run: Path, bodies: list[bytes], thumbnails: bool) -> tuple[float, float, int]:
-    """The real daemon archiving `bodies` (bench/realmedia.py): (peak RSS MiB, CPU s, thumbnails written)."""
-    peak = 0.0
+async def alone(small: Path, big: list[Path]) -> tuple[float, float, float]:
+    """The thumbnail process by itself, as the daemon runs it: its peak RSS after one small thumbnail (Python,
+    Pillow), its peak after the `big` ones, and its RSS once they are done (MiB)."""
+    process = ThumbProcess()
+    try:
+        await process.make(small, "image", 400)
+        assert process.pid is not None
+        before = status_mib(process.pid, "VmHWM")
+        for path in big:
+            await process.make(path, "image", 400)
+        return before, status_mib(process.pid, "VmHWM"), status_mib(process.pid, "VmRSS")
+    finally:
+        await process.close()
 
-    def watch(pid: int) -> None:  # VmHWM: this process's own peak (wait4's ru_maxrss keeps ours across the exec)
-        nonlocal peak
+
+async def daemon_peak(run: Path, bodies: list[bytes], thumbnails: bool) -> tuple[float, float, float, int]:
+    """The real daemon archiving `bodies` (bench/realmedia.py): (its peak RSS MiB, its thumbnail process's peak
+    RSS MiB, CPU s of both, thumbnails written)."""
+    peak = thumbs_peak = 0.0
+
+    def watch(pid: int) -> None:
+        # VmHWM: each process's own peak (wait4's ru_maxrss keeps ours across the exec). It only grows, so the
+        # thumbnail process's last sample before it exits (at the burst's end) has its peak.
+        nonlocal peak, thumbs_peak
         peak = max(peak, hwm_mib(pid))
+        if (thumbs := thumbnail_child(pid)) is not None:
+            thumbs_peak = max(thumbs_peak, hwm_mib(thumbs))
 
     jobs = [Job(f"big-{n}", [body], prompt=f"big {n}") for n, body in enumerate(bodies)]
+    # The daemon's CPU counts its reaped children's: the thumbnail process's too.
     usage = await archive(run, jobs, thumbnails=thumbnails, index=False, watch=watch)
     made = len(list((run / "archive" / "_thumbs").rglob("*.webp"))) if (run / "archive" / "_thumbs").exists() else 0
-    return peak, usage.cpu, made
+    return peak, thumbs_peak, usage.cpu, made
+
+
+def status_mib(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith(field + ":")).split()[1]) / 1024
 
 
 def hwm_mib(pid: int) -> float:
@@ -69,8 +82,7 @@ def hwm_mib(pid: int) -> float:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             if b"archiver" not in f.read():
                 return 0.0
-        with open(f"/proc/{pid}/status") as f:
-            return int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) / 1024
+        return status_mib(pid, "VmHWM")
     except (OSError, StopIteration):
         return 0.0  # exited
 
@@ -91,12 +103,9 @@ def main() -> None:
                  f"{per_thumb(clip, 'video', 3):.3f} s"),
                 ("4096×4096 PNG", f"{big[0].stat().st_size / 2**20:.1f} MiB",
                  f"{per_thumb(big[0], 'image', 3):.3f} s")]
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
         started = time.monotonic()
-        out = subprocess.run([sys.executable, "-c", CHILD, *map(str, big)], capture_output=True, text=True, env=env,
-                             check=True).stdout
+        before, peak, after = asyncio.run(alone(png, big))
         took = time.monotonic() - started
-        rss = json.loads(out)
         size = big[0].stat().st_size / 2**20
         bodies = [p.read_bytes() for p in big]
         runs = [(on, asyncio.run(daemon_peak(folder / f"run-{n}", bodies, on)))
@@ -105,13 +114,15 @@ def main() -> None:
     print("| file | size | CPU per thumbnail |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print("\n| 3 × 4096×4096 PNG, in a process that imported archiver.daemon | RSS before | peak RSS | wall |")
-    print(f"|---|---|---|---|\n| {size:.1f} MiB each | {rss['before'] / 1024:.1f} MiB | {rss['peak'] / 1024:.1f} MiB"
+    print("\n| the thumbnail process alone, 3 × 4096×4096 PNG | peak after one 2K PNG | peak | RSS after | wall |")
+    print(f"|---|---|---|---|---|\n| {size:.1f} MiB each | {before:.1f} MiB | {peak:.1f} MiB | {after:.1f} MiB"
           f" | {took:.1f} s |")
-    print("\n| `archiver run --burst`, 3 tasks × one 4096×4096 PNG | thumbnails | peak RSS | CPU | thumbnails made |")
-    print("|---|---|---|---|---|")
-    for on, (peak, used, made) in runs:
-        print(f"| | {'on' if on else 'off'} | {peak:.1f} MiB | {used:.2f} s | {made} |")
+    print("\n| `archiver run --burst`, 3 tasks × one 4096×4096 PNG | thumbnails | daemon's peak RSS"
+          " | thumbnail process's peak RSS | sum | CPU (both) | thumbnails made |")
+    print("|---|---|---|---|---|---|---|")
+    for on, (peak, thumbs_peak, used, made) in runs:
+        print(f"| | {'on' if on else 'off'} | {peak:.1f} MiB | {thumbs_peak:.1f} MiB | {peak + thumbs_peak:.1f} MiB"
+              f" | {used:.2f} s | {made} |")
 
 
 if __name__ == "__main__":

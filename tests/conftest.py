@@ -15,6 +15,8 @@ from moto.server import ThreadedMotoServer
 from tests.support.ci import cannot_run
 from tests.support.postgres import PgCluster, StateBackend, pg_unavailable
 
+# The fake providers (archiver/testing/, docs/testing.md) give the `fake_providers` fixture.
+pytest_plugins = ["archiver.testing.pytest_plugin"]
 AWS_REGION = "us-east-1"
 
 

@@ -23,9 +23,8 @@ from archiver.model import Phase, TaskState, TaskRef, TaskStatus
 from archiver.staging import Staging
 from archiver.state import SqliteState
 from archiver.storage import open_storage
-from tests.support.cdn import FaultCdn, Resource, serve_at
+from archiver.testing import FaultCdn, Resource, media_bytes, serve_at
 from tests.support.daemon import base_config, write_config
-from tests.support.fakes import media_bytes
 
 
 @dataclass

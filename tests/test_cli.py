@@ -14,8 +14,8 @@ import pytest
 
 from archiver.cli import parser
 from archiver.state import SqliteState
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.servers import serve
 
 API_KEY = "kie-SECRET-c11c11"

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from archiver.testing import FakeApis
 from tests.support.crash import check_local, check_s3, world
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import FakeApis
 from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 

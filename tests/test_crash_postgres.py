@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from archiver.testing import FakeApis
 from tests.support.crash import check_s3, world
-from tests.support.fakes import FakeApis
 from tests.support.fleet import Fleet
 from tests.support.rates import over_rate
 from tests.support.servers import serve

@@ -14,8 +14,8 @@ import yaml
 
 from archiver.jobs import cancel
 from archiver.state.records import CLAIM_BATCH
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.rates import over_rate
 from tests.support.servers import serve
 

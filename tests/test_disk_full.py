@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.servers import serve
 
 API_KEY = "disk-SECRET"

@@ -23,8 +23,9 @@ from archiver.download import Downloader, Fetched, redact
 from archiver.errors import DownloadFailed, DownloadInterrupted, PermanentError, TooLarge, UrlExpired
 from archiver.archive_format.media import choose_ext
 from archiver.urlguard import UrlGuard, guarded_connector
-from tests.support.cdn import LAST_MODIFIED, FaultCdn, Hit, Resource, etag_of, serve_at
-from tests.support.fakes import PNG, media_bytes
+from archiver.testing import FaultCdn, Hit, Resource, media_bytes, serve_at
+from archiver.testing.cdn import LAST_MODIFIED, etag_of
+from archiver.testing.media import PNG
 
 BODY = media_bytes("png", 100_000, "body")
 NEW = media_bytes("png", 90_000, "new")  # a second version of the same file

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 

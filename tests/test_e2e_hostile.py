@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from archiver.providers import PROVIDERS
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.servers import canned, serve
 from tests.support.web import free_port, wait_http
 

@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from archiver.testing import FakeApis, FakeTask, media_bytes
+from archiver.testing.media import DATA_PNG
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import DATA_PNG, FakeApis, FakeTask, media_bytes
 from tests.support.servers import serve
 
 API_KEY = "shared-SECRET-13ab"

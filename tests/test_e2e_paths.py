@@ -19,9 +19,8 @@ from typing import Any
 import aiohttp
 
 from archiver.state import SqliteState
-from tests.support.cdn import FaultCdn, Resource, serve_at
+from archiver.testing import FakeApis, FakeTask, FaultCdn, Request, Resource, media_bytes, serve_at
 from tests.support.daemon import DaemonProcess, base_config, cli, serve_process, write_config
-from tests.support.fakes import FakeApis, FakeTask, Request, media_bytes
 from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 from tests.support.state import health_row

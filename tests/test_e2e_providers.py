@@ -12,8 +12,8 @@ import os
 import random
 from pathlib import Path
 
+from archiver.testing import FakeApis, FakeTask, Request, media_bytes
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import FakeApis, FakeTask, Request, media_bytes
 from tests.support.rates import over_rate
 from tests.support.servers import serve
 

@@ -1,6 +1,6 @@
 """End to end through every CDN fault: two real daemons, one archiving to local disk, one to S3.
 
-A fake kie API hands out result URLs on the fault CDN (tests/support/cdn.py). Faults a
+A fake kie API hands out result URLs on the fault CDN (archiver/testing/cdn.py). Faults a
 retry can mend must end archived, byte for byte the entity served last, with a sidecar
 whose sha256 matches; the others must fail with their reason. Only 127.0.0.0/8 is used:
 the CDN on 127.0.0.1 and 127.0.0.3 (both allowed), a canary on 127.0.0.2 (refused).
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.cdn import Canary, FaultCdn, Resource, canary, serve_at
+from archiver.testing import Canary, FakeApis, FakeTask, FaultCdn, Resource, canary, media_bytes, serve_at
+from archiver.testing.media import PNG
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import PNG, FakeApis, FakeTask, media_bytes
 from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 

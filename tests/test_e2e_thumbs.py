@@ -1,12 +1,19 @@
 """End to end: the real daemon makes thumbnails and poster frames as it archives (local disk and S3 on
-moto); a corrupt image is archived all the same, without one, and the log says why. `archiver index
---thumbnails` backfills an archive made without them; `verify` reports `no_thumbnail` and `--fix` makes it."""
+moto); a corrupt image is archived all the same, without one, and the log says why. Its thumbnail process
+can die and the daemon goes on; it leaves none behind. `archiver index --thumbnails` backfills an archive made
+without them; `verify` reports `no_thumbnail` and `--fix` makes it."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
+import signal
+import struct
+import termios
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +21,12 @@ import pytest
 from PIL import Image, ImageStat
 
 from archiver.archive_format.keys import thumb_key
+from archiver.testing import FakeApis, FakeTask
 from tests.browse.conftest import make_world
-from tests.support.daemon import base_config, cli, write_config
-from tests.support.fakes import FakeApis, FakeTask
+from tests.support.daemon import DaemonProcess, base_config, cli, write_config
 from tests.support.servers import serve
 from tests.support.media import noisy_png, video
+from tests.support.procs import thumbnail_child, until_gone
 
 API_KEY = "kie-SECRET-51c0de"
 WALK = ["queued", "running", "success"]
@@ -164,3 +172,82 @@ async def test_verify_deep_names_a_damaged_thumbnail(tmp_path: Path) -> None:
     assert f"no_thumbnail  {key}" in out and "its thumbnail cannot be read" in out and "thumbnail made again" in out
     with Image.open(path) as im:
         im.load()
+
+
+DIED = ": no thumbnail: the thumbnail process died of SIGKILL; `archiver index --thumbnails` makes it"
+
+
+def waiting_in_pipe(pid: int) -> int:
+    """Bytes written to the process's stdin that it has not read yet."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def thumbnailing(tmp_path: Path, pictures: int) -> AsyncIterator[DaemonProcess]:
+    """The daemon, running, with `pictures` tasks at the fake kie (pic-0, pic-1…) and none in its inbox yet."""
+    fake = FakeApis(API_KEY)
+    for n in range(pictures):
+        fake.add(FakeTask("kie", f"pic-{n}", WALK, [noisy_png(500, 400 + n)], prompt=f"picture {n}"))
+    (tmp_path / "inbox.txt").write_text("")
+    async with serve(fake.app()) as base:
+        fake.base = base
+        config = write_config(tmp_path / "config.yaml", base_config(tmp_path, {
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+        }, index={"enabled": False}))
+        daemon = DaemonProcess(config, dict(os.environ, KIE_API_KEY=API_KEY), tmp_path / "daemon.log")
+        await daemon.start()
+        try:
+            yield daemon
+        finally:
+            if daemon.proc is not None and daemon.proc.returncode is None:  # the test failed before its stop
+                await daemon.stop(signal.SIGKILL)
+
+
+def made(tmp_path: Path) -> int:
+    return len(list((tmp_path / "archive/_thumbs").rglob("*.webp")))
+
+
+async def thumbnails_then_child(daemon: DaemonProcess, tmp_path: Path, task: str, thumbnails: int) -> int:
+    """Put `task` in the inbox; once there are `thumbnails`, the pid of the daemon's thumbnail process."""
+    with (tmp_path / "inbox.txt").open("a") as f:
+        f.write(f"kie {task}\n")
+    await daemon.wait_for(lambda s: made(tmp_path) == thumbnails)
+    assert daemon.proc is not None
+    child = thumbnail_child(daemon.proc.pid)
+    assert child is not None and child != daemon.proc.pid
+    return child
+
+
+async def test_the_daemon_outlives_its_thumbnail_process(tmp_path: Path) -> None:
+    """SIGKILL the thumbnail process between two thumbnails, then with one in hand: each death is logged, every
+    task archived, the next thumbnail made by a new child. After a kill -9 of the daemon, its child exits."""
+    async with thumbnailing(tmp_path, 4) as daemon:
+        first = await thumbnails_then_child(daemon, tmp_path, "pic-0", 1)
+        os.kill(first, signal.SIGKILL)  # idle: the next thumbnail finds it dead
+        second = await thumbnails_then_child(daemon, tmp_path, "pic-1", 2)
+        assert second != first
+        os.kill(second, signal.SIGSTOP)  # frozen, so that the next job waits in its pipe
+        with (tmp_path / "inbox.txt").open("a") as f:
+            f.write("kie pic-2\n")
+        await daemon.wait_for(lambda s: waiting_in_pipe(second) > 0)
+        os.kill(second, signal.SIGKILL)  # with a thumbnail in hand
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 3 and DIED in daemon.log.read_text())
+        third = await thumbnails_then_child(daemon, tmp_path, "pic-3", 3)
+        assert third not in (first, second)
+        await daemon.wait_for(lambda s: s["counts"]["archived"] == 4)
+        assert await daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert await until_gone(third, 10)  # its stdin ended with the daemon
+    text = daemon.log.read_text()
+    assert "the thumbnail process died of SIGKILL, between two thumbnails; starting another" in text
+    assert text.count(DIED) == 1 and text.count("thumbnail process died") == 2
+
+
+async def test_a_stop_ends_the_thumbnail_process(tmp_path: Path) -> None:
+    async with thumbnailing(tmp_path, 1) as daemon:
+        child = await thumbnails_then_child(daemon, tmp_path, "pic-0", 1)
+        assert await daemon.stop() == 0
+    assert await until_gone(child, 1)  # ended by the daemon before it exited

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import yaml
 
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.daemon import cli, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.fleet import Fleet, archived_files
 from tests.support.postgres import PgCluster
 from tests.support.rates import max_in_window, over_rate, promised

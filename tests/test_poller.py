@@ -14,8 +14,8 @@ import pytest
 
 from archiver.config import load_config
 from archiver.state import open_state
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.postgres import StateBackend
 from tests.support.servers import serve
 

@@ -17,8 +17,7 @@ import pytest
 from archiver.download import Downloader, Fetched
 from archiver.errors import DownloadInterrupted, UnsafeUrl
 from archiver.urlguard import UrlGuard, guarded_connector
-from tests.support.cdn import Canary, FaultCdn, Resource, canary, serve_at
-from tests.support.fakes import media_bytes
+from archiver.testing import Canary, FaultCdn, Resource, canary, media_bytes, serve_at
 from tests.support.names import HostsResolver
 
 BODY = media_bytes("png", 10_000, "guard")

@@ -34,11 +34,14 @@ class Day:
     assets: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
 
+    def ordered_assets(self) -> list[dict[str, Any]]:
+        """`assets` in the day file's order: newest first (the search index counts entries from the end)."""
+        return sorted(self.assets, key=lambda a: (a["archived_at"] or "", a["key"]), reverse=True)
+
     def encode(self) -> bytes:
         """Deterministic bytes: the same content always gives the same file (and digest)."""
-        assets = sorted(self.assets, key=lambda a: (a["archived_at"] or "", a["key"]), reverse=True)
         failed = sorted(self.failed, key=lambda f: f["record"])
-        doc = {"schema": DAY_SCHEMA, "date": self.date, "assets": assets, "failed": failed}
+        doc = {"schema": DAY_SCHEMA, "date": self.date, "assets": self.ordered_assets(), "failed": failed}
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def summary(self) -> dict[str, Any]:

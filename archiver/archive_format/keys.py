@@ -22,6 +22,7 @@ FAILED_PREFIX = "_failed/"
 INDEX_PREFIX = "_index/"
 THUMBS_PREFIX = "_thumbs/"  # derived objects: `_thumbs/<asset key>.webp`, made again from the asset at will
 DAYS_KEY = "_index/days.json"
+WRITE_PROBE_KEY = "_index/write-probe"  # S3: the object a start writes twice to see If-None-Match honoured
 PAGE_KEY = "index.html"
 # `.{name}.tmp-{12 hex}`: what a put leaves behind only when the process dies mid-write.
 TEMP_NAME = re.compile(r"\..+\.tmp-[0-9a-f]{12}")

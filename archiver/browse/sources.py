@@ -11,7 +11,7 @@ import asyncio
 import calendar
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from archiver.archive_format.days import Day, asset_entry, failed_entry, key_pattern, utc_day
@@ -64,6 +64,12 @@ class StateSource:
                 day = Day(date)
             self._add(day, record)
         if day is not None:
+            yield day
+
+    async def stream(self) -> AsyncIterator[Day]:
+        """`each_day`, each day read in a worker thread: the event loop never waits on the DB."""
+        each = self.each_day()
+        while (day := await asyncio.to_thread(next, each, None)) is not None:
             yield day
 
     def _collect(self, assets: Iterable[IndexedAsset], failed: Iterable[IndexedFailure]) -> dict[str, Day]:

@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 from tenacity import retry_if_exception_type
 
-from archiver.archive_format.keys import check_key
+from archiver.archive_format.keys import WRITE_PROBE_KEY, check_key
 from archiver.config import S3Config
 from archiver.errors import AlreadyStored, ConfigError, StorageUnavailable
 from archiver.retry import Backoff
@@ -183,10 +183,7 @@ class S3Storage:
                 await self._call(what, key, lambda client: write(client, {"IfNoneMatch": "*"}))
                 return
             except _Refused as e:
-                self._conditional = False
-                log.warning("s3: %s does not do conditional writes (If-None-Match: * got: %s); until "
-                            "restart, writes that must not replace an object check with HEAD first, "
-                            "which two daemons racing on one key can both pass", self._url(""), e)
+                self._no_conditional(str(e))
             if await self.exists(key):  # refused: this write, as every one after it, looks first
                 raise self._already(key)
         # Check-then-write: two daemons between the HEAD and the PUT both write.
@@ -244,7 +241,8 @@ class S3Storage:
             page = await self._call("list", prefix, lambda client, query=args: client.list_objects_v2(**query))
             for obj in page.get("Contents", []):
                 key = obj["Key"].removeprefix(self.prefix)
-                if key and not key.endswith("/"):
+                # The probe is the backend's bookkeeping, as a local root's marker file is.
+                if key and not key.endswith("/") and key != WRITE_PROBE_KEY:
                     yield Listed(key, int(obj["Size"]), obj["LastModified"].timestamp())
             if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
                 return
@@ -273,6 +271,33 @@ class S3Storage:
         aborted = await self._call("list uploads under", "", lambda client: self._abort_stale(client, before))
         if aborted:
             log.info("aborted %d stale multipart upload(s) under %s", aborted, self._url(""))
+        await self._probe_conditional()
+
+    async def _probe_conditional(self) -> None:
+        """Write WRITE_PROBE_KEY with `If-None-Match: *` until the store says it is there.
+
+        Some stores (s3rver, older MinIO and Ceph) ignore the header without a word: a second
+        conditional write replaces the first. Such a store gets check-then-write, as one that
+        answers 501 does. One PUT at a start once the probe object exists; two the first time.
+        """
+        name = self._name(WRITE_PROBE_KEY)
+        body = b"archiver writes this object at each start to learn whether this store honours If-None-Match\n"
+        for _ in range(2):
+            try:
+                await self._call("put", WRITE_PROBE_KEY, lambda client: client.put_object(
+                    Bucket=self.bucket, Key=name, Body=body, ContentType="text/plain", IfNoneMatch="*", **self._sse))
+            except (AlreadyStored, _Conflict):
+                return  # honoured (412), or another daemon's probe in flight (409): conditional writes work
+            except _Refused as e:
+                self._no_conditional(str(e))
+                return
+        self._no_conditional(f"a second conditional write to {self._url(WRITE_PROBE_KEY)} succeeded")
+
+    def _no_conditional(self, why: str) -> None:
+        self._conditional = False
+        log.warning("s3: %s does not do conditional writes (If-None-Match: * got: %s); until restart, writes "
+                    "that must not replace an object check with HEAD first, which two daemons racing on one "
+                    "key can both pass", self._url(""), why)
 
     def _abort_stale(self, client: Any, before: dt.datetime) -> int:
         aborted = 0

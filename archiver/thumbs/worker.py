@@ -1,4 +1,4 @@
-"""The thumbnail worker (its own small queue and one thread) and the backfill from the store.
+"""The thumbnail worker (its own small queue, and one child process: process.py) and the backfill from the store.
 
 The worker is handed a file it owns (staging.py links it before the store takes the staged file),
 so it never downloads anything and never holds up a download or a poll: when its queue is full
@@ -15,20 +15,21 @@ import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from archiver.archive_format.keys import INDEX_PREFIX, THUMBS_PREFIX, is_sidecar, sidecar_key, thumb_key
 from archiver.archive_format.media import content_type_of_key, media_of
 from archiver.storage import Storage
-from archiver.thumbs.make import NoPoster, Thumb, make_thumb
+from archiver.thumbs.make import NoPoster, Thumb
+from archiver.thumbs.process import ChildDied, ThumbProcess
 
 log = logging.getLogger(__name__)
 
 WEBP_TYPE = "image/webp"
 QUEUE = 32  # assets waiting for a thumbnail; more are skipped (backfill makes theirs)
 KINDS = ("image", "video")
+IDLE = 60.0  # seconds without a thumbnail after which the child process exits; the next one starts it again
 
 Made = Callable[[str, Thumb], Awaitable[None]]  # told of each thumbnail written: the asset key, the thumbnail
 
@@ -41,14 +42,14 @@ class Job:
 
 
 class Thumbnailer:
-    """Makes thumbnails one at a time on a thread of its own; `run` is the daemon's loop for it."""
+    """Makes thumbnails one at a time in a child process of its own; `run` is the daemon's loop for it."""
 
     def __init__(self, storage: Storage, size: int, made: Made | None = None) -> None:
         self.storage = storage
         self.size = size
         self.made = made
         self.queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbs")
+        self.process = ThumbProcess()
         self.loop: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -82,7 +83,12 @@ class Thumbnailer:
     async def run(self) -> None:
         try:
             while True:
-                job = await self.queue.get()
+                try:
+                    async with asyncio.timeout(IDLE):
+                        job = await self.queue.get()
+                except TimeoutError:  # nothing to do for a while: the child's memory goes back
+                    await self.process.close()
+                    continue
                 try:
                     await self.one(job.key, job.media, job.path)
                 finally:
@@ -91,17 +97,20 @@ class Thumbnailer:
         finally:
             while not self.queue.empty():  # a stop: what is left waits for the backfill
                 self.queue.get_nowait().path.unlink(missing_ok=True)
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            await self.process.close()
 
     async def one(self, key: str, media: str, path: Path) -> bool:
         """Make and store the thumbnail of one asset; False (and a log line) when there is none."""
         try:
-            thumb = await asyncio.get_running_loop().run_in_executor(self.pool, make_thumb, path, media, self.size)
+            thumb = await self.process.make(path, media, self.size)
         except NoPoster as e:
             log.info("%s: no thumbnail: %s", key, e)
             return False
-        except Exception as e:  # Pillow's and FFmpeg's many errors for a bad file (a decompression bomb, too)
-            log.warning("%s: no thumbnail: the file cannot be read as %s (%s: %s)", key, media, type(e).__name__, e)
+        except ChildDied as e:  # the next thumbnail gets a new child
+            log.warning("%s: no thumbnail: %s; `archiver index --thumbnails` makes it", key, e)
+            return False
+        except Exception as e:  # Unreadable: Pillow's or FFmpeg's error for a bad file (a decompression bomb, too)
+            log.warning("%s: no thumbnail: the file cannot be read as %s (%s)", key, media, e)
             return False
         try:
             await self.storage.put_bytes(thumb_key(key), thumb.data, content_type=WEBP_TYPE)
@@ -113,8 +122,9 @@ class Thumbnailer:
             return False
         return True
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        """End the child process (backfill and `verify --fix`, which do not `run`)."""
+        await self.process.close()
 
 
 def wants_thumb(key: str) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 from archiver.archive_format.keys import KeyFields, check_key, render_key
 from archiver.archive_format.media import TYPES, choose_ext, content_type_for, media_for, sniff_ext
 from archiver.storage.local import LocalStorage
-from tests.support.fakes import JPEG, MP3, MP4, PNG, WAV
+from archiver.testing.media import JPEG, MP3, MP4, PNG, WAV
 
 DEFAULT_LAYOUT = "{provider}/{date:%Y/%m/%d}/{task_id}/{index:02d}.{ext}"
 LAYOUTS = [

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from archiver.archive_format.redaction import REDACTED, is_secret_field, redact_secrets
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.servers import serve
 
 API_KEY = "key-SECRET-5ec5ec"

@@ -2,36 +2,46 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
 from pathlib import Path
 
-from archiver.archive_format.keys import day_key
 import pytest
 
+from archiver.archive_format.keys import DAYS_KEY, day_key
+from archiver.archive_format.search import MANIFEST_KEY, SEARCH_PREFIX, read_manifest
 from archiver.browse.index import IndexLoop, page, rebuild
 from archiver.browse.sources import open_source
 from archiver.config import Config
-from archiver.errors import StateUnavailable
+from archiver.errors import StateUnavailable, StorageUnavailable
 from archiver.model import Phase, TaskRef, TaskStatus
-from archiver.state import SqliteState, open_state
+from archiver.state import open_state
 from archiver.state.pg_reader import PgReader
-from tests.browse.conftest import World, make_world
+from tests.browse.conftest import Recording, World, empty_day, expected_postings, make_world, search_postings
 from tests.support.postgres import PgCluster, StateBackend
 
 
-async def day_files(world: World) -> dict[str, bytes]:
-    return {item.key: await world.storage.get(item.key) async for item in world.storage.list("_index/days/")}
+async def day_files(world: World, prefix: str = "_index/days/") -> dict[str, bytes]:
+    return {item.key: await world.storage.get(item.key) async for item in world.storage.list(prefix)}
 
 
 async def test_rebuild_from_state_and_from_store_agree(world: World) -> None:
     result = await rebuild(world.config, world.storage, from_store=False)
     assert result == {"days": 3, "assets": len(world.made.assets), "failed": len(world.made.failed), "unreadable": 0}
     from_state = await day_files(world)
+    search = await day_files(world, SEARCH_PREFIX)
     days_doc = json.loads(await world.storage.get("_index/days.json"))
     await rebuild(world.config, world.storage, from_store=True)
     assert await day_files(world) == from_state
+    again_search = await day_files(world, SEARCH_PREFIX)
+    assert again_search.keys() == search.keys() and len(search) > 10
+    assert {k: v for k, v in again_search.items() if k != MANIFEST_KEY} == {
+        k: v for k, v in search.items() if k != MANIFEST_KEY}  # the manifest differs only in generated_at
+    assert read_manifest(again_search[MANIFEST_KEY]) == read_manifest(search[MANIFEST_KEY])
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    assert read_manifest(search[MANIFEST_KEY]).through == str(yesterday)  # the shards hold the days before today
     again = json.loads(await world.storage.get("_index/days.json"))
     assert again["days"] == days_doc["days"] and again["schema"] == "archiver.index/1"
     assert [d["date"] for d in again["days"]] == ["2026-09-03", "2026-09-02", "2026-09-01"]  # newest first
@@ -79,15 +89,21 @@ async def archive_one(config: Config, task_id: str) -> str:
 
 async def test_loop_rewrites_only_touched_days(tmp_path: Path, state_backend: StateBackend) -> None:
     world = await make_world(tmp_path, "local", state=state_backend)
-    loop = IndexLoop(world.config, world.storage)
+    store = Recording(world.storage)
+    loop = IndexLoop(world.config, store)  # type: ignore[arg-type]
     written = await loop.round()
-    assert written == 3 + 1  # three day files, then days.json (index.html is not counted)
+    shards = store.take(SEARCH_PREFIX)
+    assert written == 3 + 1 + len(shards)  # three day files, days.json, the search index (index.html not counted)
     root = world.config.storage.local.root
     before = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert await loop.round() == 0  # nothing changed: nothing written
 
     key = await archive_one(world.config, "new-task")
-    assert await loop.round() == 2  # today's day file and days.json
+    written = await loop.round()
+    puts = store.puts
+    assert sorted(k for k in puts if k.startswith("_index/days")) == [DAYS_KEY, day_key(time.strftime("%Y-%m-%d",
+                                                                                                      time.gmtime()))]
+    assert store.take(SEARCH_PREFIX) == [] and written == 2  # today's words touch no shard
     after = {p.name: os.stat(p).st_ino for p in (root / "_index/days").iterdir()}
     assert {k: v for k, v in after.items() if k in before} == before  # old days untouched (same inode)
     today = time.strftime("%Y-%m-%d", time.gmtime())
@@ -101,10 +117,12 @@ async def test_a_new_loop_trusts_an_index_that_is_current(tmp_path: Path, state_
     """After a restart, days that days.json already shows as they are cost no writes."""
     world = await make_world(tmp_path, "local", state=state_backend)
     await rebuild(world.config, world.storage, from_store=False)
-    loop = IndexLoop(world.config, world.storage)
+    store = Recording(world.storage)
+    loop = IndexLoop(world.config, store)  # type: ignore[arg-type]
     assert await loop.round() == 0
     await archive_one(world.config, "after-restart")
-    assert await loop.round() == 2
+    written = await loop.round()
+    assert store.take(SEARCH_PREFIX) == [] and written == 2  # today's day file and days.json; no shard
     assert loop.source is not None
     loop.source.close()
 
@@ -142,51 +160,48 @@ async def test_loop_waits_out_a_postgres_server_that_is_down(tmp_path: Path, pri
     """A round while the server is down fails as StateUnavailable; the next one reconnects."""
     private_pg.start()
     world = await make_world(tmp_path, "local", tasks=20, state=StateBackend("postgres", private_pg.create_database()))
-    loop = IndexLoop(world.config, world.storage)
-    assert await loop.round() == 3 + 1
+    store = Recording(world.storage)
+    loop = IndexLoop(world.config, store)  # type: ignore[arg-type]
+    assert await loop.round() == 3 + 1 + len(store.take(SEARCH_PREFIX))
     private_pg.stop()
     with pytest.raises(StateUnavailable, match="does not answer"):
         await loop.round()
     private_pg.start()
     await archive_one(world.config, "after-outage")
-    assert await loop.round() == 2
+    assert await loop.round() == 2 + len(store.take(SEARCH_PREFIX))
     assert loop.source is not None
     loop.source.close()
     await world.storage.close()
 
 
-async def test_failed_write_is_retried_next_round(tmp_path: Path) -> None:
+@pytest.mark.parametrize("blocked", ["days", "search"])
+async def test_failed_write_is_retried_next_round(tmp_path: Path, blocked: str) -> None:
     world = await make_world(tmp_path, "local")
     root = world.config.storage.local.root
     (root / "_index").mkdir()
-    (root / "_index/days").write_text("a file where a folder must be")  # every day write now fails
+    (root / "_index" / blocked).write_text("a file where a folder must be")  # every day (or shard) write now fails
     loop = IndexLoop(world.config, world.storage)
-    try:
+    with pytest.raises(StorageUnavailable, match="cannot write"):
         await loop.round()
-        raise AssertionError("the round should have failed")
-    except Exception as e:
-        assert "cannot write" in str(e)
     assert not (root / "_index/days.json").exists()  # days.json never lists a day file that is not there
-    (root / "_index/days").unlink()
-    assert await loop.round() == 4
+    if blocked == "search":
+        assert not (root / "_index/days").exists()  # nor a day file points into shards that are not there
+    (root / "_index" / blocked).unlink()
+    written = await loop.round()
+    assert written == 4 if blocked == "days" else written > 4  # the shards were written before the day failed
     assert len(list((root / "_index/days").iterdir())) == 3
+    assert await search_postings(world.storage) == await expected_postings(world.storage)
 
 
 async def test_rebuild_empties_a_day_that_lost_everything(tmp_path: Path) -> None:
     """A day listed before but empty now keeps no stale entries, and days.json drops it."""
     world = await make_world(tmp_path, "local", tasks=30)
     await rebuild(world.config, world.storage, from_store=False)
-    state = SqliteState(world.db)
-    try:  # every task of 2026-09-02 put back to work, as `archiver retry` would
-        rows = state.db.execute("SELECT id FROM tasks WHERE date(COALESCE(success_seen_at, updated_at),"
-                                " 'unixepoch') = '2026-09-02'").fetchall()
-        state.db.execute("DELETE FROM assets WHERE key LIKE '%/2026/09/02/%'")
-        await state.retry([r[0] for r in rows])
-    finally:
-        await state.close()
+    await empty_day(world, "2026-09-02")
     result = await rebuild(world.config, world.storage, from_store=False)
     assert result["days"] == 2
     assert [d["date"] for d in json.loads(await world.storage.get("_index/days.json"))["days"]] == [
         "2026-09-03", "2026-09-01"]
     assert json.loads(await world.storage.get(day_key("2026-09-02"))) == {
         "schema": "archiver.day/2", "date": "2026-09-02", "assets": [], "failed": []}
+    assert "2026-09-02" not in {d for dates in (await search_postings(world.storage)).values() for d in dates}

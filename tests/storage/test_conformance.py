@@ -1,4 +1,5 @@
-"""One suite every storage backend must pass: LocalStorage on tmp_path, S3Storage on moto."""
+"""One suite every storage backend must pass: LocalStorage on tmp_path, S3Storage on moto, and
+S3Storage on a store that ignores `If-None-Match` without a word (s3rver's manners, played by the proxy)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from archiver.archive_format.keys import WRITE_PROBE_KEY
 from archiver.config import S3Config
 from archiver.errors import AlreadyStored
 from archiver.storage import LocalStorage, Storage
@@ -40,7 +42,8 @@ def _s3(client: Any, bucket: str, endpoint: str) -> Backend:
 
     def keys() -> list[str]:
         listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
-        return sorted(o["Key"].removeprefix("pre/") for o in listed)
+        # The probe start() writes (storage/s3.py) is the backend's own, not the suite's.
+        return sorted(key for o in listed if (key := o["Key"].removeprefix("pre/")) != WRITE_PROBE_KEY)
 
     def parts(key: str) -> int:
         etag = client.head_object(Bucket=bucket, Key=f"pre/{key}")["ETag"].strip('"')
@@ -49,7 +52,7 @@ def _s3(client: Any, bucket: str, endpoint: str) -> Backend:
     return Backend("s3", S3Storage(config), keys, parts)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "s3-ignoring-conditions"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "local":
         b = _local(tmp_path / "archive")
@@ -58,7 +61,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await b.storage.close()
         return
     # moto checks no signature: the proxy does, on every request as it arrives.
-    async with serve(S3Proxy(request.getfixturevalue("moto_server")).app()) as url:
+    proxy = S3Proxy(request.getfixturevalue("moto_server"), ignore_conditions=request.param != "s3")
+    async with serve(proxy.app()) as url:
         b = _s3(request.getfixturevalue("s3_client"), request.getfixturevalue("s3_bucket"), url)
         await b.storage.start()
         yield b
@@ -196,7 +200,7 @@ class TestConformance:
         await backend.storage.put_file("v/00.mp4", source, content_type="video/mp4", sha256=digest)
         assert (await backend.storage.stat("v/00.mp4")).size == size
         assert hashlib.sha256(await backend.storage.get("v/00.mp4")).hexdigest() == digest
-        assert backend.parts("v/00.mp4") >= (2 if backend.name == "s3" else 1)
+        assert backend.parts("v/00.mp4") >= (2 if backend.name.startswith("s3") else 1)
 
     async def test_list(self, backend: Backend, tmp_path: Path) -> None:
         s = backend.storage

@@ -411,3 +411,39 @@ async def test_faults_in_a_multipart_upload_are_retried(s3_client: Any, s3_bucke
     assert parts_of(head(s3_client, s3_bucket, "v/00.mp4")) == 2
     assert whole(s3_client, s3_bucket, "v/00.mp4") == digest
     assert s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+async def test_start_learns_that_a_store_ignores_if_none_match(s3_client: Any, s3_bucket: str, moto_server: str,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A store that drops the header without a word (s3rver) gets check-then-write from the start."""
+    proxy = S3Proxy(moto_server, ignore_conditions=True)
+    async with serve(proxy.app()) as url:
+        storage = S3Storage(config(s3_bucket, url))
+        with caplog.at_level(logging.WARNING, logger="archiver.storage.s3"):
+            await storage.start()
+            await storage.put_bytes("k.json", b"first", content_type="application/json", if_absent=True)
+            with pytest.raises(AlreadyStored):
+                await storage.put_bytes("k.json", b"second", content_type="application/json", if_absent=True)
+        await storage.close()
+    assert any("a second conditional write" in r.getMessage() for r in caplog.records)
+    assert s3_client.get_object(Bucket=s3_bucket, Key="k.json")["Body"].read() == b"first"
+
+
+async def test_start_probes_once_a_store_that_honours_if_none_match(s3_client: Any, s3_bucket: str,
+                                                                    moto_server: str,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Two PUTs of the probe at the first start (the second gets 412), one at each start after; no warning."""
+    proxy = S3Proxy(moto_server)
+    async with serve(proxy.app()) as url:
+        for n in range(2):
+            storage = S3Storage(config(s3_bucket, url))
+            with caplog.at_level(logging.WARNING, logger="archiver.storage.s3"):
+                await storage.start()
+                await storage.put_bytes(f"k{n}.json", b"first", content_type="application/json", if_absent=True)
+                with pytest.raises(AlreadyStored):
+                    await storage.put_bytes(f"k{n}.json", b"x", content_type="application/json", if_absent=True)
+            await storage.close()
+    probes = [seen for seen in proxy.seen if seen[1] == f"/{s3_bucket}/_index/write-probe"]
+    assert probes == [("PUT", f"/{s3_bucket}/_index/write-probe", True)] * 3
+    assert not [seen for seen in proxy.seen if seen[0] == "HEAD"]  # no check-then-write
+    assert not caplog.records

@@ -84,16 +84,17 @@ class Generated:
 
 
 def generate(db_path: Path | str, tasks: int, days: int, *, start: dt.date = dt.date(2026, 9, 1), seed: int = 7,
-             video: bytes | None = None, audio: bool = False, images: int = 40) -> Generated:
+             video: bytes | None = None, audio: bool = False, images: int = 40,
+             pictures: list[bytes] | None = None) -> Generated:
     """`tasks` tasks spread over `days` UTC days; one in 25 failed, the rest with 1–3 assets.
 
     `db_path` is the SQLite file, or a PostgreSQL DSN whose schema exists (see generate_state).
 
     With `video` (a real video's bytes), one task in ten holds that video; with `audio`, one in
-    ten holds a short WAV tone.
+    ten holds a short WAV tone. `pictures` replaces the generated 96×96 gradients.
     """
     rng = random.Random(seed)
-    pictures = [png(96, 96, i) for i in range(images)]
+    pictures = pictures or [png(96, 96, i) for i in range(images)]
     made = Generated()
     entry_of = entries()
     with _rows(db_path) as db:

@@ -6,6 +6,7 @@ Where chromium or playwright is missing the tests skip with the reason, except u
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -62,3 +63,37 @@ async def record_webm(browser: Any) -> bytes:
         return base64.b64decode(await page.evaluate(_RECORD))
     finally:
         await page.close()
+
+
+ALL_LOADED = "That is everything."
+ENDS = (ALL_LOADED, "Nothing matches.", "The archive is empty.")
+
+
+async def settled(page: Any) -> None:
+    """Wait until the gallery has drawn what its filters ask for (its debounce and fetches done)."""
+    await page.wait_for_function("() => document.body.dataset.ready && document.body.dataset.state === 'idle'")
+
+
+async def to_the_end(page: Any) -> None:
+    """Scroll the gallery until everything its filters match is drawn."""
+    await settled(page)
+    for _ in range(200):
+        if (await page.text_content("#more")) in ENDS:
+            return
+        await page.mouse.wheel(0, 20000)
+        await asyncio.sleep(0.05)
+        await settled(page)
+    raise AssertionError(f"the list never ended: {await page.text_content('#stats')}")
+
+
+async def visible_keys(page: Any) -> list[str]:
+    """The keys of the cards drawn and not hidden, in page order."""
+    return await page.eval_on_selector_all(
+        "#assets [data-key]", "els => els.filter(e => e.offsetParent !== null).map(e => e.dataset.key)")
+
+
+def recorder(page: Any, base: str) -> list[str]:
+    """Every URL the page requests from here on, as a path under `base`; anything outside `base` kept whole."""
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url[len(base):] if r.url.startswith(base) else r.url))
+    return seen

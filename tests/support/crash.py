@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from archiver.storage.local import MARKER
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from archiver.testing import FakeApis, FakeTask, media_bytes
 
 
 def world(fake: FakeApis, rng: random.Random, tasks: int, max_size: int = 300_000) -> list[str]:

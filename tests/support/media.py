@@ -46,3 +46,31 @@ def video(path: Path, frames: int = 24, black: int = 6, size: tuple[int, int] = 
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def scene_png(width: int, height: int, seed: int) -> bytes:
+    """A PNG that looks like a picture (sky, sun, hills, some grain), different for each seed: for screenshots."""
+    import random
+
+    from PIL import ImageDraw
+
+    rng = random.Random(seed)
+    top, bottom = [rng.randrange(60, 256) for _ in range(3)], [rng.randrange(40, 220) for _ in range(3)]
+    im = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(im)
+    for y in range(height):
+        t = y / max(1, height - 1)
+        draw.line([(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
+    r = rng.randrange(height // 12, height // 5)
+    cx, cy = rng.randrange(r, width - r), rng.randrange(r, height // 2)
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(rng.randrange(180, 256) for _ in range(3)))
+    for layer in range(3):
+        base = height * (0.55 + 0.15 * layer)
+        shade = tuple(int(c * (0.8 - 0.22 * layer)) for c in bottom)
+        points = [(x, base - rng.uniform(0, height * 0.2)) for x in range(0, width + 60, 60)]
+        draw.polygon([(0, height), *points, (width, height)], fill=shade)
+    grain = Image.frombytes("L", (width, height), os.urandom(width * height)).point(lambda v: v // 10)
+    im = Image.composite(im, Image.new("RGB", (width, height), (0, 0, 0)), grain.point(lambda v: 255 - v))
+    out = io.BytesIO()
+    im.save(out, "PNG", compress_level=1)
+    return out.getvalue()

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.procs import alive, children
+
 PG_ROOT = Path("/usr/lib/postgresql")
 RUN_AS = "postgres"
 START_TIMEOUT = 60.0
@@ -142,7 +144,7 @@ class PgCluster:
     def backends(self) -> list[int]:
         """The pids of the server's processes but the postmaster: its children."""
         assert self._proc is not None
-        return _children(self._proc.pid)
+        return children(self._proc.pid)
 
     def kill(self) -> None:
         """SIGKILL the server and all its backends, as a crash would; start() recovers."""
@@ -150,15 +152,15 @@ class PgCluster:
             return
         # Stopped first, the postmaster forks no backend between the listing and the kill.
         self._proc.send_signal(signal.SIGSTOP)
-        children = self.backends()
+        backends = self.backends()
         self._proc.kill()
         self._proc.wait(timeout=30)
-        for pid in children:
+        for pid in backends:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         # The backends were the postmaster's, so nobody here reaps them: wait until they are gone or zombies.
         deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in backends) and time.monotonic() < deadline:
             time.sleep(0.01)
         self._proc = None
 
@@ -216,26 +218,6 @@ class PgCluster:
 
     def _log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def set_first_seen(state: Any, provider: str, task_ids: list[str], at: float, lane: int) -> None:

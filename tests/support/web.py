@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
+from archiver.testing import FakeApis
 from tests.support.daemon import DaemonProcess, base_config, write_config
-from tests.support.fakes import FakeApis
 from tests.support.servers import serve
 
 API_KEY = "kie-SECRET-7d1f00c0ffee"

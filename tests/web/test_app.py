@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 from moto.server import ThreadedMotoServer
 
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.ci import cannot_run
 from tests.support.daemon import DaemonProcess, base_config, cli, write_config
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
 from tests.support.web import API_KEY, NO_DAC, TOKEN, kie_entry, web_daemon
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

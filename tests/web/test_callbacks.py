@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.servers import serve
 from tests.support.signing import fal_headers, jwk, jwks_app
 from tests.support.web import API_KEY, KIE_SECRET, Web, kie_entry, kie_headers, web_daemon

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.fakes import FakeApis, FakeTask, media_bytes
+from archiver.testing import FakeApis, FakeTask, media_bytes
 from tests.support.web import API_KEY, kie_entry, web_daemon
 
 DASHBOARD = Path(__file__).parents[2] / "contrib" / "grafana-archiver.json"

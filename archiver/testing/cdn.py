@@ -1,4 +1,4 @@
-"""A fake CDN with switchable faults per file, and a canary that counts connections.
+"""FaultCdn: a CDN with switchable faults per file, and a canary that counts connections.
 
 Each file is a `Resource` served at /f/{name}. Its `script` says, request by request, what
 the server does; the last step repeats. Steps:
@@ -93,7 +93,7 @@ class Hit:
 
 
 class FaultCdn:
-    """The CDN app; `base` is set by the test once a server runs it."""
+    """The CDN app; `base` is set once a server runs it (FakeProviders does)."""
 
     def __init__(self) -> None:
         self.resources: dict[str, Resource] = {}
@@ -146,7 +146,7 @@ class FaultCdn:
             hit.status = 302
             return web.Response(status=302, headers={"Location": res.location})
         if step == "reset":
-            _reset(request)
+            reset_connection(request)
             hit.status = -1
             return web.Response()  # never sent: the connection is gone
         if step.isdigit():
@@ -191,20 +191,20 @@ class FaultCdn:
             hit.sent = min(at + PIECE, limit)
         if step == "cut":
             await asyncio.sleep(0.1)  # let the client read what was sent before the reset
-            _reset(request)
+            reset_connection(request)
         elif step == "short":
             await asyncio.sleep(0.1)
             if request.transport is not None:
                 request.transport.close()
         elif step == "stall":
             await asyncio.sleep(res.stall_for)
-            _reset(request)
+            reset_connection(request)
         else:
             await resp.write_eof()
         return resp
 
 
-def _reset(request: web.Request) -> None:
+def reset_connection(request: web.Request) -> None:
     """Drop the connection with an RST, as a crashed server or a middlebox would."""
     transport = request.transport
     if transport is None:
@@ -218,7 +218,8 @@ def _reset(request: web.Request) -> None:
 @asynccontextmanager
 async def serve_at(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
     """Run `app` on a free port of `host` (a loopback address); yield its base URL."""
-    assert host.startswith("127."), "tests only ever listen on 127.0.0.0/8"
+    if not host.startswith("127."):
+        raise ValueError(f"the fakes listen on loopback only (127.0.0.0/8), not {host}")
     server = TestServer(app, host=host)
     await server.start_server()
     try:
@@ -237,7 +238,8 @@ class Canary:
 
 @asynccontextmanager
 async def canary(host: str = "127.0.0.2") -> AsyncIterator[Canary]:
-    assert host.startswith("127."), "tests only ever listen on 127.0.0.0/8"
+    if not host.startswith("127."):
+        raise ValueError(f"the fakes listen on loopback only (127.0.0.0/8), not {host}")
     seen = Canary()
 
     async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
