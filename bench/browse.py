@@ -3,7 +3,8 @@
 The archive is generated straight into a state DB and a local store (tests/support/archive.py),
 then timed: `archiver index --rebuild` (from the state DB), `archiver index --from-store`
 (from the sidecars), `index --rebuild` from the same rows in PostgreSQL (where Debian's
-server is installed), the largest day file, and the page's first screen in headless Chromium.
+server is installed), and the largest day file. The page itself, in Chromium, is measured by
+bench/gallery.py, on real media.
 """
 
 from __future__ import annotations
@@ -27,15 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
 
 from archiver.config import load_config  # noqa: E402
 from tests.support.archive import TYPES, generate, generate_state, write_local  # noqa: E402
-from tests.support.browser import ARGS, CHROMIUM  # noqa: E402
 from tests.support.postgres import PgCluster, pg_unavailable  # noqa: E402
-
-# The first screen: once the first asset element is in the document, the frame after the next
-# paint (two animation frames on) shows it.
-FIRST_ASSET = """new MutationObserver((_, o) => { if (document.querySelector('[data-key]')) { o.disconnect();
-  requestAnimationFrame(() => requestAnimationFrame(() => { window.__first = performance.now(); })); } })
-  .observe(document, {childList: true, subtree: true});"""
-
 
 def browse(assets: int, base: Path, days: int = 60) -> list[Row]:
     folder = Path(tempfile.mkdtemp(prefix="archiver-bench-browse-", dir=base))
@@ -64,17 +57,6 @@ def _run(folder: Path, assets: int, days: int) -> list[Row]:
         rows.append(_postgres_rebuild(folder, assets, days, count))
     else:
         print(f"  skipped index --rebuild on PostgreSQL: {pg_unavailable()}", flush=True)
-    port = free_port()
-    server = Child([PY, "-m", "archiver", "-c", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
-                   folder / "serve.log")
-    try:
-        wait_port(port)
-        painted, ready = asyncio.run(first_screen(f"http://127.0.0.1:{port}/"))
-    finally:
-        served = server.stop()
-    rows.append(Row("7 page first screen (Chromium)", painted, None, None, served.cpu, served.peak_rss_mib,
-                    f"first day's assets painted {painted * 1000:.0f} ms after navigation start, page idle at "
-                    f"{ready * 1000:.0f} ms (median of 5); CPU and RSS are archiver serve's"))
     return rows
 
 
@@ -100,26 +82,6 @@ def _postgres_rebuild(folder: Path, assets: int, days: int, count: int) -> Row:
                    + ("byte for byte as from SQLite" if after == before else "DIFFER from SQLite's"))
     finally:
         cluster.cleanup()
-
-
-async def first_screen(url: str, runs: int = 5) -> tuple[float, float]:
-    """Seconds from navigation start to the first screen painted, and to the page being ready."""
-    from playwright.async_api import async_playwright
-
-    firsts, readies = [], []
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        for _ in range(runs):
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            await page.add_init_script(FIRST_ASSET)
-            await page.goto(url)
-            await page.wait_for_selector("body[data-ready]", timeout=60_000)
-            readies.append(await page.evaluate("performance.now()") / 1000)
-            await page.wait_for_function("() => window.__first !== undefined")
-            firsts.append(await page.evaluate("window.__first") / 1000)
-            await page.close()
-        await browser.close()
-    return sorted(firsts)[runs // 2], sorted(readies)[runs // 2]
 
 
 def serve_s3(size_mib: int, base: Path) -> list[Row]:

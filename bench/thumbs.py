@@ -9,34 +9,18 @@ Prints a table; figures are in bench/RESULTS.md. Needs Pillow and PyAV (`pip ins
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image, ImageChops
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support, shared with the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from archiver.testing import FakeApis, FakeTask  # noqa: E402
+from realmedia import Job, archive, photo, video  # noqa: E402  (puts the repo root on sys.path first)
+
 from archiver.thumbs.make import make_thumb  # noqa: E402
 from archiver.thumbs.process import ThumbProcess  # noqa: E402
-from measure import Child  # noqa: E402
-from tests.support.daemon import base_config, write_config  # noqa: E402
 from tests.support.procs import thumbnail_child  # noqa: E402
-from tests.support.servers import serve  # noqa: E402
-
-KEY = "kie-bench-key"
-ROOT = Path(__file__).resolve().parent.parent
-
-def photo(side: int, seed: int) -> Image.Image:
-    """A photograph's statistics, roughly: smooth gradients with sensor noise (not flat colour)."""
-    base = Image.merge("RGB", [Image.linear_gradient("L").rotate(a).resize((side, side)) for a in (0, 90, 45 + seed)])
-    noise = Image.merge("RGB", [Image.effect_noise((side, side), 6 + 2 * i).point(lambda v: v - 128 + 64)
-                                for i in range(3)])
-    return ImageChops.add(base, noise, scale=1.0, offset=-64)
 
 
 def cpu() -> float:
@@ -50,21 +34,6 @@ def per_thumb(path: Path, media: str, runs: int) -> float:
     for _ in range(runs):
         make_thumb(path, media, 400)
     return (cpu() - start) / runs
-
-
-def video(path: Path, seconds: int = 10, fps: int = 24) -> None:
-    import av
-
-    frames = [photo(1080, n).resize((1920, 1080)) for n in range(4)]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "23"})
-        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
-        for n in range(seconds * fps):
-            image = Image.new("RGB", (1920, 1080)) if n < fps // 2 else frames[(n // fps) % 4]  # 0.5 s black first
-            for packet in stream.encode(av.VideoFrame.from_image(image)):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 async def alone(small: Path, big: list[Path]) -> tuple[float, float, float]:
@@ -83,31 +52,21 @@ async def alone(small: Path, big: list[Path]) -> tuple[float, float, float]:
 
 
 async def daemon_peak(run: Path, bodies: list[bytes], thumbnails: bool) -> tuple[float, float, float, int]:
-    """The real daemon (`archiver run --burst`, everything in the new folder `run`) archiving `bodies` from a
-    fake kie: (its peak RSS MiB, its thumbnail process's peak RSS MiB, CPU s of both, thumbnails written)."""
-    run.mkdir()  # noqa: ASYNC240
-    fake = FakeApis(KEY)
-    for n, body in enumerate(bodies):
-        fake.add(FakeTask("kie", f"big-{n}", ["queued", "success"], [body], prompt=f"big {n}"))
-    async with serve(fake.app()) as base:
-        fake.base = base
-        config = write_config(run / "config.yaml", base_config(run, {
-            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
-        }, index={"enabled": False}, thumbnails={"enabled": thumbnails}))
-        (run / "inbox.txt").write_text("".join(f"kie big-{n}\n" for n in range(len(bodies))))
-        env = dict(os.environ, KIE_API_KEY=KEY, PYTHONPATH=str(ROOT))
-        child = Child([sys.executable, "-m", "archiver", "run", "--burst", "-c", str(config)], run / "daemon.log",
-                      env=env)
-        done = asyncio.ensure_future(asyncio.to_thread(child.wait, 600))
-        peak = thumbs_peak = 0.0
+    """The real daemon archiving `bodies` (bench/realmedia.py): (its peak RSS MiB, its thumbnail process's peak
+    RSS MiB, CPU s of both, thumbnails written)."""
+    peak = thumbs_peak = 0.0
+
+    def watch(pid: int) -> None:
         # VmHWM: each process's own peak (wait4's ru_maxrss keeps ours across the exec). It only grows, so the
         # thumbnail process's last sample before it exits (at the burst's end) has its peak.
-        while not done.done():
-            peak = max(peak, hwm_mib(child.pid))
-            if (thumbs := thumbnail_child(child.pid)) is not None:
-                thumbs_peak = max(thumbs_peak, hwm_mib(thumbs))
-            await asyncio.sleep(0.02)
-        usage = await done  # the daemon's CPU with its reaped children's: the thumbnail process's too
+        nonlocal peak, thumbs_peak
+        peak = max(peak, hwm_mib(pid))
+        if (thumbs := thumbnail_child(pid)) is not None:
+            thumbs_peak = max(thumbs_peak, hwm_mib(thumbs))
+
+    jobs = [Job(f"big-{n}", [body], prompt=f"big {n}") for n, body in enumerate(bodies)]
+    # The daemon's CPU counts its reaped children's: the thumbnail process's too.
+    usage = await archive(run, jobs, thumbnails=thumbnails, index=False, watch=watch)
     made = len(list((run / "archive" / "_thumbs").rglob("*.webp"))) if (run / "archive" / "_thumbs").exists() else 0
     return peak, thumbs_peak, usage.cpu, made
 
