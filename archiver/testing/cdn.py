@@ -190,7 +190,9 @@ class FaultCdn:
             await resp.write(payload[at:min(at + PIECE, limit)])
             hit.sent = min(at + PIECE, limit)
         if step == "cut":
-            await asyncio.sleep(0.1)  # let the client read what was sent before the reset
+            # Let the client read what was sent: aiohttp drops what it holds unread once the
+            # reset is in, and a loaded machine's client may take a while to get to it.
+            await asyncio.sleep(0.3)
             reset_connection(request)
         elif step == "short":
             await asyncio.sleep(0.1)
