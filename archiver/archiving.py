@@ -81,6 +81,7 @@ class Archivist:
         self.fetch_from: dict[tuple[int, int], str] = {}
         self.rounds: dict[tuple[int, int], int] = {}
         self.refreshed: set[tuple[int, int]] = set()  # assets whose URL was asked for again
+        self.linked: set[tuple[int, int]] = set()  # … and whose fresh link was asked for
         # Downloads complete in staging whose state write failed (the state DB was down): not fetched again.
         self.staged: dict[tuple[int, int], tuple[Fetched, float]] = {}
         # data: URIs of answers, by asset: the state DB keeps only their elided form (datauri.py).
@@ -184,10 +185,7 @@ class Archivist:
             raise
         if thumb_file is not None and self.thumbnailer is not None:
             self.thumbnailer.offer(key, media, thumb_file)  # never waits: a full queue skips it
-        self.staging.discard(pk, idx)
-        self.staged.pop((pk, idx), None)
-        self.fetch_from.pop((pk, idx), None)
-        self.inline.pop((pk, idx), None)
+        self.let_go(pk, idx)
         log.info("provider=%s task_id=%s: archived %s (%d bytes)", task.provider, task.task_id, key,
                  fetched.size, extra=fields)
         if done:
@@ -208,6 +206,8 @@ class Archivist:
         self.fetch_from.pop((pk, idx), None)
         self.inline.pop((pk, idx), None)
         self.rounds.pop((pk, idx), None)
+        self.refreshed.discard((pk, idx))
+        self.linked.discard((pk, idx))
         self.staging.discard(pk, idx)
 
     async def _fetch(self, task: Task, asset: Asset, staged: Path) -> Fetched:
@@ -237,7 +237,8 @@ class Archivist:
     async def _fresh_url(self, task: Task, asset: Asset) -> bool:
         """Before url_expired is final, ask the provider once more: it may hand out a fresh URL."""
         if (task.pk, asset.idx) in self.refreshed:
-            return False
+            # The fresh URL expired too: a provider-made link is the last thing to try, once.
+            return (task.pk, asset.idx) not in self.linked and await self._fresh_link(task, asset)
         self.refreshed.add((task.pk, asset.idx))
         status = await self._ask_once(task)
         if status is None or status.phase != Phase.SUCCEEDED or asset.idx >= len(status.urls) \
@@ -254,6 +255,7 @@ class Archivist:
 
     async def _fresh_link(self, task: Task, asset: Asset) -> bool:
         """A provider-made temporary link to the same file (a RefreshesUrls provider), fetched at once; never logged."""
+        self.linked.add((task.pk, asset.idx))
         asker = self.askers.get(task.provider)
         link = await asker.refresh_url(task.task_id, asset.url) if asker else None
         if link is None:

@@ -77,6 +77,27 @@ async def test_an_expired_url_is_replaced_by_the_providers_fresh_one(tmp_path: P
     assert "gave a fresh one" in (tmp_path / "daemon.log").read_text()
 
 
+async def test_a_fresh_url_that_expired_too_is_saved_by_kies_fresh_link(tmp_path: Path) -> None:
+    """Asked again, the provider gives another URL that is also past its time: download-url is the last try."""
+    fake = FakeApis(API_KEY)
+    content = media_bytes("png", 20_000, "twice")
+    async with serve(fake.app()) as api:
+        fake.base = api
+        old, new = (f"{api}/cdn/twice/0?sig=SIGNED-{n}" for n in ("old", "new"))
+        fake.add(FakeTask("kie", "twice", ["success"], [content], urls=[old], fresh_urls=[new], expired=True))
+        append(tmp_path / "inbox.txt", "kie twice")
+        daemon = daemon_for(tmp_path, {"kie": entry("kie", api)})
+        await daemon.start()
+        status = await daemon.wait_for(lambda s: s["counts"]["archived"] + s["counts"]["failed"] == 1)
+        assert await daemon.stop() == 0
+    assert status["counts"]["archived"] == 1, status["recent_failures"]
+    assert stored(tmp_path / "archive", "kie", "twice").read_bytes() == content
+    asked = [r.body["url"] for r in fake.requests_for("kie:download-url")]
+    assert asked == [new], "the fresh link was asked for the URL the provider gave last, once"
+    log = (tmp_path / "daemon.log").read_text()
+    assert "gave a fresh one" in log and "fresh link" in log
+
+
 async def test_a_store_outage_shows_failing_fails_nothing_and_recovers(tmp_path: Path,
                                                                        state_backend: StateBackend) -> None:
     fake = FakeApis(API_KEY)
