@@ -14,6 +14,7 @@ day files (and the search index, where the tree has one); `archiver serve` serve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import datetime as dt
 import itertools
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -254,25 +256,35 @@ def throughput(a: argparse.Namespace, folder: Path) -> None:
     size = sum(len(j.files[0]) for j in jobs)
     walls: dict[bool, list[float]] = {False: [], True: []}
     cpus: dict[bool, list[float]] = {False: [], True: []}
+    archived: dict[bool, list[float]] = {False: [], True: []}
     for r in range(rounds):
         for on in ((False, True) if r % 2 == 0 else (True, False)):
             run = folder / f"throughput-{r}-{'on' if on else 'off'}"
-            usage = asyncio.run(archive(run, jobs, thumbnails=on, tree=a.tree))
+            began = time.time()
+            usage = asyncio.run(archive(run, jobs, thumbnails=on, tree=a.tree, rps=a.rps))
+            # The archiving itself ends with the last asset; a burst run then still makes the queued thumbnails.
+            with contextlib.closing(sqlite3.connect(run / "state" / "archiver.db")) as db:
+                archived[on].append(db.execute("SELECT MAX(archived_at) FROM assets").fetchone()[0] - began)
             made = len(list((run / "archive/_thumbs").rglob("*.webp"))) if on else 0
-            print(f"  round {r + 1}, thumbnails {'on ' if on else 'off'}: {usage.wall:.1f} s, {usage.cpu:.1f} CPU s"
+            print(f"  round {r + 1}, thumbnails {'on ' if on else 'off'}: {usage.wall:.1f} s, last asset archived "
+                  f"at {archived[on][-1]:.1f} s, {usage.cpu:.1f} CPU s"
                   + (f", {made} thumbnails" if on else ""), flush=True)
             walls[on].append(usage.wall)
             cpus[on].append(usage.cpu)
             shutil.rmtree(run, ignore_errors=True)
-    print(f"\n{len(jobs)} tasks, {size / MB:,.0f} MB of real media, daemon of {a.tree} at {revision(a.tree)}; "
+    print(f"\n{len(jobs)} tasks, {size / MB:,.0f} MB of real media, kie at {a.rps or 'its default'} requests/s, "
+          f"daemon of {a.tree} at {revision(a.tree)}; "
           f"wall of `archiver run --burst`, start-up included; medians of {rounds}, runs alternating\n")
-    print("| thumbnails | wall | files/s | MB/s | CPU s |\n|---|--:|--:|--:|--:|")
+    print("| thumbnails | last asset archived | files/s | MB/s | process wall | CPU s (with the thumbnail process) |\n"
+          "|---|--:|--:|--:|--:|--:|")
     for on in (False, True):
-        wall = statistics.median(walls[on])
-        print(f"| {'on' if on else 'off'} | {wall:.1f} s | {len(jobs) / wall:.1f} | {size / MB / wall:.0f} "
-              f"| {statistics.median(cpus[on]):.1f} |")
-    ratio = statistics.median(walls[False]) / statistics.median(walls[True])
-    print(f"\nthroughput on against off: **{ratio:.2f}×** (target ≥ 0.9×)")
+        done = statistics.median(archived[on])
+        print(f"| {'on' if on else 'off'} | {done:.1f} s | {len(jobs) / done:.1f} | {size / MB / done:.0f} "
+              f"| {statistics.median(walls[on]):.1f} s | {statistics.median(cpus[on]):.1f} |")
+    ratio = statistics.median(archived[False]) / statistics.median(archived[True])
+    wall_ratio = statistics.median(walls[False]) / statistics.median(walls[True])
+    print(f"\nthroughput on against off: **{ratio:.2f}×** to the last asset archived (target ≥ 0.9×); "
+          f"{wall_ratio:.2f}× by process wall, which includes making the queued thumbnails before a burst exits")
 
 
 def main() -> None:
@@ -281,6 +293,9 @@ def main() -> None:
     p.add_argument("--media", type=Path, default=Path("/tmp/archiver-bench-media"), help="media cache, kept")
     p.add_argument("--dir", type=Path, default=Path("/tmp"), help="the run's folder goes here, and is removed")
     p.add_argument("--files", type=int, default=300, help="real files archived by the daemon")
+    p.add_argument("--rps", type=float, default=None,
+                   help="--throughput: the fake kie entry's requests_per_second (default kie's own: the polls "
+                        "then set the pace; 200 lets the downloads set it)")
     p.add_argument("--assets", type=int, default=100_000, help="index entries in all")
     p.add_argument("--days", type=int, default=60)
     p.add_argument("--runs", type=int, default=5, help="page loads measured (median taken)")

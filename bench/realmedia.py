@@ -100,7 +100,7 @@ class Job:
 
 
 async def archive(run: Path, jobs: list[Job], *, thumbnails: bool, tree: Path = ROOT, index: bool = True,
-                  watch: Callable[[int], None] | None = None) -> Usage:
+                  watch: Callable[[int], None] | None = None, rps: float | None = None) -> Usage:
     """The real daemon of `tree` (`archiver run --burst`, everything in the new folder `run`) archiving
     `jobs` from a fake kie on 127.0.0.1; `watch(pid)` is called every 20 ms while it runs."""
     run.mkdir(parents=True)  # noqa: ASYNC240
@@ -110,7 +110,8 @@ async def archive(run: Path, jobs: list[Job], *, thumbnails: bool, tree: Path = 
     async with serve(fake.app()) as base:
         fake.base = base
         config = write_config(run / "config.yaml", base_config(run, {
-            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"]},
+            "kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base, "poll_intervals": ["0.2s"],
+                    **({"requests_per_second": rps} if rps else {})},
         }, index={"enabled": index}, thumbnails={"enabled": thumbnails}))
         (run / "inbox.txt").write_text("".join(f"kie {job.task_id}\n" for job in jobs))
         env = dict(os.environ, KIE_API_KEY=KEY, PYTHONPATH=str(tree))

@@ -45,6 +45,8 @@ def serve(jobs: BinaryIO, out: BinaryIO) -> None:
 def main() -> None:
     # Ctrl-C reaches the whole process group: the daemon stops, then closes our stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Thumbnails are background work: the scheduler gives the daemon's downloads the CPU first.
+    os.nice(10)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # what a library prints goes to stderr (the daemon's log), never into the answers
     serve(sys.stdin.buffer, out)

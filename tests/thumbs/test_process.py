@@ -64,6 +64,8 @@ async def test_the_thumbnail_is_made_in_a_child_process(tmp_path: Path, process:
     assert pid is not None and pid != os.getpid()
     assert Path(f"/proc/{pid}/status").read_text().split("PPid:")[1].split()[0] == str(os.getpid())
     assert b"archiver.thumbs.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    # /proc/PID/stat's 19th field is the nice value: the child yields the CPU to the daemon's downloads.
+    assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) == os.nice(0) + 10
     await process.make(png(tmp_path, "b.png"), "image", 200)
     assert process.pid == pid  # one long-lived child, not one per thumbnail
 
