@@ -178,6 +178,8 @@ class Daemon:
             loops.append(asyncio.create_task(index.run(), name="index"))
         downloads = [asyncio.create_task(workers.run(), name=f"download:{i}")
                      for i in range(self.config.download.concurrency)]
+        if workers.thumbnailer is not None:  # from the start: it catches up on what the last run left
+            workers.thumbnailer.start()
         self.notifier.ready()
         watchdog = asyncio.create_task(self.notifier.watchdog_loop())
         log.info("archiver running: %d provider entries, inbox %s", len(self.pollers), self.config.inbox.path)

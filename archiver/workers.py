@@ -25,6 +25,7 @@ from archiver.recorder import Recorder
 from archiver.staging import Staging
 from archiver.state import Asset, StateStore, Task
 from archiver.storage import Storage
+from archiver.thumbs.catchup import CatchUp
 from archiver.thumbs.make import Thumb
 from archiver.thumbs.worker import Thumbnailer
 from archiver.urlguard import UrlGuard, guarded_connector
@@ -53,9 +54,10 @@ class Workers:
         self.state = state
         self.staging = staging
         self.stopping = stopping
-        # Thumbnails: a queue and a thread of their own, fed after each store, never waited for.
-        self.thumbnailer = Thumbnailer(storage, config.thumbnails.size, self._thumb_made) \
-            if config.thumbnails.enabled else None
+        # Thumbnails: a queue and a process of their own, fed after each store, never waited for; while
+        # nothing is queued, the worker catches up on those the state DB says are missing.
+        self.thumbnailer = Thumbnailer(storage, config.thumbnails.size, self._thumb_made, unmade=state.thumb_failed,
+                                       idle=CatchUp(state, staging.thumbs)) if config.thumbnails.enabled else None
         self.archivist = Archivist(config, state, storage, downloader, staging, askers=askers, scheduler=self,
                                    recorder=recorder, thumbnailer=self.thumbnailer)
         self.queue: asyncio.Queue[Key] = asyncio.Queue()

@@ -141,6 +141,14 @@ class CommonStore:
         """The archived asset at `key`: its pixel size, its thumbnail's key and placeholder (None: unchanged)."""
         await self._apply([(q.SET_MEDIA, (width, height, thumb, placeholder, key))])
 
+    async def missing_thumbs(self, limit: int) -> list[tuple[str, str]]:
+        """(key, content_type) of archived images and videos with no thumbnail and none given up on, newest first."""
+        return [(r["key"], r["content_type"]) for r in await self._fetch(q.MISSING_THUMBS, (limit,))]
+
+    async def thumb_failed(self, key: str) -> None:
+        """No thumbnail can be made of the asset at `key`: the daemon stops trying (`index --thumbnails` may)."""
+        await self._apply([(q.THUMB_FAILED, (time.time(), key))])
+
     async def asset_error(self, pk: int, idx: int, error: str) -> None:
         await self._apply([(q.ASSET_ERROR, (error, pk, idx))])
 

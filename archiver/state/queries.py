@@ -35,6 +35,13 @@ SET_URL = "UPDATE assets SET url = ? WHERE task = ? AND idx = ?"
 # What the file says of its size, and its thumbnail (archiver/thumbs/); a NULL leaves a value as it was.
 SET_MEDIA = ("UPDATE assets SET width = COALESCE(?, width), height = COALESCE(?, height), thumb = COALESCE(?, thumb),"
              " placeholder = COALESCE(?, placeholder) WHERE key = ?")
+# Archived images and videos with no thumbnail that no worker gave up on, newest first: what the thumbnail
+# worker catches up on while idle (archiver/thumbs/catchup.py). The same terms as the assets_unthumbed
+# index's, so both SQLite and PostgreSQL read only that index.
+UNTHUMBED = ("thumb IS NULL AND thumb_failed IS NULL AND state = 'archived' AND key IS NOT NULL"
+             " AND substr(content_type, 1, 6) IN ('image/', 'video/')")
+MISSING_THUMBS = f"SELECT key, content_type FROM assets WHERE {UNTHUMBED} ORDER BY archived_at DESC LIMIT ?"
+THUMB_FAILED = "UPDATE assets SET thumb_failed = ? WHERE key = ?"
 ASSET_ERROR = "UPDATE assets SET last_error = ? WHERE task = ? AND idx = ?"
 ASSET_PENDING = "UPDATE assets SET state = 'pending', last_error = NULL WHERE task = ? AND idx = ?"
 DROP_UNARCHIVED = "DELETE FROM assets WHERE task = ? AND state <> 'archived'"

@@ -128,6 +128,14 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     ALTER TABLE assets ADD COLUMN thumb TEXT;
     ALTER TABLE assets ADD COLUMN placeholder TEXT;
     """,
+    # 3: when the thumbnail worker gave up on an asset (a corrupt file, a video without a poster), so that its
+    # catch-up does not try it every round; and the index that catch-up reads, on the same terms as queries.UNTHUMBED.
+    """
+    ALTER TABLE assets ADD COLUMN thumb_failed REAL;
+    CREATE INDEX assets_unthumbed ON assets (archived_at) WHERE
+        thumb IS NULL AND thumb_failed IS NULL AND state = 'archived' AND key IS NOT NULL
+        AND substr(content_type, 1, 6) IN ('image/', 'video/');
+    """,
 )
 VERSION = len(MIGRATIONS)
 

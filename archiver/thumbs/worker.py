@@ -2,7 +2,8 @@
 
 The worker is handed a file it owns (staging.py links it before the store takes the staged file),
 so it never downloads anything and never holds up a download or a poll: when its queue is full
-an asset is skipped. A failure is logged and left for `archiver index --thumbnails`; it never
+an asset is skipped. While nothing is queued, its idle hook has a turn (the daemon's: catchup.py makes
+the thumbnails skipped so). A failure is logged and left for `archiver index --thumbnails`; it never
 touches the task.
 """
 
@@ -14,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ KINDS = ("image", "video")
 IDLE = 60.0  # seconds without a thumbnail after which the child process exits; the next one starts it again
 
 Made = Callable[[str, Thumb], Awaitable[None]]  # told of each thumbnail written: the asset key, the thumbnail
+Unmade = Callable[[str], Awaitable[None]]  # told of each asset whose thumbnail cannot be made: its key
+# Called while nothing is queued, with the worker; returns the seconds to wait before its next turn.
+Idle = Callable[["Thumbnailer"], Awaitable[float]]
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,16 @@ class Job:
 class Thumbnailer:
     """Makes thumbnails one at a time in a child process of its own; `run` is the daemon's loop for it."""
 
-    def __init__(self, storage: Storage, size: int, made: Made | None = None) -> None:
+    def __init__(self, storage: Storage, size: int, made: Made | None = None, *, unmade: Unmade | None = None,
+                 idle: Idle | None = None, queue: int = QUEUE) -> None:
         self.storage = storage
         self.size = size
         self.made = made
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE)
+        self.unmade = unmade
+        self.idle = idle
+        self.idle_at = 0.0  # time.monotonic() of the idle hook's next turn
+        self.worked_at = time.monotonic()  # of the last thumbnail made or given up
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(queue)
         self.process = ThumbProcess()
         self.loop: asyncio.Task[None] | None = None
 
@@ -76,18 +85,16 @@ class Thumbnailer:
         try:
             self.queue.put_nowait(Job(key, media, path))
         except asyncio.QueueFull:
-            log.warning("%s: no thumbnail now, the thumbnail queue is full; `archiver index --thumbnails` makes it",
-                        key)
+            later = "made when the worker is idle" if self.idle else "`archiver index --thumbnails` makes it"
+            log.warning("%s: no thumbnail now, the thumbnail queue is full; %s", key, later)
             path.unlink(missing_ok=True)
+            self.idle_at = 0.0  # the idle hook's turn comes as soon as the queue is empty
 
     async def run(self) -> None:
         try:
             while True:
-                try:
-                    async with asyncio.timeout(IDLE):
-                        job = await self.queue.get()
-                except TimeoutError:  # nothing to do for a while: the child's memory goes back
-                    await self.process.close()
+                job = await self._next()
+                if job is None:
                     continue
                 try:
                     await self.one(job.key, job.media, job.path)
@@ -99,19 +106,51 @@ class Thumbnailer:
                 self.queue.get_nowait().path.unlink(missing_ok=True)
             await self.process.close()
 
+    async def _next(self) -> Job | None:
+        """The next queued asset; None once the idle hook had its turn, or a wait found nothing queued."""
+        if self.queue.empty() and self.idle is not None and self.idle_at <= time.monotonic():
+            self.idle_at = time.monotonic() + await self.idle(self)
+            return None
+        wait = IDLE if self.idle is None else min(IDLE, max(0.0, self.idle_at - time.monotonic()))
+        try:
+            async with asyncio.timeout(wait):
+                return await self.queue.get()
+        except TimeoutError:
+            if time.monotonic() - self.worked_at >= IDLE:  # nothing to do for a while: the child's memory goes back
+                await self.process.close()
+            return None
+
     async def one(self, key: str, media: str, path: Path) -> bool:
         """Make and store the thumbnail of one asset; False (and a log line) when there is none."""
+        thumb = await self.make(key, media, path)
+        return thumb is not None and await self.keep(key, thumb)
+
+    async def make(self, key: str, media: str, path: Path) -> Thumb | None:
+        """The thumbnail of the asset at `key` from its file; None when it cannot be made (logged, and
+        `unmade` told, so that the idle catch-up does not try it again)."""
         try:
-            thumb = await self.process.make(path, media, self.size)
+            return await self.process.make(path, media, self.size)
         except NoPoster as e:
             log.info("%s: no thumbnail: %s", key, e)
-            return False
         except ChildDied as e:  # the next thumbnail gets a new child
             log.warning("%s: no thumbnail: %s; `archiver index --thumbnails` makes it", key, e)
-            return False
         except Exception as e:  # Unreadable: Pillow's or FFmpeg's error for a bad file (a decompression bomb, too)
             log.warning("%s: no thumbnail: the file cannot be read as %s (%s)", key, media, e)
-            return False
+        finally:
+            self.worked_at = time.monotonic()
+        await self.given_up(key)
+        return None
+
+    async def given_up(self, key: str) -> None:
+        if self.unmade is None:
+            return
+        try:
+            await self.unmade(key)
+        except Exception as e:  # a state outage: the catch-up may try it once more
+            log.warning("%s: not recorded as without a thumbnail (%s)", key, e)
+
+    async def keep(self, key: str, thumb: Thumb) -> bool:
+        """Store the thumbnail of the asset at `key` and tell `made`; False (and a log line) if either fails."""
         try:
             await self.storage.put_bytes(thumb_key(key), thumb.data, content_type=WEBP_TYPE)
             if self.made is not None:
@@ -135,17 +174,24 @@ def wants_thumb(key: str) -> str | None:
     return media if media in KINDS else None
 
 
-async def thumb_from_store(thumbs: Thumbnailer, key: str, media: str, scratch: Path) -> bool:
-    """One asset's thumbnail made again from the store: the asset streamed to a temp file, then made."""
+@contextlib.asynccontextmanager
+async def streamed(storage: Storage, key: str, scratch: Path) -> AsyncIterator[Path]:
+    """The stored asset at `key`, streamed to a temp file in `scratch` that goes at the end of the block."""
     fd, name = await asyncio.to_thread(tempfile.mkstemp, suffix=".asset", dir=scratch)
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            async for chunk in thumbs.storage.read(key):
+            async for chunk in storage.read(key):
                 await asyncio.to_thread(out.write, chunk)
-        return await thumbs.one(key, media, path)
+        yield path
     finally:
         await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+async def thumb_from_store(thumbs: Thumbnailer, key: str, media: str, scratch: Path) -> bool:
+    """One asset's thumbnail made again from the store: the asset streamed to a temp file, then made."""
+    async with streamed(thumbs.storage, key, scratch) as path:
+        return await thumbs.one(key, media, path)
 
 
 async def backfill(thumbs: Thumbnailer, scratch: Path, progress: Callable[[int, int], None] | None = None,
