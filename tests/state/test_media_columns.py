@@ -1,5 +1,5 @@
-"""Migration 2 (SQLite) / 6 (PostgreSQL): an existing state DB gains each asset's width, height, thumbnail
-and placeholder, keeps its rows, and the browse index reads them back."""
+"""Migrations 2-3 (SQLite) / 6-7 (PostgreSQL): an existing state DB gains each asset's width, height, thumbnail,
+placeholder and thumbnail-given-up time, keeps its rows, and the browse index reads them back."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ async def _upgraded_and_read_back(tmp_path: Path, backend: StateBackend) -> None
         try:
             [before], _ = reader.day(1788307200, 1788307200 + 86400)
             assert (before.width, before.height, before.thumb, before.placeholder) == (None, None, None, None)
+            assert await state.missing_thumbs(8) == [(KEY, "image/png")]  # the thumbnail worker catches up on it
             await state.set_media(KEY, width=2048, height=1536)
             before_thumb = reader.fingerprints()
             await state.set_media(KEY, thumb="_thumbs/" + KEY + ".webp", placeholder="#7a5c3e")
@@ -57,7 +58,7 @@ async def test_a_version_1_sqlite_file_gains_the_columns(tmp_path: Path, state_b
     db.close()
     await _upgraded_and_read_back(tmp_path, state_backend)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.VERSION == 3
 
 
 @only("postgres", "SQLite's migration has its own test above")
@@ -69,4 +70,4 @@ async def test_a_version_5_database_gains_the_columns(tmp_path: Path, state_back
             await c.execute(sql)  # type: ignore[arg-type]
     await _upgraded_and_read_back(tmp_path, state_backend)
     async with await psycopg.AsyncConnection.connect(state_backend.dsn, autocommit=True, row_factory=dict_row) as c:
-        assert await pg_schema.schema_version(c) == pg_schema.VERSION == 6
+        assert await pg_schema.schema_version(c) == pg_schema.VERSION == 7
