@@ -176,10 +176,7 @@ class Daemon:
         if self.config.index.enabled:  # its own loop and DB connection: never in the workers' way
             index = IndexLoop(self.config, self.storage)
             loops.append(asyncio.create_task(index.run(), name="index"))
-        downloads = [asyncio.create_task(workers.run(), name=f"download:{i}")
-                     for i in range(self.config.download.concurrency)]
-        if workers.thumbnailer is not None:  # from the start: it catches up on what the last run left
-            workers.thumbnailer.start()
+        downloads = workers.launch()
         self.notifier.ready()
         watchdog = asyncio.create_task(self.notifier.watchdog_loop())
         log.info("archiver running: %d provider entries, inbox %s", len(self.pollers), self.config.inbox.path)

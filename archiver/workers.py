@@ -113,6 +113,12 @@ class Workers:
         self.paused_until = time.monotonic() + pause
         await self.state.set_health("disk", "full", error)
 
+    def launch(self) -> list[asyncio.Task[None]]:
+        """The download workers' tasks; the thumbnail worker starts too, to catch up on what the last run left."""
+        if self.thumbnailer is not None:
+            self.thumbnailer.start()
+        return [asyncio.create_task(self.run(), name=f"download:{i}") for i in range(self.config.download.concurrency)]
+
     async def run(self) -> None:
         """One worker: archive queued assets, one at a time, until the daemon stops."""
         while not self.stopping.is_set():

@@ -5,6 +5,7 @@ without them; `verify` reports `no_thumbnail` and `--fix` makes it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import io
@@ -251,3 +252,37 @@ async def test_a_stop_ends_the_thumbnail_process(tmp_path: Path) -> None:
         child = await thumbnails_then_child(daemon, tmp_path, "pic-0", 1)
         assert await daemon.stop() == 0
     assert await until_gone(child, 1)  # ended by the daemon before it exited
+
+
+async def test_the_daemon_catches_up_on_thumbnails_by_itself(tmp_path: Path) -> None:
+    """An archive made with thumbnails off: the daemon, run again with them on and nothing new to do, makes the
+    missing ones from the store with no command; the corrupt image is tried once, and a restart does not retry it."""
+    broken = noisy_png(300, 300)[:1500]
+    fake = FakeApis(API_KEY)
+    for n in range(3):
+        fake.add(FakeTask("kie", f"pic-{n}", WALK, [noisy_png(500, 400 + n)], prompt=f"picture {n}"))
+    fake.add(FakeTask("kie", "broken-1", WALK, [broken], prompt="broken"))
+    (tmp_path / "inbox.txt").write_text("kie pic-0\nkie pic-1\nkie pic-2\nkie broken-1\n")
+    env = dict(os.environ, KIE_API_KEY=API_KEY)
+    async with serve(fake.app()) as base:
+        fake.base = base
+        doc = base_config(tmp_path, {"kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base,
+                                             "poll_intervals": ["0.2s"]}}, index={"enabled": False})
+        code, _, err = await cli(write_config(tmp_path / "off.yaml", doc | {"thumbnails": {"enabled": False}}),
+                                 "run", "--burst", env=env)
+        assert code == 0, err
+        assert made(tmp_path) == 0
+        config = write_config(tmp_path / "config.yaml", doc)
+        for again in (False, True):  # the second run finds nothing left to try
+            daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
+            await daemon.start()
+            try:
+                await daemon.wait_running()
+                await daemon.wait_for(lambda s: made(tmp_path) == 3)
+                if again:
+                    await asyncio.sleep(1.0)  # its catch-up looks at the start
+            finally:
+                assert await daemon.stop() == 0
+    text = daemon.log.read_text()
+    assert text.count(": no thumbnail: the file cannot be read as image") == 1
+    assert sum(fake.cdn_hits.values()) == 4  # made from the store: nothing fetched again
