@@ -109,7 +109,12 @@ class Thumbnailer:
     async def _next(self) -> Job | None:
         """The next queued asset; None once the idle hook had its turn, or a wait found nothing queued."""
         if self.queue.empty() and self.idle is not None and self.idle_at <= time.monotonic():
-            self.idle_at = time.monotonic() + await self.idle(self)
+            try:
+                rest = await self.idle(self)
+            except Exception:  # a bug there must not end the worker: the queue still needs it
+                log.exception("thumbnails: the idle turn failed; trying again in %gs", IDLE)
+                rest = IDLE
+            self.idle_at = time.monotonic() + rest
             return None
         wait = IDLE if self.idle is None else min(IDLE, max(0.0, self.idle_at - time.monotonic()))
         try:
