@@ -172,13 +172,14 @@ class Workers:
 
     async def drain(self, jobs: list[asyncio.Task[None]], deadline: float, burst: bool = False) -> None:
         """At a stop: the downloads in flight may finish until `deadline`; the rest resume next start.
-        The thumbnails queued are made too in burst mode; otherwise they are left for the backfill."""
+        In burst mode the thumbnails queued are made too, then the missing ones (thumbs/catchup.py); otherwise
+        they are left for the next start's catch-up."""
         for job in self.idle:
             job.cancel()  # nothing in hand: waiting out its queue timeout would only delay the stop
         _, pending = await asyncio.wait(jobs, timeout=max(0.0, deadline - time.monotonic()))
         await cancel(pending)
         if self.thumbnailer is not None:
-            await self.thumbnailer.stop(deadline if burst else 0.0)
+            await self.thumbnailer.stop(deadline if burst else 0.0, finish=burst)
             self.staging.thumbs_done()
 
     async def _thumb_made(self, key: str, thumb: Thumb) -> None:

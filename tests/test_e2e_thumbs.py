@@ -5,7 +5,6 @@ without them; `verify` reports `no_thumbnail` and `--fix` makes it."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import io
@@ -255,34 +254,41 @@ async def test_a_stop_ends_the_thumbnail_process(tmp_path: Path) -> None:
 
 
 async def test_the_daemon_catches_up_on_thumbnails_by_itself(tmp_path: Path) -> None:
-    """An archive made with thumbnails off: the daemon, run again with them on and nothing new to do, makes the
-    missing ones from the store with no command; the corrupt image is tried once, and a restart does not retry it."""
-    broken = noisy_png(300, 300)[:1500]
+    """Assets archived with thumbnails off: the daemon, run again with them on and nothing new to do, makes the
+    missing ones from the store with no command, and so does the end of a --burst run; the corrupt image is
+    tried once, and no later run tries it again."""
     fake = FakeApis(API_KEY)
-    for n in range(3):
+    for n in range(4):
         fake.add(FakeTask("kie", f"pic-{n}", WALK, [noisy_png(500, 400 + n)], prompt=f"picture {n}"))
-    fake.add(FakeTask("kie", "broken-1", WALK, [broken], prompt="broken"))
-    (tmp_path / "inbox.txt").write_text("kie pic-0\nkie pic-1\nkie pic-2\nkie broken-1\n")
+    fake.add(FakeTask("kie", "broken-1", WALK, [noisy_png(300, 300)[:1500]], prompt="broken"))
+    inbox = tmp_path / "inbox.txt"
+    inbox.write_text("kie pic-0\nkie pic-1\nkie broken-1\n")
     env = dict(os.environ, KIE_API_KEY=API_KEY)
+    broken = ": no thumbnail: the file cannot be read as image"
     async with serve(fake.app()) as base:
         fake.base = base
         doc = base_config(tmp_path, {"kie": {"type": "kie", "api_key": "${KIE_API_KEY}", "base_url": base,
                                              "poll_intervals": ["0.2s"]}}, index={"enabled": False})
-        code, _, err = await cli(write_config(tmp_path / "off.yaml", doc | {"thumbnails": {"enabled": False}}),
-                                 "run", "--burst", env=env)
+        off = write_config(tmp_path / "off.yaml", doc | {"thumbnails": {"enabled": False}})
+        on = write_config(tmp_path / "config.yaml", doc)
+        code, _, err = await cli(off, "run", "--burst", env=env)
         assert code == 0, err
         assert made(tmp_path) == 0
-        config = write_config(tmp_path / "config.yaml", doc)
-        for again in (False, True):  # the second run finds nothing left to try
-            daemon = DaemonProcess(config, env, tmp_path / "daemon.log")
-            await daemon.start()
-            try:
-                await daemon.wait_running()
-                await daemon.wait_for(lambda s: made(tmp_path) == 3)
-                if again:
-                    await asyncio.sleep(1.0)  # its catch-up looks at the start
-            finally:
-                assert await daemon.stop() == 0
-    text = daemon.log.read_text()
-    assert text.count(": no thumbnail: the file cannot be read as image") == 1
-    assert sum(fake.cdn_hits.values()) == 4  # made from the store: nothing fetched again
+        daemon = DaemonProcess(on, env, tmp_path / "daemon.log")
+        await daemon.start()
+        try:
+            await daemon.wait_running()
+            await daemon.wait_for(lambda s: made(tmp_path) == 2)
+        finally:
+            assert await daemon.stop() == 0
+        assert daemon.log.read_text().count(broken) == 1
+
+        with inbox.open("a") as f:
+            f.write("kie pic-2\nkie pic-3\n")
+        code, _, err = await cli(off, "run", "--burst", env=env)
+        assert code == 0, err
+        assert made(tmp_path) == 2
+        code, _, err = await cli(on, "run", "--burst", env=env)  # nothing new to archive
+        assert code == 0, err
+    assert made(tmp_path) == 4 and broken not in err
+    assert sum(fake.cdn_hits.values()) == 5  # made from the store: nothing fetched again

@@ -24,27 +24,26 @@ log = logging.getLogger(__name__)
 
 BATCH = 8  # assets read from the state DB at a time
 REST = 1.0  # after each thumbnail, rest this many times as long as it took
-QUIET = 60.0  # seconds before the next look when nothing is missing, or the store or the state DB failed
 
 
 class CatchUp:
     """The worker's idle hook (worker.Idle): one missing thumbnail per turn, from the store."""
 
-    def __init__(self, state: StateStore, scratch: Path, *, quiet: float = QUIET) -> None:
+    def __init__(self, state: StateStore, scratch: Path) -> None:
         self.state = state
         self.scratch = scratch  # staging's thumbs/ folder: emptied at each start
-        self.quiet = quiet
         self.todo: list[tuple[str, str]] = []  # (key, content type), newest first
 
-    async def __call__(self, thumbs: Thumbnailer) -> float:
-        """Make one missing thumbnail; returns the seconds to rest before the next turn."""
+    async def __call__(self, thumbs: Thumbnailer) -> float | None:
+        """Make one missing thumbnail; returns the seconds to rest before the next turn, None when nothing is
+        missing or the store or the state DB failed (the worker's next look comes a while later)."""
         if not self.todo:
             try:
                 self.todo = await self.state.missing_thumbs(BATCH)
             except StateUnavailable:
-                return self.quiet  # the heartbeat reports the outage
+                return None  # the heartbeat reports the outage
             if not self.todo:
-                return self.quiet
+                return None
         key, content_type = self.todo.pop(0)
         media = media_of(content_type, None)
         if media not in KINDS:
@@ -63,8 +62,8 @@ class CatchUp:
         except Exception as e:  # the store out of reach, or staging full: the next look tries again
             log.warning("%s: no thumbnail now: the asset cannot be read from the store (%s)", key, e)
             self.todo.clear()
-            return self.quiet
+            return None
         if thumb is not None and not await thumbs.keep(key, thumb):
             self.todo.clear()  # the store or the state DB failed: so would the rest
-            return self.quiet
+            return None
         return REST * (time.monotonic() - started)

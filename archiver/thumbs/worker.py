@@ -31,11 +31,13 @@ WEBP_TYPE = "image/webp"
 QUEUE = 32  # assets waiting for a thumbnail; more are skipped (backfill makes theirs)
 KINDS = ("image", "video")
 IDLE = 60.0  # seconds without a thumbnail after which the child process exits; the next one starts it again
+QUIET = 60.0  # seconds between two idle turns when the last had nothing to do
 
 Made = Callable[[str, Thumb], Awaitable[None]]  # told of each thumbnail written: the asset key, the thumbnail
 Unmade = Callable[[str], Awaitable[None]]  # told of each asset whose thumbnail cannot be made: its key
-# Called while nothing is queued, with the worker; returns the seconds to wait before its next turn.
-Idle = Callable[["Thumbnailer"], Awaitable[float]]
+# Called while nothing is queued, with the worker; returns the seconds to rest before its next turn, or None
+# when it has nothing to do now (its next turn comes after `quiet`, or at once after a skip).
+Idle = Callable[["Thumbnailer"], Awaitable[float | None]]
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,13 @@ class Thumbnailer:
     """Makes thumbnails one at a time in a child process of its own; `run` is the daemon's loop for it."""
 
     def __init__(self, storage: Storage, size: int, made: Made | None = None, *, unmade: Unmade | None = None,
-                 idle: Idle | None = None, queue: int = QUEUE) -> None:
+                 idle: Idle | None = None, queue: int = QUEUE, quiet: float = QUIET) -> None:
         self.storage = storage
         self.size = size
         self.made = made
         self.unmade = unmade
         self.idle = idle
+        self.quiet = quiet
         self.idle_at = 0.0  # time.monotonic() of the idle hook's next turn
         self.worked_at = time.monotonic()  # of the last thumbnail made or given up
         self.queue: asyncio.Queue[Job] = asyncio.Queue(queue)
@@ -64,16 +67,24 @@ class Thumbnailer:
     def start(self) -> None:
         self.loop = asyncio.create_task(self.run(), name="thumbnails")
 
-    async def stop(self, deadline: float) -> None:
-        """Make the queued thumbnails until `deadline` (time.monotonic()), then stop; the rest wait for backfill."""
+    async def stop(self, deadline: float, finish: bool = False) -> None:
+        """Make the queued thumbnails until `deadline` (time.monotonic()), then stop; with `finish` (--burst), the
+        idle hook's turns too until it has nothing left. The rest wait for the next start."""
         if self.loop is None:
             return
+        when = asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())):
+            async with asyncio.timeout_at(when):
                 await self.queue.join()
         self.loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.loop
+        if finish and self.idle is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(when):
+                    while await self._idle_turn() is not None:
+                        pass
+            await self.process.close()
 
     def offer(self, key: str, media: str, path: Path) -> None:
         """Queue a thumbnail of `path` (which becomes ours) for the asset at `key`; never waits."""
@@ -109,12 +120,8 @@ class Thumbnailer:
     async def _next(self) -> Job | None:
         """The next queued asset; None once the idle hook had its turn, or a wait found nothing queued."""
         if self.queue.empty() and self.idle is not None and self.idle_at <= time.monotonic():
-            try:
-                rest = await self.idle(self)
-            except Exception:  # a bug there must not end the worker: the queue still needs it
-                log.exception("thumbnails: the idle turn failed; trying again in %gs", IDLE)
-                rest = IDLE
-            self.idle_at = time.monotonic() + rest
+            rest = await self._idle_turn()
+            self.idle_at = time.monotonic() + (self.quiet if rest is None else rest)
             return None
         wait = IDLE if self.idle is None else min(IDLE, max(0.0, self.idle_at - time.monotonic()))
         try:
@@ -123,6 +130,14 @@ class Thumbnailer:
         except TimeoutError:
             if time.monotonic() - self.worked_at >= IDLE:  # nothing to do for a while: the child's memory goes back
                 await self.process.close()
+            return None
+
+    async def _idle_turn(self) -> float | None:
+        assert self.idle is not None
+        try:
+            return await self.idle(self)
+        except Exception:  # a bug there must not end the worker: the queue still needs it
+            log.exception("thumbnails: the idle turn failed; trying again in %gs", self.quiet)
             return None
 
     async def one(self, key: str, media: str, path: Path) -> bool:

@@ -40,7 +40,7 @@ async def test_skipped_thumbnails_are_made_when_the_worker_is_idle(tmp_path: Pat
 
     caplog.set_level(logging.INFO, logger="archiver.thumbs")
     thumbs = Thumbnailer(world.storage, 128, made, unmade=state.thumb_failed,
-                         idle=CatchUp(state, tmp_path / "scratch", quiet=0.05), queue=1)
+                         idle=CatchUp(state, tmp_path / "scratch"), queue=1, quiet=0.05)
     try:
         # Every asset offered at once from a staged copy, as the archivist does: one fits the queue.
         for n, key in enumerate(keys):
