@@ -3,8 +3,8 @@
 The worker is handed a file it owns (staging.py links it before the store takes the staged file),
 so it never downloads anything and never holds up a download or a poll: when its queue is full
 an asset is skipped. While nothing is queued, its idle hook has a turn (the daemon's: catchup.py makes
-the thumbnails skipped so). A failure is logged and left for `archiver index --thumbnails`; it never
-touches the task.
+the thumbnails skipped so). A failure is logged and told to `unmade` (so the catch-up does not try it
+again; `archiver index --thumbnails` may); it never touches the task.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Thumbnailer:
                     job.path.unlink(missing_ok=True)
                     self.queue.task_done()
         finally:
-            while not self.queue.empty():  # a stop: what is left waits for the backfill
+            while not self.queue.empty():  # a stop: what is left waits for the next start's catch-up
                 self.queue.get_nowait().path.unlink(missing_ok=True)
             await self.process.close()
 
