@@ -59,6 +59,7 @@ class Thumbnailer:
         self.idle = idle
         self.quiet = quiet
         self.idle_at = 0.0  # time.monotonic() of the idle hook's next turn
+        self.idle_found_nothing = True
         self.worked_at = time.monotonic()  # of the last thumbnail made or given up
         self.queue: asyncio.Queue[Job] = asyncio.Queue(queue)
         self.process = ThumbProcess()
@@ -99,7 +100,8 @@ class Thumbnailer:
             later = "made when the worker is idle" if self.idle else "`archiver index --thumbnails` makes it"
             log.warning("%s: no thumbnail now, the thumbnail queue is full; %s", key, later)
             path.unlink(missing_ok=True)
-            self.idle_at = 0.0  # the idle hook's turn comes as soon as the queue is empty
+            if self.idle_found_nothing:  # its turn comes as soon as the queue is empty (a rest is kept)
+                self.idle_at = 0.0
 
     async def run(self) -> None:
         try:
@@ -121,6 +123,7 @@ class Thumbnailer:
         """The next queued asset; None once the idle hook had its turn, or a wait found nothing queued."""
         if self.queue.empty() and self.idle is not None and self.idle_at <= time.monotonic():
             rest = await self._idle_turn()
+            self.idle_found_nothing = rest is None
             self.idle_at = time.monotonic() + (self.quiet if rest is None else rest)
             return None
         wait = IDLE if self.idle is None else min(IDLE, max(0.0, self.idle_at - time.monotonic()))
